@@ -1,0 +1,182 @@
+"""Figures of the composer: validity, control adherence, perplexity, latency, decoding speed.
+
+    .venv/bin/python benchmarks/bench_composer.py            # full (~10 min on 2 cores)
+    .venv/bin/python benchmarks/bench_composer.py --quick    # a smoke run
+
+Sections
+--------
+validity     N phrases over a grid of knob values: the share that abc2midi (Debian
+             abcmidi) accepts without errors, re-checked here independently of the
+             composer, plus music21's parser as a second opinion; and how many raw
+             model samples the composer had to reject.
+adherence    on the same phrases, rendered and measured from the MIDI: Spearman of
+             requested energy vs. melody notes per beat (and vs. all-part notes per
+             second), measured BPM vs. the tempo knob, mode family vs. valence.
+perplexity   held-out (test split) per-token perplexity of the model and of a
+             unigram baseline on the same tokens.
+latency      compose + render-to-MIDI of one 4-bar phrase: p50/p95.
+decoding     tokens/s of the cached sampler vs. `model.generate` on the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections import Counter
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from st_agent.abc import check_many
+from st_agent.composer import Composer, ComposerConfig
+from st_agent.decoding import CachedDecoder
+from st_agent.render import measure_features, render_phrase
+from st_agent.types import Knobs
+
+
+def knob_grid(n: int, seed: int = 0) -> list[Knobs]:
+    """``n`` knob settings: a stratified random design over [0, 1]^3."""
+    rng = np.random.default_rng(seed)
+    cols = [(rng.permutation(n) + rng.random(n)) / n for _ in range(3)]
+    return [Knobs(float(v), float(t), float(e)) for v, t, e in zip(*cols, strict=True)]
+
+
+def section_validity_adherence(composer: Composer, n: int) -> None:
+    import music21
+
+    knobs = knob_grid(n)
+    phrases, lat = [], []
+    for i, k in enumerate(knobs):
+        t0 = time.perf_counter()
+        p = composer.compose(k, seed=i)
+        pm = render_phrase(p.abc, p.key, p.knobs, meter=p.meter)
+        lat.append(time.perf_counter() - t0)
+        phrases.append((p, pm))
+    reports = check_many([p.abc for p, _ in phrases])
+    ok = sum(r.ok for r in reports)
+    clean = sum(r.ok and not r.warnings for r in reports)
+    m21_ok = 0
+    for p, _ in phrases[: min(n, 200)]:
+        try:
+            s = music21.converter.parse(p.abc, format="abc")
+            m21_ok += len(s.flatten().notes) > 0
+        except Exception:
+            pass
+    tries = np.array([p.tries for p, _ in phrases])
+    print(f"validity: {ok}/{n} = {ok / n:.1%} accepted by abc2midi without errors "
+          f"({clean / n:.1%} without warnings); music21 parsed "
+          f"{m21_ok}/{min(n, 200)} of the first {min(n, 200)}")
+    print(f"  sampling batches per phrase ({composer.config.candidates} candidates each): "
+          f"mean {tries.mean():.2f}, max {tries.max()}; first batch had a valid candidate "
+          f"in {np.mean(tries == 1):.1%}")
+
+    feats = [measure_features(pm) for _, pm in phrases]
+    energy = np.array([k.energy for k in knobs])
+    npb = np.array([f.notes_per_beat for f in feats])
+    nps = np.array([f.notes_per_sec for f in feats])
+    rho_b = spearmanr(energy, npb).statistic
+    rho_s = spearmanr(energy, nps).statistic
+    bpm_err = np.array([abs(f.bpm - k.bpm) for f, k in zip(feats, knobs, strict=True)])
+    want = np.array(["major" if k.valence >= 0.5 else "minor" for k in knobs])
+    got = np.array([f.mode for f in feats])
+    print(f"adherence: Spearman(energy, melody notes/beat) = {rho_b:.3f}; "
+          f"Spearman(energy, all-part notes/s) = {rho_s:.3f}")
+    print(f"  BPM: measured equals the knob's BPM (|error| < 0.5) in "
+          f"{np.mean(bpm_err < 0.5):.1%}; max |error| {bpm_err.max():.2f} BPM")
+    print(f"  mode: measured family matches valence in {np.mean(want == got):.1%} "
+          f"(minor asked: {np.mean(got[want == 'minor'] == 'minor'):.1%}, "
+          f"major asked: {np.mean(got[want == 'major'] == 'major'):.1%})")
+    by_bin = [npb[(energy >= b / 5) & (energy < (b + 1) / 5 + (b == 4))].mean() for b in range(5)]
+    print("  melody notes/beat by energy fifth: " + ", ".join(f"{x:.2f}" for x in by_bin))
+    lat_ms = 1000 * np.array(lat)
+    print("latency compose+render-to-MIDI, one 4-bar phrase: "
+          f"p50 {np.percentile(lat_ms, 50):.1f} ms, p95 {np.percentile(lat_ms, 95):.1f} ms, "
+          f"max {lat_ms.max():.1f} ms (n={n})")
+
+
+def section_perplexity(composer: Composer, max_tunes: int) -> None:
+    from tokenizer.corpus import load_corpus
+
+    corpus = load_corpus()
+    tok = composer.tokenizer
+    train_texts = [t.training_text() for t in corpus.train]
+    train_ids = tok(train_texts, add_special_tokens=False)["input_ids"]
+    counts = Counter(i for ids in train_ids for i in ids)
+    total = sum(counts.values())
+    V = len(tok)
+    test = [t.training_text() for t in corpus.test][:max_tunes]
+    test_ids = tok(test, add_special_tokens=False)["input_ids"]
+    from st_agent.generator import load_generator
+
+    model = load_generator(composer.checkpoint).model
+    nll, n_tok, uni = 0.0, 0, 0.0
+    block = model.config.n_positions
+    with torch.no_grad():
+        for ids in test_ids:
+            ids = ids[:block]
+            x = torch.tensor([ids])
+            loss = model(input_ids=x, labels=x).loss.item()
+            nll += loss * (len(ids) - 1)
+            n_tok += len(ids) - 1
+            uni += -sum(math.log((counts[i] + 1) / (total + V)) for i in ids[1:])
+    print(f"perplexity on {len(test)} held-out tunes ({n_tok} tokens): model "
+          f"{math.exp(nll / n_tok):.2f}, unigram baseline {math.exp(uni / n_tok):.2f}")
+
+
+def section_decoding(composer: Composer, repeats: int) -> None:
+    from st_agent.generator import load_generator
+
+    model = load_generator(composer.checkpoint).model
+    dec = CachedDecoder(model)
+    tok = composer.tokenizer
+    prompt = tok("<|bos|>M:4/4\nL:1/8\nK:G\n<|v2|><|t1|><|e2|><|phrase|>",
+                 add_special_tokens=False)["input_ids"][:8]
+    new = 256
+    for batch in (1, 8, 16):
+        ours, ref = [], []
+        for r in range(repeats):
+            g = torch.Generator().manual_seed(r)
+            t0 = time.perf_counter()
+            dec.sample(prompt, batch, new, stop_ids=[], temperature=1.0, top_k=40, generator=g)
+            ours.append(batch * new / (time.perf_counter() - t0))
+            torch.manual_seed(r)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                model.generate(torch.tensor([prompt] * batch), max_new_tokens=new,
+                               min_new_tokens=new, do_sample=True, top_k=40,
+                               pad_token_id=tok.pad_token_id)
+            ref.append(batch * new / (time.perf_counter() - t0))
+        o, h = float(np.median(ours)), float(np.median(ref))
+        print(f"decoding batch {batch:>2}: cached sampler {o:,.0f} tokens/s, "
+              f"model.generate {h:,.0f} tokens/s, speed-up {o / h:.2f}x "
+              f"(8-token prompt, {new} new tokens, median of {repeats})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--phrases", type=int, default=1000)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--sections", nargs="+",
+                    default=["validity", "perplexity", "decoding"],
+                    choices=["validity", "perplexity", "decoding"])
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    composer = Composer(ComposerConfig())
+    print(f"composer: {composer!r}, torch threads {torch.get_num_threads()}")
+    n = 20 if args.quick else args.phrases
+    composer.compose(Knobs(0.5, 0.5, 0.5), seed=0)  # warm-up
+    if "validity" in args.sections:
+        section_validity_adherence(composer, n)
+    if "perplexity" in args.sections:
+        section_perplexity(composer, 50 if args.quick else 10_000)
+    if "decoding" in args.sections:
+        section_decoding(composer, 1 if args.quick else 5)
+
+
+if __name__ == "__main__":
+    main()

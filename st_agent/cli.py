@@ -1,0 +1,64 @@
+"""The ``st-agent`` command: one subcommand per entry point, each driven by its
+config dataclass (``st-agent <command> --help`` lists every setting)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import tyro
+
+from .generate import GenerateConfig, generate
+from .generator import TrainGeneratorConfig, train_generator
+
+logger = logging.getLogger("st_agent")
+
+_COMMANDS = {
+    "generate": GenerateConfig,
+    "train-generator": TrainGeneratorConfig,
+}
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+
+
+def _report_generate(cfg: GenerateConfig) -> None:
+    result = generate(cfg)
+    f = result.features
+    lines = [
+        f"wrote {result.abc_path}, {result.midi_path}"
+        + (f", {result.wav_path}" if result.wav_path else ""),
+        "measured from the MIDI:",
+        f"  tempo        {f.bpm:.1f} BPM",
+        f"  key          {f.key} ({f.mode}, confidence {f.mode_confidence:.2f})",
+        f"  density      {f.notes_per_beat:.2f} melody notes/beat, "
+        f"{f.notes_per_sec:.2f} notes/s (all parts)",
+        f"  melody       mean pitch {f.mean_pitch:.1f} (MIDI), range {f.pitch_range:.0f} semitones",
+        f"  loudness     mean velocity {f.mean_velocity:.0f}",
+        f"  duration     {f.duration_sec:.2f} s, {f.n_notes} notes",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``st-agent``; returns the exit status."""
+    _setup_logging()
+    cfg = tyro.extras.subcommand_cli_from_dict(_COMMANDS, args=argv, prog="st-agent")
+    try:
+        if isinstance(cfg, GenerateConfig):
+            _report_generate(cfg)
+        elif isinstance(cfg, TrainGeneratorConfig):
+            run = train_generator(cfg)
+            sys.stdout.write(f"run written to {run}\n")
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+        # User-facing errors: one clear line, no traceback.
+        sys.stderr.write(f"st-agent: error: {e}\n")
+        return 2
+    return 0
+
+
+def app() -> None:
+    """Console-script wrapper."""
+    raise SystemExit(main())

@@ -1,0 +1,317 @@
+"""The composer: knobs (and the music so far) in, a valid ABC phrase out.
+
+How a phrase is made
+--------------------
+1. The knobs become control bins (:class:`tokenizer.corpus.Controls`): valence
+   -> mode family and register, tempo -> tempo class, energy -> density class.
+2. The key follows the mode family: a phrase that continues a context in the
+   same family keeps its key; otherwise the composer takes the family's key
+   (``A`` major or ``A`` minor by default: parallel keys, so a change of
+   valence changes the mode and keeps the tonic). A change of key starts a new
+   section, and the model is not shown the old phrase (it would be in the
+   wrong key).
+3. The prompt is ``<|bos|>`` + ``M: L: K:`` + the context phrases with their
+   own control tokens + the new control tokens. The GPT-2 samples ``candidates``
+   continuations in one batch until each writes a newline (end of phrase).
+4. Each candidate is checked: exactly the requested bars, every bar full, no
+   repeats or alternative endings (they would change the length), and then
+   ``abc2midi`` (an independent parser) must accept it without errors.
+5. Among the valid candidates, the one closest to the requested energy
+   (melody onsets per quarter note vs. the corpus median of that bin) and
+   register wins. When no candidate is valid, another batch is sampled, up to
+   ``max_tries`` batches; past that :class:`ComposerError` is raised.
+
+The ``Q:`` field is set from the tempo knob; the renderer plays at that tempo.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tokenizer.abc_text import body_stats, parse_meter, split_bars
+from tokenizer.corpus import BOS, SPECIAL_TOKENS, Controls
+
+from .abc import check_many
+from .decoding import CachedDecoder
+from .generator import load_generator
+from .theory import parse_key
+from .types import Knobs, Phrase
+
+__all__ = ["Composer", "ComposerConfig", "ComposerError"]
+
+logger = logging.getLogger(__name__)
+
+_REPEAT_RE = re.compile(r":*\|+:*|::")
+
+
+class ComposerError(RuntimeError):
+    """The composer could not produce a valid phrase within its tries."""
+
+
+@dataclass
+class ComposerConfig:
+    """Settings of :class:`Composer`."""
+
+    checkpoint: Path | None = None
+    """Composer checkpoint folder; None = the bundled one."""
+    candidates: int = 8
+    """Continuations sampled per batch; the best valid one is kept."""
+    max_tries: int = 6
+    """Batches to sample before giving up with ComposerError."""
+    temperature: float = 0.9
+    """Sampling temperature."""
+    top_k: int = 40
+    """Sample among the top-k tokens (0 = all)."""
+    meter: str = "4/4"
+    """``M:`` of a new piece (a context keeps its own)."""
+    unit: str = "1/8"
+    """``L:`` of a new piece (a context keeps its own)."""
+    major_key: str = "A"
+    """Key for valence >= 0.5 (major family)."""
+    minor_key: str = "Am"
+    """Key for valence < 0.5 (minor family)."""
+    context_phrases: int = 2
+    """Most previous phrases shown to the model."""
+    max_new_tokens: int = 48
+    """Most tokens per phrase (the corpus's 95th percentile is about 30)."""
+    threads: int = 0
+    """Torch threads for decoding; 0 leaves torch's default."""
+
+
+@dataclass
+class _Candidate:
+    body: str
+    score: float
+    reason: str = ""
+    details: dict = field(default_factory=dict)
+
+
+class Composer:
+    """Writes ABC phrases under knob values with the trained GPT-2.
+
+    Parameters
+    ----------
+    config : ComposerConfig, optional
+
+    Examples
+    --------
+    >>> composer = Composer()                               # doctest: +SKIP
+    >>> phrase = composer.compose(Knobs(0.2, 0.3, 0.1), seed=0)  # doctest: +SKIP
+    >>> print(phrase.abc)                                   # doctest: +SKIP
+    """
+
+    def __init__(self, config: ComposerConfig | None = None) -> None:
+        self.config = cfg = config or ComposerConfig()
+        if cfg.candidates < 1 or cfg.max_tries < 1:
+            raise ValueError(
+                f"candidates ({cfg.candidates}) and max_tries ({cfg.max_tries}) must be >= 1"
+            )
+        for k in (cfg.major_key, cfg.minor_key):
+            parse_key(k)
+        if parse_key(cfg.major_key).family != "major" or parse_key(cfg.minor_key).family != "minor":
+            raise ValueError(
+                f"major_key {cfg.major_key!r} must be a major-family key and minor_key "
+                f"{cfg.minor_key!r} a minor-family key"
+            )
+        parse_meter(cfg.meter)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        bundle = load_generator(cfg.checkpoint)
+        self.tokenizer = bundle.tokenizer
+        self.labels = bundle.labels
+        self.checkpoint = bundle.path
+        self.decoder = CachedDecoder(bundle.model)
+        vocab = self.tokenizer.get_vocab()
+        self._newline_id = self.tokenizer.convert_tokens_to_ids(
+            self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str("\n")[0][0])
+        if self._newline_id is None or self._newline_id == self.tokenizer.unk_token_id:
+            raise ValueError(f"tokenizer in {self.checkpoint} has no newline token")
+        special = [vocab[t] for t in SPECIAL_TOKENS]
+        self._stop_ids = {self._newline_id, self.tokenizer.eos_token_id}
+        self._banned_ids = set(special) - {self.tokenizer.eos_token_id}
+
+    # ------------------------------------------------------------------
+    def choose_key(self, knobs: Knobs, context: Phrase | None) -> str:
+        """Key of the next phrase: the context's when its family fits, else the
+        configured key of the family the valence knob asks for."""
+        family = Controls.from_knobs(knobs).family
+        if context is not None and parse_key(context.key).family == family:
+            return context.key
+        return self.config.major_key if family == "major" else self.config.minor_key
+
+    def compose(self, knobs: Knobs, context: Phrase | None = None, bars: int = 4,
+                seed: int | None = None) -> Phrase:
+        """Compose ``bars`` bars under ``knobs``, continuing ``context``.
+
+        Parameters
+        ----------
+        knobs : Knobs
+            Valence, tempo and energy in [0, 1].
+        context : Phrase, optional
+            The music so far; the new phrase continues it (same meter; same
+            key unless the valence asks for the other mode family).
+        bars : int
+            A positive multiple of 4 (phrases are 4 bars).
+        seed : int, optional
+            Makes the result reproducible.
+
+        Returns
+        -------
+        phrase : Phrase
+            A standalone tune (``X: M: L: Q: K:`` + body) that abc2midi accepts.
+
+        Raises
+        ------
+        ValueError
+            For bars that are not a positive multiple of 4.
+        TypeError
+            When knobs is not a :class:`Knobs`.
+        ComposerError
+            When no valid phrase was found within ``max_tries`` batches.
+        """
+        if not isinstance(knobs, Knobs):
+            raise TypeError(f"knobs must be a Knobs, got {type(knobs).__name__}; "
+                            "build one with Knobs(valence=..., tempo=..., energy=...)")
+        if isinstance(bars, bool) or not isinstance(bars, int) or bars < 4 or bars % 4:
+            raise ValueError(f"bars must be a positive multiple of 4 (4, 8, 12, ...), got {bars!r}")
+        if context is not None and not isinstance(context, Phrase):
+            raise TypeError(f"context must be a Phrase or None, got {type(context).__name__}")
+        gen = torch.Generator()
+        gen.manual_seed(int(seed) if seed is not None
+                        else int(np.random.default_rng().integers(2**62)))
+        t0 = time.perf_counter()
+        key = self.choose_key(knobs, context)
+        meter = context.meter if context is not None else self.config.meter
+        unit = context.unit if context is not None else self.config.unit
+        history: list[tuple[Controls, str]] = []
+        if context is not None and context.key == key:
+            ctx_controls = Controls.from_knobs(context.knobs)
+            history = [(ctx_controls, line) for line in context.body.splitlines() if line]
+        lines: list[str] = []
+        tries = 0
+        controls = Controls.from_knobs(knobs)
+        for _ in range(bars // 4):
+            body, n = self._compose_phrase(controls, key, meter, unit, history, gen)
+            tries += n
+            lines.append(body)
+            history.append((controls, body))
+        body = "\n".join(lines)
+        abc = self.tune_text(body, key=key, meter=meter, unit=unit, bpm=knobs.bpm)
+        return Phrase(abc=abc, body=body, knobs=knobs, meter=meter, unit=unit, key=key,
+                      bars=bars, tries=tries,
+                      extra={"compose_sec": time.perf_counter() - t0, "controls": controls})
+
+    @staticmethod
+    def tune_text(body: str, key: str, meter: str, unit: str, bpm: float, title: str = ""
+                  ) -> str:
+        """A complete ABC tune around ``body``."""
+        head = ["X:1"]
+        if title:
+            head.append(f"T:{title}")
+        head += [f"M:{meter}", f"L:{unit}", f"Q:1/4={round(bpm)}", f"K:{key}"]
+        return "\n".join(head) + "\n" + body.rstrip("\n") + "\n"
+
+    # ------------------------------------------------------------------
+    def _prompt(self, controls: Controls, key: str, meter: str, unit: str,
+                history: list[tuple[Controls, str]]) -> list[int]:
+        head = f"{BOS}M:{meter}\nL:{unit}\nK:{key}\n"
+        tail = controls.tokens()
+        budget = self.decoder.max_len - self.config.max_new_tokens
+        kept = history[-self.config.context_phrases:] if self.config.context_phrases else []
+        while True:
+            text = head + "".join(c.tokens() + b + "\n" for c, b in kept) + tail
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) <= budget or not kept:
+                return ids[-budget:]
+            kept = kept[1:]
+
+    def _compose_phrase(self, controls: Controls, key: str, meter: str, unit: str,
+                        history: list[tuple[Controls, str]], gen: torch.Generator
+                        ) -> tuple[str, int]:
+        cfg = self.config
+        prompt = self._prompt(controls, key, meter, unit, history)
+        reasons: dict[str, int] = {}
+        for attempt in range(1, cfg.max_tries + 1):
+            outs = self.decoder.sample(
+                prompt, cfg.candidates, cfg.max_new_tokens, self._stop_ids,
+                self._banned_ids, cfg.temperature, cfg.top_k, gen)
+            cands = [self._screen(o, controls, key, meter, unit) for o in outs]
+            ok = [c for c in cands if not c.reason]
+            if ok:
+                tunes = [self.tune_text(c.body, key, meter, unit, 120.0) for c in ok]
+                for c, report in zip(ok, check_many(tunes), strict=True):
+                    if not report.ok:
+                        c.reason = "abc2midi: " + "; ".join(report.errors)[:80]
+                    elif report.warnings:
+                        c.score += 0.5  # prefer phrases abc2midi has nothing to say about
+            for c in cands:
+                if c.reason:
+                    tag = c.reason.split(":")[0]
+                    reasons[tag] = reasons.get(tag, 0) + 1
+            ok = [c for c in ok if not c.reason]
+            if ok:
+                best = min(ok, key=lambda c: c.score)
+                return best.body, attempt
+            logger.debug("batch %d: no valid candidate (%s)", attempt, reasons)
+        raise ComposerError(
+            f"no valid {key} phrase for {controls} after {cfg.max_tries} batches of "
+            f"{cfg.candidates} candidates (rejections: {reasons}); raise "
+            "ComposerConfig.max_tries or candidates, or check the checkpoint "
+            f"{self.checkpoint}"
+        )
+
+    def _screen(self, ids: list[int], controls: Controls, key: str, meter: str, unit: str
+                ) -> _Candidate:
+        """Structural checks and the control score of one sampled continuation."""
+        if not ids or ids[-1] != self._newline_id:
+            return _Candidate("", math.inf, "unfinished: no end of phrase")
+        text = self.tokenizer.decode(ids[:-1], skip_special_tokens=False)
+        if "<|" in text or "\n" in text:
+            return _Candidate("", math.inf, "special: control token inside the phrase")
+        if "[K:" in text or re.search(r"\[[A-Za-z]:", text):
+            return _Candidate("", math.inf, "field: inline field in the phrase")
+        if re.search(r"\|\s*\[?\d|\[\d", text):
+            return _Candidate("", math.inf, "ending: alternative ending in a 4-bar phrase")
+        # Repeats would change the phrase's length when played: make them plain bars.
+        body = _REPEAT_RE.sub(lambda m: "|]" if m.group(0) == "|]" else "|", text).strip()
+        body = re.sub(r"^\|\s*", "", body)
+        bar_q = float(parse_meter(meter)) * 4
+        acc = parse_key(key).accidentals()
+        u = Fraction(unit)
+        bars = [b for b in split_bars(body) if b.strip(" |")]
+        if bars and not bars[-1].rstrip().endswith(("|", "]")):
+            bars = bars[:-1]  # an unclosed last bar is not a bar
+        lengths = [body_stats(b, u, acc).quarters for b in bars]
+        full = [abs(q - bar_q) < 1e-6 for q in lengths]
+        if bars and not full[0] and lengths[0] < bar_q:
+            bars, lengths, full = bars[1:], lengths[1:], full[1:]  # drop a pickup
+        if len(bars) < 4:
+            return _Candidate("", math.inf, f"bars: {len(bars)} full bars, 4 needed")
+        if not all(full[:4]):
+            bad = next(q for q, f in zip(lengths, full, strict=True) if not f)
+            return _Candidate("", math.inf, f"length: a bar of {bad:g} quarters, not {bar_q:g}")
+        # Extra bars belong to the next phrase: the phrase is the first four.
+        body = "".join(bars[:4]).strip()
+        stats = body_stats(body, u, acc)
+        target = self.labels.energy_targets[controls.energy]
+        score = abs(stats.notes_per_quarter - target) / max(target, 1e-6)
+        high = controls.valence % 2 == 1
+        if math.isfinite(stats.mean_pitch) and (stats.mean_pitch >= self.labels.register_median
+                                                ) != high:
+            score += 0.25
+        return _Candidate(body, score, details={"notes_per_quarter": stats.notes_per_quarter,
+                                               "mean_pitch": stats.mean_pitch})
+
+    def __repr__(self) -> str:
+        return f"Composer(checkpoint={str(self.checkpoint)!r}, candidates={self.config.candidates})"
+
+

@@ -1,0 +1,188 @@
+"""Fast sampling from a trained ``GPT2LMHeadModel`` with a preallocated KV cache.
+
+``model.generate`` spends more than half of each step at batch 1 outside the
+arithmetic (REFERENCE_FIGURES.md). This module reads the same weights into a
+minimal GPT-2 forward pass that reads top to bottom: embeddings, then per block
+``x + attn(ln_1(x))`` and ``x + mlp(ln_2(x))``, then ``ln_f`` and the tied
+output embedding. The prompt is run once at batch 1 and its cache is copied to
+all candidates, so a batch of candidates costs one prefill.
+
+The output is the same distribution as the model's (tests compare the logits
+with ``GPT2LMHeadModel``'s to float tolerance).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import GPT2LMHeadModel
+
+__all__ = ["CachedDecoder"]
+
+
+class CachedDecoder:
+    """Sampler over a GPT-2's weights with a static KV cache.
+
+    Parameters
+    ----------
+    model : GPT2LMHeadModel
+        A trained model; its weights are shared, not copied.
+    max_len : int, optional
+        Longest prompt plus continuation, default the model's ``n_positions``.
+    """
+
+    def __init__(self, model: GPT2LMHeadModel, max_len: int | None = None) -> None:
+        cfg = model.config
+        if cfg.activation_function not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
+            raise ValueError(
+                f"activation {cfg.activation_function!r} is not supported; expected gelu_new"
+            )
+        self.n_layer, self.n_head, self.n_embd = cfg.n_layer, cfg.n_head, cfg.n_embd
+        self.head_dim = cfg.n_embd // cfg.n_head
+        self.eps = cfg.layer_norm_epsilon
+        self.max_len = int(max_len or cfg.n_positions)
+        if not 1 <= self.max_len <= cfg.n_positions:
+            raise ValueError(f"max_len must be in [1, {cfg.n_positions}], got {max_len}")
+        self.approx = "none" if cfg.activation_function == "gelu" else "tanh"
+        tr = model.transformer
+        self.wte = tr.wte.weight.detach()  # (V, C), tied with lm_head
+        self.wpe = tr.wpe.weight.detach()  # (P, C)
+        # GPT-2's Conv1D stores weights as (in, out): y = x @ W + b.
+        self.blocks = [
+            dict(
+                ln1=(b.ln_1.weight.detach(), b.ln_1.bias.detach()),
+                attn=(b.attn.c_attn.weight.detach(), b.attn.c_attn.bias.detach()),
+                attn_proj=(b.attn.c_proj.weight.detach(), b.attn.c_proj.bias.detach()),
+                ln2=(b.ln_2.weight.detach(), b.ln_2.bias.detach()),
+                fc=(b.mlp.c_fc.weight.detach(), b.mlp.c_fc.bias.detach()),
+                proj=(b.mlp.c_proj.weight.detach(), b.mlp.c_proj.bias.detach()),
+            )
+            for b in tr.h
+        ]
+        self.ln_f = (tr.ln_f.weight.detach(), tr.ln_f.bias.detach())
+        self.vocab_size = self.wte.shape[0]
+
+    # -- the forward pass -------------------------------------------------
+    def _forward(self, ids: torch.Tensor, pos0: int, k_cache: torch.Tensor,
+                 v_cache: torch.Tensor) -> torch.Tensor:
+        """Run tokens ``ids`` (B, T) at positions ``pos0..pos0+T-1``; fill the
+        caches (L, B, H, max_len, D) in place; return last-position logits (B, V)."""
+        B, T = ids.shape
+        C, H, D = self.n_embd, self.n_head, self.head_dim
+        x = self.wte[ids] + self.wpe[pos0:pos0 + T]  # (B, T, C)
+        end = pos0 + T
+        for i, blk in enumerate(self.blocks):
+            h = F.layer_norm(x, (C,), *blk["ln1"], self.eps)
+            qkv = torch.addmm(blk["attn"][1], h.view(B * T, C), blk["attn"][0])
+            q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each (B, H, T, D)
+            k_cache[i, :, :, pos0:end] = k
+            v_cache[i, :, :, pos0:end] = v
+            att = F.scaled_dot_product_attention(
+                q, k_cache[i, :, :, :end], v_cache[i, :, :, :end], is_causal=T > 1 and pos0 == 0
+            )  # (B, H, T, D)
+            att = att.transpose(1, 2).reshape(B * T, C)
+            x = x + torch.addmm(blk["attn_proj"][1], att, blk["attn_proj"][0]).view(B, T, C)
+            h = F.layer_norm(x, (C,), *blk["ln2"], self.eps)
+            h = F.gelu(torch.addmm(blk["fc"][1], h.view(B * T, C), blk["fc"][0]),
+                       approximate=self.approx)
+            x = x + torch.addmm(blk["proj"][1], h, blk["proj"][0]).view(B, T, C)
+        x = F.layer_norm(x[:, -1], (C,), *self.ln_f, self.eps)  # (B, C)
+        return x @ self.wte.T  # (B, V)
+
+    def _new_cache(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (self.n_layer, batch, self.n_head, self.max_len, self.head_dim)
+        return (torch.empty(shape, dtype=self.wte.dtype, device=self.wte.device),
+                torch.empty(shape, dtype=self.wte.dtype, device=self.wte.device))
+
+    @torch.inference_mode()
+    def prompt_logits(self, prompt_ids: Sequence[int]) -> torch.Tensor:
+        """Logits (V,) of the token after ``prompt_ids`` (for tests and scoring)."""
+        k, v = self._new_cache(1)
+        ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.wte.device)
+        return self._forward(ids, 0, k, v)[0]
+
+    # -- sampling ---------------------------------------------------------
+    @torch.inference_mode()
+    def sample(
+        self,
+        prompt_ids: Sequence[int],
+        n: int,
+        max_new_tokens: int,
+        stop_ids: Collection[int],
+        banned_ids: Collection[int] = (),
+        temperature: float = 1.0,
+        top_k: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        """Sample ``n`` continuations of one prompt.
+
+        Parameters
+        ----------
+        prompt_ids : sequence of int
+            The prompt, at least one token.
+        n : int
+            Continuations, sampled as one batch.
+        max_new_tokens : int
+            Most tokens per continuation.
+        stop_ids : collection of int
+            A continuation ends after emitting one of these (it is included).
+        banned_ids : collection of int
+            Tokens never sampled.
+        temperature : float
+            Softmax temperature (> 0).
+        top_k : int
+            Sample among the ``top_k`` most likely tokens (0 = all).
+        generator : torch.Generator, optional
+            Source of randomness, for reproducible samples.
+
+        Returns
+        -------
+        continuations : list of list of int
+            ``n`` lists of new tokens; one that did not stop within
+            ``max_new_tokens`` does not end with a stop id.
+        """
+        if not prompt_ids:
+            raise ValueError("prompt_ids must hold at least one token")
+        if n < 1 or max_new_tokens < 1:
+            raise ValueError(f"n ({n}) and max_new_tokens ({max_new_tokens}) must be >= 1")
+        if not temperature > 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        T0 = len(prompt_ids)
+        if T0 + max_new_tokens > self.max_len:
+            raise ValueError(
+                f"prompt ({T0} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+                f"context of {self.max_len} tokens; shorten the context"
+            )
+        device = self.wte.device
+        k1, v1 = self._new_cache(1)
+        logits = self._forward(torch.tensor([list(prompt_ids)], device=device), 0, k1, v1)
+        k_cache, v_cache = self._new_cache(n)
+        k_cache[:, :, :, :T0] = k1[:, :, :, :T0]  # broadcast over the batch
+        v_cache[:, :, :, :T0] = v1[:, :, :, :T0]
+        logits = logits.expand(n, -1)
+        bias = torch.zeros(self.vocab_size, device=device)
+        if banned_ids:
+            bias[list(banned_ids)] = float("-inf")
+        stop = torch.zeros(self.vocab_size, dtype=torch.bool, device=device)
+        stop[list(stop_ids)] = True
+        out = torch.empty((n, max_new_tokens), dtype=torch.long, device=device)
+        done = torch.zeros(n, dtype=torch.bool, device=device)
+        lengths = torch.full((n,), max_new_tokens, dtype=torch.long, device=device)
+        for step in range(max_new_tokens):
+            scores = (logits + bias) / temperature
+            if 0 < top_k < self.vocab_size:
+                kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
+                scores = scores.masked_fill(scores < kth, float("-inf"))
+            tok = torch.multinomial(torch.softmax(scores.float(), dim=-1), 1,
+                                    generator=generator)[:, 0]
+            out[:, step] = tok
+            newly = stop[tok] & ~done
+            lengths[newly] = step + 1
+            done |= newly
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            logits = self._forward(tok[:, None], T0 + step, k_cache, v_cache)
+        return [out[i, :int(lengths[i])].tolist() for i in range(n)]

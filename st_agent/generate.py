@@ -1,0 +1,92 @@
+"""``st-agent generate``: compose a piece under fixed knobs and write it out.
+
+Writes ``<out>/piece.abc``, ``piece.mid`` (arranged: melody, bass, chords) and
+``piece.wav``, plus ``features.json`` with what was measured from the MIDI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .composer import Composer, ComposerConfig
+from .types import Knobs, MusicFeatures
+
+__all__ = ["GenerateConfig", "GenerateResult", "generate"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerateConfig:
+    """Compose a piece under fixed knobs (``st-agent generate``)."""
+
+    valence: float = 0.2
+    """Valence knob in [0, 1]: 0 dark (minor, low), 1 bright (major, high)."""
+    tempo: float = 0.3
+    """Tempo knob in [0, 1]: 50 to 160 quarter-note BPM."""
+    energy: float = 0.1
+    """Energy knob in [0, 1]: sparse and soft to dense and loud."""
+    bars: int = 16
+    """Length in bars, a multiple of 4."""
+    out: Path = Path("runs/calm")
+    """Output folder (created)."""
+    seed: int | None = 0
+    """Random seed; None for a different piece each time."""
+    wav: bool = True
+    """Also synthesise a WAV with FluidSynth."""
+    soundfont: Path | None = None
+    """SoundFont (.sf2); None = TimGM6mb.sf2 shipped with pretty_midi."""
+    checkpoint: Path | None = None
+    """Composer checkpoint folder; None = the bundled one."""
+
+
+@dataclass
+class GenerateResult:
+    """Paths written and the measured features."""
+
+    abc_path: Path
+    midi_path: Path
+    wav_path: Path | None
+    features: MusicFeatures
+
+
+def generate(cfg: GenerateConfig) -> GenerateResult:
+    """Compose, arrange, measure and (optionally) synthesise one piece.
+
+    Raises
+    ------
+    ValueError
+        For knobs outside [0, 1] or bars that are not a multiple of 4.
+    """
+    from .render import AudioRenderer, find_soundfont, measure_features, render_phrase
+
+    knobs = Knobs(valence=cfg.valence, tempo=cfg.tempo, energy=cfg.energy)
+    if cfg.wav:
+        find_soundfont(cfg.soundfont)  # fail before composing when it is missing
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    composer = Composer(ComposerConfig(checkpoint=cfg.checkpoint))
+    phrase = composer.compose(knobs, bars=cfg.bars, seed=cfg.seed)
+    abc = composer.tune_text(phrase.body, phrase.key, phrase.meter, phrase.unit, knobs.bpm,
+                             title=f"valence {knobs.valence:.2f} tempo {knobs.tempo:.2f} "
+                                   f"energy {knobs.energy:.2f}")
+    abc_path = out / "piece.abc"
+    abc_path.write_text(abc)
+    pm = render_phrase(abc, phrase.key, knobs, meter=phrase.meter)
+    midi_path = out / "piece.mid"
+    pm.write(str(midi_path))
+    features = measure_features(pm)
+    wav_path = None
+    if cfg.wav:
+        wav_path = out / "piece.wav"
+        with AudioRenderer(cfg.soundfont) as synth:
+            synth.write_wav(pm, wav_path)
+    (out / "features.json").write_text(json.dumps(
+        {"knobs": asdict(knobs), "bpm_requested": knobs.bpm, "features": features.as_dict(),
+         "key_written": phrase.key, "bars": phrase.bars, "batches": phrase.tries},
+        indent=2))
+    logger.info("wrote %s", out)
+    return GenerateResult(abc_path, midi_path, wav_path, features)
