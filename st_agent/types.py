@@ -15,14 +15,18 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 __all__ = [
     "BPM_MAX",
     "BPM_MIN",
+    "CH_TYPES",
     "EmotionState",
     "Knobs",
     "Mode",
     "MusicFeatures",
     "Phrase",
+    "SignalChunk",
     "bpm_from_tempo",
 ]
 
@@ -249,3 +253,77 @@ class EmotionState:
         _check_unit("confidence", self.confidence)
         if not math.isfinite(self.t_sec):
             raise ValueError(f"t_sec must be finite, got {self.t_sec!r}")
+
+
+#: Channel types a biometric source may deliver (MNE's names).
+CH_TYPES = ("eeg", "emg", "ecg", "ppg", "eda", "resp", "misc")
+
+
+@dataclass(frozen=True, eq=False)
+class SignalChunk:
+    """A block of consecutive samples from a biometric source.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_channels, n_times)
+        Samples in SI units: volts for eeg/emg/ecg (sources convert from µV
+        once, on the way in), siemens for eda, arbitrary units for ppg/resp/misc.
+        NaN marks samples the device did not deliver.
+    sfreq : float
+        Sampling rate in Hz.
+    ch_names : tuple of str
+        One name per row of ``data``.
+    ch_types : tuple of str
+        One of :data:`CH_TYPES` per row.
+    first_sample : int
+        Index of the first column in the stream since the source started; the
+        next chunk of a gap-free stream starts at ``first_sample + n_times``.
+    t0_sec : float
+        Time of the first column on the source's clock (seconds).
+    """
+
+    data: np.ndarray
+    sfreq: float
+    ch_names: tuple[str, ...]
+    ch_types: tuple[str, ...]
+    first_sample: int = 0
+    t0_sec: float = 0.0
+
+    def __post_init__(self) -> None:
+        data = np.asarray(self.data, dtype=np.float64)
+        if data.ndim != 2:
+            raise ValueError(f"data must have shape (n_channels, n_times), got {data.shape}")
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "ch_names", tuple(self.ch_names))
+        object.__setattr__(self, "ch_types", tuple(self.ch_types))
+        if not (math.isfinite(self.sfreq) and self.sfreq > 0):
+            raise ValueError(f"sfreq must be a positive number of Hz, got {self.sfreq!r}")
+        if len(self.ch_names) != data.shape[0] or len(self.ch_types) != data.shape[0]:
+            raise ValueError(
+                f"data has {data.shape[0]} channels but {len(self.ch_names)} names and "
+                f"{len(self.ch_types)} types"
+            )
+        bad = sorted(set(self.ch_types) - set(CH_TYPES))
+        if bad:
+            raise ValueError(f"unknown channel types {bad}; allowed: {CH_TYPES}")
+        if self.first_sample < 0:
+            raise ValueError(f"first_sample must be >= 0, got {self.first_sample}")
+
+    @property
+    def n_times(self) -> int:
+        """Samples per channel."""
+        return self.data.shape[1]
+
+    @property
+    def duration_sec(self) -> float:
+        """``n_times / sfreq``."""
+        return self.n_times / self.sfreq
+
+    def picks(self, ch_type: str) -> np.ndarray:
+        """Row indices of the channels of one type."""
+        return np.flatnonzero(np.asarray(self.ch_types) == ch_type)
+
+    def __repr__(self) -> str:
+        return (f"SignalChunk({self.data.shape[0]} ch x {self.n_times} samples "
+                f"@ {self.sfreq:g} Hz, "
+                f"first_sample={self.first_sample})")
