@@ -10,12 +10,15 @@ import tyro
 
 from .generate import GenerateConfig, generate
 from .generator import TrainGeneratorConfig, train_generator
+from .recording import DeleteConfig, ExportConfig, run_delete, run_export
 
 logger = logging.getLogger("st_agent")
 
 _COMMANDS = {
     "generate": GenerateConfig,
     "train-generator": TrainGeneratorConfig,
+    "export": ExportConfig,
+    "delete": DeleteConfig,
 }
 
 
@@ -52,7 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         elif isinstance(cfg, TrainGeneratorConfig):
             run = train_generator(cfg)
             sys.stdout.write(f"run written to {run}\n")
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+        elif isinstance(cfg, ExportConfig):
+            for path in run_export(cfg):
+                sys.stdout.write(f"wrote {path}\n")
+        elif isinstance(cfg, DeleteConfig):
+            removed = run_delete(cfg)
+            verb = "would remove" if cfg.dry_run else "removed"
+            for path in removed:
+                sys.stdout.write(f"{verb} {path}\n")
+    except (ValueError, OSError, RuntimeError, ImportError) as e:
         # User-facing errors: one clear line, no traceback.
         sys.stderr.write(f"st-agent: error: {e}\n")
         return 2

@@ -13,11 +13,14 @@ How a phrase is made
 3. The prompt is ``<|bos|>`` + ``M: L: K:`` + the context phrases with their
    own control tokens + the new control tokens. The GPT-2 samples ``candidates``
    continuations in one batch until each writes a newline (end of phrase).
-4. Each candidate is checked: exactly the requested bars, every bar full, no
-   repeats or alternative endings (they would change the length), and then
+4. While sampling, the end of the phrase is refused until the candidate has
+   written four bars of music (counted from note lengths). Each candidate is
+   then checked: no alternative endings or inline fields; its bar lines are
+   drawn again from the note lengths (the model's own are not trusted) and the
+   first four bars kept, rejecting a note that would straddle a bar line; then
    ``abc2midi`` (an independent parser) must accept it without errors.
 5. Among the valid candidates, the one closest to the requested energy
-   (melody onsets per quarter note vs. the corpus median of that bin) and
+   (melody onsets per quarter note vs. :meth:`Composer.target_density`) and
    register wins. When no candidate is valid, another batch is sampled, up to
    ``max_tries`` batches; past that :class:`ComposerError` is raised.
 
@@ -37,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tokenizer.abc_text import body_stats, parse_meter, split_bars
+from tokenizer.abc_text import body_stats, parse_meter, rebar
 from tokenizer.corpus import BOS, SPECIAL_TOKENS, Controls
 
 from .abc import check_many
@@ -83,8 +86,10 @@ class ComposerConfig:
     """Most previous phrases shown to the model."""
     max_new_tokens: int = 48
     """Most tokens per phrase (the corpus's 95th percentile is about 30)."""
-    threads: int = 0
-    """Torch threads for decoding; 0 leaves torch's default."""
+    threads: int = 1
+    """Torch threads while composing (restored afterwards); small batches decode
+    fastest on one thread, which leaves the other cores to audio and estimation.
+    0 leaves torch's setting alone."""
 
 
 @dataclass
@@ -93,6 +98,38 @@ class _Candidate:
     score: float
     reason: str = ""
     details: dict = field(default_factory=dict)
+
+
+class _BarCounter:
+    """Step hook: no end of phrase before the requested bars of music exist.
+
+    Counts the music written so far by each candidate from note lengths (bar
+    lines are not trusted); while a candidate is short of ``phrase_len``, its
+    end-of-phrase tokens are banned; once past it, the candidate is finished.
+    """
+
+    def __init__(self, token_text: list[str], end_ids: tuple[int, ...], n: int, unit: Fraction,
+                 phrase_len: Fraction) -> None:
+        self.token_text = token_text
+        self.end_ids = list(end_ids)
+        self.unit = unit
+        self.phrase_q = float(phrase_len) * 4  # quarters
+        self.texts = [""] * n
+        self.finished = [False] * n
+        self.bias = torch.zeros((n, len(token_text)))
+
+    def __call__(self, tokens: list[int]) -> tuple[torch.Tensor, list[bool]]:
+        self.bias.zero_()
+        for i, t in enumerate(tokens):
+            if self.finished[i]:
+                continue
+            self.texts[i] += self.token_text[t]
+            q = body_stats(self.texts[i], self.unit).quarters
+            if q < self.phrase_q - 1e-9:
+                self.bias[i, self.end_ids] = float("-inf")
+            elif q > self.phrase_q + 1e-9 or self.texts[i][-1:] in (" ", "|", "]", ":"):
+                self.finished[i] = True
+        return self.bias, list(self.finished)
 
 
 class Composer:
@@ -123,8 +160,6 @@ class Composer:
                 f"{cfg.minor_key!r} a minor-family key"
             )
         parse_meter(cfg.meter)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         bundle = load_generator(cfg.checkpoint)
         self.tokenizer = bundle.tokenizer
         self.labels = bundle.labels
@@ -137,6 +172,8 @@ class Composer:
             raise ValueError(f"tokenizer in {self.checkpoint} has no newline token")
         special = [vocab[t] for t in SPECIAL_TOKENS]
         self._stop_ids = {self._newline_id, self.tokenizer.eos_token_id}
+        self._token_text = [self.tokenizer.decode([i], skip_special_tokens=False)
+                            for i in range(len(self.tokenizer))]
         self._banned_ids = set(special) - {self.tokenizer.eos_token_id}
 
     # ------------------------------------------------------------------
@@ -199,11 +236,17 @@ class Composer:
         lines: list[str] = []
         tries = 0
         controls = Controls.from_knobs(knobs)
-        for _ in range(bars // 4):
-            body, n = self._compose_phrase(controls, key, meter, unit, history, gen)
-            tries += n
-            lines.append(body)
-            history.append((controls, body))
+        threads = torch.get_num_threads()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        try:
+            for _ in range(bars // 4):
+                body, n = self._compose_phrase(controls, knobs, key, meter, unit, history, gen)
+                tries += n
+                lines.append(body)
+                history.append((controls, body))
+        finally:
+            torch.set_num_threads(threads)
         body = "\n".join(lines)
         abc = self.tune_text(body, key=key, meter=meter, unit=unit, bpm=knobs.bpm)
         return Phrase(abc=abc, body=body, knobs=knobs, meter=meter, unit=unit, key=key,
@@ -234,17 +277,20 @@ class Composer:
                 return ids[-budget:]
             kept = kept[1:]
 
-    def _compose_phrase(self, controls: Controls, key: str, meter: str, unit: str,
+    def _compose_phrase(self, controls: Controls, knobs: Knobs, key: str, meter: str, unit: str,
                         history: list[tuple[Controls, str]], gen: torch.Generator
                         ) -> tuple[str, int]:
         cfg = self.config
         prompt = self._prompt(controls, key, meter, unit, history)
         reasons: dict[str, int] = {}
         for attempt in range(1, cfg.max_tries + 1):
+            hook = _BarCounter(self._token_text, (self._newline_id, self.tokenizer.eos_token_id),
+                               cfg.candidates, Fraction(unit), 4 * parse_meter(meter))
             outs = self.decoder.sample(
                 prompt, cfg.candidates, cfg.max_new_tokens, self._stop_ids,
-                self._banned_ids, cfg.temperature, cfg.top_k, gen)
-            cands = [self._screen(o, controls, key, meter, unit) for o in outs]
+                self._banned_ids, cfg.temperature, cfg.top_k, gen, step_hook=hook)
+            target = self.target_density(knobs.energy)
+            cands = [self._screen(o, controls, target, key, meter, unit) for o in outs]
             ok = [c for c in cands if not c.reason]
             if ok:
                 tunes = [self.tune_text(c.body, key, meter, unit, 120.0) for c in ok]
@@ -269,40 +315,34 @@ class Composer:
             f"{self.checkpoint}"
         )
 
-    def _screen(self, ids: list[int], controls: Controls, key: str, meter: str, unit: str
-                ) -> _Candidate:
+    def target_density(self, energy: float) -> float:
+        """Melody onsets per quarter note the energy knob asks for: the corpus
+        median of each energy bin at the bin's centre, linear in between."""
+        n = len(self.labels.energy_targets)
+        centres = (np.arange(n) + 0.5) / n
+        return float(np.interp(energy, centres, self.labels.energy_targets))
+
+    def _screen(self, ids: list[int], controls: Controls, target: float, key: str, meter: str,
+                unit: str) -> _Candidate:
         """Structural checks and the control score of one sampled continuation."""
-        if not ids or ids[-1] != self._newline_id:
-            return _Candidate("", math.inf, "unfinished: no end of phrase")
-        text = self.tokenizer.decode(ids[:-1], skip_special_tokens=False)
+        if ids and ids[-1] == self._newline_id:
+            ids = ids[:-1]
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
         if "<|" in text or "\n" in text:
             return _Candidate("", math.inf, "special: control token inside the phrase")
-        if "[K:" in text or re.search(r"\[[A-Za-z]:", text):
+        if re.search(r"\[[A-Za-z]:", text):
             return _Candidate("", math.inf, "field: inline field in the phrase")
         if re.search(r"\|\s*\[?\d|\[\d", text):
             return _Candidate("", math.inf, "ending: alternative ending in a 4-bar phrase")
-        # Repeats would change the phrase's length when played: make them plain bars.
-        body = _REPEAT_RE.sub(lambda m: "|]" if m.group(0) == "|]" else "|", text).strip()
-        body = re.sub(r"^\|\s*", "", body)
-        bar_q = float(parse_meter(meter)) * 4
-        acc = parse_key(key).accidentals()
         u = Fraction(unit)
-        bars = [b for b in split_bars(body) if b.strip(" |")]
-        if bars and not bars[-1].rstrip().endswith(("|", "]")):
-            bars = bars[:-1]  # an unclosed last bar is not a bar
-        lengths = [body_stats(b, u, acc).quarters for b in bars]
-        full = [abs(q - bar_q) < 1e-6 for q in lengths]
-        if bars and not full[0] and lengths[0] < bar_q:
-            bars, lengths, full = bars[1:], lengths[1:], full[1:]  # drop a pickup
-        if len(bars) < 4:
-            return _Candidate("", math.inf, f"bars: {len(bars)} full bars, 4 needed")
-        if not all(full[:4]):
-            bad = next(q for q, f in zip(lengths, full, strict=True) if not f)
-            return _Candidate("", math.inf, f"length: a bar of {bad:g} quarters, not {bar_q:g}")
-        # Extra bars belong to the next phrase: the phrase is the first four.
-        body = "".join(bars[:4]).strip()
-        stats = body_stats(body, u, acc)
-        target = self.labels.energy_targets[controls.energy]
+        try:
+            # The model's own bar lines are not trusted: the bar lines are
+            # drawn again from the note lengths, and the first four bars kept.
+            bars = rebar(text, u, parse_meter(meter), 4)
+        except ValueError as e:
+            return _Candidate("", math.inf, f"bars: {e}")
+        body = "".join(bars)
+        stats = body_stats(body, u, parse_key(key).accidentals())
         score = abs(stats.notes_per_quarter - target) / max(target, 1e-6)
         high = controls.valence % 2 == 1
         if math.isfinite(stats.mean_pitch) and (stats.mean_pitch >= self.labels.register_median

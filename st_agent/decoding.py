@@ -14,13 +14,18 @@ with ``GPT2LMHeadModel``'s to float tolerance).
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 import torch.nn.functional as F
 from transformers import GPT2LMHeadModel
 
-__all__ = ["CachedDecoder"]
+__all__ = ["CachedDecoder", "StepHook"]
+
+#: Called after each sampled step with the new token of every continuation;
+#: returns an additive logit bias for the next step, shape (n, V), or None, and
+#: which continuations are finished (they stop as if they had hit a stop id).
+StepHook = Callable[[list[int]], tuple["torch.Tensor | None", list[bool]]]
 
 
 class CachedDecoder:
@@ -116,6 +121,7 @@ class CachedDecoder:
         temperature: float = 1.0,
         top_k: int = 0,
         generator: torch.Generator | None = None,
+        step_hook: StepHook | None = None,
     ) -> list[list[int]]:
         """Sample ``n`` continuations of one prompt.
 
@@ -137,6 +143,9 @@ class CachedDecoder:
             Sample among the ``top_k`` most likely tokens (0 = all).
         generator : torch.Generator, optional
             Source of randomness, for reproducible samples.
+        step_hook : StepHook, optional
+            Steers decoding from outside (e.g. no end of phrase before four
+            bars of music); see :data:`StepHook`.
 
         Returns
         -------
@@ -171,8 +180,10 @@ class CachedDecoder:
         out = torch.empty((n, max_new_tokens), dtype=torch.long, device=device)
         done = torch.zeros(n, dtype=torch.bool, device=device)
         lengths = torch.full((n,), max_new_tokens, dtype=torch.long, device=device)
+        extra: torch.Tensor | None = None
         for step in range(max_new_tokens):
-            scores = (logits + bias) / temperature
+            scores = logits + bias if extra is None else logits + bias + extra
+            scores = scores / temperature
             if 0 < top_k < self.vocab_size:
                 kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
                 scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -180,6 +191,9 @@ class CachedDecoder:
                                     generator=generator)[:, 0]
             out[:, step] = tok
             newly = stop[tok] & ~done
+            if step_hook is not None:
+                extra, finished = step_hook(tok.tolist())
+                newly |= torch.tensor(finished, dtype=torch.bool, device=device) & ~done
             lengths[newly] = step + 1
             done |= newly
             if bool(done.all()) or step == max_new_tokens - 1:

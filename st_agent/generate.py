@@ -10,6 +10,9 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
+
+import tyro
 
 from .composer import Composer, ComposerConfig
 from .types import Knobs, MusicFeatures
@@ -31,12 +34,15 @@ class GenerateConfig:
     """Energy knob in [0, 1]: sparse and soft to dense and loud."""
     bars: int = 16
     """Length in bars, a multiple of 4."""
-    out: Path = Path("runs/calm")
+    out: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/calm")
     """Output folder (created)."""
     seed: int | None = 0
     """Random seed; None for a different piece each time."""
     wav: bool = True
     """Also synthesise a WAV with FluidSynth."""
+    play: bool = False
+    """Also play the piece through FluidSynth's audio driver (falls back to the
+    WAV alone, with a warning, when there is no audio device)."""
     soundfont: Path | None = None
     """SoundFont (.sf2); None = TimGM6mb.sf2 shipped with pretty_midi."""
     checkpoint: Path | None = None
@@ -61,10 +67,17 @@ def generate(cfg: GenerateConfig) -> GenerateResult:
     ValueError
         For knobs outside [0, 1] or bars that are not a multiple of 4.
     """
-    from .render import AudioRenderer, find_soundfont, measure_features, render_phrase
+    from .render import (
+        AudioDeviceError,
+        AudioRenderer,
+        LivePlayer,
+        find_soundfont,
+        measure_features,
+        render_phrase,
+    )
 
     knobs = Knobs(valence=cfg.valence, tempo=cfg.tempo, energy=cfg.energy)
-    if cfg.wav:
+    if cfg.wav or cfg.play:
         find_soundfont(cfg.soundfont)  # fail before composing when it is missing
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,6 +97,13 @@ def generate(cfg: GenerateConfig) -> GenerateResult:
         wav_path = out / "piece.wav"
         with AudioRenderer(cfg.soundfont) as synth:
             synth.write_wav(pm, wav_path)
+    if cfg.play:
+        try:
+            with LivePlayer(cfg.soundfont) as player:
+                player.play(pm)
+                player.wait()
+        except AudioDeviceError as e:
+            logger.warning("no audio device, not playing (%s); the WAV is %s", e, wav_path)
     (out / "features.json").write_text(json.dumps(
         {"knobs": asdict(knobs), "bpm_requested": knobs.bpm, "features": features.as_dict(),
          "key_written": phrase.key, "bars": phrase.bars, "batches": phrase.tries},

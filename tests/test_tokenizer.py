@@ -193,3 +193,17 @@ def test_load_tokenizer_errors(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="corrupt"):
         load_tokenizer(bad)
+
+
+def test_rebar_redraws_bar_lines_from_note_lengths():
+    from tokenizer.abc_text import rebar
+
+    eighth, bar = Fraction(1, 8), Fraction(1)
+    assert rebar("zA e2cc e2ccecA A2A|cAA2:|", eighth, bar, 2) == ["zA e2cc e2|", "ccecA A2A|"]
+    # tuplets and broken rhythm stay whole inside a bar
+    assert rebar("A>B c2 (3def z2 | A2B2 c4 |", eighth, bar, 2) == ["A>B c2 (3def z2|",
+                                                                    "A2B2 c4|"]
+    with pytest.raises(ValueError, match="straddle"):
+        rebar("A3 B6 |", eighth, bar, 1)
+    with pytest.raises(ValueError, match="only 1 full bars"):
+        rebar("A8 B4", eighth, bar, 2)

@@ -30,6 +30,7 @@ __all__ = [
     "normalise_tune",
     "parse_meter",
     "parse_tempo_bpm",
+    "rebar",
     "split_bars",
     "split_tunes",
 ]
@@ -470,3 +471,130 @@ def normalise_tune(text: str, bars_per_phrase: int = 4) -> NormalisedTune:
 def _is_field_line(line: str) -> bool:
     """True when a body line is a field line (``K:G``), not music like ``A:|``."""
     return bool(re.match(r"^[A-Za-z]:(?![|:])", line)) and not re.match(r"^[A-Ga-g]:\|", line)
+
+
+def _events(body: str, unit: Fraction) -> list[tuple[str, Fraction]]:
+    """Split a body into atomic timed events ``(text, duration in whole notes)``.
+
+    Bar lines are dropped. A broken-rhythm pair (``A>B``) and a tuplet group
+    (``(3abc``) are one event each, since a bar line cannot fall inside them;
+    grace notes, decorations and spaces stick to the next event, ties to the
+    previous one.
+    """
+    events: list[list] = []  # [text, duration, open_slots]
+    prefix = ""
+    tuplet_left = 0
+    tuplet_factor = Fraction(1)
+    join_next = False
+    for m in _TOKEN_RE.finditer(body):
+        kind = m.lastgroup
+        text = m.group(0)
+        if kind == "bar":
+            prefix = prefix.rstrip() + " " if prefix.strip() else ""
+            continue
+        if kind in ("note", "chord", "rest"):
+            if kind == "note":
+                length = _parse_len(m.group("len"))
+            elif kind == "chord":
+                length = _parse_len(m.group("chordlen"))
+                inner = _TOKEN_RE.search(m.group("chord")[1:])
+                if inner is not None and inner.lastgroup == "note":
+                    length *= _parse_len(inner.group("len"))
+            else:
+                length = _parse_len(m.group("restlen"))
+            dur = length * unit
+            if tuplet_left > 0:
+                dur *= tuplet_factor
+                tuplet_left -= 1
+            if join_next and events:
+                events[-1][0] += prefix + text
+                events[-1][1] += dur
+                join_next = tuplet_left > 0
+            else:
+                events.append([prefix + text, dur])
+                join_next = tuplet_left > 0
+            prefix = ""
+        elif kind == "tuplet":
+            parts = text[1:].split(":")
+            p = int(parts[0])
+            q_default = {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 2)
+            q = int(parts[1]) if len(parts) > 1 and parts[1] else q_default
+            r = int(parts[2]) if len(parts) > 2 and parts[2] else p
+            tuplet_factor, tuplet_left = Fraction(q, p), r
+            prefix += text
+        elif kind == "broken":
+            if not events:
+                raise ValueError("broken rhythm without a note before it")
+            n = len(text)
+            short = Fraction(1, 2 ** n)
+            first, second = (2 - short, short) if text[0] == ">" else (short, 2 - short)
+            events[-1][1] *= first
+            events[-1][0] += text
+            # the next note joins this event and gets the second factor
+            events[-1].append(second)
+            join_next = True
+        elif kind == "tie":
+            if events:
+                events[-1][0] += text
+        elif kind == "mrest":
+            raise ValueError("multi-bar rest in a phrase")
+        elif kind == "field":
+            raise ValueError("inline field in a phrase")
+        else:  # spaces, decorations, grace notes, others
+            prefix += text
+    # apply the second factor of broken-rhythm pairs to the note that joined them
+    out: list[tuple[str, Fraction]] = []
+    for ev in events:
+        text, dur = ev[0], ev[1]
+        if len(ev) > 2:
+            # dur = first*d1 + d2 where d2 must be scaled by the second factor;
+            # recompute from the text to stay exact.
+            dur = _pair_duration(text, unit)
+        out.append((text, dur))
+    return out
+
+
+def _pair_duration(text: str, unit: Fraction) -> Fraction:
+    """Duration of a broken-rhythm pair such as ``A>B`` or ``c2<<d2``."""
+    stats = body_stats(text, unit)
+    return Fraction(stats.quarters).limit_denominator(10_000) / 4
+
+
+def rebar(body: str, unit: Fraction, bar_len: Fraction, n_bars: int) -> list[str]:
+    """Re-draw the bar lines of a body every ``bar_len`` and keep ``n_bars`` bars.
+
+    Parameters
+    ----------
+    body : str
+        ABC body; its own bar lines (and repeat signs) are ignored.
+    unit : Fraction
+        ``L:`` in whole notes.
+    bar_len : Fraction
+        Bar length in whole notes (``parse_meter(M)``).
+    n_bars : int
+        Bars to return; music after them is dropped.
+
+    Returns
+    -------
+    bars : list of str
+        ``n_bars`` strings, each ending with ``|``.
+
+    Raises
+    ------
+    ValueError
+        When a note, tuplet or broken-rhythm pair would straddle a bar line, or
+        the body holds less than ``n_bars`` bars of music.
+    """
+    bars: list[str] = []
+    current, filled = "", Fraction(0)
+    for text, dur in _events(body, unit):
+        if filled + dur > bar_len:
+            raise ValueError("a note would straddle a bar line")
+        current += text
+        filled += dur
+        if filled == bar_len:
+            bars.append(current.strip() + "|")
+            current, filled = "", Fraction(0)
+            if len(bars) == n_bars:
+                return bars
+    raise ValueError(f"only {len(bars)} full bars of music, {n_bars} needed")

@@ -1,0 +1,128 @@
+"""State-estimator figures: decision latency and offline throughput.
+
+Latency: time from the arrival of the chunk that completes a window to the
+EmotionState (``StateEstimator.push``), p50/p95 over many hops, for 4, 16 and
+64 EEG channels at 250 Hz with 2 s windows (target: p95 <= 20 ms at 16 ch).
+
+Throughput: seconds to process 1 h of 16-channel 250 Hz EEG (target <= 10 s),
+beside BrainFlow's ``get_avg_band_powers`` and plain ``scipy.signal.welch`` on
+the same windows (2 s, hop 0.5 s).
+
+Run: ``python benchmarks/bench_estimator.py [--minutes 60]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from scipy import signal
+
+from st_agent.estimator import _LABELS, EstimatorConfig, StateEstimator
+from st_agent.sources import load_brainflow
+from st_agent.types import SignalChunk
+
+SFREQ = 250.0
+
+
+def eeg(n_ch: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """Alpha + beta + pink-ish noise, volts, shape (n_ch, n_times)."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * SFREQ)
+    t = np.arange(n) / SFREQ
+    noise = signal.lfilter([1.0], [1.0, -0.9], rng.normal(0, 3, (n_ch, n)), axis=-1)
+    x = 10 * np.sin(2 * np.pi * 10 * t) + 3 * np.sin(2 * np.pi * 20 * t) + noise
+    return x * 1e-6
+
+
+def names(n_ch: int) -> tuple[str, ...]:
+    rest = sorted(_LABELS - {"FP1", "FP2", "F3", "F4", "A1", "A2", "M1", "M2"})
+    return ("Fp1", "Fp2", "F3", "F4", *rest)[:n_ch]
+
+
+def latency(n_ch: int, reference: bool, n_hops: int = 300) -> tuple[float, float]:
+    cfg = EstimatorConfig(calibration_sec=2.0, reference_model=reference)
+    hop = round(cfg.hop_sec * SFREQ)
+    data = eeg(n_ch, 10 + n_hops * cfg.hop_sec)
+    ch = names(n_ch)
+    types = ("eeg",) * n_ch
+    times = []
+    with StateEstimator(cfg) as est:
+        for i in range(0, data.shape[1] - hop + 1, hop):
+            chunk = SignalChunk(data[:, i:i + hop], SFREQ, ch, types, first_sample=i,
+                                t0_sec=i / SFREQ)
+            t0 = time.perf_counter()
+            out = est.push(chunk)
+            dt = time.perf_counter() - t0
+            if out and i > 10 * SFREQ:  # after warm-up and calibration
+                times.append(dt * 1e3)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def throughput(minutes: float) -> None:
+    n_ch = 16
+    data = eeg(n_ch, minutes * 60, seed=1)
+    ch = names(n_ch)
+    n_win, hop = 500, 125
+    n_windows = (data.shape[1] - n_win) // hop + 1
+    print(f"\nOffline: {minutes:g} min of {n_ch} ch @ 250 Hz ({n_windows} windows of 2 s, "
+          "hop 0.5 s)")
+    for reference in (False, True):
+        cfg = EstimatorConfig(calibration_sec=60.0, reference_model=reference)
+        t0 = time.perf_counter()
+        with StateEstimator(cfg) as est:
+            step = round(60 * SFREQ)
+            n_out = 0
+            for i in range(0, data.shape[1], step):
+                n_out += len(est.push(SignalChunk(data[:, i:i + step], SFREQ, ch,
+                                                  ("eeg",) * n_ch, first_sample=i)))
+        dt = time.perf_counter() - t0
+        label = "StateEstimator (all features, gating, state)" + (
+            " + BrainFlow reference models" if reference else "")
+        print(f"  {label:<70s} {dt:7.2f} s  ({n_out} estimates)")
+
+    load_brainflow()
+    from brainflow.data_filter import DataFilter
+
+    uv = np.ascontiguousarray(data * 1e6)
+    t0 = time.perf_counter()
+    for w in range(n_windows):
+        DataFilter.get_avg_band_powers(np.ascontiguousarray(uv[:, w * hop:w * hop + n_win]),
+                                       list(range(n_ch)), 250, True)
+    print(f"  {'BrainFlow get_avg_band_powers (per window, filters on)':<70s} "
+          f"{time.perf_counter() - t0:7.2f} s")
+
+    t0 = time.perf_counter()
+    bands = [(1, 4), (4, 8), (8, 13), (13, 30), (30, 45)]
+    for start in range(0, n_windows, 256):
+        idx = (np.arange(start, min(start + 256, n_windows))[:, None] * hop
+               + np.arange(n_win)[None, :])
+        f, p = signal.welch(uv[:, idx], fs=SFREQ, nperseg=250, axis=-1)  # (C, W, F)
+        _ = [p[..., (f >= lo) & (f < hi)].sum(-1) for lo, hi in bands]
+    print(f"  {'plain scipy.signal.welch + band sums (batched)':<70s} "
+          f"{time.perf_counter() - t0:7.2f} s")
+    t0 = time.perf_counter()
+    for w in range(n_windows):
+        f, p = signal.welch(uv[:, w * hop:w * hop + n_win], fs=SFREQ, nperseg=250, axis=-1)
+        _ = [p[..., (f >= lo) & (f < hi)].sum(-1) for lo, hi in bands]
+    print(f"  {'plain scipy.signal.welch + band sums (per window)':<70s} "
+          f"{time.perf_counter() - t0:7.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=60.0, help="offline data length")
+    parser.add_argument("--hops", type=int, default=300, help="hops timed per latency case")
+    args = parser.parse_args()
+    print("Decision latency, window end -> EmotionState (250 Hz, 2 s window, hop 0.5 s)")
+    print(f"  {'channels':>8s} {'reference':>10s} {'p50 ms':>8s} {'p95 ms':>8s}")
+    for reference in (False, True):
+        for n_ch in (4, 16, 64):
+            p50, p95 = latency(n_ch, reference, args.hops)
+            print(f"  {n_ch:>8d} {('on' if reference else 'off'):>10s} {p50:8.2f} {p95:8.2f}")
+    throughput(args.minutes)
+
+
+if __name__ == "__main__":
+    main()
