@@ -142,8 +142,9 @@ _PSEUDONYM_RE = re.compile(r"^[A-Za-z0-9]{3,32}$")
 _SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
-# MNE has no "ppg" or "eda" channel types; these are its nearest ones.
-_MNE_CH_TYPE = {"ppg": "bio", "eda": "gsr"}
+# MNE has no "ppg" or "eda" channel types; these are its nearest ones ("bio" would be
+# taken as volts and scaled to µV on EDF export).
+_MNE_CH_TYPE = {"ppg": "misc", "eda": "gsr"}  # ppg is in arbitrary units, not volts
 
 
 class RecordingError(RuntimeError):

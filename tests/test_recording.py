@@ -117,7 +117,7 @@ def test_round_trip_data_events_annotations(tmp_path: Path) -> None:
     gap = s.events[-1]["payload"]
     assert gap["first_missing_sample"] == 1000 and gap["n_missing"] == 250
     assert s.events[1]["payload"]["abc"] == phrase.abc
-    assert s.raw.get_channel_types() == ["eeg", "eeg", "ecg", "bio"]
+    assert s.raw.get_channel_types() == ["eeg", "eeg", "ecg", "misc"]
     assert s.raw.info["subject_info"]["his_id"] == "s00001234"
 
 
