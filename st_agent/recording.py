@@ -81,7 +81,7 @@ import numpy as np
 import tyro
 
 from . import __version__
-from .types import CH_TYPES, EmotionState, Knobs, Phrase, SignalChunk
+from .types import CH_TYPES, EmotionState, Knobs, MusicFeatures, Phrase, SignalChunk
 
 if TYPE_CHECKING:
     import mne
@@ -954,8 +954,14 @@ class SessionRecorder:
                          energy=knobs.energy)
 
     def write_phrase(self, phrase: Phrase, t_sec: float | None = None,
-                     duration_sec: float | None = None) -> None:
-        """Record a phrase that starts playing (event kind ``phrase``, ABC text included)."""
+                     duration_sec: float | None = None,
+                     features: MusicFeatures | None = None) -> None:
+        """Record a phrase that starts playing (event kind ``phrase``, ABC text included).
+
+        ``features`` (the :class:`MusicFeatures` measured from its rendered MIDI)
+        is stored as the ``features`` payload, a dict of its fields; fitting a
+        listener (:mod:`st_agent.fitting`) needs it.
+        """
         if not isinstance(phrase, Phrase):
             raise TypeError(f"phrase must be a Phrase, got {type(phrase).__name__}")
         payload: dict[str, Any] = {"abc": phrase.abc, "knobs": phrase.knobs, "key": phrase.key,
@@ -963,6 +969,11 @@ class SessionRecorder:
                                    "bpm": phrase.bpm}
         if duration_sec is not None:
             payload["duration_sec"] = float(duration_sec)
+        if features is not None:
+            if not isinstance(features, MusicFeatures):
+                raise TypeError(f"features must be MusicFeatures, got "
+                                f"{type(features).__name__}")
+            payload["features"] = features.as_dict()
         self.write_event("phrase", t_sec, **payload)
 
     def write_state(self, state: EmotionState) -> None:

@@ -1,0 +1,164 @@
+"""Listener-simulator figures: estimator recovery, measured estimator noise, speed.
+
+1. **Recovery**: for each of ``--listeners`` (50) simulated listeners, 60 s of
+   silence (the estimator's rest calibration) then ``--minutes`` of music whose
+   features change every 20-60 s (random phrases, :func:`random_features`);
+   raw EEG/ECG/EMG from :class:`VirtualListenerSource` go through the real
+   :class:`StateEstimator` (default config, BrainFlow reference model off: it
+   does not enter the state). Pearson r between estimated and latent valence
+   and arousal over the good windows after calibration, per listener.
+2. **Estimator noise** for the fast mode: per axis, the median slope of the
+   estimate on (latent - rest) and the residual std and lag-one
+   autocorrelation; ``--write-noise`` stores them in
+   ``st_agent/assets/estimator_noise.json`` (what :class:`FastListeners` uses).
+3. **Speed**: simulated listener-seconds per wall second in raw mode
+   (signals only, and signals + estimator) and in fast mode (10,000 listeners
+   vectorised, 0.5 s steps).
+
+Run: ``python benchmarks/bench_listener.py [--listeners 50] [--minutes 8] [--write-noise]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from st_agent.estimator import EstimatorConfig, StateEstimator
+from st_agent.listener import (
+    FastListeners,
+    feature_vector,
+    random_features,
+    sample_listeners,
+)
+from st_agent.virtual_listener import VirtualListenerSource
+
+NOISE_PATH = Path(__file__).resolve().parents[1] / "st_agent" / "assets" / "estimator_noise.json"
+
+
+def run_listener(params, seed: int, minutes: float, rest_sec: float = 60.0) -> dict:
+    """One simulated session through the real estimator; latent and estimates per window."""
+    rng = np.random.default_rng(10_000 + seed)
+    src = VirtualListenerSource(params, rng=seed)
+    src.hear(None, rest_sec)
+    t = 0.0
+    while t < minutes * 60:
+        seg = float(rng.uniform(20, 60))
+        feats = random_features(rng)
+        src.hear(feats, seg)
+        t += seg
+    est = StateEstimator(EstimatorConfig(reference_model=False, calibration_sec=rest_sec))
+    lat, out, rest_lat = [], [], []
+    n_bad = n_all = 0
+    end_sec = rest_sec + minutes * 60
+    with src:
+        while src._next_sample / src.sfreq < end_sec:
+            for e in est.push(src.read()):
+                n_all += 1
+                if not est.is_calibrated or e.state.confidence == 0:
+                    rest_lat.append(src.latent)
+                    continue
+                if e.bad:
+                    n_bad += 1
+                    continue
+                lat.append(src.latent)
+                out.append((e.state.valence, e.state.arousal))
+    return {"latent": np.array(lat), "est": np.array(out), "rest": np.mean(rest_lat, axis=0),
+            "bad_fraction": n_bad / max(n_all, 1)}
+
+
+def noise_stats(runs: list[dict]) -> dict:
+    """Slope, residual std and lag-one autocorrelation of the estimate vs the latent."""
+    out = {}
+    for k, axis in enumerate(("valence", "arousal")):
+        slopes, resid, ar1 = [], [], []
+        for r in runs:
+            x = r["latent"][:, k] - r["rest"][k]
+            y = r["est"][:, k]
+            b, a = np.polyfit(x, y, 1)
+            slopes.append(b)
+            e = y - (a + b * x)
+            resid.append(e)
+            ar1.append(np.corrcoef(e[:-1], e[1:])[0, 1])
+        out[f"gain_{axis}"] = float(np.median(slopes))
+        out[f"std_{axis}"] = float(np.std(np.concatenate(resid)))
+        out[f"ar1_{axis}"] = float(np.clip(np.mean(ar1), 0.0, 0.99))
+    return out
+
+
+def speed_raw(seconds: float = 120.0) -> tuple[float, float]:
+    params = sample_listeners(1, rng=0)[0]
+    src = VirtualListenerSource(params, rng=0)
+    src.hear(random_features(np.random.default_rng(0)), seconds)
+    with src:
+        t0 = time.perf_counter()
+        chunks = [src.read() for _ in range(round(seconds / src.model.chunk_sec))]
+        synth = seconds / (time.perf_counter() - t0)
+    est = StateEstimator(EstimatorConfig(reference_model=False, calibration_sec=10))
+    t0 = time.perf_counter()
+    for c in chunks:
+        est.push(c)
+    both = seconds / (seconds / synth + time.perf_counter() - t0)
+    return synth, both
+
+
+def speed_fast(n: int = 10_000, steps: int = 400, dt: float = 0.5) -> float:
+    group = FastListeners(sample_listeners(n, rng=0), rng=0)
+    rng = np.random.default_rng(0)
+    x = np.stack([feature_vector(random_features(rng)) for _ in range(n)])
+    group.step(x, dt)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        group.step(x, dt)
+    return n * steps * dt / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--listeners", type=int, default=50)
+    ap.add_argument("--minutes", type=float, default=8.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--write-noise", action="store_true",
+                    help=f"store the measured estimator noise in {NOISE_PATH}")
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    listeners = sample_listeners(args.listeners, rng=args.seed)
+    runs = [run_listener(p, args.seed * 1000 + i, args.minutes) for i, p in enumerate(listeners)]
+    rv = np.array([np.corrcoef(r["latent"][:, 0], r["est"][:, 0])[0, 1] for r in runs])
+    ra = np.array([np.corrcoef(r["latent"][:, 1], r["est"][:, 1])[0, 1] for r in runs])
+    bad = np.array([r["bad_fraction"] for r in runs])
+    lat_sd = np.array([r["latent"].std(axis=0) for r in runs])
+    pooled = [np.corrcoef(np.concatenate([r["latent"][:, k] - r["rest"][k] for r in runs]),
+                          np.concatenate([r["est"][:, k] for r in runs]))[0, 1] for k in (0, 1)]
+    print(f"recovery over {args.listeners} listeners, 60 s rest + {args.minutes:g} min music "
+          f"each ({time.perf_counter() - t0:.0f} s):")
+    print(f"  arousal r: mean {ra.mean():.3f}, median {np.median(ra):.3f}, "
+          f"10th pct {np.percentile(ra, 10):.3f}, pooled (latent - rest) {pooled[1]:.3f}")
+    print(f"  valence r: mean {rv.mean():.3f}, median {np.median(rv):.3f}, "
+          f"10th pct {np.percentile(rv, 10):.3f}, pooled (latent - rest) {pooled[0]:.3f}")
+    print(f"  latent std within a session: valence {lat_sd[:, 0].mean():.3f}, "
+          f"arousal {lat_sd[:, 1].mean():.3f}; windows rejected (blinks...) "
+          f"{100 * bad.mean():.1f}%")
+    stats = noise_stats(runs)
+    print("  estimator noise (fast mode):", json.dumps({k: round(v, 4) for k, v in stats.items()}))
+    if args.write_noise:
+        doc = {"version": 1, **stats, "hop_sec": EstimatorConfig().hop_sec,
+               "source": (f"benchmarks/bench_listener.py --listeners {args.listeners} "
+                          f"--minutes {args.minutes:g} --seed {args.seed} --write-noise"),
+               "recovery_r_arousal_mean": float(ra.mean()),
+               "recovery_r_valence_mean": float(rv.mean())}
+        NOISE_PATH.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        print(f"  wrote {NOISE_PATH}")
+    synth, both = speed_raw()
+    print(f"raw mode: {synth:,.0f} listener-s/s (signals only), {both:,.0f} listener-s/s "
+          f"(signals + estimator), one listener")
+    print(f"fast mode: {speed_fast():,.0f} listener-s/s (10,000 listeners, 0.5 s steps; "
+          f"target >= 1,000,000)")
+
+
+if __name__ == "__main__":
+    main()

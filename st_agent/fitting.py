@@ -1,0 +1,503 @@
+"""Fit a listener to recorded sessions: music features played -> estimated states.
+
+System identification of :class:`~st_agent.listener.ListenerParams`. Each
+session contributes its ``phrase`` events (with the measured features in the
+payload, ``features``: :meth:`MusicFeatures.as_dict`) and its ``state``
+events (the estimator's output, confidence > 0). The noise- and drift-free
+dynamics (:func:`~st_agent.listener.simulate`) are run on a regular grid from
+the first observed state, and the baselines, sensitivities, preference, time
+constants and habituation are fitted by bounded nonlinear least squares
+(``scipy.optimize.least_squares``, time constants on a log scale) to the
+observed valence and arousal.
+
+Uncertainty: the Gauss-Newton covariance ``s^2 (J^T J)^-1`` inflated by
+``(1 + rho) / (1 - rho)``, where ``rho`` is the lag-one autocorrelation of the
+residuals (consecutive estimator windows overlap, so residuals are not
+independent). Drift and noise parameters are not identified from a few
+minutes; they keep their defaults and are listed under ``fixed``.
+
+Coordinates: the states are whatever the estimator reports (z-scored against
+the listener's rest), so the fitted parameters describe the listener in the
+estimator's coordinates: a baseline near 0 means "like at rest".
+
+Held-out check: the last ``holdout_fraction`` of every session is left out of
+a first fit and predicted from the start of the session; its R² (pooled over
+valence and arousal, on states averaged over ``score_block_sec`` = 10 s
+blocks, and on single windows) goes into ``listener.json``. The parameters written are
+then refitted on all the data.
+
+``listener.json`` schema (version 1)::
+
+    {"format": "st-agent-listener", "version": 1,
+     "params": {name: value},          # ListenerParams, all fields
+     "stds": {name: std},              # fitted parameters only
+     "fixed": [names not fitted],
+     "minutes_used": float, "sessions": [folders],
+     "heldout_r2": float, "heldout_r2_valence": float, "heldout_r2_arousal": float,
+     "heldout_r2_window": float, "score_block_sec": float,
+     "residual_std": [valence, arousal], "dt_sec": float}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import tyro
+
+from st_agent.listener import (
+    PARAM_RANGES,
+    EstimatorNoise,
+    FastListeners,
+    ListenerParams,
+    ListenerState,
+    feature_vector,
+    random_features,
+    simulate,
+)
+from st_agent.types import MusicFeatures
+
+__all__ = [
+    "FIT_PARAMS",
+    "MIN_MINUTES",
+    "FitError",
+    "FitListenerConfig",
+    "FitResult",
+    "SessionData",
+    "fit_listener",
+    "load_fit",
+    "load_session_data",
+    "run_fit_listener",
+    "simulated_session",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Parameters the fit estimates (the others keep their values in ``start``).
+FIT_PARAMS = ("baseline_valence", "baseline_arousal", "arousal_tempo", "arousal_density",
+              "arousal_loudness", "valence_mode", "valence_register", "preference",
+              "tau_arousal_sec", "tau_valence_sec", "habituation_strength",
+              "habituation_tau_sec")
+_LOG = frozenset({"tau_arousal_sec", "tau_valence_sec", "habituation_tau_sec"})
+
+#: Least music-accompanied recording, in minutes, a fit accepts.
+MIN_MINUTES = 5.0
+
+FORMAT = "st-agent-listener"
+
+
+class FitError(ValueError):
+    """Sessions that cannot be fitted (too short, no music, bad features)."""
+
+
+@dataclass
+class SessionData:
+    """One session on a regular grid, ready to fit.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n_steps, 6)
+        Feature vector playing during each step (zeros in silence).
+    obs : ndarray, shape (n_steps + 1, 2)
+        Observed ``(valence, arousal)`` at the grid points; NaN where none.
+    dt_sec : float
+        Grid step, seconds.
+    name : str
+        Where it came from (for messages).
+    """
+
+    x: np.ndarray
+    obs: np.ndarray
+    dt_sec: float
+    name: str = "session"
+
+    def __post_init__(self) -> None:
+        self.x = np.asarray(self.x, dtype=float)
+        self.obs = np.asarray(self.obs, dtype=float)
+        if self.x.ndim != 2 or self.x.shape[1] != 6:
+            raise ValueError(f"x must have shape (n_steps, 6), got {self.x.shape}")
+        if self.obs.shape != (len(self.x) + 1, 2):
+            raise ValueError(f"obs must have shape ({len(self.x) + 1}, 2), got {self.obs.shape}")
+        if not np.isfinite(self.x).all():
+            raise FitError(f"{self.name}: the feature vectors contain NaN or inf")
+
+    @property
+    def music_minutes(self) -> float:
+        """Minutes with music playing and an observed state."""
+        playing = np.any(self.x != 0, axis=1)
+        observed = np.isfinite(self.obs[1:]).all(axis=1)
+        return float(np.sum(playing & observed) * self.dt_sec / 60.0)
+
+    def start_state(self) -> ListenerState:
+        """Initial latent state: the mean of the first 10 s of observations."""
+        n = max(1, round(10.0 / self.dt_sec))
+        first = self.obs[:n][np.isfinite(self.obs[:n]).all(axis=1)]
+        v, a = np.clip(first.mean(axis=0), -0.99, 0.99) if len(first) else (0.0, 0.0)
+        return ListenerState(float(v), float(a), np.zeros(6), np.zeros(2), 0.0)
+
+
+def _features_of(row: dict[str, Any], name: str) -> MusicFeatures:
+    d = row["payload"].get("features")
+    if not isinstance(d, dict):
+        raise FitError(f"{name}: phrase event {row['seq']} has no 'features' payload")
+    for k, v in d.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise FitError(f"{name}: phrase event {row['seq']} at t={row['t_sec']:.1f} s has "
+                           f"{k}={v} in its features; re-measure the phrase "
+                           "(render.measure_features) or drop the event")
+    try:
+        return MusicFeatures(**d)
+    except (TypeError, ValueError) as e:
+        raise FitError(f"{name}: phrase event {row['seq']} has invalid features: {e}") from e
+
+
+def load_session_data(folder: str | Path, dt_sec: float = 0.5,
+                      key: bytes | str | Path | None = None) -> SessionData:
+    """Read a recorded session into a :class:`SessionData`.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Session folder (see :mod:`st_agent.recording`).
+    dt_sec : float
+        Grid step, seconds (the estimator hop, 0.5 s, by default).
+    key : bytes or str or Path, optional
+        Key or key file of an encrypted session.
+
+    Raises
+    ------
+    FitError
+        No ``phrase`` event with ``features``, no ``state`` event with
+        confidence > 0, or NaN in recorded features.
+    """
+    from st_agent.recording import read_session
+
+    folder = Path(folder)
+    session = read_session(folder, key=key)
+    name = str(folder)
+    phrases = [r for r in session.events if r["kind"] == "phrase"]
+    if not phrases:
+        raise FitError(f"{name}: no phrase events; the fit needs the music that was played "
+                       f"(phrase events with a 'features' payload) and at least "
+                       f"{MIN_MINUTES:g} minutes of estimated states while it played")
+    with_feats = [r for r in phrases if "features" in r["payload"]]
+    if not with_feats:
+        raise FitError(f"{name}: {len(phrases)} phrase events but none has the measured "
+                       "features; record with SessionRecorder.write_phrase(phrase, t_sec, "
+                       "features=measure_features(pm))")
+    states = [r for r in session.events if r["kind"] == "state"
+              and r["payload"].get("confidence", 0) > 0]
+    if len(states) < 2:
+        raise FitError(f"{name}: {len(states)} state events with confidence > 0; the fit needs "
+                       f"at least {MIN_MINUTES:g} minutes of estimated states")
+    t0 = min(r["t_sec"] for r in states)
+    t1 = max(r["t_sec"] for r in states)
+    n = max(1, math.ceil((t1 - t0) / dt_sec))
+    obs_sum = np.zeros((n + 1, 2))
+    obs_n = np.zeros(n + 1)
+    for r in states:
+        i = round((r["t_sec"] - t0) / dt_sec)
+        obs_sum[i] += (r["payload"]["valence"], r["payload"]["arousal"])
+        obs_n[i] += 1
+    with np.errstate(invalid="ignore"):
+        obs = obs_sum / obs_n[:, None]
+    obs[obs_n == 0] = np.nan
+    x = np.zeros((n, 6))
+    grid = t0 + dt_sec * np.arange(n)
+    for r in sorted(with_feats, key=lambda r: r["t_sec"]):
+        feats = _features_of(r, name)
+        dur = r["payload"].get("duration_sec", feats.duration_sec)
+        on = (grid >= r["t_sec"]) & (grid < r["t_sec"] + float(dur))
+        x[on] = feature_vector(feats)
+    return SessionData(x, obs, dt_sec, name)
+
+
+def simulated_session(params: ListenerParams, minutes: float, rng: np.random.Generator,
+                      noise: EstimatorNoise | None = None, dt_sec: float = 0.5,
+                      block_sec: tuple[float, float] = (30.0, 90.0),
+                      rest_sec: float = 60.0) -> tuple[SessionData, np.ndarray]:
+    """A session of a known listener, for checking the fit (fast mode).
+
+    ``rest_sec`` of silence, then blocks of ``block_sec`` seconds, each holding
+    one random phrase (:func:`~st_agent.listener.random_features`): contrasting
+    blocks are what make the parameters identifiable.
+
+    Returns
+    -------
+    data : SessionData
+        Observed states from :class:`~st_agent.listener.FastListeners` with
+        ``noise`` (default: measured noise in latent units, gain 1, not rest-relative).
+    latent : ndarray, shape (n_steps + 1, 2)
+        The true latent ``(valence, arousal)``.
+    """
+    if noise is None:
+        noise = replace(EstimatorNoise.load(), gain_valence=1.0, gain_arousal=1.0,
+                        relative=False)
+    n_rest = round(rest_sec / dt_sec)
+    n = n_rest + round(minutes * 60 / dt_sec)
+    x = np.zeros((n, 6))
+    i = n_rest
+    while i < n:
+        k = round(float(rng.uniform(*block_sec)) / dt_sec)
+        x[i:i + k] = feature_vector(random_features(rng))
+        i += k
+    group = FastListeners([params], rng=rng, noise=noise)
+    obs = np.empty((n + 1, 2))
+    lat = np.empty((n + 1, 2))
+    obs[0] = group.step(np.zeros(6), 1e-9)[0]
+    lat[0] = group.state[0]
+    for j in range(n):
+        obs[j + 1] = group.step(x[j], dt_sec)[0]
+        lat[j + 1] = group.state[0]
+    return SessionData(x, obs, dt_sec, "simulated"), lat
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def _to_theta(p: ListenerParams) -> np.ndarray:
+    return np.array([math.log(getattr(p, n)) if n in _LOG else getattr(p, n)
+                     for n in FIT_PARAMS])
+
+
+def _from_theta(theta: np.ndarray, base: ListenerParams) -> ListenerParams:
+    vals = {}
+    for n, t in zip(FIT_PARAMS, theta, strict=True):
+        lo, hi = PARAM_RANGES[n]
+        vals[n] = float(np.clip(math.exp(t) if n in _LOG else t, lo, hi))
+    return replace(base, **vals)
+
+
+def _bounds() -> tuple[np.ndarray, np.ndarray]:
+    lo = [math.log(PARAM_RANGES[n][0]) if n in _LOG else PARAM_RANGES[n][0] for n in FIT_PARAMS]
+    hi = [math.log(PARAM_RANGES[n][1]) if n in _LOG else PARAM_RANGES[n][1] for n in FIT_PARAMS]
+    return np.array(lo), np.array(hi)
+
+
+def _predict(p: ListenerParams, s: SessionData) -> np.ndarray:
+    return simulate(p, s.x, s.dt_sec, s.start_state())
+
+
+def _residuals(theta: np.ndarray, base: ListenerParams, sessions: list[SessionData],
+               masks: list[np.ndarray]) -> np.ndarray:
+    p = _from_theta(theta, base)
+    out = []
+    for s, m in zip(sessions, masks, strict=True):
+        out.append((_predict(p, s) - s.obs)[m].ravel())
+    return np.concatenate(out)
+
+
+def _blocks(pred: np.ndarray, obs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Means over consecutive blocks of ``k`` rows (rows with NaN obs left out)."""
+    ok = np.isfinite(obs).all(axis=1)
+    pb, ob = [], []
+    for i in range(0, len(obs) - k + 1, k):
+        m = ok[i:i + k]
+        if m.sum() >= k / 2:
+            pb.append(pred[i:i + k][m].mean(axis=0))
+            ob.append(obs[i:i + k][m].mean(axis=0))
+    return np.array(pb).reshape(-1, 2), np.array(ob).reshape(-1, 2)
+
+
+def _r2(pred: np.ndarray, obs: np.ndarray) -> tuple[float, float, float]:
+    """R² per axis (valence, arousal) and pooled, over rows where obs is finite."""
+    ok = np.isfinite(obs).all(axis=1)
+    e, o = pred[ok] - obs[ok], obs[ok]
+    sse = (e ** 2).sum(axis=0)
+    sst = ((o - o.mean(axis=0)) ** 2).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per = 1 - sse / sst
+    return float(per[0]), float(per[1]), float(1 - sse.sum() / sst.sum())
+
+
+@dataclass
+class FitResult:
+    """Fitted listener and how well it predicts.
+
+    Parameters
+    ----------
+    params : ListenerParams
+        Fitted parameters (unfitted ones from ``start``).
+    stds : dict of str to float
+        Standard errors of the fitted parameters (same units).
+    minutes_used : float
+        Minutes of music with observed states across the sessions.
+    heldout_r2, heldout_r2_valence, heldout_r2_arousal : float
+        R² of the held-out tails predicted by a fit without them, on states
+        averaged over blocks of ``score_block_sec`` (NaN when
+        ``holdout_fraction`` is 0).
+    heldout_r2_window : float
+        The same on single estimator windows: bounded by the estimator's
+        window-to-window noise, which no listener model can predict.
+    residual_std : tuple of float
+        Residual std (valence, arousal) of the final fit.
+    """
+
+    params: ListenerParams
+    stds: dict[str, float]
+    minutes_used: float
+    heldout_r2: float = math.nan
+    heldout_r2_valence: float = math.nan
+    heldout_r2_arousal: float = math.nan
+    heldout_r2_window: float = math.nan
+    residual_std: tuple[float, float] = (math.nan, math.nan)
+    sessions: list[str] = field(default_factory=list)
+    dt_sec: float = 0.5
+    score_block_sec: float = 10.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``listener.json`` document (module docstring)."""
+        return {"format": FORMAT, "version": 1, "params": self.params.as_dict(),
+                "stds": self.stds, "fixed": [n for n in PARAM_RANGES if n not in FIT_PARAMS],
+                "minutes_used": self.minutes_used, "sessions": self.sessions,
+                "heldout_r2": self.heldout_r2, "heldout_r2_valence": self.heldout_r2_valence,
+                "heldout_r2_arousal": self.heldout_r2_arousal,
+                "heldout_r2_window": self.heldout_r2_window,
+                "score_block_sec": self.score_block_sec,
+                "residual_std": list(self.residual_std), "dt_sec": self.dt_sec}
+
+
+def _fit(sessions: list[SessionData], masks: list[np.ndarray], start: ListenerParams,
+         max_nfev: int) -> tuple[ListenerParams, dict[str, float], np.ndarray]:
+    from scipy.optimize import least_squares
+
+    lo, hi = _bounds()
+    theta0 = np.clip(_to_theta(start), lo + 1e-9, hi - 1e-9)
+    res = least_squares(_residuals, theta0, bounds=(lo, hi), args=(start, sessions, masks),
+                        max_nfev=max_nfev, x_scale="jac")
+    p = _from_theta(res.x, start)
+    r = res.fun
+    n, k = r.size, len(FIT_PARAMS)
+    rho = float(np.clip(np.corrcoef(r[:-2:2], r[2::2])[0, 1], 0, 0.99)) if n > 8 else 0.0
+    s2 = float(r @ r) / max(n - k, 1) * (1 + rho) / (1 - rho)
+    cov = np.linalg.pinv(res.jac.T @ res.jac) * s2
+    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+    stds = {}
+    for i, name in enumerate(FIT_PARAMS):
+        stds[name] = float(getattr(p, name) * sd[i]) if name in _LOG else float(sd[i])
+    return p, stds, r
+
+
+def fit_listener(sessions: list[SessionData], start: ListenerParams | None = None,
+                 holdout_fraction: float = 0.25, min_minutes: float = MIN_MINUTES,
+                 max_nfev: int = 200, score_block_sec: float = 10.0) -> FitResult:
+    """Fit listener parameters to sessions.
+
+    Parameters
+    ----------
+    sessions : list of SessionData
+        From :func:`load_session_data` or built from a simulation.
+    start : ListenerParams, optional
+        Initial guess and values of the parameters not fitted (defaults).
+    holdout_fraction : float
+        Share at the end of each session held out for the R² check, in [0, 0.5].
+    min_minutes : float
+        Least minutes of music with observed states required.
+    max_nfev : int
+        Most residual evaluations per least-squares run.
+    score_block_sec : float
+        Held-out states and predictions are averaged over blocks this long
+        before R² (the model predicts the slow state, not window noise).
+
+    Returns
+    -------
+    result : FitResult
+
+    Raises
+    ------
+    FitError
+        With fewer than ``min_minutes`` minutes of music and states.
+    """
+    if not sessions:
+        raise FitError("no sessions to fit")
+    if not 0 <= holdout_fraction <= 0.5:
+        raise ValueError(f"holdout_fraction must be in [0, 0.5], got {holdout_fraction!r}")
+    start = start or ListenerParams()
+    minutes = sum(s.music_minutes for s in sessions)
+    if minutes < min_minutes:
+        raise FitError(f"{minutes:.1f} minutes of music with estimated states in "
+                       f"{len(sessions)} session(s); the fit needs at least {min_minutes:g} "
+                       f"minutes (15 or more for held-out R² >= 0.7, see benchmarks/bench_fit.py)")
+    full = [np.isfinite(s.obs).all(axis=1) for s in sessions]
+    r2 = (math.nan, math.nan, math.nan)
+    r2_window = math.nan
+    if holdout_fraction > 0:
+        train, test = [], []
+        for m in full:
+            cut = round(len(m) * (1 - holdout_fraction))
+            tr, te = m.copy(), m.copy()
+            tr[cut:] = False
+            te[:cut] = False
+            train.append(tr)
+            test.append(te)
+        p_tr, _, _ = _fit(sessions, train, start, max_nfev)
+        k = max(1, round(score_block_sec / sessions[0].dt_sec))
+        pb, ob, pw, ow = [], [], [], []
+        for s, m in zip(sessions, test, strict=True):
+            cut = int(np.argmax(m)) if m.any() else len(m)
+            pred = _predict(p_tr, s)[cut:]
+            b = _blocks(pred, s.obs[cut:], k)
+            pb.append(b[0])
+            ob.append(b[1])
+            pw.append(pred[m[cut:]])
+            ow.append(s.obs[cut:][m[cut:]])
+        r2 = _r2(np.concatenate(pb), np.concatenate(ob))
+        r2_window = _r2(np.concatenate(pw), np.concatenate(ow))[2]
+        logger.info("held-out R² %.3f (valence %.3f, arousal %.3f; per window %.3f)",
+                    r2[2], r2[0], r2[1], r2_window)
+        start = p_tr
+    params, stds, resid = _fit(sessions, full, start, max_nfev)
+    resid = resid.reshape(-1, 2)
+    return FitResult(params, stds, minutes, r2[2], r2[0], r2[1], r2_window,
+                     (float(resid[:, 0].std()), float(resid[:, 1].std())),
+                     [s.name for s in sessions], sessions[0].dt_sec, score_block_sec)
+
+
+def load_fit(path: str | Path) -> ListenerParams:
+    """Read the parameters of a ``listener.json`` written by :func:`run_fit_listener`."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    if doc.get("format") != FORMAT or doc.get("version") != 1:
+        raise ValueError(f"{path} is not an {FORMAT} version 1 file")
+    return ListenerParams.from_dict(doc["params"])
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+@dataclass
+class FitListenerConfig:
+    """Fit a simulated listener to recorded sessions (``st-agent fit-listener``)."""
+
+    sessions: Annotated[list[Path], tyro.conf.Positional]
+    """Session folders recorded with phrase features and estimated states."""
+    out: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("listener.json")
+    """Where to write the fitted listener (JSON)."""
+    dt_sec: float = 0.5
+    """Simulation grid step, seconds (the estimator hop)."""
+    holdout_fraction: float = 0.25
+    """Share at the end of each session held out to measure R²."""
+    min_minutes: float = MIN_MINUTES
+    """Least minutes of music with estimated states accepted."""
+    score_block_sec: float = 10.0
+    """Held-out R² is computed on states averaged over blocks this long."""
+    key_file: Path | None = None
+    """Key file for encrypted sessions."""
+
+
+def run_fit_listener(cfg: FitListenerConfig) -> FitResult:
+    """Load the sessions, fit, write ``cfg.out``; return the result."""
+    if not cfg.sessions:
+        raise FitError("give at least one session folder")
+    data = [load_session_data(f, cfg.dt_sec, key=cfg.key_file) for f in cfg.sessions]
+    result = fit_listener(data, holdout_fraction=cfg.holdout_fraction,
+                          min_minutes=cfg.min_minutes, score_block_sec=cfg.score_block_sec)
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    cfg.out.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+    logger.info("wrote %s (%.1f min, held-out R² %.3f)", cfg.out, result.minutes_used,
+                result.heldout_r2)
+    return result
