@@ -4,8 +4,9 @@
    silence (the estimator's rest calibration) then ``--minutes`` of music whose
    features change every 20-60 s (random phrases, :func:`random_features`);
    raw EEG/ECG/EMG from :class:`VirtualListenerSource` go through the real
-   :class:`StateEstimator` (default config, BrainFlow reference model off: it
-   does not enter the state). Pearson r between estimated and latent valence
+   :class:`StateEstimator` (default config, its ``smoothing_sec`` moving
+   average included; BrainFlow reference model off: it does not enter the
+   state). Pearson r between estimated and latent valence
    and arousal over the good windows after calibration, per listener.
 2. **Estimator noise** for the fast mode: per axis, the median slope of the
    estimate on (latent - rest) and the residual std and lag-one
@@ -134,8 +135,12 @@ def main() -> None:
     lat_sd = np.array([r["latent"].std(axis=0) for r in runs])
     pooled = [np.corrcoef(np.concatenate([r["latent"][:, k] - r["rest"][k] for r in runs]),
                           np.concatenate([r["est"][:, k] for r in runs]))[0, 1] for k in (0, 1)]
+    cfg = EstimatorConfig()
     print(f"recovery over {args.listeners} listeners, 60 s rest + {args.minutes:g} min music "
-          f"each ({time.perf_counter() - t0:.0f} s):")
+          f"each, estimator smoothing_sec={cfg.smoothing_sec:g} "
+          f"({time.perf_counter() - t0:.0f} s):")
+    print(f"  MEAN r over all {len(runs)} listeners: arousal {ra.mean():.3f} (target >= 0.8), "
+          f"valence {rv.mean():.3f} (target >= 0.6)")
     print(f"  arousal r: mean {ra.mean():.3f}, median {np.median(ra):.3f}, "
           f"10th pct {np.percentile(ra, 10):.3f}, pooled (latent - rest) {pooled[1]:.3f}")
     print(f"  valence r: mean {rv.mean():.3f}, median {np.median(rv):.3f}, "
@@ -146,7 +151,8 @@ def main() -> None:
     stats = noise_stats(runs)
     print("  estimator noise (fast mode):", json.dumps({k: round(v, 4) for k, v in stats.items()}))
     if args.write_noise:
-        doc = {"version": 1, **stats, "hop_sec": EstimatorConfig().hop_sec,
+        doc = {"version": 1, **stats, "hop_sec": cfg.hop_sec,
+               "smoothing_sec": cfg.smoothing_sec,
                "source": (f"benchmarks/bench_listener.py --listeners {args.listeners} "
                           f"--minutes {args.minutes:g} --seed {args.seed} --write-noise"),
                "recovery_r_arousal_mean": float(ra.mean()),

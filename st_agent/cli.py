@@ -8,6 +8,7 @@ import sys
 
 import tyro
 
+from .fitting import FitListenerConfig, run_fit_listener
 from .generate import GenerateConfig, generate
 from .generator import TrainGeneratorConfig, train_generator
 from .recording import DeleteConfig, ExportConfig, run_delete, run_export
@@ -19,6 +20,7 @@ _COMMANDS = {
     "train-generator": TrainGeneratorConfig,
     "export": ExportConfig,
     "delete": DeleteConfig,
+    "fit-listener": FitListenerConfig,
 }
 
 
@@ -58,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         elif isinstance(cfg, ExportConfig):
             for path in run_export(cfg):
                 sys.stdout.write(f"wrote {path}\n")
+        elif isinstance(cfg, FitListenerConfig):
+            res = run_fit_listener(cfg)
+            sys.stdout.write(
+                f"wrote {cfg.out}: {res.minutes_used:.1f} min of music, held-out R² "
+                f"{res.heldout_r2:.2f} on 10 s blocks ({res.heldout_r2_window:.2f} per window)\n")
         elif isinstance(cfg, DeleteConfig):
             removed = run_delete(cfg)
             verb = "would remove" if cfg.dry_run else "removed"

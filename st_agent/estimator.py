@@ -37,6 +37,9 @@ Pipeline
        valence = tanh(gain · z(eeg/faa))
        arousal = tanh(gain · mean(z(eeg/log_beta_alpha), hr_weight · z(hr/bpm)))
 
+   (weighted mean, weights 1 and ``hr_weight``; each drive is averaged over
+   time first, step 6).
+
    *Valence* follows Davidson's approach/withdrawal model (Davidson 1992;
    Coan & Allen 2004): alpha power is inversely related to cortical
    activity, so relatively more right-frontal alpha (higher
@@ -47,6 +50,28 @@ Pipeline
    rhythm, Klimesch 1999), and heart rate rises with sympathetic arousal.
    Both are weak, listener-specific correlates; that is why they are z-scored
    per listener and why ``confidence`` is reported.
+6. **Smoothing.** One 2 s window is a noisy reading (its error is correlated
+   over only a second or two), while the state it reflects changes over tens
+   of seconds. So each drive ``d`` inside the ``tanh`` above (``gain · z(faa)``
+   and ``gain · mean(...)``) goes through an exponential moving average with
+   time constant ``τ = smoothing_sec`` before the ``tanh``::
+
+       m <- a · m + (1 - a) · d,   a = exp(-Δt / τ)
+
+   where ``Δt`` is the time since the last good window that updated ``m``.
+   It is one multiply-add per hop. Bad windows never enter it (the state and
+   ``m`` are held); after a run of them ``Δt`` is longer, so the new window
+   weighs more, since the held value is stale. The first good window after
+   calibration, :meth:`StateEstimator.reset`, :meth:`~StateEstimator.calibrate`
+   or :meth:`~StateEstimator.set_baseline` starts ``m`` afresh.
+   **Lag**: the average's mean delay is about ``τ - hop_sec/2`` (0.5 s hops);
+   a step in the signals reaches 63 % of its effect after ``τ`` and 95 %
+   after ``3τ`` (on top of the ``window_sec/2`` = 1 s centre of the window).
+   The default τ = __TAU__ s was chosen by measurement
+   (``benchmarks/bench_listener.py``, 50 simulated listeners): __WHY__.
+   ``smoothing_sec=0`` gives the per-window state; each
+   :class:`Estimate` also carries that unsmoothed ``raw_state`` and the raw
+   ``features`` and ``z`` for logging.
 
 Valence and arousal are 0 with confidence 0 until the baseline is complete.
 """
@@ -151,8 +176,9 @@ class EstimatorConfig:
     """z-score multiplier before tanh: z = 2 maps to tanh(1) ≈ 0.76."""
     hr_weight: float = 0.5
     """Weight of heart rate beside beta/alpha in arousal (0 ignores it)."""
-    smoothing: float = 0.0
-    """Exponential smoothing of valence/arousal: new = (1-s)·raw + s·previous."""
+    smoothing_sec: float = 4.0
+    """Time constant (s) of the exponential moving average of the state's z-scored
+    drives (module docstring, step 6); 0 disables it. Adds about this much lag."""
     flat_uv: float = 0.5
     """A channel whose standard deviation is below this (µV) is flat."""
     max_abs_uv: float = 500.0
@@ -183,7 +209,10 @@ class EstimatorConfig:
                              f"({self.window_sec})")
         if not (isinstance(self.calibration_sec, int | float) and self.calibration_sec >= 0):
             raise ValueError(f"calibration_sec must be >= 0, got {self.calibration_sec!r}")
-        for name in ("smoothing", "clip_fraction", "muscle_ratio", "max_bad_channel_fraction",
+        if not (isinstance(self.smoothing_sec, int | float) and math.isfinite(self.smoothing_sec)
+                and self.smoothing_sec >= 0):
+            raise ValueError(f"smoothing_sec must be a number >= 0, got {self.smoothing_sec!r}")
+        for name in ("clip_fraction", "muscle_ratio", "max_bad_channel_fraction",
                      "confidence_decay", "hr_weight"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0 <= value <= 1):
@@ -480,7 +509,12 @@ class Estimate:
     bad : bool
         The window was rejected; ``state`` is the previous one, held.
     z : dict of str to float
-        z-scores against the baseline (empty while calibrating).
+        z-scores of this window against the baseline (empty while calibrating),
+        before any smoothing.
+    raw_state : EmotionState or None
+        This window's own state, before the moving average of
+        ``smoothing_sec`` (equal to ``state`` when it is 0); ``None`` for bad
+        and calibration windows. For logging and diagnostics.
     """
 
     state: EmotionState
@@ -488,6 +522,7 @@ class Estimate:
     quality: dict[str, Any]
     bad: bool
     z: dict[str, float] = field(default_factory=dict)
+    raw_state: EmotionState | None = None
 
 
 class _Reference:
@@ -561,6 +596,8 @@ class StateEstimator:
         self._next_end = 0
         self._t_ref = (0, 0.0)  # (sample index, t_sec) of the last chunk's start
         self._state = EmotionState(0.0, 0.0, 0.0, 0.0)
+        # (value, t_sec) of the moving average of each drive, valence and arousal
+        self._ema: list[tuple[float, float] | None] = [None, None]
         self._reference: _Reference | None = None
         self._reference_failed = False
 
@@ -587,6 +624,7 @@ class StateEstimator:
             self.config.calibration_sec = float(duration_sec)
         self._baseline = None
         self._calib = []
+        self._ema = [None, None]
 
     def set_baseline(self, baseline: Baseline) -> None:
         """Use a stored baseline (e.g. from an earlier session of this listener)."""
@@ -594,6 +632,7 @@ class StateEstimator:
             raise TypeError(f"baseline must be a Baseline, got {type(baseline).__name__}")
         self._baseline = baseline
         self._calib = []
+        self._ema = [None, None]
 
     def _n_calib(self) -> int:
         return max(2, math.ceil(self.config.calibration_sec / self.config.hop_sec))
@@ -612,9 +651,10 @@ class StateEstimator:
 
     # -- streaming
     def reset(self) -> None:
-        """Forget buffered samples and the held state (keeps the baseline)."""
+        """Forget buffered samples, the held state and its average (keeps the baseline)."""
         self._layout = None
         self._state = EmotionState(0.0, 0.0, 0.0, 0.0)
+        self._ema = [None, None]
 
     def _start_layout(self, chunk: SignalChunk) -> None:
         mont = _montage(chunk.ch_names, chunk.ch_types)
@@ -757,17 +797,34 @@ class StateEstimator:
             if math.isfinite(z.get(key, math.nan)) and wt > 0:
                 terms.append(wt * z[key])
                 weights.append(wt)
-        valence = math.tanh(cfg.gain * z_faa) if math.isfinite(z_faa) else prev.valence
-        arousal = (math.tanh(cfg.gain * sum(terms) / sum(weights)) if terms else prev.arousal)
-        s = cfg.smoothing
-        if prev.confidence > 0 and s > 0:
-            valence = (1 - s) * valence + s * prev.valence
-            arousal = (1 - s) * arousal + s * prev.arousal
-        confidence = qual["good_fraction"] * (1.0 if math.isfinite(z_faa) else 0.5)
-        self._state = EmotionState(float(np.clip(valence, -1, 1)),
-                                   float(np.clip(arousal, -1, 1)),
-                                   float(np.clip(confidence, 0, 1)), t_sec)
-        return Estimate(self._state, feats, qual, False, z)
+        drives = (cfg.gain * z_faa if math.isfinite(z_faa) else math.nan,
+                  cfg.gain * sum(terms) / sum(weights) if terms else math.nan)
+        raw = [math.tanh(d) if math.isfinite(d) else held
+               for d, held in zip(drives, (prev.valence, prev.arousal), strict=True)]
+        smooth = list(raw)
+        for k, d in enumerate(drives):  # a missing drive holds its axis and its average
+            if math.isfinite(d):
+                smooth[k] = math.tanh(self._smooth(k, d, t_sec))
+        confidence = float(np.clip(qual["good_fraction"] * (1.0 if math.isfinite(z_faa) else 0.5),
+                                   0, 1))
+        self._state = EmotionState(float(np.clip(smooth[0], -1, 1)),
+                                   float(np.clip(smooth[1], -1, 1)), confidence, t_sec)
+        raw_state = EmotionState(float(np.clip(raw[0], -1, 1)), float(np.clip(raw[1], -1, 1)),
+                                 confidence, t_sec)
+        return Estimate(self._state, feats, qual, False, z, raw_state)
+
+    def _smooth(self, k: int, drive: float, t_sec: float) -> float:
+        """Exponential moving average of drive ``k`` (0 valence, 1 arousal); O(1)."""
+        tau = self.config.smoothing_sec
+        last = self._ema[k]
+        if tau <= 0 or last is None:
+            value = drive
+        else:
+            a = math.exp(-max(t_sec - last[1], 0.0) / tau)
+            value = a * last[0] + (1 - a) * drive
+        self._ema[k] = (value, t_sec)
+        return value
+
 
     @property
     def state(self) -> EmotionState:

@@ -118,3 +118,43 @@ def test_realtime_mode_waits_for_the_clock():
     with src:
         assert src.read(timeout_sec=0.0) is None  # the first chunk is not due yet
         assert src.read(timeout_sec=1.0) is not None
+
+
+@pytest.fixture(scope="module")
+def composed_features() -> dict[str, MusicFeatures]:
+    """Features measured from phrases of the bundled composer, rendered for real."""
+    from st_agent.composer import Composer
+    from st_agent.render import measure_features, render_phrase
+    from st_agent.types import Knobs
+
+    composer = Composer()
+    out = {}
+    for name, knobs in (("fast_loud", Knobs(0.9, 0.9, 0.9)), ("slow_quiet", Knobs(0.3, 0.0, 0.0))):
+        ph = composer.compose(knobs, seed=0)
+        out[name] = measure_features(render_phrase(ph.abc, ph.key, ph.knobs))
+    return out
+
+
+def test_composed_fast_phrase_raises_arousal_of_tempo_sensitive_listener(composed_features):
+    """Composer -> renderer -> measured features -> listener dynamics -> signals -> estimator."""
+    fast, slow = composed_features["fast_loud"], composed_features["slow_quiet"]
+    assert fast.bpm > slow.bpm and fast.notes_per_sec > slow.notes_per_sec
+    params = ListenerParams(arousal_tempo=1.0, noise_std=0.0, drift_std=0.0,
+                            habituation_strength=0.0, tau_arousal_sec=15.0)
+    rest = params.rest_state[1]
+    latent, estimated = {}, {}
+    for name, feats in (("fast_loud", fast), ("slow_quiet", slow)):
+        src = VirtualListenerSource(params, rng=7)
+        src.hear(None, 30.0)  # rest: the estimator's calibration
+        src.hear(feats, 60.0)  # the phrase, looped
+        est = StateEstimator(EstimatorConfig(calibration_sec=25, reference_model=False))
+        with src, est:
+            states = [e.state for e in _features(src, 90.0, est)]
+        latent[name] = src.latent[1]
+        estimated[name] = np.mean([s.arousal for s in states if s.t_sec > 70])
+    assert latent["fast_loud"] > rest + 0.3  # arousal ends well above rest
+    assert latent["slow_quiet"] < latent["fast_loud"] - 0.5  # the quiet phrase raises it less
+    assert latent["slow_quiet"] <= rest + 1e-9  # (slow, sparse, soft: it lowers it)
+    # and the real estimator, from the synthesised signals, sees the same order
+    assert estimated["fast_loud"] > estimated["slow_quiet"] + 0.3
+    assert estimated["fast_loud"] > 0.2
