@@ -9,8 +9,9 @@
    state). Pearson r between estimated and latent valence
    and arousal over the good windows after calibration, per listener.
 2. **Estimator noise** for the fast mode: per axis, the median slope of the
-   estimate on (latent - rest) and the residual std and lag-one
-   autocorrelation; ``--write-noise`` stores them in
+   estimate on (latent - rest), the residual std and the AR(1) coefficient
+   with the residual's integrated autocorrelation time (:func:`noise_stats`);
+   ``--write-noise`` stores them in
    ``st_agent/assets/estimator_noise.json`` (what :class:`FastListeners` uses).
 3. **Speed**: simulated listener-seconds per wall second in raw mode
    (signals only, and signals + estimator) and in fast mode (10,000 listeners
@@ -71,11 +72,21 @@ def run_listener(params, seed: int, minutes: float, rest_sec: float = 60.0) -> d
             "bad_fraction": n_bad / max(n_all, 1)}
 
 
-def noise_stats(runs: list[dict]) -> dict:
-    """Slope, residual std and lag-one autocorrelation of the estimate vs the latent."""
+def noise_stats(runs: list[dict], max_lag: int = 120) -> dict:
+    """Slope, residual std and AR(1) coefficient of the estimate vs the latent state.
+
+    The fast mode models the residual as AR(1) noise. The estimate is a moving
+    average (``smoothing_sec``), so its residual is smooth at short lags and its
+    lag-one correlation says little about its slow part, which is what looks
+    like signal to a fit and survives block averages. So ``ar1`` is the
+    per-hop coefficient of the AR(1) with the same integrated autocorrelation
+    time ``T = 1 + 2 sum_k acf(k)`` (mean acf over listeners, summed up to its
+    first non-positive lag, at most ``max_lag`` hops): ``ar1 = (T - 1) / (T + 1)``,
+    so the long-run variance ``std^2 T`` matches.
+    """
     out = {}
     for k, axis in enumerate(("valence", "arousal")):
-        slopes, resid, ar1 = [], [], []
+        slopes, resid, acfs = [], [], []
         for r in runs:
             x = r["latent"][:, k] - r["rest"][k]
             y = r["est"][:, k]
@@ -83,10 +94,14 @@ def noise_stats(runs: list[dict]) -> dict:
             slopes.append(b)
             e = y - (a + b * x)
             resid.append(e)
-            ar1.append(np.corrcoef(e[:-1], e[1:])[0, 1])
+            c = e - e.mean()
+            acfs.append([np.mean(c[:-lag] * c[lag:]) / c.var() for lag in range(1, max_lag + 1)])
+        acf = np.mean(acfs, axis=0)
+        n_pos = int(np.argmax(acf <= 0)) if (acf <= 0).any() else len(acf)
+        t_int = 1 + 2 * float(acf[:n_pos].sum())
         out[f"gain_{axis}"] = float(np.median(slopes))
         out[f"std_{axis}"] = float(np.std(np.concatenate(resid)))
-        out[f"ar1_{axis}"] = float(np.clip(np.mean(ar1), 0.0, 0.99))
+        out[f"ar1_{axis}"] = float(np.clip((t_int - 1) / (t_int + 1), 0.0, 0.99))
     return out
 
 

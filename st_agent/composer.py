@@ -15,10 +15,12 @@ How a phrase is made
    continuations in one batch until each writes a newline (end of phrase).
 4. While sampling, the end of the phrase is refused until the candidate has
    written four bars of music (counted from note lengths). Each candidate is
-   then checked: no alternative endings or inline fields; its bar lines are
-   drawn again from the note lengths (the model's own are not trusted) and the
-   first four bars kept, rejecting a note that would straddle a bar line; then
-   ``abc2midi`` (an independent parser) must accept it without errors.
+   then checked: no inline fields; markers of first/second endings are dropped;
+   its bar lines are drawn again from the note lengths (the model's own are not
+   trusted) and the first four bars kept (a lone note across a bar line is
+   split and tied; a chord, tuplet or dotted pair across one rejects the
+   candidate); then ``abc2midi`` (an independent parser) must accept it
+   without errors.
 5. Among the valid candidates, the one closest to the requested energy
    (melody onsets per quarter note vs. :meth:`Composer.target_density`) and
    register wins. When no candidate is valid, another batch is sampled, up to
@@ -106,15 +108,22 @@ class _BarCounter:
     Counts the music written so far by each candidate from note lengths (bar
     lines are not trusted); while a candidate is short of ``phrase_len``, its
     end-of-phrase tokens are banned; once past it, the candidate is finished.
+    When half of the candidates (at least ``min_done``) are finished, the rest
+    are cut off: waiting for the slowest candidate would cost more than it adds.
+
+    The text up to the last bar line is measured once and cached, so each step
+    measures only the bar being written.
     """
 
     def __init__(self, token_text: list[str], end_ids: tuple[int, ...], n: int, unit: Fraction,
-                 phrase_len: Fraction) -> None:
+                 phrase_len: Fraction, min_done: int = 2) -> None:
         self.token_text = token_text
         self.end_ids = list(end_ids)
         self.unit = unit
         self.phrase_q = float(phrase_len) * 4  # quarters
-        self.texts = [""] * n
+        self.done_quota = min(n, max(min_done, n // 2))
+        self.closed_q = [0.0] * n  # quarters before the last bar line
+        self.tail = [""] * n  # text after the last bar line
         self.finished = [False] * n
         self.bias = torch.zeros((n, len(token_text)))
 
@@ -123,12 +132,20 @@ class _BarCounter:
         for i, t in enumerate(tokens):
             if self.finished[i]:
                 continue
-            self.texts[i] += self.token_text[t]
-            q = body_stats(self.texts[i], self.unit).quarters
+            tail = self.tail[i] + self.token_text[t]
+            cut = tail.rfind("|")
+            if cut >= 0:
+                self.closed_q[i] += body_stats(tail[:cut], self.unit).quarters
+                tail = tail[cut + 1:]
+            self.tail[i] = tail
+            q = self.closed_q[i] + body_stats(tail, self.unit).quarters
             if q < self.phrase_q - 1e-9:
                 self.bias[i, self.end_ids] = float("-inf")
-            elif q > self.phrase_q + 1e-9 or self.texts[i][-1:] in (" ", "|", "]", ":"):
+            elif q > self.phrase_q + 1e-9 or tail[-1:] in (" ", "]", ":") or (
+                    cut >= 0 and not tail):
                 self.finished[i] = True
+        if sum(self.finished) >= self.done_quota:
+            self.finished = [True] * len(self.finished)
         return self.bias, list(self.finished)
 
 
@@ -332,8 +349,10 @@ class Composer:
             return _Candidate("", math.inf, "special: control token inside the phrase")
         if re.search(r"\[[A-Za-z]:", text):
             return _Candidate("", math.inf, "field: inline field in the phrase")
-        if re.search(r"\|\s*\[?\d|\[\d", text):
-            return _Candidate("", math.inf, "ending: alternative ending in a 4-bar phrase")
+        # First/second endings mean nothing in a 4-bar phrase that is played once:
+        # drop their markers and keep the music.
+        text = re.sub(r"\[\d+(?:[,-]\d+)*", "", text)
+        text = re.sub(r"(:*\|+:*)\s*\d+(?:[,-]\d+)*", r"\1", text)
         u = Fraction(unit)
         try:
             # The model's own bar lines are not trusted: the bar lines are

@@ -183,12 +183,15 @@ class CachedDecoder:
         extra: torch.Tensor | None = None
         for step in range(max_new_tokens):
             scores = logits + bias if extra is None else logits + bias + extra
-            scores = scores / temperature
             if 0 < top_k < self.vocab_size:
-                kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
-                scores = scores.masked_fill(scores < kth, float("-inf"))
-            tok = torch.multinomial(torch.softmax(scores.float(), dim=-1), 1,
-                                    generator=generator)[:, 0]
+                # Sample among the top k only: a softmax over (n, k), not (n, V).
+                top, idx = torch.topk(scores, top_k, dim=-1)
+                pick = torch.multinomial(torch.softmax(top.float() / temperature, dim=-1), 1,
+                                         generator=generator)
+                tok = idx.gather(1, pick)[:, 0]
+            else:
+                tok = torch.multinomial(torch.softmax(scores.float() / temperature, dim=-1), 1,
+                                        generator=generator)[:, 0]
             out[:, step] = tok
             newly = stop[tok] & ~done
             if step_hook is not None:

@@ -67,8 +67,12 @@ Pipeline
    **Lag**: the average's mean delay is about ``τ - hop_sec/2`` (0.5 s hops);
    a step in the signals reaches 63 % of its effect after ``τ`` and 95 %
    after ``3τ`` (on top of the ``window_sec/2`` = 1 s centre of the window).
-   The default τ = __TAU__ s was chosen by measurement
-   (``benchmarks/bench_listener.py``, 50 simulated listeners): __WHY__.
+   The default τ = 4 s was chosen by measurement
+   (``benchmarks/bench_listener.py``, 50 simulated listeners, 8 min each):
+   mean r with the latent state went from 0.78 (arousal) and 0.66 (valence)
+   per window to 0.83/0.75 at τ = 1 s, 0.86/0.85 at 4 s, 0.86/0.86 at 6 s and
+   0.82/0.84 at 12 s. 4 s is the arousal optimum; longer adds lag for at
+   most 0.01 on valence.
    ``smoothing_sec=0`` gives the per-window state; each
    :class:`Estimate` also carries that unsmoothed ``raw_state`` and the raw
    ``features`` and ``z`` for logging.

@@ -491,8 +491,10 @@ class EstimatorNoise:
 
     ``observed = clip(gain * (latent - rest) + e, -1, 1)`` per axis, where
     ``rest`` is the listener's resting state (the estimator is calibrated on
-    rest) and ``e`` is AR(1) noise with stationary std ``std`` and lag-one
-    correlation ``ar1`` per ``hop_sec``. Measured by
+    rest) and ``e`` is AR(1) noise with stationary std ``std`` and coefficient
+    ``ar1`` per ``hop_sec`` (chosen so that the noise's integrated
+    autocorrelation time, hence its slow part, matches the estimator's, whose
+    output is a moving average). Measured by
     ``python benchmarks/bench_listener.py --write-noise`` over simulated
     listeners in raw mode through :class:`~st_agent.estimator.StateEstimator`.
 
@@ -503,7 +505,8 @@ class EstimatorNoise:
     std_valence, std_arousal : float
         Residual std around the fitted line.
     ar1_valence, ar1_arousal : float
-        Lag-one autocorrelation of the residual per hop, in [0, 1).
+        AR(1) coefficient of the residual per hop, in [0, 1):
+        ``(T - 1) / (T + 1)`` for its integrated autocorrelation time ``T`` (hops).
     hop_sec : float
         The estimator hop the noise was measured at.
     """

@@ -143,6 +143,55 @@ def test_right_frontal_alpha_moves_valence_up():
     assert out[-1].state.valence > 0.5 and out[-1].z["eeg/faa"] > 2
 
 
+def test_state_is_a_moving_average_of_the_per_window_drives():
+    """smoothing_sec: EMA of gain·z before tanh, exp(-Δt/τ) per hop; raw_state unsmoothed."""
+    tau = 4.0
+    est = StateEstimator(_config(smoothing_sec=tau))
+    _run(est, _eeg(8.0, seed=1))
+    est.reset()  # the average starts afresh with the next window
+    x = np.hstack([_eeg(6.0, seed=2), _eeg(6.0, alpha_uv=7, beta_uv=4, seed=3)])
+    out = [e for e in _run(est, x, start=2000) if not e.bad]
+    assert len(out) > 15
+    m_v = m_a = None
+    t_prev = out[0].state.t_sec
+    for e in out:
+        a = math.exp(-(e.state.t_sec - t_prev) / tau)  # 0.5 s hops; longer across bad ones
+        t_prev = e.state.t_sec
+        d_v = 0.5 * e.z["eeg/faa"]
+        d_a = 0.5 * e.z["eeg/log_beta_alpha"]  # no heart channel: beta/alpha alone
+        m_v = d_v if m_v is None else a * m_v + (1 - a) * d_v
+        m_a = d_a if m_a is None else a * m_a + (1 - a) * d_a
+        assert e.state.valence == pytest.approx(math.tanh(m_v), abs=1e-9)
+        assert e.state.arousal == pytest.approx(math.tanh(m_a), abs=1e-9)
+        assert e.raw_state.arousal == pytest.approx(math.tanh(d_a), abs=1e-9)
+        assert e.raw_state.valence == pytest.approx(math.tanh(d_v), abs=1e-9)
+    # the average is smoother than the windows it averages
+    raw = np.array([e.raw_state.valence for e in out])
+    smooth = np.array([e.state.valence for e in out])
+    assert np.diff(smooth).std() < 0.5 * np.diff(raw).std()
+
+
+def test_smoothing_off_gives_the_per_window_state_and_bad_config_is_named():
+    est = StateEstimator(_config(smoothing_sec=0))
+    _run(est, _eeg(8.0, seed=1))
+    out = [e for e in _run(est, _eeg(4.0, seed=2), start=2000) if not e.bad]
+    assert out and all(e.state == e.raw_state for e in out)
+    with pytest.raises(ValueError, match="smoothing_sec"):
+        EstimatorConfig(smoothing_sec=-1.0)
+    with pytest.raises(ValueError, match="smoothing_sec"):
+        EstimatorConfig(smoothing_sec=math.nan)
+
+
+def test_smoothing_restarts_after_reset_and_recalibration():
+    est = StateEstimator(_config())
+    _run(est, _eeg(8.0, seed=1))
+    _run(est, _eeg(4.0, alpha_uv=20, beta_uv=1.5, seed=2), start=2000)
+    assert est.state.arousal < -0.5
+    est.reset()
+    first = _run(est, _eeg(2.0, alpha_uv=5, beta_uv=6, seed=3), start=3000)[0]
+    assert first.state == first.raw_state  # no memory of the relaxed stretch
+
+
 def test_one_estimate_per_hop_with_window_end_times():
     est = StateEstimator(_config(calibration_sec=1.0))
     out = _run(est, _eeg(6.0))

@@ -203,7 +203,10 @@ def test_rebar_redraws_bar_lines_from_note_lengths():
     # tuplets and broken rhythm stay whole inside a bar
     assert rebar("A>B c2 (3def z2 | A2B2 c4 |", eighth, bar, 2) == ["A>B c2 (3def z2|",
                                                                     "A2B2 c4|"]
+    # a lone note across a bar line is split and tied; a rest is split untied
+    assert rebar("A3 B6 c7 |", eighth, bar, 2) == ["A3 B5-|", "B c7|"]
+    assert rebar("z6 A4 B6", eighth, bar, 2) == ["z6 A2-|", "A2 B6|"]
     with pytest.raises(ValueError, match="straddle"):
-        rebar("A3 B6 |", eighth, bar, 1)
+        rebar("A6 [ceg]4 B6", eighth, bar, 2)
     with pytest.raises(ValueError, match="only 1 full bars"):
         rebar("A8 B4", eighth, bar, 2)

@@ -473,8 +473,11 @@ def _is_field_line(line: str) -> bool:
     return bool(re.match(r"^[A-Za-z]:(?![|:])", line)) and not re.match(r"^[A-Ga-g]:\|", line)
 
 
-def _events(body: str, unit: Fraction) -> list[tuple[str, Fraction]]:
-    """Split a body into atomic timed events ``(text, duration in whole notes)``.
+def _events(body: str, unit: Fraction) -> list[tuple[str, Fraction, tuple[str, str] | None]]:
+    """Split a body into atomic timed events ``(text, duration in whole notes, split)``.
+
+    ``split`` is ``(prefix, pitch)`` for a lone note or rest, which may be split
+    at a bar line, and None for events that may not.
 
     Bar lines are dropped. A broken-rhythm pair (``A>B``) and a tuplet group
     (``(3abc``) are one event each, since a bar line cannot fall inside them;
@@ -509,9 +512,17 @@ def _events(body: str, unit: Fraction) -> list[tuple[str, Fraction]]:
             if join_next and events:
                 events[-1][0] += prefix + text
                 events[-1][1] += dur
+                events[-1][2] = None  # a pair or a tuplet cannot be split
                 join_next = tuplet_left > 0
             else:
-                events.append([prefix + text, dur])
+                # A lone note or rest can be split at a bar line (a tie joins the halves).
+                pitch = None
+                if kind == "note":
+                    pitch = text[: len(text) - len(m.group("len"))]
+                elif kind == "rest":
+                    pitch = text[0]
+                split = (prefix, pitch) if pitch is not None and tuplet_left == 0 else None
+                events.append([prefix + text, dur, split])
                 join_next = tuplet_left > 0
             prefix = ""
         elif kind == "tuplet":
@@ -530,6 +541,7 @@ def _events(body: str, unit: Fraction) -> list[tuple[str, Fraction]]:
             first, second = (2 - short, short) if text[0] == ">" else (short, 2 - short)
             events[-1][1] *= first
             events[-1][0] += text
+            events[-1][2] = None
             # the next note joins this event and gets the second factor
             events[-1].append(second)
             join_next = True
@@ -543,15 +555,26 @@ def _events(body: str, unit: Fraction) -> list[tuple[str, Fraction]]:
         else:  # spaces, decorations, grace notes, others
             prefix += text
     # apply the second factor of broken-rhythm pairs to the note that joined them
-    out: list[tuple[str, Fraction]] = []
+    out: list[tuple[str, Fraction, tuple[str, str] | None]] = []
     for ev in events:
-        text, dur = ev[0], ev[1]
-        if len(ev) > 2:
+        text, dur, split = ev[0], ev[1], ev[2]
+        if len(ev) > 3:
             # dur = first*d1 + d2 where d2 must be scaled by the second factor;
             # recompute from the text to stay exact.
             dur = _pair_duration(text, unit)
-        out.append((text, dur))
+        out.append((text, dur, split))
     return out
+
+
+def _fmt_len(units: Fraction) -> str:
+    """ABC length suffix for a duration in units of ``L:`` (1 -> "", 3/2 -> "3/2")."""
+    if units == 1:
+        return ""
+    if units.denominator == 1:
+        return str(units.numerator)
+    if units.numerator == 1:
+        return f"/{units.denominator}"
+    return f"{units.numerator}/{units.denominator}"
 
 
 def _pair_duration(text: str, unit: Fraction) -> Fraction:
@@ -582,14 +605,26 @@ def rebar(body: str, unit: Fraction, bar_len: Fraction, n_bars: int) -> list[str
     Raises
     ------
     ValueError
-        When a note, tuplet or broken-rhythm pair would straddle a bar line, or
-        the body holds less than ``n_bars`` bars of music.
+        When a chord, tuplet or broken-rhythm pair would straddle a bar line, or
+        the body holds less than ``n_bars`` bars of music. A lone note that
+        straddles one is split there and tied (a rest is split without a tie).
     """
     bars: list[str] = []
     current, filled = "", Fraction(0)
-    for text, dur in _events(body, unit):
-        if filled + dur > bar_len:
-            raise ValueError("a note would straddle a bar line")
+    for text, dur, split in _events(body, unit):
+        while filled + dur > bar_len:
+            if split is None:
+                raise ValueError("a chord, tuplet or broken rhythm would straddle a bar line")
+            # Split a lone note at the bar line; a tie joins its halves (not for rests).
+            prefix, pitch = split
+            head = bar_len - filled
+            tie = "" if pitch in ("z", "x") else "-"
+            bars.append((current + prefix + pitch + _fmt_len(head / unit) + tie).strip() + "|")
+            if len(bars) == n_bars:
+                return bars
+            current, filled, dur, prefix = "", Fraction(0), dur - head, ""
+            split = (prefix, pitch)
+            text = pitch + _fmt_len(dur / unit)
         current += text
         filled += dur
         if filled == bar_len:
