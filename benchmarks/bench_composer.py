@@ -160,13 +160,22 @@ def main() -> None:
     ap.add_argument("--phrases", type=int, default=1000)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--candidates", type=int, default=None,
+                    help="candidates per batch (default: ComposerConfig's)")
+    ap.add_argument("--enough", type=int, default=None,
+                    help="finished candidates that end a batch (default: ComposerConfig's)")
     ap.add_argument("--sections", nargs="+",
                     default=["validity", "perplexity", "decoding"],
                     choices=["validity", "perplexity", "decoding"])
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    composer = Composer(ComposerConfig())
+    cfg = ComposerConfig()
+    if args.candidates:
+        cfg.candidates = args.candidates
+    if args.enough:
+        cfg.enough = args.enough
+    composer = Composer(cfg)
     print(f"composer: {composer!r}, torch threads {torch.get_num_threads()}")
     n = 20 if args.quick else args.phrases
     composer.compose(Knobs(0.5, 0.5, 0.5), seed=0)  # warm-up

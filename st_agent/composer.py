@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tokenizer.abc_text import body_stats, parse_meter, rebar
+from tokenizer.abc_text import body_stats, parse_meter, quarters_fast, rebar
 from tokenizer.corpus import BOS, SPECIAL_TOKENS, Controls
 
 from .abc import check_many
@@ -86,6 +86,10 @@ class ComposerConfig:
     """Key for valence < 0.5 (minor family)."""
     context_phrases: int = 2
     """Most previous phrases shown to the model."""
+    enough: int = 4
+    """Stop sampling a batch once this many candidates have finished their
+    phrase (the slower ones are dropped): waiting for the slowest costs more
+    than it adds."""
     max_new_tokens: int = 48
     """Most tokens per phrase (the corpus's 95th percentile is about 30)."""
     threads: int = 1
@@ -108,20 +112,20 @@ class _BarCounter:
     Counts the music written so far by each candidate from note lengths (bar
     lines are not trusted); while a candidate is short of ``phrase_len``, its
     end-of-phrase tokens are banned; once past it, the candidate is finished.
-    When half of the candidates (at least ``min_done``) are finished, the rest
-    are cut off: waiting for the slowest candidate would cost more than it adds.
+    When ``enough`` candidates are finished, the rest are cut off: waiting for
+    the slowest candidate would cost more than it adds.
 
     The text up to the last bar line is measured once and cached, so each step
     measures only the bar being written.
     """
 
     def __init__(self, token_text: list[str], end_ids: tuple[int, ...], n: int, unit: Fraction,
-                 phrase_len: Fraction, min_done: int = 2) -> None:
+                 phrase_len: Fraction, enough: int) -> None:
         self.token_text = token_text
         self.end_ids = list(end_ids)
-        self.unit = unit
-        self.phrase_q = float(phrase_len) * 4  # quarters
-        self.done_quota = min(n, max(min_done, n // 2))
+        self.unit_q = float(unit) * 4  # quarters
+        self.phrase_q = float(phrase_len) * 4
+        self.done_quota = min(n, max(1, enough))
         self.closed_q = [0.0] * n  # quarters before the last bar line
         self.tail = [""] * n  # text after the last bar line
         self.finished = [False] * n
@@ -135,10 +139,10 @@ class _BarCounter:
             tail = self.tail[i] + self.token_text[t]
             cut = tail.rfind("|")
             if cut >= 0:
-                self.closed_q[i] += body_stats(tail[:cut], self.unit).quarters
+                self.closed_q[i] += quarters_fast(tail[:cut], self.unit_q)
                 tail = tail[cut + 1:]
             self.tail[i] = tail
-            q = self.closed_q[i] + body_stats(tail, self.unit).quarters
+            q = self.closed_q[i] + quarters_fast(tail, self.unit_q)
             if q < self.phrase_q - 1e-9:
                 self.bias[i, self.end_ids] = float("-inf")
             elif q > self.phrase_q + 1e-9 or tail[-1:] in (" ", "]", ":") or (
@@ -302,7 +306,7 @@ class Composer:
         reasons: dict[str, int] = {}
         for attempt in range(1, cfg.max_tries + 1):
             hook = _BarCounter(self._token_text, (self._newline_id, self.tokenizer.eos_token_id),
-                               cfg.candidates, Fraction(unit), 4 * parse_meter(meter))
+                               cfg.candidates, Fraction(unit), 4 * parse_meter(meter), cfg.enough)
             outs = self.decoder.sample(
                 prompt, cfg.candidates, cfg.max_new_tokens, self._stop_ids,
                 self._banned_ids, cfg.temperature, cfg.top_k, gen, step_hook=hook)

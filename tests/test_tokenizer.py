@@ -210,3 +210,12 @@ def test_rebar_redraws_bar_lines_from_note_lengths():
         rebar("A6 [ceg]4 B6", eighth, bar, 2)
     with pytest.raises(ValueError, match="only 1 full bars"):
         rebar("A8 B4", eighth, bar, 2)
+
+
+def test_quarters_fast_agrees_with_body_stats(corpus):
+    from tokenizer.abc_text import quarters_fast
+
+    phrases = [(p, Fraction(t.tune.unit)) for t in corpus.validation for p in t.tune.phrases]
+    assert len(phrases) > 1000
+    for p, unit in phrases:
+        assert quarters_fast(p, float(unit) * 4) == pytest.approx(body_stats(p, unit).quarters)

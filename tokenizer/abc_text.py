@@ -30,6 +30,7 @@ __all__ = [
     "normalise_tune",
     "parse_meter",
     "parse_tempo_bpm",
+    "quarters_fast",
     "rebar",
     "split_bars",
     "split_tunes",
@@ -268,6 +269,73 @@ def body_stats(body: str, unit: Fraction, key_accidentals: dict[str, int] | None
     mean_pitch = sum(pitches) / len(pitches) if pitches else float("nan")
     return BodyStats(n_onsets=n_onsets, quarters=float(total), mean_pitch=mean_pitch,
                      pc_hist=tuple(hist), last_pc=last_pc)
+
+
+_LEN_CACHE: dict[str, float] = {}
+
+
+def _len_float(text: str) -> float:
+    value = _LEN_CACHE.get(text)
+    if value is None:
+        value = _LEN_CACHE[text] = float(_parse_len(text))
+    return value
+
+
+def quarters_fast(body: str, unit_q: float) -> float:
+    """Duration of an ABC body in quarter notes, in floating point.
+
+    The same count as ``body_stats(body, unit).quarters`` without the pitch
+    bookkeeping or exact fractions; for steering decoding token by token.
+
+    Parameters
+    ----------
+    body : str
+        ABC body text.
+    unit_q : float
+        The ``L:`` unit in quarter notes (0.5 for ``L:1/8``).
+    """
+    total = 0.0
+    last = 0.0
+    tuplet_left = 0
+    tuplet_factor = 1.0
+    broken_next = 0.0
+    for m in _TOKEN_RE.finditer(body):
+        kind = m.lastgroup
+        if kind == "note":
+            length = _len_float(m.group("len"))
+        elif kind == "rest":
+            length = _len_float(m.group("restlen"))
+        elif kind == "chord":
+            length = _len_float(m.group("chordlen"))
+            inner = _TOKEN_RE.search(m.group("chord")[1:])
+            if inner is not None and inner.lastgroup == "note":
+                length *= _len_float(inner.group("len"))
+        elif kind == "tuplet":
+            parts = m.group("tuplet")[1:].split(":")
+            p = int(parts[0])
+            q_default = {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 2)
+            q = int(parts[1]) if len(parts) > 1 and parts[1] else q_default
+            tuplet_left = int(parts[2]) if len(parts) > 2 and parts[2] else p
+            tuplet_factor = q / p
+            continue
+        elif kind == "broken" and last:
+            short = 0.5 ** len(m.group("broken"))
+            first, second = ((2 - short), short) if m.group("broken")[0] == ">" else (
+                short, 2 - short)
+            total += last * (first - 1)
+            broken_next = second
+            continue
+        else:
+            continue
+        if tuplet_left > 0:
+            length *= tuplet_factor
+            tuplet_left -= 1
+        if broken_next:
+            length *= broken_next
+            broken_next = 0.0
+        last = length * unit_q
+        total += last
+    return total
 
 
 def split_bars(body: str) -> list[str]:
