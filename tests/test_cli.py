@@ -75,3 +75,35 @@ def test_train_generator_tiny_run(tmp_path: Path):
 
     bundle = load_generator(run_dir)
     assert bundle.model.config.n_layer == 1 and len(bundle.tokenizer) == 300
+
+
+def _tiny_session(folder: Path) -> Path:
+    from st_agent.recording import ConsentRecord, SessionMeta, SessionRecorder
+    from st_agent.types import SignalChunk
+
+    consent = ConsentRecord(text_version="test-1", scopes=("record", "store_local", "export"))
+    rng = np.random.default_rng(0)
+    chunk = SignalChunk(rng.normal(0, 1e-5, (2, 500)), 250.0, ("Fz", "Cz"), ("eeg", "eeg"))
+    meta = SessionMeta(sfreq=250.0, ch_names=("Fz", "Cz"), ch_types=("eeg", "eeg"),
+                       consent=consent)
+    with SessionRecorder(folder, meta) as rec:
+        rec.write_chunk(chunk)
+        rec.write_marker("start", t_sec=0.5)
+    return folder
+
+
+def test_export_fit_listener_and_delete_commands(tmp_path: Path):
+    session = _tiny_session(tmp_path / "session")
+    r = run("export", str(session), "--format", "edf", "--out", str(tmp_path / "edf"))
+    assert r.returncode == 0, r.stderr
+    assert list((tmp_path / "edf").glob("*.edf"))
+    # a session without music cannot be fitted: the message says what is missing
+    r = run("fit-listener", str(session), "-o", str(tmp_path / "listener.json"))
+    assert r.returncode == 2 and "st-agent: error:" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "listener.json").exists()
+    r = run("delete", str(session), "--dry-run")
+    assert r.returncode == 0 and "would remove" in r.stdout and session.exists()
+    r = run("delete", str(session))
+    assert r.returncode == 0 and not (session / "samples.seg").exists()
+    r = run("delete", str(tmp_path / "edf"))
+    assert r.returncode == 2 and "not a session" in r.stderr
