@@ -148,6 +148,35 @@ def _parse_len(text: str) -> Fraction:
     return Fraction(num, den) if den else Fraction(num)
 
 
+def _length_text(m: re.Match) -> tuple[str, str | None]:
+    """Length suffix of a note, rest or chord token, and of a chord's first note."""
+    kind = m.lastgroup
+    if kind == "note":
+        return m.group("len"), None
+    if kind == "rest":
+        return m.group("restlen"), None
+    inner = _TOKEN_RE.search(m.group("chord")[1:])
+    first = inner.group("len") if inner is not None and inner.lastgroup == "note" else None
+    return m.group("chordlen"), first
+
+
+def _event_length(m: re.Match) -> Fraction:
+    """Length of a note, rest or chord token in units of ``L:`` (before tuplets)."""
+    outer, inner = _length_text(m)
+    length = _parse_len(outer)
+    return length * _parse_len(inner) if inner is not None else length
+
+
+def _tuplet(text: str) -> tuple[int, int, int]:
+    """``(p, q, r)`` of a tuplet ``(p:q:r``: p notes in the time of q, for r notes."""
+    parts = text[1:].split(":")
+    p = int(parts[0])
+    q_default = {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 2)
+    q = int(parts[1]) if len(parts) > 1 and parts[1] else q_default
+    r = int(parts[2]) if len(parts) > 2 and parts[2] else p
+    return p, q, r
+
+
 @dataclass(frozen=True)
 class BodyStats:
     """Measurements of a stretch of ABC body, for control labels.
@@ -210,15 +239,7 @@ def body_stats(body: str, unit: Fraction, key_accidentals: dict[str, int] | None
     for m in _TOKEN_RE.finditer(body):
         kind = m.lastgroup
         if kind in ("note", "chord", "rest"):
-            if kind == "note":
-                length = _parse_len(m.group("len"))
-            elif kind == "chord":
-                length = _parse_len(m.group("chordlen"))
-                inner = _TOKEN_RE.search(m.group("chord")[1:])
-                if inner is not None and inner.lastgroup == "note":
-                    length *= _parse_len(inner.group("len"))
-            else:
-                length = _parse_len(m.group("restlen"))
+            length = _event_length(m)
             if tuplet_left > 0:
                 length *= tuplet_factor
                 tuplet_left -= 1
@@ -248,13 +269,8 @@ def body_stats(body: str, unit: Fraction, key_accidentals: dict[str, int] | None
                     n_onsets += 1
             tie_pending = False
         elif kind == "tuplet":
-            parts = m.group("tuplet")[1:].split(":")
-            p = int(parts[0])
-            q_default = {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 2)
-            q = int(parts[1]) if len(parts) > 1 and parts[1] else q_default
-            r = int(parts[2]) if len(parts) > 2 and parts[2] else p
+            p, q, tuplet_left = _tuplet(m.group("tuplet"))
             tuplet_factor = Fraction(q, p)
-            tuplet_left = r
         elif kind == "broken" and last_len is not None:
             n = len(m.group("broken"))
             short = Fraction(1, 2 ** n)
@@ -301,21 +317,11 @@ def quarters_fast(body: str, unit_q: float) -> float:
     broken_next = 0.0
     for m in _TOKEN_RE.finditer(body):
         kind = m.lastgroup
-        if kind == "note":
-            length = _len_float(m.group("len"))
-        elif kind == "rest":
-            length = _len_float(m.group("restlen"))
-        elif kind == "chord":
-            length = _len_float(m.group("chordlen"))
-            inner = _TOKEN_RE.search(m.group("chord")[1:])
-            if inner is not None and inner.lastgroup == "note":
-                length *= _len_float(inner.group("len"))
+        if kind in ("note", "chord", "rest"):
+            outer, inner = _length_text(m)
+            length = _len_float(outer) * (_len_float(inner) if inner is not None else 1.0)
         elif kind == "tuplet":
-            parts = m.group("tuplet")[1:].split(":")
-            p = int(parts[0])
-            q_default = {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 2)
-            q = int(parts[1]) if len(parts) > 1 and parts[1] else q_default
-            tuplet_left = int(parts[2]) if len(parts) > 2 and parts[2] else p
+            p, q, tuplet_left = _tuplet(m.group("tuplet"))
             tuplet_factor = q / p
             continue
         elif kind == "broken" and last:
@@ -564,16 +570,7 @@ def _events(body: str, unit: Fraction) -> list[tuple[str, Fraction, tuple[str, s
             prefix = prefix.rstrip() + " " if prefix.strip() else ""
             continue
         if kind in ("note", "chord", "rest"):
-            if kind == "note":
-                length = _parse_len(m.group("len"))
-            elif kind == "chord":
-                length = _parse_len(m.group("chordlen"))
-                inner = _TOKEN_RE.search(m.group("chord")[1:])
-                if inner is not None and inner.lastgroup == "note":
-                    length *= _parse_len(inner.group("len"))
-            else:
-                length = _parse_len(m.group("restlen"))
-            dur = length * unit
+            dur = _event_length(m) * unit
             if tuplet_left > 0:
                 dur *= tuplet_factor
                 tuplet_left -= 1
@@ -594,12 +591,8 @@ def _events(body: str, unit: Fraction) -> list[tuple[str, Fraction, tuple[str, s
                 join_next = tuplet_left > 0
             prefix = ""
         elif kind == "tuplet":
-            parts = text[1:].split(":")
-            p = int(parts[0])
-            q_default = {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 2)
-            q = int(parts[1]) if len(parts) > 1 and parts[1] else q_default
-            r = int(parts[2]) if len(parts) > 2 and parts[2] else p
-            tuplet_factor, tuplet_left = Fraction(q, p), r
+            p, q, tuplet_left = _tuplet(text)
+            tuplet_factor = Fraction(q, p)
             prefix += text
         elif kind == "broken":
             if not events:

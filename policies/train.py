@@ -1,0 +1,265 @@
+"""Train a PPO controller on the fast closed-loop env (stable-baselines3).
+
+Everything a run writes lives in ``runs/<name>/``: ``config.json``, TensorBoard
+events (``tb/``), checkpoints (``checkpoints/step_<n>.safetensors`` + ``.json``),
+``eval.jsonl`` (periodic evaluation on held-out listeners), and the final
+``policy.safetensors`` + ``policy.json``. The policy is stored as a plain
+``state_dict`` in safetensors beside a JSON with the config and the
+observation-normalisation statistics; :func:`load_policy` rebuilds the network
+in code and loads the tensors, never unpickling anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+from envs.closed_loop import ClosedLoopEnv
+from envs.phrase_bank import PhraseBank, build_phrase_bank
+from st_agent.contract import observation_bounds
+
+__all__ = ["POLICY_FORMAT", "TrainConfig", "TrainedPolicy", "load_policy", "save_policy",
+           "train"]
+
+logger = logging.getLogger(__name__)
+
+POLICY_FORMAT = "st-agent-ppo-policy"
+_REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class TrainConfig:
+    """Train a PPO controller (``st-agent train``); every field is a flag."""
+
+    name: str = "ppo_calm"
+    """Run name: outputs go to ``<runs_dir>/<name>/``."""
+    runs_dir: str = ""
+    """Parent folder of runs; empty: the project's ``runs/``."""
+    target: str = "calm"
+    """Target preset (calm, focus, uplift, energize) or ``random`` (one per episode)."""
+    total_timesteps: int = 200_000
+    """Environment steps (phrases) to train for."""
+    n_envs: int = 8
+    """Fast environments in the DummyVecEnv."""
+    seed: int = 0
+    """Seed of the environments and of PPO."""
+    max_steps: int = 32
+    """Phrases per episode."""
+    phrase_bank: str = ""
+    """Phrase bank JSON; empty: the default bank (built on first use)."""
+    learning_rate: float = 3e-4
+    """Adam learning rate."""
+    n_steps: int = 256
+    """Steps per environment per PPO rollout."""
+    batch_size: int = 512
+    """Minibatch size (512 is about 3x faster than SB3's 64 on 2 cores)."""
+    n_epochs: int = 10
+    """PPO epochs per rollout."""
+    gamma: float = 0.95
+    """Discount per phrase."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    ent_coef: float = 0.0
+    """Entropy bonus."""
+    net_arch: tuple[int, ...] = (64, 64)
+    """Hidden layers of the policy and value networks."""
+    eval_freq: int = 20_000
+    """Evaluate on held-out listeners every this many steps (0: never)."""
+    n_eval_listeners: int = 16
+    """Held-out listeners per periodic evaluation."""
+    checkpoint_freq: int = 50_000
+    """Save a checkpoint every this many steps (0: never)."""
+    progress_bar: bool = False
+    """Show SB3's progress bar (needs tqdm and rich)."""
+    torch_threads: int = 1
+    """Torch CPU threads (1 is fastest for small MLPs)."""
+    device: str = "cpu"
+    """Torch device."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further ClosedLoopEnv keyword arguments (e.g. jerk_weight)."""
+
+    def run_dir(self) -> Path:
+        """``<runs_dir>/<name>``."""
+        return Path(self.runs_dir or _REPO / "runs") / self.name
+
+    def env_kwargs(self, bank: PhraseBank) -> dict[str, Any]:
+        """Keyword arguments of the training environments."""
+        return {"target": self.target, "phrase_bank": bank, "max_steps": self.max_steps,
+                **self.extra}
+
+
+class TrainedPolicy:
+    """A loaded policy with observation normalisation: ``predict`` like SB3.
+
+    Parameters
+    ----------
+    policy : ActorCriticPolicy
+    obs_mean, obs_var : ndarray, shape (n_obs,)
+        VecNormalize statistics.
+    clip_obs, epsilon : float
+        VecNormalize settings.
+    """
+
+    def __init__(self, policy: ActorCriticPolicy, obs_mean: np.ndarray, obs_var: np.ndarray,
+                 clip_obs: float = 10.0, epsilon: float = 1e-8) -> None:
+        self.policy = policy.eval()
+        self.obs_mean = np.asarray(obs_mean, dtype=np.float64)
+        self.obs_var = np.asarray(obs_var, dtype=np.float64)
+        self.clip_obs, self.epsilon = float(clip_obs), float(epsilon)
+
+    def normalize(self, obs: np.ndarray) -> np.ndarray:
+        """Observation as the network saw it in training."""
+        z = (np.asarray(obs, dtype=np.float64) - self.obs_mean) / np.sqrt(self.obs_var
+                                                                            + self.epsilon)
+        return np.clip(z, -self.clip_obs, self.clip_obs).astype(np.float32)
+
+    def predict(self, obs: np.ndarray, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """Action(s) in [-1, 1]^3 for raw observation(s)."""
+        action, _ = self.policy.predict(self.normalize(obs), deterministic=deterministic)
+        return np.clip(action, -1.0, 1.0), None
+
+
+def _spaces(history_len: int) -> tuple[spaces.Box, spaces.Box]:
+    low, high = observation_bounds(history_len)
+    return (spaces.Box(low, high, dtype=np.float32),
+            spaces.Box(-1.0, 1.0, (3,), dtype=np.float32))
+
+
+def save_policy(model: PPO, vecnorm: VecNormalize, path: str | Path, cfg: TrainConfig,
+                step: int) -> Path:
+    """Write ``<path>.safetensors`` (policy state_dict) and ``<path>.json``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.policy.state_dict().items()}
+    save_file(state, str(path.with_suffix(".safetensors")))
+    rms = vecnorm.obs_rms
+    doc = {"format": POLICY_FORMAT, "version": 1, "step": int(step), "config": asdict(cfg),
+           "history_len": int(model.observation_space.shape[0] - 11) // 5,
+           "net_arch": list(cfg.net_arch),
+           "obs_mean": rms.mean.tolist(), "obs_var": rms.var.tolist(),
+           "clip_obs": vecnorm.clip_obs, "epsilon": vecnorm.epsilon,
+           "ret_var": float(vecnorm.ret_rms.var)}
+    path.with_suffix(".json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    return path
+
+
+def load_policy(path: str | Path) -> TrainedPolicy:
+    """Load a policy saved by :func:`save_policy` (a run folder or the file stem).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the files are missing.
+    ValueError
+        When the JSON is not a policy description.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "policy"
+    path = path.with_suffix("")
+    js, st = path.with_suffix(".json"), path.with_suffix(".safetensors")
+    for p in (js, st):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} does not exist; train a policy with policies.train")
+    doc = json.loads(js.read_text(encoding="utf-8"))
+    if doc.get("format") != POLICY_FORMAT or doc.get("version") != 1:
+        raise ValueError(f"{js} is not a {POLICY_FORMAT} version 1 file")
+    obs_space, act_space = _spaces(int(doc["history_len"]))
+    arch = list(doc["net_arch"])
+    policy = ActorCriticPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0,
+                               net_arch={"pi": arch, "vf": arch})
+    policy.load_state_dict(load_file(str(st)))
+    return TrainedPolicy(policy, np.asarray(doc["obs_mean"]), np.asarray(doc["obs_var"]),
+                         doc["clip_obs"], doc["epsilon"])
+
+
+class _EvalCheckpoint(BaseCallback):
+    """Periodic held-out evaluation (TensorBoard ``eval/*``) and safetensors checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, bank: PhraseBank, vecnorm: VecNormalize) -> None:
+        super().__init__()
+        self.cfg, self.bank, self.vecnorm = cfg, bank, vecnorm
+        self._next_eval = cfg.eval_freq or None
+        self._next_ckpt = cfg.checkpoint_freq or None
+
+    def _on_step(self) -> bool:
+        from policies.evaluate import heldout_listeners, rollout
+
+        n = self.num_timesteps
+        cfg, run = self.cfg, self.cfg.run_dir()
+        if self._next_ckpt is not None and n >= self._next_ckpt:
+            save_policy(self.model, self.vecnorm, run / "checkpoints" / f"step_{n}", cfg, n)
+            self._next_ckpt += cfg.checkpoint_freq
+        if self._next_eval is not None and n >= self._next_eval:
+            rms = self.vecnorm.obs_rms
+            pol = TrainedPolicy(self.model.policy, rms.mean.copy(), rms.var.copy(),
+                                self.vecnorm.clip_obs, self.vecnorm.epsilon)
+            target = "calm" if cfg.target == "random" else cfg.target
+            kw = cfg.env_kwargs(self.bank) | {"target": target}
+            m = rollout(lambda env: pol, heldout_listeners(cfg.n_eval_listeners, cfg.seed), kw,
+                        seed=cfg.seed)
+            self.model.policy.train()
+            for k, v in m.items():
+                self.logger.record(f"eval/{k}", v)
+            with (run / "eval.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": n, **m}) + "\n")
+            logger.info("step %d: held-out distance %.3f", n, m["distance"])
+            self._next_eval += cfg.eval_freq
+        return True
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train PPO; return the run folder (holding ``policy.safetensors``/``.json``).
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+
+    Returns
+    -------
+    run_dir : Path
+    """
+    if cfg.n_envs < 1 or cfg.total_timesteps < 1:
+        raise ValueError(f"n_envs ({cfg.n_envs}) and total_timesteps ({cfg.total_timesteps}) "
+                         "must be >= 1")
+    if (cfg.n_steps * cfg.n_envs) % cfg.batch_size and cfg.n_steps * cfg.n_envs > cfg.batch_size:
+        logger.warning("n_steps * n_envs = %d is not a multiple of batch_size %d",
+                       cfg.n_steps * cfg.n_envs, cfg.batch_size)
+    torch.set_num_threads(cfg.torch_threads)
+    run = cfg.run_dir()
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+    bank = PhraseBank.load(cfg.phrase_bank) if cfg.phrase_bank else build_phrase_bank()
+    kw = cfg.env_kwargs(bank)
+    venv = DummyVecEnv([lambda: ClosedLoopEnv(**kw) for _ in range(cfg.n_envs)])
+    venv.seed(cfg.seed)
+    vecnorm = VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=cfg.gamma)
+    arch = list(cfg.net_arch)
+    model = PPO("MlpPolicy", vecnorm, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
+                batch_size=min(cfg.batch_size, cfg.n_steps * cfg.n_envs),
+                n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+                ent_coef=cfg.ent_coef, seed=cfg.seed, device=cfg.device,
+                policy_kwargs={"net_arch": {"pi": arch, "vf": arch}},
+                tensorboard_log=str(run / "tb"), verbose=0)
+    model.learn(cfg.total_timesteps, callback=_EvalCheckpoint(cfg, bank, vecnorm),
+                progress_bar=cfg.progress_bar, tb_log_name="ppo")
+    save_policy(model, vecnorm, run / "policy", cfg, model.num_timesteps)
+    logger.info("trained %d steps -> %s", model.num_timesteps, run)
+    vecnorm.close()
+    return run

@@ -1,0 +1,342 @@
+"""The observation/action contract shared by the simulated env and the live session.
+
+A policy trained in :mod:`envs.closed_loop` runs unchanged live because both
+sides build their observations with :func:`build_observation` and turn actions
+into knobs with :func:`action_to_knobs`, under the same :class:`SafetyBounds`.
+
+Observation layout (``float32``, length :data:`OBS_SIZE` with the default
+history of :data:`HISTORY_LEN` phrases)
+==========  ===================================================  =====  =====
+index       meaning                                              min    max
+==========  ===================================================  =====  =====
+0           estimated valence                                    -1     1
+1           estimated arousal                                    -1     1
+2           target valence                                       -1     1
+3           target arousal                                       -1     1
+4           error valence (target - estimate)                    -2     2
+5           error arousal (target - estimate)                    -2     2
+6, 7, 8     current knobs valence, tempo, energy                 0      1
+9           estimator confidence                                 0      1
+10          NaN flag: 1 when the estimate was not finite         0      1
+11 + 5k ..  history k = 0 .. H-1 (most recent first): valence,   -1/0   1
+            arousal, knob valence, knob tempo, knob energy
+==========  ===================================================  =====  =====
+
+A non-finite estimate is replaced by the latest finite one in the history (or
+0), the confidence is set to 0 and the NaN flag to 1, so the vector is always
+finite.
+
+Action: a vector in [-1, 1]^3, the change of (valence, tempo, energy) knobs as
+a fraction of :attr:`SafetyBounds.max_delta` per phrase, clipped to the bounds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from st_agent.types import EmotionState, Knobs
+
+__all__ = [
+    "ACTION_SIZE",
+    "HISTORY_LEN",
+    "KNOB_NAMES",
+    "OBS_SIZE",
+    "TARGET_PRESETS",
+    "HistoryEntry",
+    "SafetyBounds",
+    "Target",
+    "action_to_knobs",
+    "build_observation",
+    "observation_bounds",
+    "observation_size",
+    "resolve_target",
+]
+
+#: Knob order of actions and observations.
+KNOB_NAMES = ("valence", "tempo", "energy")
+ACTION_SIZE = 3
+#: Default number of past phrases in the observation.
+HISTORY_LEN = 3
+_HEAD = 11  # entries before the history
+_PER_HIST = 5  # valence, arousal, 3 knobs
+
+#: Named targets, ``name -> (valence, arousal)`` in the estimator's units
+#: (change from the listener's calibrated rest, about [-1, 1]).
+TARGET_PRESETS: dict[str, tuple[float, float]] = {
+    "calm": (0.2, -0.5),
+    "focus": (0.1, 0.2),
+    "uplift": (0.5, 0.2),
+    "energize": (0.3, 0.6),
+}
+
+
+def _check_point(name: str, v: float, a: float) -> tuple[float, float]:
+    for axis, x in (("valence", v), ("arousal", a)):
+        if isinstance(x, bool) or not isinstance(x, int | float | np.floating) \
+                or not (math.isfinite(x) and -1.0 <= x <= 1.0):
+            raise ValueError(f"{name} {axis} must be a number in [-1, 1], got {x!r}")
+    return float(v), float(a)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target point, or a schedule of points, in the (valence, arousal) plane.
+
+    Parameters
+    ----------
+    schedule : tuple of (start_sec, valence, arousal)
+        Piecewise-constant schedule: from ``start_sec`` on the target is
+        ``(valence, arousal)``. The first start must be 0; starts increase.
+    name : str
+        Label for logs.
+
+    Examples
+    --------
+    >>> Target.point(0.2, -0.5).at(100.0)
+    (0.2, -0.5)
+    >>> Target(((0.0, 0.0, 0.5), (60.0, 0.2, -0.5))).at(90.0)
+    (0.2, -0.5)
+    """
+
+    schedule: tuple[tuple[float, float, float], ...]
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        sched = tuple(tuple(float(x) for x in row) for row in self.schedule)
+        if not sched or any(len(row) != 3 for row in sched):
+            raise ValueError(f"schedule must be a non-empty sequence of (start_sec, valence, "
+                             f"arousal), got {self.schedule!r}")
+        if sched[0][0] != 0.0:
+            raise ValueError(f"the first schedule entry must start at 0 s, got {sched[0][0]!r}")
+        starts = [row[0] for row in sched]
+        if any(b <= a for a, b in itertools.pairwise(starts)):
+            raise ValueError(f"schedule start times must increase, got {starts}")
+        for row in sched:
+            _check_point("target", row[1], row[2])
+        object.__setattr__(self, "schedule", sched)
+
+    @classmethod
+    def point(cls, valence: float, arousal: float, name: str = "custom") -> Target:
+        """A constant target."""
+        return cls(((0.0, valence, arousal),), name=name)
+
+    def at(self, t_sec: float) -> tuple[float, float]:
+        """The target ``(valence, arousal)`` at time ``t_sec`` (seconds)."""
+        cur = self.schedule[0]
+        for row in self.schedule:
+            if row[0] <= t_sec:
+                cur = row
+        return cur[1], cur[2]
+
+
+def resolve_target(spec: str | Target | Sequence[float]) -> Target:
+    """Turn a preset name, a ``(valence, arousal)`` pair or a Target into a Target.
+
+    Raises
+    ------
+    ValueError
+        For an unknown preset name (the message lists the presets) or a point
+        outside [-1, 1]^2.
+    """
+    if isinstance(spec, Target):
+        return spec
+    if isinstance(spec, str):
+        if spec not in TARGET_PRESETS:
+            raise ValueError(f"unknown target preset {spec!r}; choose one of "
+                             f"{sorted(TARGET_PRESETS)} or give (valence, arousal)")
+        return Target.point(*TARGET_PRESETS[spec], name=spec)
+    try:
+        v, a = spec
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"target must be a preset name {sorted(TARGET_PRESETS)}, a "
+                         f"(valence, arousal) pair or a Target, got {spec!r}") from e
+    return Target.point(*_check_point("target", v, a))
+
+
+@dataclass(frozen=True)
+class SafetyBounds:
+    """Hard limits on the knobs: a range per knob and a rate limit per phrase.
+
+    Parameters
+    ----------
+    valence, tempo, energy : (float, float)
+        Allowed ``(lo, hi)`` of each knob, ``0 <= lo <= hi <= 1``.
+    max_delta : float
+        Largest change of any knob from one phrase to the next, in (0, 1].
+
+    Raises
+    ------
+    ValueError
+        Naming the knob and the values received.
+    """
+
+    valence: tuple[float, float] = (0.0, 1.0)
+    tempo: tuple[float, float] = (0.0, 1.0)
+    energy: tuple[float, float] = (0.0, 1.0)
+    max_delta: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in KNOB_NAMES:
+            pair = getattr(self, name)
+            try:
+                lo, hi = (float(x) for x in pair)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{name} bounds must be a (lo, hi) pair, got {pair!r}") from e
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo <= hi <= 1.0):
+                raise ValueError(f"{name} bounds must satisfy 0 <= lo <= hi <= 1, got "
+                                 f"lo={lo!r}, hi={hi!r}")
+            object.__setattr__(self, name, (lo, hi))
+        md = self.max_delta
+        if isinstance(md, bool) or not isinstance(md, int | float) \
+                or not (math.isfinite(md) and 0.0 < md <= 1.0):
+            raise ValueError(f"max_delta must be in (0, 1] (knob units per phrase), got {md!r}")
+        object.__setattr__(self, "max_delta", float(md))
+
+    @property
+    def lo(self) -> np.ndarray:
+        """Lower bounds, shape (3,), knob order."""
+        return np.array([getattr(self, n)[0] for n in KNOB_NAMES])
+
+    @property
+    def hi(self) -> np.ndarray:
+        """Upper bounds, shape (3,), knob order."""
+        return np.array([getattr(self, n)[1] for n in KNOB_NAMES])
+
+    def clip(self, knobs: Knobs) -> Knobs:
+        """``knobs`` clipped into the ranges (no rate limit)."""
+        return Knobs(*(float(x) for x in np.clip(knobs.as_tuple(), self.lo, self.hi)))
+
+
+def action_to_knobs(action: np.ndarray | Sequence[float], knobs: Knobs,
+                    bounds: SafetyBounds | None = None) -> Knobs:
+    """The next knobs: ``knobs + clip(action, -1, 1) * max_delta``, kept in bounds.
+
+    Parameters
+    ----------
+    action : array-like, shape (3,)
+        Knob change in [-1, 1] per knob (valence, tempo, energy); values
+        outside are clipped and non-finite entries mean "no change".
+    knobs : Knobs
+        The current knobs.
+    bounds : SafetyBounds, optional
+        Ranges and rate limit (default: full range, 0.25 per phrase).
+
+    Returns
+    -------
+    knobs : Knobs
+    """
+    bounds = bounds or SafetyBounds()
+    a = np.asarray(action, dtype=np.float64).reshape(-1)
+    if a.shape != (ACTION_SIZE,):
+        raise ValueError(f"action must have shape ({ACTION_SIZE},), got {np.shape(action)}")
+    if not isinstance(knobs, Knobs):
+        raise TypeError(f"knobs must be a Knobs, got {type(knobs).__name__}")
+    a = np.clip(np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    new = np.clip(np.asarray(knobs.as_tuple()) + a * bounds.max_delta, bounds.lo, bounds.hi)
+    return Knobs(*(float(x) for x in new))
+
+
+#: One past phrase: ``(valence, arousal, knobs)``.
+HistoryEntry = tuple[float, float, Knobs]
+
+
+def observation_size(history_len: int = HISTORY_LEN) -> int:
+    """Length of the observation vector for ``history_len`` past phrases."""
+    if isinstance(history_len, bool) or not isinstance(history_len, int) or history_len < 0:
+        raise ValueError(f"history_len must be an int >= 0, got {history_len!r}")
+    return _HEAD + _PER_HIST * history_len
+
+
+OBS_SIZE = observation_size()
+
+
+def observation_bounds(history_len: int = HISTORY_LEN) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` float32 arrays of the observation (module table)."""
+    low = np.array([-1, -1, -1, -1, -2, -2, 0, 0, 0, 0, 0], dtype=np.float32)
+    high = np.array([1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1], dtype=np.float32)
+    hl = np.tile(np.array([-1, -1, 0, 0, 0], dtype=np.float32), history_len)
+    hh = np.ones(_PER_HIST * history_len, dtype=np.float32)
+    return np.concatenate([low, hl]), np.concatenate([high, hh])
+
+
+def _finite_or(x: float, fallback: float) -> tuple[float, bool]:
+    x = float(x)
+    return (x, False) if math.isfinite(x) else (fallback, True)
+
+
+def build_observation(state: EmotionState | Sequence[float] | None,
+                      target: tuple[float, float], knobs: Knobs, confidence: float = 1.0,
+                      history: Sequence[HistoryEntry] = (),
+                      history_len: int = HISTORY_LEN) -> np.ndarray:
+    """Assemble the observation vector (layout in the module docstring).
+
+    Parameters
+    ----------
+    state : EmotionState or (valence, arousal) or None
+        The latest estimate; ``None`` or NaN entries are treated as missing.
+    target : (float, float)
+        Target ``(valence, arousal)``.
+    knobs : Knobs
+        The knobs now playing.
+    confidence : float
+        Estimator confidence in [0, 1] (ignored for an EmotionState, which
+        carries its own); NaN counts as 0.
+    history : sequence of (valence, arousal, Knobs)
+        Past phrases, most recent first; missing entries repeat the oldest
+        given one (or the current values when empty). NaN values are replaced
+        by the current ones.
+    history_len : int
+        Number of past phrases to include.
+
+    Returns
+    -------
+    obs : ndarray, shape (observation_size(history_len),), float32
+        Finite and within :func:`observation_bounds`; index 10 is 1 when the
+        estimate was missing or not finite.
+    """
+    n = observation_size(history_len)
+    if isinstance(state, EmotionState):
+        raw = (state.valence, state.arousal)
+        confidence = state.confidence
+    elif state is None:
+        raw = (math.nan, math.nan)
+    else:
+        raw = tuple(state)
+        if len(raw) != 2:
+            raise ValueError(f"state must be (valence, arousal), got {state!r}")
+    fb_v, fb_a = 0.0, 0.0
+    for hv, ha, _ in history:  # latest finite past estimate is the fallback
+        if math.isfinite(hv) and math.isfinite(ha):
+            fb_v, fb_a = float(hv), float(ha)
+            break
+    v, bad_v = _finite_or(raw[0], fb_v)
+    a, bad_a = _finite_or(raw[1], fb_a)
+    nan = bad_v or bad_a
+    conf, bad_c = _finite_or(confidence, 0.0)
+    if nan or bad_c:
+        conf = 0.0
+    tv, ta = target
+    obs = np.empty(n, dtype=np.float64)
+    obs[0:2] = v, a
+    obs[2:4] = tv, ta
+    obs[4:6] = tv - v, ta - a
+    obs[6:9] = knobs.as_tuple()
+    obs[9] = conf
+    obs[10] = float(nan)
+    for k in range(history_len):
+        if history:
+            hv, ha, hk = history[min(k, len(history) - 1)]
+        else:
+            hv, ha, hk = v, a, knobs
+        hv = hv if math.isfinite(hv) else v
+        ha = ha if math.isfinite(ha) else a
+        i = _HEAD + _PER_HIST * k
+        obs[i:i + 2] = hv, ha
+        obs[i + 2:i + 5] = hk.as_tuple()
+    low, high = observation_bounds(history_len)
+    return np.clip(obs, low, high).astype(np.float32)

@@ -1,0 +1,198 @@
+"""The closed-loop env: contract, checkers, determinism, reward, validation."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs
+from envs.closed_loop import ClosedLoopEnv
+from envs.phrase_bank import PhraseBank, build_phrase_bank
+from st_agent.contract import (
+    OBS_SIZE,
+    TARGET_PRESETS,
+    SafetyBounds,
+    Target,
+    action_to_knobs,
+    build_observation,
+    observation_bounds,
+    resolve_target,
+)
+from st_agent.listener import ListenerParams
+from st_agent.types import Knobs
+
+
+@pytest.fixture(scope="session")
+def bank_path(tmp_path_factory) -> str:
+    """A tiny real phrase bank: 2 points per knob axis, one phrase each."""
+    path = tmp_path_factory.mktemp("bank") / "bank.json"
+    build_phrase_bank(path, grid=2, per_point=1, seed=0)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def bank(bank_path) -> PhraseBank:
+    return PhraseBank.load(bank_path)
+
+
+# ------------------------------------------------------------------ contract
+
+
+def test_presets_and_unknown_preset():
+    assert set(TARGET_PRESETS) == {"calm", "focus", "uplift", "energize"}
+    assert resolve_target("calm").at(0.0) == TARGET_PRESETS["calm"]
+    with pytest.raises(ValueError, match="unknown target preset 'sleepy'.*calm"):
+        resolve_target("sleepy")
+    with pytest.raises(ValueError, match="arousal must be a number in"):
+        resolve_target((0.0, 1.5))
+
+
+def test_target_schedule():
+    t = Target(((0.0, 0.0, 0.5), (60.0, 0.2, -0.5)))
+    assert t.at(10.0) == (0.0, 0.5) and t.at(60.0) == (0.2, -0.5)
+    with pytest.raises(ValueError, match="must increase"):
+        Target(((0.0, 0.0, 0.0), (10.0, 0.0, 0.0), (5.0, 0.0, 0.0)))
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"tempo": (0.2, 1.3)}, r"tempo bounds .* lo=0.2, hi=1.3"),
+    ({"energy": (0.8, 0.2)}, r"energy bounds .* lo=0.8, hi=0.2"),
+    ({"valence": (-0.1, 0.5)}, r"valence bounds"),
+    ({"max_delta": 0.0}, r"max_delta must be in \(0, 1\]"),
+])
+def test_bad_bounds(kw, match):
+    with pytest.raises(ValueError, match=match):
+        SafetyBounds(**kw)
+
+
+def test_action_to_knobs_rate_limit_and_bounds():
+    b = SafetyBounds(tempo=(0.0, 0.6), max_delta=0.1)
+    k = action_to_knobs([1.0, 5.0, np.nan], Knobs(0.5, 0.55, 0.5), b)
+    assert k.valence == pytest.approx(0.6)
+    assert k.tempo == pytest.approx(0.6)  # clipped to hi
+    assert k.energy == pytest.approx(0.5)  # NaN = no change
+    with pytest.raises(ValueError, match="shape"):
+        action_to_knobs([0.0, 0.0], Knobs(0.5, 0.5, 0.5), b)
+
+
+def test_observation_finite_with_nan_and_flagged():
+    low, high = observation_bounds()
+    hist = [(0.1, -0.2, Knobs(0.5, 0.5, 0.5))]
+    obs = build_observation((np.nan, 0.3), (0.2, -0.5), Knobs(0.4, 0.3, 0.2), 0.9, hist)
+    assert obs.dtype == np.float32 and obs.shape == (OBS_SIZE,)
+    assert np.all(np.isfinite(obs)) and np.all((obs >= low) & (obs <= high))
+    assert obs[10] == 1.0 and obs[9] == 0.0
+    assert obs[0] == pytest.approx(0.1)  # held from the history
+    ok = build_observation((0.0, 0.3), (0.2, -0.5), Knobs(0.4, 0.3, 0.2), 0.9, hist)
+    assert ok[10] == 0.0 and ok[4] == pytest.approx(0.2) and ok[5] == pytest.approx(-0.8)
+
+
+# ------------------------------------------------------------------ env
+
+
+def test_checkers_clean(bank_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(gym.make(envs.CLOSED_LOOP_ID, phrase_bank=bank_path).unwrapped)
+        sb3_check_env(ClosedLoopEnv(phrase_bank=bank_path, nan_prob=0.3))
+
+
+def _rollout(bank, seed: int, n: int = 40) -> np.ndarray:
+    env = ClosedLoopEnv(phrase_bank=bank, nan_prob=0.2, max_steps=16)
+    obs, _ = env.reset(seed=seed)
+    out = [obs]
+    act_rng = np.random.default_rng(seed)
+    for _ in range(n):
+        obs, r, _, trunc, _ = env.step(act_rng.uniform(-1, 1, 3).astype(np.float32))
+        out += [obs, [r]]
+        if trunc:
+            out.append(env.reset()[0])
+    return np.concatenate([np.ravel(x) for x in out])
+
+
+def test_seeded_runs_identical(bank):
+    assert np.array_equal(_rollout(bank, 5), _rollout(bank, 5))
+    assert not np.array_equal(_rollout(bank, 5), _rollout(bank, 6))
+
+
+def test_pickle_round_trip(bank):
+    env = ClosedLoopEnv(phrase_bank=bank)
+    env.reset(seed=0)
+    twin = pickle.loads(pickle.dumps(env))
+    a = np.array([0.3, -0.5, 0.2], dtype=np.float32)
+    for _ in range(3):
+        o1, r1, *_ = env.step(a)
+        o2, r2, *_ = twin.step(a)
+        assert np.array_equal(o1, o2) and r1 == r2
+
+
+def test_nan_state_flagged_and_finite(bank):
+    env = ClosedLoopEnv(phrase_bank=bank, nan_prob=1.0)
+    env.reset(seed=0)
+    obs, *_, info = env.step(np.zeros(3, np.float32))
+    assert info["nan_state"] and obs[10] == 1.0 and np.all(np.isfinite(obs))
+
+
+def test_reward_improves_toward_target(bank):
+    quiet = ListenerParams(noise_std=0.0, drift_std=0.0, habituation_strength=0.0,
+                           arousal_tempo=1.0, arousal_density=0.5, arousal_loudness=0.5)
+    env = ClosedLoopEnv(target="calm", phrase_bank=bank, listener=quiet,
+                        start_knobs=Knobs(0.5, 1.0, 1.0), jerk_weight=0.0,
+                        distance_weight=0.0, bounds=SafetyBounds(max_delta=1.0))
+    _, info = env.reset(seed=0)
+    d_prev, rewards = info["distance"], []
+    for a in (0.0, 0.0, 0.0, -1.0):  # fast and loud (away from calm), then slow and soft
+        _, r, _, _, info = env.step(np.array([0.0, a, a], np.float32))
+        assert r == pytest.approx(d_prev - info["distance"])  # pure improvement
+        d_prev = info["distance"]
+        rewards.append(r)
+    assert all(r < 0 for r in rewards[:3])  # moving away from calm is punished
+    assert rewards[3] > 0  # moving toward it is rewarded
+
+
+def test_bad_listener_file(tmp_path, bank):
+    bad = tmp_path / "listener.json"
+    bad.write_text(json.dumps({"format": "something-else"}), encoding="utf-8")
+    with pytest.raises(ValueError, match="cannot read listener file"):
+        ClosedLoopEnv(phrase_bank=bank, listener=bad)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ClosedLoopEnv(phrase_bank=bank, listener=tmp_path / "missing.json")
+
+
+def test_bad_arguments(bank, tmp_path):
+    with pytest.raises(ValueError, match="unknown target preset"):
+        ClosedLoopEnv(target="sleepy", phrase_bank=bank)
+    with pytest.raises(ValueError, match="fidelity must be one of"):
+        ClosedLoopEnv(fidelity="medium", phrase_bank=bank)
+    with pytest.raises(FileNotFoundError, match="no phrase bank"):
+        ClosedLoopEnv(phrase_bank=tmp_path / "none.json")
+
+
+def test_fixed_listener_list_and_random_target(bank):
+    ps = [ListenerParams(), ListenerParams(baseline_arousal=0.3)]
+    env = ClosedLoopEnv(target="random", listener=ps, phrase_bank=bank)
+    seen = set()
+    for s in range(10):
+        env.reset(seed=s)
+        assert env.params in ps
+        seen.add(env.target.name)
+    assert len(seen) > 1
+
+
+@pytest.mark.slow
+def test_full_fidelity_steps(bank):
+    env = ClosedLoopEnv(fidelity="full", phrase_bank=bank, calibration_sec=6.0,
+                        max_steps=2)
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    obs, r, term, trunc, info = env.step(np.zeros(3, np.float32))
+    assert env.observation_space.contains(obs) and np.isfinite(r)
+    assert "features" in info
+    env.close()

@@ -1,0 +1,70 @@
+"""Baselines' predict, a tiny PPO run, safetensors round trip, evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from envs.closed_loop import ClosedLoopEnv
+from envs.phrase_bank import build_phrase_bank
+from policies.baselines import FixedPolicy, OraclePolicy, PIDPolicy, RandomPolicy
+from policies.evaluate import EvaluateConfig, evaluate
+from policies.train import TrainConfig, load_policy, train
+from st_agent.contract import OBS_SIZE
+
+
+@pytest.fixture(scope="module")
+def bank_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("bank") / "bank.json"
+    build_phrase_bank(path, grid=2, per_point=1, seed=0)
+    return str(path)
+
+
+def test_baseline_predict_shapes(bank_path):
+    env = ClosedLoopEnv(phrase_bank=bank_path)
+    obs, _ = env.reset(seed=0)
+    for pol in (RandomPolicy(0), FixedPolicy("calm"), PIDPolicy(), OraclePolicy(env)):
+        a, state = pol.predict(obs, deterministic=True)
+        assert a.shape == (3,) and a.dtype == np.float32 and state is None
+        assert env.action_space.contains(a)
+    for pol in (RandomPolicy(0), FixedPolicy("focus"), PIDPolicy()):
+        a, _ = pol.predict(np.zeros((4, OBS_SIZE), np.float32))
+        assert a.shape == (4, 3)
+    with pytest.raises(ValueError, match="unknown preset 'nap'"):
+        FixedPolicy("nap")
+
+
+def test_tiny_ppo_run_and_safetensors_round_trip(bank_path, tmp_path):
+    cfg = TrainConfig(name="tiny", runs_dir=str(tmp_path), phrase_bank=bank_path,
+                      total_timesteps=256, n_envs=2, n_steps=64, batch_size=64,
+                      n_epochs=2, eval_freq=128, n_eval_listeners=2, checkpoint_freq=128)
+    run = train(cfg)
+    for name in ("config.json", "policy.safetensors", "policy.json", "eval.jsonl"):
+        assert (run / name).is_file(), name
+    assert list((run / "checkpoints").glob("*.safetensors"))
+    assert list((run / "tb").rglob("events.out.tfevents*"))
+    doc = json.loads((run / "policy.json").read_text())
+    assert doc["config"]["total_timesteps"] == 256 and len(doc["obs_mean"]) == OBS_SIZE
+    pol = load_policy(run)
+    a, _ = pol.predict(np.zeros(OBS_SIZE, np.float32))
+    assert a.shape == (3,) and np.all(np.abs(a) <= 1)
+    res = evaluate(EvaluateConfig(policy=str(run), n_listeners=2, max_steps=4,
+                                  phrase_bank=bank_path))
+    assert set(res) == {"ppo", "random", "fixed", "pid", "oracle"}
+    assert (run / "evaluation.png").is_file() and (run / "results.json").is_file()
+
+
+def test_load_policy_rejects_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_policy(tmp_path)
+    (tmp_path / "policy.json").write_text("{}")
+    (tmp_path / "policy.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="is not a st-agent-ppo-policy"):
+        load_policy(tmp_path)
+
+
+def test_evaluate_rejects_unknown_baseline(bank_path):
+    with pytest.raises(ValueError, match="unknown baselines"):
+        evaluate(EvaluateConfig(baselines=("magic",), phrase_bank=bank_path))
