@@ -8,6 +8,10 @@ import sys
 
 import tyro
 
+# The command line is the one place that ties st_agent to envs and policies.
+from policies.evaluate import EvaluateConfig, evaluate
+from policies.train import TrainConfig, train
+
 from .fitting import FitListenerConfig, run_fit_listener
 from .generate import GenerateConfig, generate
 from .generator import TrainGeneratorConfig, train_generator
@@ -21,6 +25,8 @@ _COMMANDS = {
     "export": ExportConfig,
     "delete": DeleteConfig,
     "fit-listener": FitListenerConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
 }
 
 
@@ -65,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(
                 f"wrote {cfg.out}: {res.minutes_used:.1f} min of music, held-out R² "
                 f"{res.heldout_r2:.2f} on 10 s blocks ({res.heldout_r2_window:.2f} per window)\n")
+        elif isinstance(cfg, TrainConfig):
+            sys.stdout.write(f"run written to {train(cfg)}\n")
+        elif isinstance(cfg, EvaluateConfig):
+            evaluate(cfg)
         elif isinstance(cfg, DeleteConfig):
             removed = run_delete(cfg)
             verb = "would remove" if cfg.dry_run else "removed"
