@@ -336,16 +336,21 @@ class ClosedLoopEnv(gym.Env):
     def to_estimator_units(self, valence: float, arousal: float) -> np.ndarray:
         """Latent ``(valence, arousal)`` as a noise-free estimator would report it."""
         ref = self._rest if self.noise.relative else 0.0
-        return np.clip(self._gain * (np.array([valence, arousal]) - ref), -1.0, 1.0)
+        x = self._gain * (np.array([valence, arousal]) - ref)
+        return np.minimum(np.maximum(x, -1.0), 1.0)
 
     @property
     def clean_state(self) -> np.ndarray:
         """Noise-free state in estimator units, shape (2,): what the reward uses."""
-        s = self.latent
+        if self.fidelity == "fast":
+            return self.to_estimator_units(*self._fl.state[0])
+        s = self._src.state
         return self.to_estimator_units(s.valence, s.arousal)
 
     def _distance(self) -> float:
-        return float(np.linalg.norm(self.clean_state - np.asarray(self.target.at(self.t_sec))))
+        self._clean = self.clean_state
+        tv, ta = self.target.at(self.t_sec)
+        return math.hypot(self._clean[0] - tv, self._clean[1] - ta)
 
     def _obs(self) -> np.ndarray:
         return build_observation(tuple(self._est), self.target.at(self.t_sec), self.knobs,
@@ -353,7 +358,7 @@ class ClosedLoopEnv(gym.Env):
 
     def _info(self, nan: bool) -> dict[str, Any]:
         return {"nan_state": bool(nan), "distance": self._dist,
-                "clean_state": self.clean_state, "target": self.target.at(self.t_sec),
+                "clean_state": self._clean, "target": self.target.at(self.t_sec),
                 "knobs": self.knobs, "t_sec": self.t_sec}
 
     # ------------------------------------------------------------------ full mode

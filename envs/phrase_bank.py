@@ -87,6 +87,19 @@ class PhraseBank:
         members = self._members[self.cell(knobs)]
         return int(members[rng.integers(members.size)]) if members.size > 1 else int(members[0])
 
+    def pick_many(self, knobs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """:meth:`pick` for knobs of shape (N, 3): entry indices, shape (N,)."""
+        if not hasattr(self, "_table"):
+            sizes = np.array([m.size for m in self._members])
+            table = np.zeros((len(self._members), sizes.max()), dtype=int)
+            for c, m in enumerate(self._members):
+                table[c, :m.size] = m
+            self._table, self._sizes = table, sizes
+        g = self.grid
+        i = np.clip(np.rint(np.asarray(knobs, dtype=float) * (g - 1)).astype(int), 0, g - 1)
+        c = i[:, 0] * g * g + i[:, 1] * g + i[:, 2]
+        return self._table[c, rng.integers(self._sizes[c])]
+
     def expected(self, knobs: Knobs | np.ndarray) -> tuple[np.ndarray, float]:
         """Mean feature vector (6,) and duration (s) of the nearest grid point."""
         c = self.cell(knobs)

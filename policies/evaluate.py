@@ -122,6 +122,9 @@ class EvaluateConfig:
     """Baselines to run (random, fixed, pid, oracle)."""
     radius: float = 0.2
     """Target region radius, estimator units."""
+    fidelity: str = "fast"
+    """Environment fidelity: fast (phrase bank) or full (composer, renderer, virtual
+    listener's signals and the real estimator; about a second per phrase)."""
     out: str = ""
     """Folder for results.json and the plot; empty: the policy's run folder, or
     runs/evaluate_<target>."""
@@ -151,7 +154,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, dict[str, float]]:
     from envs.phrase_bank import PhraseBank, build_phrase_bank
 
     bank = PhraseBank.load(cfg.phrase_bank) if cfg.phrase_bank else build_phrase_bank()
-    env_kwargs = {"target": cfg.target, "phrase_bank": bank, "max_steps": cfg.max_steps}
+    env_kwargs = {"target": cfg.target, "phrase_bank": bank, "max_steps": cfg.max_steps,
+                  "fidelity": cfg.fidelity}
     listeners = heldout_listeners(cfg.n_listeners, cfg.seed)
     results: dict[str, dict[str, float]] = {}
     if cfg.policy:

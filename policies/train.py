@@ -29,13 +29,15 @@ from envs.closed_loop import ClosedLoopEnv
 from envs.phrase_bank import PhraseBank, build_phrase_bank
 from st_agent.contract import observation_bounds
 
-__all__ = ["POLICY_FORMAT", "TrainConfig", "TrainedPolicy", "load_policy", "save_policy",
-           "train"]
+__all__ = ["BUNDLED_DIR", "POLICY_FORMAT", "TrainConfig", "TrainedPolicy", "bundled_policies",
+           "load_bundled_policy", "load_policy", "save_policy", "train"]
 
 logger = logging.getLogger(__name__)
 
 POLICY_FORMAT = "st-agent-ppo-policy"
 _REPO = Path(__file__).resolve().parents[1]
+#: Policies shipped with the package: ``assets/<name>/policy.safetensors`` + ``.json``.
+BUNDLED_DIR = Path(__file__).resolve().parent / "assets"
 
 
 @dataclass
@@ -51,7 +53,10 @@ class TrainConfig:
     total_timesteps: int = 200_000
     """Environment steps (phrases) to train for."""
     n_envs: int = 8
-    """Fast environments in the DummyVecEnv."""
+    """Fast environments (sessions stepped together)."""
+    vectorised: bool = True
+    """Step the sessions in one NumPy env (envs.vector.VecClosedLoopEnv) instead of a
+    DummyVecEnv of ClosedLoopEnvs (same dynamics, much faster)."""
     seed: int = 0
     """Seed of the environments and of PPO."""
     max_steps: int = 32
@@ -189,6 +194,28 @@ def load_policy(path: str | Path) -> TrainedPolicy:
                          doc["clip_obs"], doc["epsilon"])
 
 
+def bundled_policies() -> list[str]:
+    """Names of the policies shipped in :data:`BUNDLED_DIR`."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir()
+                  if (p / "policy.safetensors").is_file() and (p / "policy.json").is_file())
+
+
+def load_bundled_policy(name: str = "calm") -> TrainedPolicy:
+    """Load a shipped policy (e.g. ``"calm"``) without unpickling anything.
+
+    Raises
+    ------
+    ValueError
+        When no policy of that name is shipped.
+    """
+    names = bundled_policies()
+    if name not in names:
+        raise ValueError(f"no bundled policy {name!r}; available: {names}")
+    return load_policy(BUNDLED_DIR / name / "policy")
+
+
 class _EvalCheckpoint(BaseCallback):
     """Periodic held-out evaluation (TensorBoard ``eval/*``) and safetensors checkpoints."""
 
@@ -247,8 +274,13 @@ def train(cfg: TrainConfig) -> Path:
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
     bank = PhraseBank.load(cfg.phrase_bank) if cfg.phrase_bank else build_phrase_bank()
     kw = cfg.env_kwargs(bank)
-    venv = DummyVecEnv([lambda: ClosedLoopEnv(**kw) for _ in range(cfg.n_envs)])
-    venv.seed(cfg.seed)
+    if cfg.vectorised:
+        from envs.vector import VecClosedLoopEnv
+
+        venv = VecClosedLoopEnv(cfg.n_envs, seed=cfg.seed, **kw)
+    else:
+        venv = DummyVecEnv([lambda: ClosedLoopEnv(**kw) for _ in range(cfg.n_envs)])
+        venv.seed(cfg.seed)
     vecnorm = VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=cfg.gamma)
     arch = list(cfg.net_arch)
     model = PPO("MlpPolicy", vecnorm, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,

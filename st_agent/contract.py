@@ -32,6 +32,7 @@ a fraction of :attr:`SafetyBounds.max_delta` per phrase, clipped to the bounds.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -257,11 +258,19 @@ OBS_SIZE = observation_size()
 
 def observation_bounds(history_len: int = HISTORY_LEN) -> tuple[np.ndarray, np.ndarray]:
     """``(low, high)`` float32 arrays of the observation (module table)."""
+    low, high = _bounds(history_len)
+    return low.copy(), high.copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _bounds(history_len: int) -> tuple[np.ndarray, np.ndarray]:
     low = np.array([-1, -1, -1, -1, -2, -2, 0, 0, 0, 0, 0], dtype=np.float32)
     high = np.array([1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1], dtype=np.float32)
     hl = np.tile(np.array([-1, -1, 0, 0, 0], dtype=np.float32), history_len)
     hh = np.ones(_PER_HIST * history_len, dtype=np.float32)
-    return np.concatenate([low, hl]), np.concatenate([high, hh])
+    low, high = np.concatenate([low, hl]), np.concatenate([high, hh])
+    low.flags.writeable = high.flags.writeable = False  # shared by every call
+    return low, high
 
 
 def _finite_or(x: float, fallback: float) -> tuple[float, bool]:
@@ -338,5 +347,65 @@ def build_observation(state: EmotionState | Sequence[float] | None,
         i = _HEAD + _PER_HIST * k
         obs[i:i + 2] = hv, ha
         obs[i + 2:i + 5] = hk.as_tuple()
-    low, high = observation_bounds(history_len)
+    low, high = _bounds(history_len)
+    return np.clip(obs, low, high).astype(np.float32)
+
+
+def build_observations(est: np.ndarray, target: np.ndarray, knobs: np.ndarray,
+                       confidence: np.ndarray, hist_est: np.ndarray, hist_knobs: np.ndarray,
+                       hist_count: np.ndarray, history_len: int = HISTORY_LEN) -> np.ndarray:
+    """:func:`build_observation` for N sessions at once (same rules, NumPy arrays).
+
+    Parameters
+    ----------
+    est : ndarray, shape (N, 2)
+        Latest estimates (NaN: missing).
+    target : ndarray, shape (N, 2)
+    knobs : ndarray, shape (N, 3)
+    confidence : ndarray, shape (N,)
+    hist_est : ndarray, shape (N, M, 2)
+        Past estimates, most recent first (``M >= history_len``).
+    hist_knobs : ndarray, shape (N, M, 3)
+        Past knobs, most recent first.
+    hist_count : ndarray of int, shape (N,)
+        Number of valid history entries per row (<= M).
+    history_len : int
+
+    Returns
+    -------
+    obs : ndarray, shape (N, observation_size(history_len)), float32
+    """
+    n_obs = observation_size(history_len)
+    est = np.asarray(est, dtype=np.float64)
+    n, m = est.shape[0], hist_est.shape[1]
+    count = np.minimum(np.asarray(hist_count, dtype=int), m)
+    valid = np.arange(m)[None, :] < count[:, None]  # (N, M)
+    fin = valid & np.all(np.isfinite(hist_est), axis=-1)
+    has = fin.any(axis=1)
+    first = np.argmax(fin, axis=1)
+    rows = np.arange(n)
+    fb = np.where(has[:, None], hist_est[rows, first], 0.0)  # latest finite past estimate
+    bad = ~np.isfinite(est)
+    cur = np.where(bad, fb, est)
+    nan = bad.any(axis=1)
+    conf = np.asarray(confidence, dtype=np.float64)
+    conf = np.where(nan | ~np.isfinite(conf), 0.0, conf)
+    target = np.asarray(target, dtype=np.float64)
+    obs = np.empty((n, n_obs), dtype=np.float64)
+    obs[:, 0:2] = cur
+    obs[:, 2:4] = target
+    obs[:, 4:6] = target - cur
+    obs[:, 6:9] = knobs
+    obs[:, 9] = conf
+    obs[:, 10] = nan
+    if history_len:
+        k = np.arange(history_len)[None, :]
+        j = np.minimum(k, np.maximum(count, 1)[:, None] - 1)  # (N, H)
+        empty = (count == 0)[:, None]
+        he = hist_est[rows[:, None], j]  # (N, H, 2)
+        hk = hist_knobs[rows[:, None], j]
+        he = np.where(empty[..., None] | ~np.isfinite(he), cur[:, None, :], he)
+        hk = np.where(empty[..., None], np.asarray(knobs, dtype=np.float64)[:, None, :], hk)
+        obs[:, _HEAD:] = np.concatenate([he, hk], axis=-1).reshape(n, -1)
+    low, high = _bounds(history_len)
     return np.clip(obs, low, high).astype(np.float32)

@@ -605,7 +605,12 @@ class FastListeners:
             Estimated ``(valence, arousal)`` in [-1, 1] (latent plus measured
             estimator noise); the latent state is :attr:`state`.
         """
-        dt = _check_dt(dt_sec)
+        if isinstance(dt_sec, np.ndarray):  # one step length per listener, shape (N,)
+            dt = np.asarray(dt_sec, dtype=float).reshape(self.n, 1)
+            if not np.all(np.isfinite(dt) & (dt > 0)):
+                raise ValueError("dt_sec must hold positive numbers of seconds")
+        else:
+            dt = _check_dt(dt_sec)
         x = np.broadcast_to(np.asarray(x, dtype=float), (self.n, _N_FEAT))
         p = self._p
         tv, ta = _targets(p, x, self.familiar, self.drift)
@@ -616,15 +621,35 @@ class FastListeners:
         self.state = (al * self.state + (1 - al) * target
                       + p["noise_std"][:, None] * np.sqrt(1 - al ** 2) * z[:, :2])
         np.clip(self.state, -0.999, 0.999, out=self.state)
-        be = np.exp(-dt / p["habituation_tau_sec"])[:, None]
+        dt1 = dt[:, 0] if isinstance(dt, np.ndarray) else dt
+        be = np.exp(-dt1 / p["habituation_tau_sec"])[:, None]
         self.familiar = be * self.familiar + (1 - be) * x
-        ga = np.exp(-dt / p["drift_tau_sec"])[:, None]
+        ga = np.exp(-dt1 / p["drift_tau_sec"])[:, None]
         self.drift = ga * self.drift + p["drift_std"][:, None] * np.sqrt(1 - ga ** 2) * z[:, 2:4]
         nz = self.noise
         rho = np.array([nz.ar1_valence, nz.ar1_arousal]) ** (dt / nz.hop_sec)
         std = np.array([nz.std_valence, nz.std_arousal])
         self.obs_noise = rho * self.obs_noise + std * np.sqrt(1 - rho ** 2) * z[:, 4:6]
         gain = np.array([nz.gain_valence, nz.gain_arousal])
-        self.t_sec += dt
+        self.t_sec = self.t_sec + dt1  # an array (N,) after per-listener steps
         ref = self.rest if nz.relative else 0.0
         return np.clip(gain * (self.state - ref) + self.obs_noise, -1.0, 1.0)
+
+    def replace(self, rows: np.ndarray, other: FastListeners) -> None:
+        """Overwrite listeners ``rows`` (parameters and state) with those of ``other``.
+
+        ``other`` holds ``len(rows)`` listeners (e.g. fresh ones after a rest);
+        :attr:`t_sec` becomes an array of per-listener times.
+        """
+        rows = np.asarray(rows, dtype=int).reshape(-1)
+        if rows.size != other.n:
+            raise ValueError(f"{rows.size} rows but {other.n} listeners to put there")
+        for i, r in enumerate(rows):
+            self.params[r] = other.params[i]
+        for name, arr in self._p.items():
+            arr[rows] = other._p[name]
+        for name in ("rest", "state", "familiar", "drift", "obs_noise"):
+            getattr(self, name)[rows] = getattr(other, name)
+        t = np.broadcast_to(np.asarray(self.t_sec, dtype=float), (self.n,)).copy()
+        t[rows] = other.t_sec
+        self.t_sec = t

@@ -48,7 +48,7 @@ def bank(bank_path) -> PhraseBank:
 def test_presets_and_unknown_preset():
     assert set(TARGET_PRESETS) == {"calm", "focus", "uplift", "energize"}
     assert resolve_target("calm").at(0.0) == TARGET_PRESETS["calm"]
-    with pytest.raises(ValueError, match="unknown target preset 'sleepy'.*calm"):
+    with pytest.raises(ValueError, match=r"unknown target preset 'sleepy'.*calm"):
         resolve_target("sleepy")
     with pytest.raises(ValueError, match="arousal must be a number in"):
         resolve_target((0.0, 1.5))
@@ -192,7 +192,7 @@ def test_full_fidelity_steps(bank):
                         max_steps=2)
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs)
-    obs, r, term, trunc, info = env.step(np.zeros(3, np.float32))
+    obs, r, _, _, info = env.step(np.zeros(3, np.float32))
     assert env.observation_space.contains(obs) and np.isfinite(r)
     assert "features" in info
     env.close()

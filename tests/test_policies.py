@@ -68,3 +68,28 @@ def test_load_policy_rejects_bad_files(tmp_path):
 def test_evaluate_rejects_unknown_baseline(bank_path):
     with pytest.raises(ValueError, match="unknown baselines"):
         evaluate(EvaluateConfig(baselines=("magic",), phrase_bank=bank_path))
+
+
+def test_bundled_calm_policy_loads_without_pickle_and_beats_random(bank_path, monkeypatch):
+    import pickle
+
+    from policies.evaluate import heldout_listeners, rollout
+    from policies.train import bundled_policies, load_bundled_policy
+
+    assert "calm" in bundled_policies()
+
+    def no_pickle(*a, **k):
+        raise AssertionError("unpickling while loading a bundled policy")
+
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    pol = load_bundled_policy("calm")
+    monkeypatch.undo()
+
+    kw = {"target": "calm", "phrase_bank": bank_path, "max_steps": 16}
+    listeners = heldout_listeners(4, seed=0)
+    ppo = rollout(lambda env: pol, listeners, kw, seed=0)
+    rnd = rollout(lambda env: RandomPolicy(0), listeners, kw, seed=0)
+    assert ppo["distance"] < rnd["distance"]
+    with pytest.raises(ValueError, match="no bundled policy"):
+        load_bundled_policy("nope")
