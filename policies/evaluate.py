@@ -18,9 +18,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import tyro
 
 from envs.closed_loop import ClosedLoopEnv
 from policies.baselines import FixedPolicy, OraclePolicy, PIDPolicy, RandomPolicy
@@ -106,11 +107,12 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 class EvaluateConfig:
     """Evaluate a trained policy against the baselines (``st-agent evaluate``)."""
 
-    policy: str = ""
-    """Run folder of a trained policy (``runs/<name>``); empty: baselines only."""
+    policy: Annotated[str, tyro.conf.Positional] = ""
+    """A bundled policy's name (``calm``) or the run folder of a trained one
+    (``runs/<name>``); empty: baselines only."""
     target: str = "calm"
     """Target preset (calm, focus, uplift, energize)."""
-    n_listeners: int = 32
+    n_listeners: Annotated[int, tyro.conf.arg(aliases=("--listeners",))] = 32
     """Number of held-out listeners (one episode each)."""
     seed: int = 0
     """Seed of the held-out listeners and of the episodes."""
@@ -158,10 +160,12 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, dict[str, float]]:
                   "fidelity": cfg.fidelity}
     listeners = heldout_listeners(cfg.n_listeners, cfg.seed)
     results: dict[str, dict[str, float]] = {}
+    bundled = False
     if cfg.policy:
-        from policies.train import load_policy
+        from policies.train import bundled_policies, load_bundled_policy, load_policy
 
-        trained = load_policy(cfg.policy)
+        bundled = cfg.policy in bundled_policies() and not Path(cfg.policy).exists()
+        trained = load_bundled_policy(cfg.policy) if bundled else load_policy(cfg.policy)
         results["ppo"] = rollout(lambda env: trained, listeners, env_kwargs, cfg.seed,
                                  cfg.radius)
     for name in cfg.baselines:
@@ -170,7 +174,10 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, dict[str, float]]:
     table = format_table(results)
     logger.info("evaluation on %d held-out listeners, target %s:\n%s", cfg.n_listeners,
                 cfg.target, table)
-    out = Path(cfg.out or cfg.policy or Path("runs") / f"evaluate_{cfg.target}")
+    default_out = (Path("runs") / f"evaluate_{cfg.policy}_{cfg.target}" if bundled
+                   else Path(cfg.policy) if cfg.policy
+                   else Path("runs") / f"evaluate_{cfg.target}")
+    out = Path(cfg.out) if cfg.out else default_out
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "results": results},
                                                  indent=2), encoding="utf-8")

@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         elif isinstance(cfg, TrainConfig):
             sys.stdout.write(f"run written to {train(cfg)}\n")
         elif isinstance(cfg, EvaluateConfig):
-            evaluate(cfg)
+            from policies.evaluate import format_table
+
+            sys.stdout.write(format_table(evaluate(cfg)) + "\n")
         elif isinstance(cfg, DeleteConfig):
             removed = run_delete(cfg)
             verb = "would remove" if cfg.dry_run else "removed"
