@@ -93,3 +93,26 @@ def test_bundled_calm_policy_loads_without_pickle_and_beats_random(bank_path, mo
     assert ppo["distance"] < rnd["distance"]
     with pytest.raises(ValueError, match="no bundled policy"):
         load_bundled_policy("nope")
+
+
+def test_train_and_evaluate_commands_in_a_subprocess(bank_path, tmp_path):
+    import subprocess
+    import sys
+
+    def st_agent(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "st_agent", *args], capture_output=True,
+                              text=True, timeout=600)
+
+    r = st_agent("train", "--name", "cli", "--runs-dir", str(tmp_path), "--phrase-bank",
+                 bank_path, "--total-timesteps", "256", "--n-envs", "2", "--n-steps", "64",
+                 "--batch-size", "64", "--n-epochs", "1", "--eval-freq", "0",
+                 "--checkpoint-freq", "0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / "cli"
+    assert (run / "policy.safetensors").is_file() and (run / "config.json").is_file()
+    r = st_agent("evaluate", str(run), "--listeners", "2", "--max-steps", "4",
+                 "--phrase-bank", bank_path, "--baselines", "random", "pid")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ppo" in r.stdout and "pid" in r.stdout and (run / "evaluation.png").is_file()
+    r = st_agent("evaluate", "--target", "nap", "--phrase-bank", bank_path)
+    assert r.returncode == 2 and "unknown target preset 'nap'" in r.stderr
