@@ -68,29 +68,14 @@ class ReplaySource(BiometricSource):
         self.events: list[dict[str, Any]] = session.events
         self._data = session.raw.get_data()  # (n_channels, n_times), SI units
         self._sfreq = float(session.meta.sfreq)
-        self._names = tuple(session.meta.ch_names)
-        self._types = tuple(session.meta.ch_types)
+        self._ch_names = tuple(session.meta.ch_names)
+        self._ch_types = tuple(session.meta.ch_types)
         self.t0_sec = float(session.t0_sec)
         self.realtime = bool(realtime)
         self.loop = bool(loop)
         self.chunk_sec = float(chunk_sec)
         self._pos = 0
         self._wall0 = 0.0
-
-    @property
-    def sfreq(self) -> float:
-        """Sampling rate in Hz."""
-        return self._sfreq
-
-    @property
-    def ch_names(self) -> tuple[str, ...]:
-        """Recorded channel names."""
-        return self._names
-
-    @property
-    def ch_types(self) -> tuple[str, ...]:
-        """Recorded channel types."""
-        return self._types
 
     @property
     def duration_sec(self) -> float:
@@ -133,7 +118,7 @@ class ReplaySource(BiometricSource):
         return self._chunk(data, t0)
 
     def __repr__(self) -> str:
-        return (f"ReplaySource({self.folder.name}, {len(self._names)} ch @ {self._sfreq:g} Hz, "
+        return (f"ReplaySource({self.folder.name}, {len(self._ch_names)} ch @ {self._sfreq:g} Hz, "
                 f"{self.duration_sec:.0f} s)")
 
 

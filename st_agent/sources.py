@@ -168,6 +168,10 @@ class BiometricSource(ABC):
         self._events: list[SourceEvent] = []
         self._next_sample = 0
         self._running = False
+        # Each source sets these once it knows its channels (in __init__ or start).
+        self._sfreq = 0.0
+        self._ch_names: tuple[str, ...] = ()
+        self._ch_types: tuple[str, ...] = ()
 
     # -- to implement
     @abstractmethod
@@ -194,22 +198,22 @@ class BiometricSource(ABC):
     def stop(self) -> None:
         """Stop streaming and release the device. Safe to call twice."""
 
+    # -- shared
     @property
-    @abstractmethod
     def sfreq(self) -> float:
         """Sampling rate in Hz."""
+        return self._sfreq
 
     @property
-    @abstractmethod
     def ch_names(self) -> tuple[str, ...]:
         """Names of the channels, one per row of every chunk."""
+        return self._ch_names
 
     @property
-    @abstractmethod
     def ch_types(self) -> tuple[str, ...]:
         """Types of the channels (see :data:`st_agent.types.CH_TYPES`)."""
+        return self._ch_types
 
-    # -- shared
     @property
     def running(self) -> bool:
         """Whether :meth:`start` was called and :meth:`stop` not yet."""
@@ -596,18 +600,6 @@ class BrainFlowSource(BiometricSource):
         self._stalled_since: float | None = None
 
     @property
-    def sfreq(self) -> float:
-        return self._sfreq
-
-    @property
-    def ch_names(self) -> tuple[str, ...]:
-        return self._ch_names
-
-    @property
-    def ch_types(self) -> tuple[str, ...]:
-        return self._ch_types
-
-    @property
     def board(self) -> Any:
         """The underlying ``BoardShim`` (``None`` when not running)."""
         return self._board
@@ -986,18 +978,6 @@ class FileSource(BiometricSource):
 
     # -- interface
     @property
-    def sfreq(self) -> float:
-        return self._sfreq
-
-    @property
-    def ch_names(self) -> tuple[str, ...]:
-        return self._ch_names
-
-    @property
-    def ch_types(self) -> tuple[str, ...]:
-        return self._ch_types
-
-    @property
     def n_times(self) -> int:
         """Samples in the file (after NaN-filling dropped samples)."""
         return self._data.shape[1]
@@ -1162,18 +1142,6 @@ class LSLSource(BiometricSource):
                 scale.append(1e-6)
         self._ch_names, self._ch_types = tuple(names), tuple(kinds)
         self._scale = np.array(scale)[:, None]
-
-    @property
-    def sfreq(self) -> float:
-        return self._sfreq
-
-    @property
-    def ch_names(self) -> tuple[str, ...]:
-        return self._ch_names
-
-    @property
-    def ch_types(self) -> tuple[str, ...]:
-        return self._ch_types
 
     def start(self) -> None:
         """Open the inlet (timestamps clock-synchronised to this machine)."""

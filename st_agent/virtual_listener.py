@@ -211,8 +211,10 @@ class VirtualListenerSource(BiometricSource):
         self.realtime = bool(realtime)
         self.rng = np.random.default_rng(rng)
         m = self.model
-        self._names = (*m.montage, "ECG" if m.cardiac == "ecg" else "PPG", "EMG")
-        self._types = ("eeg",) * len(m.montage) + (m.cardiac, "emg")
+        self._sfreq = float(m.sfreq)
+        # EEG montage, then ECG or PPG, then EMG
+        self._ch_names = (*m.montage, "ECG" if m.cardiac == "ecg" else "PPG", "EMG")
+        self._ch_types = ("eeg",) * len(m.montage) + (m.cardiac, "emg")
         self._n_eeg = len(m.montage)
         (self._g_alpha, self._g_beta, self._g_theta, self._g_blink,
          self._side) = _topography(m.montage)
@@ -226,21 +228,6 @@ class VirtualListenerSource(BiometricSource):
         self._reset_signal_state()
 
     # -- BiometricSource interface
-    @property
-    def sfreq(self) -> float:
-        """Sampling rate in Hz."""
-        return self.model.sfreq
-
-    @property
-    def ch_names(self) -> tuple[str, ...]:
-        """EEG montage, then ``ECG``/``PPG`` and ``EMG``."""
-        return self._names
-
-    @property
-    def ch_types(self) -> tuple[str, ...]:
-        """``eeg`` x montage, ``ecg`` or ``ppg``, ``emg``."""
-        return self._types
-
     def start(self) -> None:
         """Begin streaming (the simulated clock starts at 0)."""
         self._running = True
