@@ -126,7 +126,7 @@ class EvaluateConfig:
     """Target region radius, estimator units."""
     fidelity: str = "fast"
     """Environment fidelity: fast (phrase bank) or full (composer, renderer, virtual
-    listener's signals and the real estimator; about a second per phrase)."""
+    listener's signals and the real estimator; about 0.1 s per phrase)."""
     out: str = ""
     """Folder for results.json and the plot; empty: the policy's run folder, or
     runs/evaluate_<target>."""

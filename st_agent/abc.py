@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import mido
 import pretty_midi
 
 __all__ = [
@@ -281,12 +282,30 @@ def _run_once(
                     else "check the header fields X:, M:, L:, K:"
                 )
                 p.errors.append(f"line 1 col 0: abc2midi wrote no MIDI for this tune; {hint}")
+            pm = None
+            if not p.errors and (want_midi or _may_leave_midi_range(abcs[i])):
+                # abc2midi writes notes above MIDI 127 (six octave marks on a c) into
+                # a file no MIDI reader accepts, and says nothing: read the file back
+                try:
+                    pm = pretty_midi.PrettyMIDI(str(mid)) if want_midi else \
+                        mido.MidiFile(str(mid))
+                except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
+                    p.errors.append(f"line 1 col 0: abc2midi wrote an unreadable MIDI file "
+                                    f"({e}); is a note above MIDI pitch 127?")
+                    pm = None
             reports.append(AbcReport(not p.errors, tuple(p.errors), tuple(p.warnings)))
-            if want_midi and not p.errors:
-                midis.append(pretty_midi.PrettyMIDI(str(mid)))
-            else:
-                midis.append(None)
+            midis.append(pm if want_midi else None)
     return reports, midis
+
+
+_HIGH_RE = re.compile(r"[a-g]''''|octave|transpose|shift", re.IGNORECASE)
+
+
+def _may_leave_midi_range(abc: str) -> bool:
+    """Whether a tune can hold a note above MIDI 127: one with four or more octave
+    marks (c'''' is MIDI 108) or a field that moves octaves. Only such tunes are
+    read back after ``abc2midi`` when no MIDI is wanted (reading costs ~1.5 ms)."""
+    return _HIGH_RE.search(abc) is not None
 
 
 def _attribute(output: str, placed: list[_Placed]) -> None:

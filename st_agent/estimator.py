@@ -176,6 +176,10 @@ class EstimatorConfig:
     """Rest baseline length, seconds of good windows (0 disables z-scoring)."""
     hr_window_sec: float = 8.0
     """Cardiac window for heart rate and RMSSD, seconds."""
+    hr_update_sec: float = 1.0
+    """Heart rate and RMSSD are recomputed at most this often (s of stream time);
+    the windows in between reuse the last values. An 8 s window moves little in
+    one hop, and peak detection is the estimator's costliest step. 0 = every hop."""
     gain: float = 0.5
     """z-score multiplier before tanh: z = 2 maps to tanh(1) ≈ 0.76."""
     hr_weight: float = 0.5
@@ -211,6 +215,9 @@ class EstimatorConfig:
         if self.hop_sec > self.window_sec:
             raise ValueError(f"hop_sec ({self.hop_sec}) must be <= window_sec "
                              f"({self.window_sec})")
+        if not (isinstance(self.hr_update_sec, int | float) and math.isfinite(self.hr_update_sec)
+                and self.hr_update_sec >= 0):
+            raise ValueError(f"hr_update_sec must be a number >= 0, got {self.hr_update_sec!r}")
         if not (isinstance(self.calibration_sec, int | float) and self.calibration_sec >= 0):
             raise ValueError(f"calibration_sec must be >= 0, got {self.calibration_sec!r}")
         if not (isinstance(self.smoothing_sec, int | float) and math.isfinite(self.smoothing_sec)
@@ -395,9 +402,9 @@ def _heart(x: np.ndarray, sfreq: float, kind: str) -> dict[str, float]:
     return out
 
 
-def _other_features(data: np.ndarray, sfreq: float, mont: _Montage, cfg: EstimatorConfig,
-                    cardiac: np.ndarray | None) -> tuple[dict[str, float], dict[str, Any]]:
-    """Features of the non-EEG channels of one window."""
+def _other_features(data: np.ndarray, mont: _Montage, cfg: EstimatorConfig,
+                    ) -> tuple[dict[str, float], dict[str, Any]]:
+    """Features of the EMG and EDA channels of one window (heart rate: :func:`_heart`)."""
     f: dict[str, float] = {}
     q: dict[str, Any] = {"emg_burst": False}
     if mont.emg.size:
@@ -410,8 +417,6 @@ def _other_features(data: np.ndarray, sfreq: float, mont: _Montage, cfg: Estimat
         eda = data[mont.eda]
         if np.isfinite(eda).all():
             f["eda/level_us"] = float(eda.mean() * 1e6)
-    if cardiac is not None and mont.cardiac_type is not None:
-        f.update(_heart(cardiac, sfreq, mont.cardiac_type))
     return f, q
 
 
@@ -462,8 +467,9 @@ def features_from_window(data: np.ndarray, sfreq: float, ch_names: list[str] | t
     if mont.eeg.size == 0:
         raise ValueError(f"no EEG channel among types {sorted(set(ch_types))}")
     feats, quals = _eeg_features(data[None, mont.eeg], float(sfreq), mont, cfg)
-    cardiac = data[mont.cardiac[0]] if mont.cardiac.size else None
-    f, q = _other_features(data, float(sfreq), mont, cfg, cardiac)
+    f, q = _other_features(data, mont, cfg)
+    if mont.cardiac.size and mont.cardiac_type is not None:
+        f.update(_heart(data[mont.cardiac[0]], float(sfreq), mont.cardiac_type))
     feats[0].update(f)
     quals[0].update(q)
     quals[0]["bad"] = _is_bad(quals[0])
@@ -602,6 +608,7 @@ class StateEstimator:
         self._state = EmotionState(0.0, 0.0, 0.0, 0.0)
         # (value, t_sec) of the moving average of each drive, valence and arousal
         self._ema: list[tuple[float, float] | None] = [None, None]
+        self._hr_cache: tuple[int, dict[str, float]] | None = None  # (window end, features)
         self._reference: _Reference | None = None
         self._reference_failed = False
 
@@ -659,6 +666,7 @@ class StateEstimator:
         self._layout = None
         self._state = EmotionState(0.0, 0.0, 0.0, 0.0)
         self._ema = [None, None]
+        self._hr_cache = None
 
     def _start_layout(self, chunk: SignalChunk) -> None:
         mont = _montage(chunk.ch_names, chunk.ch_types)
@@ -751,9 +759,10 @@ class StateEstimator:
         for w, end in enumerate(ends):
             r = rel[w]
             seg = self._buf[:, max(0, r - n_win):r]
-            cardiac = (self._buf[mont.cardiac[0], max(0, r - n_hr):r]
-                       if mont.cardiac.size else None)
-            f, q = _other_features(seg, sfreq, mont, self.config, cardiac)
+            f, q = _other_features(seg, mont, self.config)
+            if mont.cardiac.size and mont.cardiac_type is not None:
+                f.update(self._heart_features(end, self._buf[mont.cardiac[0], max(0, r - n_hr):r],
+                                              sfreq, mont.cardiac_type))
             feats[w].update(f)
             quals[w].update(q)
             t_sec = self._t_ref[1] + (end - self._t_ref[0]) / sfreq
@@ -763,6 +772,16 @@ class StateEstimator:
                 feats[w].update(self._reference_scores(windows[w], sfreq))
             out.append(self._update(feats[w], quals[w], bad, t_sec))
         return out
+
+    def _heart_features(self, end: int, cardiac: np.ndarray, sfreq: float, kind: str
+                        ) -> dict[str, float]:
+        """Heart rate of the window ending at sample ``end``, recomputed every
+        ``hr_update_sec`` (the windows in between reuse it)."""
+        every = round(self.config.hr_update_sec * sfreq)
+        cache = self._hr_cache
+        if cache is None or not 0 <= end - cache[0] < max(every, 1):
+            cache = self._hr_cache = (end, _heart(cardiac, sfreq, kind))
+        return cache[1]
 
     def _reference_scores(self, eeg_v: np.ndarray, sfreq: float) -> dict[str, float]:
         if self._reference_failed:

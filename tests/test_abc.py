@@ -124,3 +124,15 @@ def test_missing_abc2midi_names_the_package(monkeypatch: pytest.MonkeyPatch) -> 
 def test_report_guards_its_rule() -> None:
     with pytest.raises(ValueError, match="ok must be True exactly when errors is empty"):
         AbcReport(ok=True, errors=("x",), warnings=())
+
+
+def test_note_above_midi_range_is_rejected_not_written() -> None:
+    # abc2midi writes pitch 132 into a MIDI file no reader accepts, and reports nothing;
+    # the composer found such a phrase once, which crashed rendering downstream
+    tune = "X:1\nM:4/4\nL:1/8\nK:C\nc''''''2 c2 c4|\n"
+    (report,) = check_many([tune])
+    assert not report.ok
+    assert "unreadable MIDI" in report.errors[0]
+    with pytest.raises(AbcError, match="pitch 127"):
+        abc_to_midi(tune)
+    assert check_many(["X:1\nM:4/4\nL:1/8\nK:C\nc'2 c2 c4|\n"])[0].ok
