@@ -1,7 +1,10 @@
 """Gymnasium environments over the closed loop, registered here (the one place).
 
 ``gymnasium.make("SonicTelegram/ClosedLoop-v0", target="calm")`` after
-``import envs``. The PettingZoo multi-performer env is not written yet.
+``import envs``. The PettingZoo multi-performer jam (:class:`envs.jam.JamEnv`,
+``pettingzoo.ParallelEnv``, ``metadata["name"] == "sonic_telegram_jam_v0"``) is
+not registered with Gymnasium (PettingZoo envs are not gym envs): build it with
+``envs.jam.parallel_env(performers=3, ...)``.
 """
 
 from __future__ import annotations

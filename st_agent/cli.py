@@ -5,21 +5,82 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import tyro
 
 # The command line is the one place that ties st_agent to envs and policies.
 from policies.evaluate import EvaluateConfig, evaluate
+from policies.jam import EvaluateJamConfig, TrainJamConfig, evaluate_jam, train_jam
 from policies.train import TrainConfig, train
 
 from .fitting import FitListenerConfig, run_fit_listener
 from .generate import GenerateConfig, generate
 from .generator import TrainGeneratorConfig, train_generator
+from .jam_session import JamConfig, run_jam
 from .recording import DeleteConfig, ExportConfig, run_delete, run_export
+from .report import ReportConfig, write_report
+from .session import DemoConfig, SessionConfig, SessionResult, SessionStatus, run_session
+from .types import Knobs
 
 logger = logging.getLogger("st_agent")
 
+
+@dataclass
+class BoardsConfig:
+    """List the BrainFlow boards ``st-agent session --board`` accepts."""
+
+
+def _status_printer() -> Callable[[SessionStatus], None]:
+    """A live status line on a terminal, one line per update otherwise."""
+    tty = sys.stderr.isatty()
+
+    def show(status: SessionStatus) -> None:
+        if tty:
+            sys.stderr.write("\r" + status.line()[:160] + "\x1b[K")
+        else:
+            sys.stderr.write(status.line() + "\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _run_session(cfg: SessionConfig) -> SessionResult:
+    from policies.controllers import make_controller
+
+    override = Knobs(*cfg.knobs) if cfg.knobs is not None else None
+    controller, name = make_controller(cfg.policy, cfg.bounds(), cfg.target, override, cfg.seed)
+    result = run_session(cfg, controller, name, _status_printer())
+    sys.stderr.write("\n")
+    s = result.summary
+    lat = s["decision_latency_ms"]
+    m = s.get("metrics", {})
+    lines = [
+        f"session written to {result.folder}",
+        f"  report     {result.report_path}" if result.report_path else "",
+        f"  audio      {result.wav_path}" if result.wav_path else "",
+        f"  score      {result.score_path}",
+        f"  {s['phrases']} phrases, {s['music_sec']:.0f} s of music with {s['policy']}, "
+        f"target {s['target']} {tuple(round(x, 2) for x in s['target_point'])}",
+    ]
+    if m.get("distance_last_half") is not None:
+        ttt = m.get("time_to_target_sec")
+        lines.append(f"  mean distance to target over the last half {m['distance_last_half']:.3f}; "
+                     + (f"entered the target region after {ttt:.0f} s" if ttt is not None
+                        else "never entered the target region"))
+    if lat["p95"] is not None:
+        lines.append(f"  decision latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms")
+    lines.append(f"  wall-clock {s['wall_sec']:.1f} s")
+    sys.stdout.write("\n".join(x for x in lines if x) + "\n")
+    return result
+
 _COMMANDS = {
+    "demo": DemoConfig,
+    "session": SessionConfig,
+    "jam": JamConfig,
+    "report": ReportConfig,
+    "boards": BoardsConfig,
     "generate": GenerateConfig,
     "train-generator": TrainGeneratorConfig,
     "export": ExportConfig,
@@ -27,6 +88,8 @@ _COMMANDS = {
     "fit-listener": FitListenerConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
+    "train-jam": TrainJamConfig,
+    "evaluate-jam": EvaluateJamConfig,
 }
 
 
@@ -53,12 +116,47 @@ def _report_generate(cfg: GenerateConfig) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+def _run_jam(cfg: JamConfig) -> None:
+    from policies.controllers import make_jam_controller
+
+    n = len(cfg.board_list())
+    cfg.target_list(n)  # validate before loading anything
+    controller, name = make_jam_controller(cfg.policy, n, cfg.seed)
+    tty = sys.stderr.isatty()
+    res = run_jam(cfg, controller, name, lambda line: sys.stderr.write(
+        ("\r" + line[:200] + "\x1b[K") if tty else line + "\n"))
+    s = res.summary
+    g = s["group_distance_last_half"]
+    lines = [f"\njam written to {res.folder}",
+             f"  group report {res.report_path}" if res.report_path else "",
+             f"  audio        {res.wav_path}" if res.wav_path else "",
+             *(f"  performer {i}: {f / 'report.html'}" for i, f in
+               enumerate(res.performer_folders)),
+             f"  {s['phrases']} phrases, {s['music_sec']:.0f} s with {name}; group mean distance "
+             f"over the last half {'–' if g is None else f'{g:.3f}'}; clashes per bar "
+             f"{s['clashes_per_bar'] or 0:.2f}"]
+    sys.stdout.write("\n".join(x for x in lines if x) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``st-agent``; returns the exit status."""
     _setup_logging()
     cfg = tyro.extras.subcommand_cli_from_dict(_COMMANDS, args=argv, prog="st-agent")
     try:
-        if isinstance(cfg, GenerateConfig):
+        if isinstance(cfg, DemoConfig):
+            _run_session(cfg.session_config())
+        elif isinstance(cfg, SessionConfig):
+            _run_session(cfg)
+        elif isinstance(cfg, JamConfig):
+            _run_jam(cfg)
+        elif isinstance(cfg, ReportConfig):
+            sys.stdout.write(f"wrote {write_report(cfg.folder, cfg.key_file)}\n")
+        elif isinstance(cfg, BoardsConfig):
+            from .sources import list_boards
+
+            for name, board_id in sorted(list_boards().items(), key=lambda kv: kv[1]):
+                sys.stdout.write(f"{board_id:4d}  {name}\n")
+        elif isinstance(cfg, GenerateConfig):
             _report_generate(cfg)
         elif isinstance(cfg, TrainGeneratorConfig):
             run = train_generator(cfg)
@@ -77,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
             from policies.evaluate import format_table
 
             sys.stdout.write(format_table(evaluate(cfg)) + "\n")
+        elif isinstance(cfg, TrainJamConfig):
+            sys.stdout.write(f"run written to {train_jam(cfg)}\n")
+        elif isinstance(cfg, EvaluateJamConfig):
+            from policies.jam import format_jam_table
+
+            sys.stdout.write(format_jam_table(evaluate_jam(cfg)) + "\n")
         elif isinstance(cfg, DeleteConfig):
             removed = run_delete(cfg)
             verb = "would remove" if cfg.dry_run else "removed"

@@ -45,6 +45,8 @@ from st_agent.types import EmotionState, Knobs
 __all__ = [
     "ACTION_SIZE",
     "HISTORY_LEN",
+    "JAM_GROUP_SIZE",
+    "JAM_MAX_PERFORMERS",
     "KNOB_NAMES",
     "OBS_SIZE",
     "TARGET_PRESETS",
@@ -52,6 +54,7 @@ __all__ = [
     "SafetyBounds",
     "Target",
     "action_to_knobs",
+    "build_jam_observations",
     "build_observation",
     "observation_bounds",
     "observation_size",
@@ -409,3 +412,56 @@ def build_observations(est: np.ndarray, target: np.ndarray, knobs: np.ndarray,
         obs[:, _HEAD:] = np.concatenate([he, hk], axis=-1).reshape(n, -1)
     low, high = _bounds(history_len)
     return np.clip(obs, low, high).astype(np.float32)
+
+
+#: Performers a jam observation can describe (the one-hot block's size).
+JAM_MAX_PERFORMERS = 8
+#: Entries of the group block at the end of a jam observation.
+JAM_GROUP_SIZE = 8
+_CLASH_SCALE = 16.0  # clashes per bar are at most 16 (one per sixteenth) in 4/4
+
+
+def build_jam_observations(base: np.ndarray, knobs: np.ndarray, tempo: float, major: bool,
+                           clashes_per_bar: float, lost: np.ndarray) -> np.ndarray:
+    """Jam observations: each performer's contract observation, who they are, the group.
+
+    Shared by :class:`envs.jam.JamEnv` and the live jam (:mod:`st_agent.jam_session`),
+    so a jam policy trained offline runs unchanged live.
+
+    Parameters
+    ----------
+    base : ndarray, shape (N, n_obs)
+        :func:`build_observations` of the N performers.
+    knobs : ndarray, shape (N, 3)
+        Each performer's knobs.
+    tempo : float
+        The negotiated tempo knob of the phrase playing, in [0, 1].
+    major : bool
+        Whether the negotiated mode is major.
+    clashes_per_bar : float
+        Dissonant simultaneities per bar of the phrase playing.
+    lost : ndarray of bool, shape (N,)
+        Performers whose stream is lost.
+
+    Returns
+    -------
+    obs : ndarray, shape (N, n_obs + 8 + 8), float32
+        ``base``, then a one-hot of the performer index (8 entries, so every
+        group size has the same spaces), then the group block: tempo, major,
+        clashes per bar / 16 (clipped to 1), the mean knobs of the *other*
+        performers (3), N / 8 and the performer's lost flag.
+    """
+    n = base.shape[0]
+    if not 2 <= n <= JAM_MAX_PERFORMERS:
+        raise ValueError(f"a jam has 2 to {JAM_MAX_PERFORMERS} performers, got {n}")
+    knobs = np.asarray(knobs, dtype=np.float64)
+    others = (knobs.sum(axis=0, keepdims=True) - knobs) / (n - 1)
+    group = np.empty((n, JAM_GROUP_SIZE), dtype=np.float64)
+    group[:, 0] = tempo
+    group[:, 1] = float(major)
+    group[:, 2] = min(clashes_per_bar / _CLASH_SCALE, 1.0)
+    group[:, 3:6] = others
+    group[:, 6] = n / JAM_MAX_PERFORMERS
+    group[:, 7] = np.asarray(lost, dtype=np.float64)
+    onehot = np.eye(JAM_MAX_PERFORMERS)[:n]
+    return np.concatenate([base, onehot, group], axis=1).astype(np.float32)

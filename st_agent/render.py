@@ -986,6 +986,24 @@ class LivePlayer(_SynthBase):
                 else:
                     self._apply(kind, ch, a, b)
 
+    def fade_out(self, duration_sec: float = 4.0, steps: int = 40) -> None:
+        """Lower every channel's volume (MIDI CC 7) to silence over ``duration_sec``,
+        then drop what is still queued. Blocks for ``duration_sec``."""
+        if not (isinstance(duration_sec, int | float) and 0 <= duration_sec <= 60):
+            raise ValueError(f"duration_sec must be in [0, 60] seconds, got {duration_sec!r}")
+        for i in range(1, steps + 1):
+            if getattr(self, "_synth", None) is None:
+                return
+            vol = round(100 * (1 - i / steps))
+            for ch in range(16):
+                self._synth.cc(ch, 7, vol)
+            time.sleep(duration_sec / steps)
+        with self._cond:
+            self._queue.clear()
+            self._queue_end = time.monotonic()
+        for ch in range(16):
+            self._synth.all_notes_off(ch)
+
     def close(self) -> None:
         """Stop playback and release the audio driver; safe to call twice."""
         cond = getattr(self, "_cond", None)

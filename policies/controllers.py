@@ -1,0 +1,112 @@
+"""The controller a live session asks for, by name: a trained policy or a baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policies.baselines import FIXED_KNOBS, FixedPolicy, PIDPolicy, RandomPolicy
+from policies.train import bundled_policies, load_bundled_policy, load_policy
+from st_agent.contract import OBS_SIZE, SafetyBounds
+from st_agent.types import Knobs
+
+__all__ = ["BASELINE_POLICIES", "make_controller", "make_jam_controller"]
+
+#: Policies that are baselines rather than trained networks.
+BASELINE_POLICIES = ("pid", "random", "fixed")
+
+
+def make_controller(policy: str, bounds: SafetyBounds, target: str = "calm",
+                    override: Knobs | None = None, seed: int = 0) -> tuple[Any, str]:
+    """Load the controller a session asks for; ``(controller, description)``.
+
+    Parameters
+    ----------
+    policy : str
+        A bundled policy name (:func:`policies.train.bundled_policies`), the
+        folder of a trained policy, or a baseline: ``pid``, ``random``, ``fixed``
+        (the fixed preset knobs of ``target``).
+    bounds : SafetyBounds
+        The therapist's bounds (the fixed baseline and the override respect them).
+    target : str
+        Target preset name, for the fixed baseline.
+    override : Knobs, optional
+        Manual override: hold these knobs (reached at the rate limit) instead.
+    seed : int
+        Seed of the random baseline.
+
+    Raises
+    ------
+    ValueError
+        For an unknown policy name, or a policy folder that does not validate.
+    """
+    if override is not None:
+        knobs = bounds.clip(override)
+        return FixedPolicy(knobs.as_tuple(), bounds), f"manual override {knobs!r}"
+    if policy == "pid":
+        return PIDPolicy(), "PID on the state error"
+    if policy == "random":
+        return RandomPolicy(seed=seed), "random knob changes"
+    if policy == "fixed":
+        preset = target if target in FIXED_KNOBS else "calm"
+        return FixedPolicy(preset, bounds), f"fixed {preset} preset knobs"
+    if policy in bundled_policies():
+        return load_bundled_policy(policy), f"bundled PPO policy {policy!r}"
+    path = Path(policy)
+    if path.exists():
+        return load_policy(path), f"PPO policy {path}"
+    raise ValueError(f"unknown policy {policy!r}; choose a bundled policy "
+                     f"{bundled_policies()}, a baseline {list(BASELINE_POLICIES)}, or the "
+                     "folder of a trained policy (st-agent train)")
+
+
+def make_jam_controller(policy: str, performers: int, seed: int = 0
+                        ) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """The controller a live jam asks for: ``obs (N, n_obs) -> actions (N, 3)``.
+
+    Parameters
+    ----------
+    policy : str
+        A bundled jam policy (``jam3``) or a jam policy folder (one network shared
+        by the performers); ``independent`` (the bundled single-listener ``calm``
+        policy, one per performer, on the single-listener part of the
+        observation); ``pid`` or ``random`` per performer.
+    performers : int
+    seed : int
+        Seed of the random controllers.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or a policy that does not validate.
+    """
+    from policies.jam import load_jam_policy
+
+    def per_performer(make: Callable[[int], Any]) -> Callable[[np.ndarray], np.ndarray]:
+        ctrls = [make(i) for i in range(performers)]
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            return np.stack([np.asarray(c.predict(obs[i, :OBS_SIZE], deterministic=True)[0])
+                             .reshape(3) for i, c in enumerate(ctrls)])
+        return act
+
+    if policy == "pid":
+        return per_performer(lambda i: PIDPolicy()), "PID per performer"
+    if policy == "random":
+        return per_performer(lambda i: RandomPolicy(seed=seed + i)), "random per performer"
+    if policy == "independent":
+        single = load_bundled_policy("calm")
+        return per_performer(lambda i: single), "independent single-listener policies (calm)"
+    try:
+        shared = load_jam_policy(policy)
+    except FileNotFoundError as e:
+        raise ValueError(f"unknown jam policy {policy!r} ({e}); choose a bundled jam policy "
+                         "(jam3), a jam policy folder (st-agent train-jam), independent, pid "
+                         "or random") from e
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return np.asarray(shared.predict(obs, deterministic=True)[0]).reshape(-1, 3)
+    return act, f"shared jam policy {policy!r}"

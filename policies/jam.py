@@ -1,0 +1,499 @@
+"""Train and evaluate one shared PPO policy for every performer of a jam.
+
+Training (``st-agent train-jam``) converts the PettingZoo :class:`envs.jam.JamEnv`
+into a vector env with SuperSuit (``pettingzoo_env_to_vec_env_v1``: one
+sub-env per performer, so one network acts for all of them, told apart by the
+performer one-hot in the observation) and stacks ``n_envs`` copies with
+``concat_vec_envs_v1(..., base_class="stable_baselines3")``. PPO and
+VecNormalize come from stable-baselines3. A run writes ``runs/<name>/`` like
+single-listener training: ``config.json``, TensorBoard events (``tb/``),
+``checkpoints/step_<n>.safetensors`` + ``.json``, and the final
+``policy.safetensors`` + ``policy.json`` (a plain state_dict and a JSON with the
+config and normalisation statistics; nothing is pickled).
+
+Evaluation (``st-agent evaluate-jam``) runs every controller on the same
+held-out groups (listeners from a stream training never draws, targets drawn
+per performer from the presets, fixed seeds). Controllers: the shared jam
+policy; independent single-listener PPO policies applied per performer (on the
+contract part of the observation); PID per performer; random. Metrics, mean
+over groups: ``group_distance`` (mean over performers and over the last half
+of the phrases of the distance to each one's target), ``per_performer`` (the
+same per performer index), ``clashes_per_bar`` (all phrases) and ``jerk`` (mean
+Euclidean knob change per phrase and performer).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import tyro
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
+
+from envs.jam import JamBank, JamEnv, build_jam_bank, jam_observation_size
+from policies.baselines import PIDPolicy, RandomPolicy
+from policies.train import BUNDLED_DIR, TrainedPolicy
+from st_agent.contract import TARGET_PRESETS, observation_size
+from st_agent.listener import sample_listeners
+
+__all__ = ["JAM_POLICY_FORMAT", "EvaluateJamConfig", "TrainJamConfig", "evaluate_jam",
+           "format_jam_table", "heldout_groups", "load_jam_policy", "make_supersuit_venv",
+           "save_jam_policy", "train_jam"]
+
+logger = logging.getLogger(__name__)
+
+JAM_POLICY_FORMAT = "st-agent-jam-policy"
+_REPO = Path(__file__).resolve().parents[1]
+#: Seed offset of held-out jam groups (training draws from other streams).
+HELDOUT_JAM_OFFSET = 2_000_003
+
+
+@dataclass
+class TrainJamConfig:
+    """Train one shared PPO policy for all performers (``st-agent train-jam``)."""
+
+    name: str = "ppo_jam3"
+    """Run name: outputs go to ``<runs_dir>/<name>/``."""
+    runs_dir: str = ""
+    """Parent folder of runs; empty: the project's ``runs/``."""
+    performers: int = 3
+    """Performers per jam, 2-8 (one agent each)."""
+    targets: str = "random"
+    """Target of every performer: a preset (calm, focus, uplift, energize) or ``random``
+    (a preset per performer per episode)."""
+    timesteps: int = 1_000_000
+    """Agent steps (performer-phrases) to train for; env steps are this / performers."""
+    n_envs: int = 16
+    """Copies of the jam stacked by SuperSuit (sub-envs = n_envs * performers)."""
+    seed: int = 0
+    """Seed of the environments and of PPO."""
+    max_steps: int = 32
+    """Phrases per episode."""
+    jam_bank: str = ""
+    """Jam bank JSON; empty: the default bank (built on first use)."""
+    own_weight: float = 0.6
+    """Weight of a performer's own voice in what they hear (the rest: the mix)."""
+    group_weight: float = 0.5
+    """Weight of the shared group term in each agent's reward."""
+    clash_weight: float = 0.02
+    """Penalty per clash per bar."""
+    dropout_prob: float = 0.02
+    """Chance per phrase that a performer's stream drops out (robustness)."""
+    learning_rate: float = 3e-4
+    """Adam learning rate."""
+    n_steps: int = 128
+    """Steps per sub-env per PPO rollout."""
+    batch_size: int = 1024
+    """Minibatch size."""
+    n_epochs: int = 10
+    """PPO epochs per rollout."""
+    gamma: float = 0.95
+    """Discount per phrase."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    ent_coef: float = 0.0
+    """Entropy bonus."""
+    net_arch: tuple[int, ...] = (64, 64)
+    """Hidden layers of the policy and value networks."""
+    checkpoint_freq: int = 250_000
+    """Save a checkpoint every this many agent steps (0: never)."""
+    torch_threads: int = 1
+    """Torch CPU threads (1 is fastest for small MLPs)."""
+    device: str = "cpu"
+    """Torch device."""
+
+    def run_dir(self) -> Path:
+        """``<runs_dir>/<name>``."""
+        return Path(self.runs_dir or _REPO / "runs") / self.name
+
+    def env_kwargs(self, bank: JamBank) -> dict[str, Any]:
+        """Keyword arguments of the training jams."""
+        return {"performers": self.performers, "targets": self.targets, "jam_bank": bank,
+                "max_steps": self.max_steps, "own_weight": self.own_weight,
+                "group_weight": self.group_weight, "clash_weight": self.clash_weight,
+                "dropout_prob": self.dropout_prob}
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def save_jam_policy(model: PPO, vecnorm: VecNormalize, path: str | Path, cfg: TrainJamConfig,
+                    step: int) -> Path:
+    """Write ``<path>.safetensors`` (policy state_dict) and ``<path>.json``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.policy.state_dict().items()}
+    save_file(state, str(path.with_suffix(".safetensors")))
+    rms = vecnorm.obs_rms
+    doc = {"format": JAM_POLICY_FORMAT, "version": 1, "step": int(step), "config": asdict(cfg),
+           "obs_size": int(model.observation_space.shape[0]), "net_arch": list(cfg.net_arch),
+           "obs_mean": rms.mean.tolist(), "obs_var": rms.var.tolist(),
+           "clip_obs": vecnorm.clip_obs, "epsilon": vecnorm.epsilon}
+    path.with_suffix(".json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    return path
+
+
+def load_jam_policy(path: str | Path) -> TrainedPolicy:
+    """Load a jam policy: a bundled name (``jam3``), a run folder or the file stem.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the files are missing.
+    ValueError
+        When the JSON is not a jam policy.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists() and not path.with_suffix(".json").exists() \
+            and (BUNDLED_DIR / str(path)).is_dir():
+        path = BUNDLED_DIR / str(path)
+    if path.is_dir():
+        path = path / "policy"
+    path = path.with_suffix("")
+    js, st = path.with_suffix(".json"), path.with_suffix(".safetensors")
+    for p in (js, st):
+        if not p.is_file():
+            bundled = sorted(p.name for p in BUNDLED_DIR.iterdir()) if BUNDLED_DIR.is_dir() \
+                else []
+            raise FileNotFoundError(f"{p} does not exist; give a run folder of st-agent "
+                                    f"train-jam or a bundled policy ({bundled})")
+    doc = json.loads(js.read_text(encoding="utf-8"))
+    if doc.get("format") != JAM_POLICY_FORMAT or doc.get("version") != 1:
+        raise ValueError(f"{js} is not a {JAM_POLICY_FORMAT} version 1 file (single-listener "
+                         "policies are evaluated with `st-agent evaluate`)")
+    n_obs = int(doc["obs_size"])
+    obs_space = spaces.Box(-np.inf, np.inf, (n_obs,), dtype=np.float32)
+    act_space = spaces.Box(-1.0, 1.0, (3,), dtype=np.float32)
+    arch = list(doc["net_arch"])
+    policy = ActorCriticPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0,
+                               net_arch={"pi": arch, "vf": arch})
+    policy.load_state_dict(load_file(str(st)))
+    return TrainedPolicy(policy, np.asarray(doc["obs_mean"]), np.asarray(doc["obs_var"]),
+                         doc["clip_obs"], doc["epsilon"])
+
+
+# --------------------------------------------------------------------------- training
+
+
+class _SeededTruncation(VecEnvWrapper):
+    """SB3 glue over SuperSuit's vector env.
+
+    * ``seed()`` is kept and handed to the first ``reset`` (SuperSuit's SB3
+      wrapper forwards ``seed`` to a Gymnasium vector env that has none);
+    * jams never terminate, they are truncated: ``TimeLimit.truncated`` is set
+      on finished sub-envs so PPO bootstraps from the terminal observation.
+    """
+
+    def __init__(self, venv: Any) -> None:
+        super().__init__(venv)
+        self._seed: int | None = None
+
+    def seed(self, seed: int | None = None) -> list[int | None]:
+        self._seed = seed
+        return [seed] * self.num_envs
+
+    def reset(self) -> np.ndarray:
+        if self._seed is None:
+            return self.venv.reset()
+        obs, infos = self.venv.venv.reset(seed=self._seed)  # SuperSuit's ConcatVecEnv
+        self.venv.reset_infos = infos
+        self._seed = None
+        return obs
+
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        for i in np.flatnonzero(dones):
+            infos[i]["TimeLimit.truncated"] = "terminal_observation" in infos[i]
+        return obs, rewards, dones, infos
+
+
+def make_supersuit_venv(env_kwargs: dict[str, Any], n_envs: int, seed: int | None = None
+                        ) -> VecEnvWrapper:
+    """``n_envs`` jams as one SB3 vector env through SuperSuit's conversion.
+
+    Sub-env ``k * performers + i`` is performer ``i`` of jam copy ``k``.
+    """
+    import supersuit as ss
+
+    par = JamEnv(**env_kwargs)
+    venv = ss.pettingzoo_env_to_vec_env_v1(par)
+    venv = ss.concat_vec_envs_v1(venv, n_envs, num_cpus=0, base_class="stable_baselines3")
+    out = _SeededTruncation(venv)
+    out.seed(seed)
+    return out
+
+
+class _Checkpoints(BaseCallback):
+    def __init__(self, cfg: TrainJamConfig, vecnorm: VecNormalize) -> None:
+        super().__init__()
+        self.cfg, self.vecnorm = cfg, vecnorm
+        self._next = cfg.checkpoint_freq or None
+
+    def _on_step(self) -> bool:
+        n = self.num_timesteps
+        if self._next is not None and n >= self._next:
+            save_jam_policy(self.model, self.vecnorm,
+                            self.cfg.run_dir() / "checkpoints" / f"step_{n}", self.cfg, n)
+            self._next += self.cfg.checkpoint_freq
+        return True
+
+
+def train_jam(cfg: TrainJamConfig) -> Path:
+    """Train the shared jam policy; return the run folder.
+
+    Parameters
+    ----------
+    cfg : TrainJamConfig
+
+    Returns
+    -------
+    run_dir : Path
+        Holds ``policy.safetensors`` / ``policy.json``, ``config.json``, ``tb/``.
+
+    Raises
+    ------
+    ValueError
+        For a performer count outside [2, 8] or non-positive sizes.
+    """
+    from st_agent.ensemble import check_performers
+
+    check_performers(cfg.performers)
+    for name in ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    torch.set_num_threads(cfg.torch_threads)
+    run = cfg.run_dir()
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+    bank = JamBank.load(cfg.jam_bank) if cfg.jam_bank else build_jam_bank()
+    venv = make_supersuit_venv(cfg.env_kwargs(bank), cfg.n_envs, cfg.seed)
+    vecnorm = VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=cfg.gamma)
+    n_sub = venv.num_envs
+    arch = list(cfg.net_arch)
+    model = PPO("MlpPolicy", vecnorm, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
+                batch_size=min(cfg.batch_size, cfg.n_steps * n_sub), n_epochs=cfg.n_epochs,
+                gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef,
+                seed=cfg.seed, device=cfg.device,
+                policy_kwargs={"net_arch": {"pi": arch, "vf": arch}},
+                tensorboard_log=str(run / "tb"), verbose=0)
+    t0 = time.perf_counter()
+    model.learn(cfg.timesteps, callback=_Checkpoints(cfg, vecnorm), tb_log_name="ppo")
+    save_jam_policy(model, vecnorm, run / "policy", cfg, model.num_timesteps)
+    wall = time.perf_counter() - t0
+    (run / "train_summary.json").write_text(json.dumps(
+        {"agent_steps": int(model.num_timesteps), "wall_sec": wall,
+         "vec_env": "supersuit.pettingzoo_env_to_vec_env_v1 + concat_vec_envs_v1"}, indent=2),
+        encoding="utf-8")
+    logger.info("trained %d agent steps in %.0f s -> %s", model.num_timesteps, wall, run)
+    vecnorm.close()
+    return run
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def heldout_groups(n_groups: int, performers: int, seed: int = 0
+                   ) -> list[tuple[list[Any], list[str]]]:
+    """``n_groups`` groups of (listeners, target preset names) training never draws."""
+    rng = np.random.default_rng(HELDOUT_JAM_OFFSET + seed)
+    presets = sorted(TARGET_PRESETS)
+    groups = []
+    for _ in range(n_groups):
+        listeners = sample_listeners(performers, rng=rng)
+        targets = [presets[int(i)] for i in rng.integers(len(presets), size=performers)]
+        groups.append((listeners, targets))
+    return groups
+
+
+#: A controller for one jam: ``obs (N, n_obs) -> actions (N, 3)``.
+JamController = Callable[[np.ndarray], np.ndarray]
+
+
+def _per_performer(make: Callable[[], Any], n: int, n_contract: int) -> JamController:
+    """Independent single-listener controllers, one per performer, on the contract part."""
+    ctrls = [make() for _ in range(n)]
+    for c in ctrls:
+        if hasattr(c, "reset"):
+            c.reset()
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return np.stack([c.predict(obs[i, :n_contract], deterministic=True)[0]
+                         for i, c in enumerate(ctrls)])
+    return act
+
+
+def _shared(policy: TrainedPolicy) -> JamController:
+    def act(obs: np.ndarray) -> np.ndarray:
+        return policy.predict(obs, deterministic=True)[0]
+    return act
+
+
+def rollout_jam(make_controller: Callable[[JamEnv], JamController],
+                groups: list[tuple[list[Any], list[str]]], env_kwargs: dict[str, Any],
+                seed: int = 0) -> dict[str, Any]:
+    """One episode per group; mean metrics (module docstring).
+
+    Parameters
+    ----------
+    make_controller : callable
+        ``env -> (obs (N, n_obs) -> actions (N, 3))``, called once per episode.
+    groups : list of (listeners, targets)
+    env_kwargs : dict
+        :class:`JamEnv` arguments (``performers``, ``listeners``, ``targets`` replaced).
+    seed : int
+        Group ``g`` is reset with ``seed + g``.
+
+    Returns
+    -------
+    metrics : dict
+        ``group_distance``, ``group_distance_std``, ``per_performer`` (list),
+        ``clashes_per_bar``, ``jerk``.
+    """
+    rows, per, clashes = [], [], []
+    for g, (listeners, targets) in enumerate(groups):
+        env = JamEnv(**{**env_kwargs, "performers": len(listeners), "listeners": listeners,
+                        "targets": targets})
+        ctrl = make_controller(env)
+        obs, _ = env.reset(seed=seed + g)
+        dist, jerk, cl = [], [], []
+        prev = env.knobs.copy()
+        while env.agents:
+            o = np.stack([obs[a] for a in env.possible_agents])
+            act = ctrl(o)
+            obs, _, _, _, infos = env.step({a: act[i] for i, a in enumerate(env.possible_agents)})
+            dist.append([infos[a]["distance"] for a in env.possible_agents])
+            jerk.append(np.linalg.norm(env.knobs - prev, axis=1).mean())
+            prev = env.knobs.copy()
+            cl.append(infos[env.possible_agents[0]]["clashes_per_bar"])
+        d = np.asarray(dist)[len(dist) // 2:]  # (T/2, N)
+        rows.append((float(d.mean()), float(np.mean(jerk))))
+        per.append(d.mean(axis=0))
+        clashes.append(float(np.mean(cl)))
+        env.close()
+    a = np.asarray(rows)
+    return {"group_distance": float(a[:, 0].mean()), "group_distance_std": float(a[:, 0].std()),
+            "per_performer": np.mean(per, axis=0).round(4).tolist(),
+            "clashes_per_bar": float(np.mean(clashes)), "jerk": float(a[:, 1].mean())}
+
+
+def format_jam_table(results: dict[str, dict[str, Any]]) -> str:
+    """Plain-text table of :func:`rollout_jam` results, one row per controller."""
+    w = max([13, *(len(k) + 1 for k in results)])
+    head = (f"{'controller':<{w}} {'group dist':>10} {'± std':>6} {'clash/bar':>9} {'jerk':>6}  "
+            "per-performer distance")
+    lines = [head, "-" * len(head)]
+    for name, m in results.items():
+        per = " ".join(f"{x:.3f}" for x in m["per_performer"])
+        lines.append(f"{name:<{w}} {m['group_distance']:10.3f} {m['group_distance_std']:6.3f} "
+                     f"{m['clashes_per_bar']:9.2f} {m['jerk']:6.3f}  {per}")
+    base = results.get("pid")
+    if base is not None:
+        for name, m in results.items():
+            if name != "pid":
+                gain = 100.0 * (1.0 - m["group_distance"] / base["group_distance"])
+                lines.append(f"{name}: {gain:+.1f} % lower group distance than independent PID")
+    return "\n".join(lines)
+
+
+@dataclass
+class EvaluateJamConfig:
+    """Evaluate a shared jam policy against per-performer controllers (``evaluate-jam``)."""
+
+    policy: Annotated[str, tyro.conf.Positional] = ""
+    """A bundled jam policy's name (``jam3``) or a run folder of ``st-agent train-jam``;
+    empty: per-performer controllers only."""
+    performers: int = 3
+    """Performers per group, 2-8."""
+    n_groups: Annotated[int, tyro.conf.arg(aliases=("--groups",))] = 32
+    """Held-out groups (one jam episode each)."""
+    seed: int = 0
+    """Seed of the held-out groups and of the episodes."""
+    max_steps: int = 32
+    """Phrases per episode."""
+    jam_bank: str = ""
+    """Jam bank JSON; empty: the default bank (built on first use)."""
+    independent: tuple[str, ...] = ("calm",)
+    """Single-listener PPO policies applied independently per performer: bundled names
+    (``calm``) or run folders of ``st-agent train``; each is one row."""
+    baselines: tuple[str, ...] = ("pid", "random")
+    """Per-performer baselines (pid, random)."""
+    fidelity: str = "fast"
+    """Environment fidelity: fast (jam bank) or full (composer and renderer per phrase)."""
+    out: str = ""
+    """Folder for results.json/results.txt; empty: the policy's run folder or
+    runs/evaluate_jam_<performers>."""
+
+
+def _load_single(spec: str) -> TrainedPolicy:
+    from policies.train import bundled_policies, load_bundled_policy, load_policy
+
+    if spec in bundled_policies() and not Path(spec).exists():
+        return load_bundled_policy(spec)
+    return load_policy(spec)
+
+
+def evaluate_jam(cfg: EvaluateJamConfig) -> dict[str, dict[str, Any]]:
+    """Run the protocol; save ``results.json`` and ``results.txt``.
+
+    Returns
+    -------
+    results : dict
+        ``controller -> metrics`` (:func:`rollout_jam`).
+    """
+    from st_agent.ensemble import check_performers
+
+    n = check_performers(cfg.performers)
+    unknown = sorted(set(cfg.baselines) - {"pid", "random"})
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; choose from ['pid', 'random']")
+    if isinstance(cfg.n_groups, bool) or not isinstance(cfg.n_groups, int) or cfg.n_groups < 1:
+        raise ValueError(f"n_groups must be an int >= 1, got {cfg.n_groups!r}")
+    bank = JamBank.load(cfg.jam_bank) if cfg.jam_bank else (
+        build_jam_bank() if cfg.fidelity == "fast" else None)
+    kw = {"jam_bank": bank, "max_steps": cfg.max_steps, "fidelity": cfg.fidelity}
+    groups = heldout_groups(cfg.n_groups, n, cfg.seed)
+    n_contract = observation_size()
+    results: dict[str, dict[str, Any]] = {}
+    if cfg.policy:
+        shared = load_jam_policy(cfg.policy)
+        if shared.obs_mean.size != jam_observation_size():
+            raise ValueError(f"policy {cfg.policy} expects {shared.obs_mean.size} observations, "
+                             f"the jam gives {jam_observation_size()}")
+        results["shared"] = rollout_jam(lambda env: _shared(shared), groups, kw, cfg.seed)
+    for spec in cfg.independent:
+        single = _load_single(spec)
+        results[f"indep:{Path(spec).name}"] = rollout_jam(
+            lambda env, p=single: _per_performer(lambda: p, env.n, n_contract), groups, kw,
+            cfg.seed)
+    makers = {"pid": lambda: PIDPolicy(), "random": lambda: RandomPolicy(cfg.seed)}
+    for name in cfg.baselines:
+        results[name] = rollout_jam(
+            lambda env, m=makers[name]: _per_performer(m, env.n, n_contract), groups, kw,
+            cfg.seed)
+    table = format_jam_table(results)
+    logger.info("jam evaluation, %d held-out groups of %d:\n%s", cfg.n_groups, n, table)
+    bundled = cfg.policy and not Path(cfg.policy).exists()
+    out = Path(cfg.out) if cfg.out else (
+        Path(cfg.policy) if cfg.policy and not bundled
+        else _REPO / "runs" / f"evaluate_jam_{cfg.policy or 'baselines'}_{n}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "results": results},
+                                                 indent=2), encoding="utf-8")
+    (out / "results.txt").write_text(table + "\n", encoding="utf-8")
+    return results

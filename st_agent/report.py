@@ -1,0 +1,307 @@
+"""The session report: one self-contained ``report.html`` with plots and a summary.
+
+Everything in it is read back from the recording (:func:`st_agent.recording.read_session`)
+and the session's ``summary.json``, so a report can be rebuilt from any session
+folder (``st-agent report FOLDER``), also after a crash.
+
+Plots (PNG, embedded and saved beside the report):
+
+* ``state.png``: estimated valence and arousal against the target over time,
+  and the path in the valence/arousal plane;
+* ``knobs.png``: the three knobs over time (one step per phrase);
+* ``bands.png``: EEG band powers (theta, alpha, beta; mean over channels, 8 s
+  windows every 2 s, µV²);
+* ``heart.png``: heart rate from the ECG or PPG channel (same windows).
+
+Summary figures: mean distance to the target over the last half of the music,
+time to first enter the target region (radius 0.2), mean knob change per
+phrase, time with the signal lost, decision latency and phrase lead time.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import itertools
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import tyro
+
+__all__ = ["ReportConfig", "session_metrics", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+#: Radius of the target region, estimator units (as in policies.evaluate).
+TARGET_RADIUS = 0.2
+
+
+@dataclass
+class ReportConfig:
+    """Rebuild the report of a recorded session (``st-agent report``)."""
+
+    folder: Annotated[Path, tyro.conf.Positional]
+    """Session folder (with session.json)."""
+    key_file: Path | None = None
+    """Key file of an encrypted session."""
+
+
+def _series(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["kind"] == kind]
+
+
+def session_metrics(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Distance, time to target, knob change and signal loss from a session's events.
+
+    Parameters
+    ----------
+    events : list of dict
+        ``Session.events`` (``kind``, ``onset_sec``, ``payload``).
+
+    Returns
+    -------
+    metrics : dict
+        ``distance_last_half``, ``time_to_target_sec`` (None if never),
+        ``knob_change_per_phrase``, ``signal_lost_sec``, ``decisions``,
+        ``music_start_sec``.
+    """
+    decisions = _series(events, "decision")
+    starts = _series(events, "phrase_start")
+    calib = [e["onset_sec"] for e in events if e["kind"] == "marker"
+             and e["payload"].get("label") == "calibration_done"]
+    t_music = calib[0] if calib else (starts[0]["onset_sec"] if starts else 0.0)
+    states = [e for e in _series(events, "state") if e["onset_sec"] >= t_music]
+    targets = [(e["onset_sec"], tuple(e["payload"]["target"])) for e in decisions]
+    first_target = targets[0][1] if targets else None
+    d, t = [], []
+    for e in states:
+        tgt = first_target
+        for ts, tv in targets:
+            if ts <= e["onset_sec"]:
+                tgt = tv
+        if tgt is None:
+            continue
+        p = e["payload"]
+        d.append(math.hypot(p["valence"] - tgt[0], p["arousal"] - tgt[1]))
+        t.append(e["onset_sec"])
+    d_arr, t_arr = np.asarray(d), np.asarray(t)
+    enter = None
+    if d_arr.size:
+        inside = np.nonzero(d_arr < TARGET_RADIUS)[0]
+        enter = float(t_arr[inside[0]] - t_music) if inside.size else None
+    knobs = [tuple(e["payload"]["knobs"]) for e in starts]
+    changes = [float(np.linalg.norm(np.subtract(b, a))) for a, b in itertools.pairwise(knobs)]
+    lost, restored = _series(events, "signal_lost"), _series(events, "signal_restored")
+    lost_sec = sum(max(0.0, r["onset_sec"] - lo["onset_sec"]) for lo, r in
+                   zip(lost, restored, strict=False))
+    return {
+        "distance_last_half": float(d_arr[d_arr.size // 2:].mean()) if d_arr.size else None,
+        "time_to_target_sec": enter,
+        "knob_change_per_phrase": float(np.mean(changes)) if changes else 0.0,
+        "signal_lost_sec": lost_sec,
+        "signal_lost_events": len(lost),
+        "decisions": len(decisions),
+        "music_start_sec": t_music,
+    }
+
+
+def _png(fig: Any, path: Path) -> str:
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _window_features(raw: Any, step_sec: float = 2.0, win_sec: float = 8.0
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Band powers and heart rate in sliding windows of the recording."""
+    from .estimator import features_from_window
+
+    data = raw.get_data()
+    sfreq = raw.info["sfreq"]
+    names = raw.ch_names
+    types = [t if t in ("eeg", "ecg", "emg") else ("ppg" if n.upper().startswith("PPG") else t)
+             for n, t in zip(names, raw.get_channel_types(), strict=True)]
+    n_win, n_step = round(win_sec * sfreq), round(step_sec * sfreq)
+    keys = ("eeg/theta_power", "eeg/alpha_power", "eeg/beta_power", "hr/bpm")
+    t, out = [], {k: [] for k in keys}
+    for end in range(n_win, data.shape[1] + 1, n_step):
+        seg = data[:, end - n_win:end]
+        try:
+            f, _ = features_from_window(seg, sfreq, names, types)
+        except ValueError:
+            continue
+        t.append(end / sfreq)
+        for k in keys:
+            out[k].append(f.get(k, math.nan))
+    return np.asarray(t), {k: np.asarray(v, dtype=float) for k, v in out.items()}
+
+
+def write_report(folder: str | Path, key_file: str | Path | None = None) -> Path:
+    """Write ``report.html`` (and its PNGs) into a session folder; return its path.
+
+    Raises
+    ------
+    ValueError
+        When ``folder`` is not a session folder.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .recording import is_session, read_session
+
+    folder = Path(folder)
+    if not is_session(folder):
+        raise ValueError(f"{folder} is not a session folder (no session.json); give the folder "
+                         "that `st-agent session` or `st-agent demo` wrote")
+    sess = read_session(folder, key=key_file)
+    events = sess.events
+    summary_path = folder / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    metrics = session_metrics(events)
+    t_music = metrics["music_start_sec"]
+    imgs: dict[str, str] = {}
+
+    # -- state against target
+    states = _series(events, "state")
+    decisions = _series(events, "decision")
+    ts = np.array([e["onset_sec"] for e in states])
+    val = np.array([e["payload"]["valence"] for e in states])
+    aro = np.array([e["payload"]["arousal"] for e in states])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 3.8),
+                                   gridspec_kw={"width_ratios": [2.2, 1]})
+    if ts.size:
+        ax1.plot(ts, val, color="tab:orange", lw=1, label="valence (estimated)")
+        ax1.plot(ts, aro, color="tab:blue", lw=1, label="arousal (estimated)")
+    if decisions:
+        td = [e["onset_sec"] for e in decisions]
+        tv = [e["payload"]["target"] for e in decisions]
+        ax1.step(td, [x[0] for x in tv], where="post", color="tab:orange", ls="--",
+                 label="target valence")
+        ax1.step(td, [x[1] for x in tv], where="post", color="tab:blue", ls="--",
+                 label="target arousal")
+        ax2.plot(tv[0][0], tv[0][1], "k*", ms=14, label="target")
+        ax2.add_patch(plt.Circle(tuple(tv[0]), TARGET_RADIUS, fill=False, ls="--"))
+    for lo in _series(events, "signal_lost"):
+        ax1.axvline(lo["onset_sec"], color="red", lw=0.8)
+    ax1.axvline(t_music, color="grey", ls=":", label="music starts")
+    ax1.set(xlabel="time (s)", ylabel="state (estimator units)", ylim=(-1.05, 1.05),
+            title="Estimated state against the target")
+    ax1.legend(fontsize=7, loc="lower left", ncol=3)
+    sel = ts >= t_music
+    if sel.any():
+        sc = ax2.scatter(val[sel], aro[sel], c=ts[sel], s=4, cmap="viridis")
+        fig.colorbar(sc, ax=ax2, label="time (s)")
+    ax2.set(xlim=(-1, 1), ylim=(-1, 1), xlabel="valence", ylabel="arousal",
+            title="Valence/arousal path", aspect="equal")
+    imgs["state"] = _png(fig, folder / "state.png")
+    plt.close(fig)
+
+    # -- knobs
+    starts = _series(events, "phrase_start")
+    fig, ax = plt.subplots(figsize=(12, 2.8))
+    if starts:
+        tk = [e["onset_sec"] for e in starts]
+        kn = np.array([e["payload"]["knobs"] for e in starts])
+        for i, (name, c) in enumerate((("valence", "tab:orange"), ("tempo", "tab:green"),
+                                       ("energy", "tab:red"))):
+            ax.step(tk, kn[:, i], where="post", color=c, label=name)
+    ax.set(xlabel="time (s)", ylabel="knob", ylim=(-0.02, 1.02), title="Knobs (one step per "
+           "phrase)")
+    ax.legend(fontsize=8)
+    imgs["knobs"] = _png(fig, folder / "knobs.png")
+    plt.close(fig)
+
+    # -- band powers and heart rate from the raw signals
+    tw, wf = (_window_features(sess.raw) if sess.raw is not None
+              else (np.zeros(0), {}))
+    fig, ax = plt.subplots(figsize=(12, 2.8))
+    for band, c in (("theta", "tab:purple"), ("alpha", "tab:blue"), ("beta", "tab:red")):
+        y = wf.get(f"eeg/{band}_power", np.zeros(0))
+        if y.size and np.isfinite(y).any():
+            ax.semilogy(tw, y, color=c, label=band)
+    ax.set(xlabel="time (s)", ylabel="power (µV²)", title="EEG band powers (mean over channels)")
+    ax.legend(fontsize=8)
+    imgs["bands"] = _png(fig, folder / "bands.png")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(12, 2.4))
+    hr = wf.get("hr/bpm", np.zeros(0))
+    if hr.size and np.isfinite(hr).any():
+        ax.plot(tw, hr, color="tab:red")
+    else:
+        ax.text(0.5, 0.5, "no ECG/PPG channel, or no detectable beats", ha="center",
+                transform=ax.transAxes)
+    ax.set(xlabel="time (s)", ylabel="bpm", title="Heart rate")
+    imgs["heart"] = _png(fig, folder / "heart.png")
+    plt.close(fig)
+
+    path = folder / "report.html"
+    path.write_text(_html(folder.name, summary, metrics, decisions, imgs, sess),
+                    encoding="utf-8")
+    logger.info("wrote %s", path)
+    return path
+
+
+def _fmt(x: Any, unit: str = "", nd: int = 2) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}{unit}"
+    return f"{x}{unit}"
+
+
+def _html(name: str, summary: dict[str, Any], m: dict[str, Any], decisions: list[dict],
+          imgs: dict[str, str], sess: Any) -> str:
+    lat = summary.get("decision_latency_ms", {})
+    lead = summary.get("lead_time_sec", {})
+    gaps = sum(1 for e in sess.events if e["kind"] == "gap")
+    rows = [
+        ("policy", summary.get("policy", "–")),
+        ("board", summary.get("board", "–")),
+        ("target", f"{summary.get('target', '–')} {summary.get('target_point', '')}"),
+        ("phrases played", summary.get("phrases", "–")),
+        ("music", _fmt(summary.get("music_sec"), " s", 1)),
+        ("mean distance to target, last half", _fmt(m["distance_last_half"])),
+        ("time to enter the target region (r = 0.2)",
+         _fmt(m["time_to_target_sec"], " s", 1) if m["time_to_target_sec"] is not None
+         else "never"),
+        ("mean knob change per phrase", _fmt(m["knob_change_per_phrase"], nd=3)),
+        ("signal lost", f"{m['signal_lost_events']} times, {m['signal_lost_sec']:.1f} s; "
+                        f"{gaps} gaps in the recording"),
+        ("decision latency p50 / p95", f"{_fmt(lat.get('p50'), ' ms', 1)} / "
+                                       f"{_fmt(lat.get('p95'), ' ms', 1)}"),
+        ("phrase lead time min / p5", f"{_fmt(lead.get('min'), ' s')} / "
+                                      f"{_fmt(lead.get('p5'), ' s')}"
+         + (" (accelerated clock: not measured)" if summary.get("accelerated") else "")),
+        ("stopped by", summary.get("stop_reason", "–")),
+        ("wall-clock", _fmt(summary.get("wall_sec"), " s", 1)),
+    ]
+    table = "\n".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                      for k, v in rows)
+    dec_rows = "\n".join(
+        f"<tr><td>{e['onset_sec']:.1f}</td><td>{html.escape(e['payload'].get('signal', ''))}"
+        f"</td><td>{html.escape('; '.join(e['payload'].get('reasons', [])))}</td></tr>"
+        for e in decisions)
+    figs = "\n".join(f'<h2>{title}</h2>\n<img alt="{key}" src="data:image/png;base64,{imgs[key]}">'
+                     for key, title in (("state", "State and target"), ("knobs", "Knobs"),
+                                        ("bands", "Band powers"), ("heart", "Heart rate")))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Session {html.escape(name)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
+img{{max-width:100%}}</style></head><body>
+<h1>Session {html.escape(name)}</h1>
+<p>Subject {html.escape(sess.meta.subject_id)} (pseudonym), session {html.escape(
+        sess.meta.session_id)}, recorded {html.escape(sess.meta.created_utc)}.</p>
+<h2>Summary</h2><table>{table}</table>
+{figs}
+<h2>Decisions and their reasons</h2>
+<table><tr><th>time (s)</th><th>signal</th><th>why the knobs moved</th></tr>
+{dec_rows}</table>
+</body></html>
+"""

@@ -1,0 +1,278 @@
+"""The live session, the demo and the report, run end to end on real parts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import music21
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from policies.controllers import make_controller
+from st_agent.abc import check_many
+from st_agent.contract import SafetyBounds
+from st_agent.recording import read_session
+from st_agent.report import write_report
+from st_agent.session import DemoConfig, SessionConfig, explain_change, run_session
+from st_agent.types import Knobs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(cfg: SessionConfig):
+    controller, name = make_controller(cfg.policy, cfg.bounds(), cfg.target,
+                                       Knobs(*cfg.knobs) if cfg.knobs else None, cfg.seed)
+    return run_session(cfg, controller, name)
+
+
+def _phrase_knobs(folder: Path) -> np.ndarray:
+    ev = read_session(folder).events
+    return np.array([e["payload"]["knobs"] for e in ev if e["kind"] == "phrase_start"])
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("demo")
+    cfg = DemoConfig(minutes=1.5, calibration_sec=10.0, out=out, name="demo")
+    return _run(cfg.session_config())
+
+
+@pytest.mark.slow
+def test_demo_writes_every_artifact(demo) -> None:
+    folder = demo.folder
+    for name in ("session.wav", "score.abc", "report.html", "summary.json", "session.json",
+                 "state.png", "knobs.png", "bands.png", "heart.png"):
+        assert (folder / name).is_file(), name
+    s = demo.summary
+    assert s["phrases"] >= 8
+    assert s["music_sec"] >= 90.0
+    assert s["metrics"]["decisions"] == s["phrases"] - 1
+
+
+@pytest.mark.slow
+def test_demo_wav_matches_the_session_and_is_not_silent(demo) -> None:
+    sr, audio = wavfile.read(demo.wav_path)
+    assert audio.ndim == 1 and sr == 44100
+    assert abs(audio.size / sr - demo.summary["music_sec"]) < 1.0 / sr + 1e-6
+    x = audio.astype(float) / 32767
+    assert np.sqrt(np.mean(x ** 2)) > 0.02
+    # the stop fades out: the last 0.1 s is far quieter than the session
+    tail = x[-int(0.1 * sr):]
+    assert np.abs(tail).max() < 0.1 * np.abs(x).max()
+
+
+@pytest.mark.slow
+def test_demo_score_is_valid_abc_for_two_parsers(demo) -> None:
+    text = demo.score_path.read_text()
+    assert check_many([text])[0].ok
+    score = music21.converter.parse(text, format="abc")
+    notes = list(score.recurse().notes)
+    assert len(notes) > 10 * demo.summary["phrases"]
+
+
+@pytest.mark.slow
+def test_demo_report_has_the_plots_and_the_reasons(demo) -> None:
+    html = demo.report_path.read_text()
+    assert html.count('src="data:image/png;base64,') == 4
+    for alt in ("state", "knobs", "bands", "heart"):
+        assert f'alt="{alt}"' in html
+    assert "mean distance to target, last half" in html
+    assert "arousal" in html and "target" in html
+    # every decision's reasons are in the recording and in the report
+    ev = read_session(demo.folder).events
+    reasons = [r for e in ev if e["kind"] == "decision" for r in e["payload"]["reasons"]]
+    assert reasons and all(r.split(":")[0] in html for r in reasons[:5])
+
+
+@pytest.mark.slow
+def test_demo_recording_is_readable_and_consistent(demo) -> None:
+    sess = read_session(demo.folder)
+    assert sess.raw is not None and sess.raw.n_times > 100 * 250
+    kinds = {e["kind"] for e in sess.events}
+    assert {"state", "knobs", "phrase", "decision", "phrase_start", "marker"} <= kinds
+    # a second report from the recording alone gives the same page
+    again = write_report(demo.folder)
+    assert again.read_text().count("<img") == 4
+
+
+@pytest.mark.slow
+def test_bounds_and_rate_limit_hold_whatever_the_policy_does(tmp_path: Path) -> None:
+    cfg = SessionConfig(board="virtual", accelerated=True, minutes=1.5, calibration_sec=5,
+                        policy="random", record=tmp_path, name="bounds", seed=3,
+                        tempo_range=(0.2, 0.4), energy_range=(0.1, 0.3), max_delta=0.1,
+                        report=False)
+    _run(cfg)
+    k = _phrase_knobs(tmp_path / "bounds")
+    assert len(k) >= 6
+    assert np.all(k[:, 1] >= 0.2 - 1e-9) and np.all(k[:, 1] <= 0.4 + 1e-9)
+    assert np.all(k[:, 2] >= 0.1 - 1e-9) and np.all(k[:, 2] <= 0.3 + 1e-9)
+    assert np.abs(np.diff(k, axis=0)).max() <= 0.1 + 1e-9
+
+
+@pytest.mark.slow
+def test_manual_override_reaches_its_knobs_at_the_rate_limit(tmp_path: Path) -> None:
+    cfg = SessionConfig(board="virtual", accelerated=True, minutes=1.0, calibration_sec=5,
+                        knobs=(0.1, 0.9, 0.2), record=tmp_path, name="override", report=False)
+    _run(cfg)
+    k = _phrase_knobs(tmp_path / "override")
+    assert np.allclose(k[0], 0.5)
+    assert np.allclose(k[-1], (0.1, 0.9, 0.2))
+    assert np.abs(np.diff(k, axis=0)).max() <= 0.25 + 1e-9
+
+
+@pytest.mark.slow
+def test_board_outage_is_detected_recorded_and_reconnected(tmp_path: Path) -> None:
+    """The synthetic board, really stopped for 5 s in the middle of a real-time session."""
+    cfg = SessionConfig(board="synthetic", minutes=0.5, calibration_sec=3.0, record=tmp_path,
+                        name="outage", inject_dropout=(12.0, 5.0), report=False)
+    res = _run(cfg)
+    detect = res.summary["signal_lost_detect_sec"]
+    assert len(detect) == 1 and detect[0] <= 2.0
+    sess = read_session(res.folder)
+    kinds = [e["kind"] for e in sess.events]
+    assert "signal_lost" in kinds and "signal_restored" in kinds and "reconnect" in kinds
+    gaps = [a for a in sess.raw.annotations if a["description"] == "BAD_gap"]
+    assert len(gaps) == 1 and 4.0 <= gaps[0]["duration"] <= 7.0
+    # the music went on: phrases cover the whole session, none was late
+    assert res.summary["music_sec"] >= 30.0
+    assert res.summary["lead_time_sec"]["min"] > 0
+    held = [e for e in sess.events if e["kind"] == "decision"
+            and e["payload"]["signal"] == "lost"]
+    for e in held:
+        assert e["payload"]["reasons"] == ["knobs hold: signal lost"]
+
+
+@pytest.mark.slow
+def test_sigint_mid_session_leaves_a_readable_recording_and_a_report(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "st_agent", "session", "--board", "virtual", "--minutes", "5",
+           "--calibration-sec", "3", "--record", str(tmp_path), "--name", "sigint"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    folder = tmp_path / "sigint"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the music has started
+        if folder.is_dir() and b"phrase_start" in (folder / "events.jsonl").read_bytes():
+            break
+        time.sleep(0.5)
+    time.sleep(4.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "report" in out
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["stop_reason"] == "Ctrl-C" and summary["stopped"]
+    assert (folder / "report.html").is_file()
+    sess = read_session(folder)
+    assert sess.dropped.closed_cleanly and sess.dropped.dropped_samples == 0
+    assert sess.raw.n_times > 5 * 250
+    end = [e for e in sess.events if e["kind"] == "marker"
+           and e["payload"]["label"] == "session_end"]
+    assert end and end[0]["payload"]["reason"] == "Ctrl-C"
+    sr, audio = wavfile.read(folder / "session.wav")
+    assert 0 < audio.size / sr < 60.0  # stopped early, not the 5 minutes asked for
+
+
+def test_explanations_name_the_state_and_target() -> None:
+    words = explain_change(Knobs(0.5, 0.55, 0.5), Knobs(0.6, 0.43, 0.5), (0.1, 0.62),
+                           (0.2, -0.5))
+    assert words == ["valence up (0.50→0.60): valence +0.10 below target +0.20",
+                     "tempo down (0.55→0.43): arousal +0.62 above target -0.50"]
+    assert explain_change(Knobs(0.5, 0.5, 0.5), Knobs(0.5, 0.5, 0.5), None, (0, 0)) == []
+    assert "no usable estimate" in explain_change(Knobs(0.5, 0.5, 0.5), Knobs(0.5, 0.6, 0.5),
+                                                  None, (0, 0))[0]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "st_agent", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_unknown_board_says_how_to_list_boards(tmp_path: Path) -> None:
+    r = _cli("session", "--board", "not-a-board", "--record", str(tmp_path))
+    assert r.returncode == 2
+    assert "unknown board 'not-a-board'" in r.stderr and "st-agent boards" in r.stderr
+
+
+def test_board_that_cannot_be_opened_says_why(tmp_path: Path) -> None:
+    r = _cli("session", "--board", "cyton", "--serial-port", "/dev/ttyNOPE", "--record",
+             str(tmp_path))
+    assert r.returncode == 2
+    assert "cannot open board 'cyton'" in r.stderr and "/dev/ttyNOPE" in r.stderr
+    assert "st-agent boards" in r.stderr
+
+
+def test_boards_command_lists_synthetic() -> None:
+    r = _cli("boards")
+    assert r.returncode == 0 and "synthetic" in r.stdout and "cyton" in r.stdout
+
+
+def test_unwritable_record_folder_is_refused_before_starting(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = _cli("session", "--board", "virtual", "--record", str(blocker / "sessions"))
+    assert r.returncode == 2 and "cannot record into" in r.stderr
+    assert "Loading weights" not in r.stderr  # refused before the composer was loaded
+
+
+def test_policy_that_does_not_validate_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "policy"
+    bad.mkdir()
+    (bad / "policy.json").write_text('{"format": "something else"}')
+    (bad / "policy.safetensors").write_bytes(b"not safetensors")
+    bounds = SafetyBounds()
+    with pytest.raises(ValueError):
+        make_controller(str(bad), bounds)
+    with pytest.raises(ValueError, match=r"unknown policy 'nope'.*pid"):
+        make_controller("nope", bounds)
+
+
+@pytest.mark.slow
+def test_play_without_audio_device_falls_back_to_the_wav(tmp_path: Path) -> None:
+    r = _cli("session", "--board", "virtual", "--accelerated", "--minutes", "0.3",
+             "--calibration-sec", "3", "--play", "--record", str(tmp_path), "--name", "p",
+             "--no-report")
+    assert r.returncode == 0, r.stderr[-2000:]
+    # a machine with sound plays; one without (CI) says so and goes on
+    assert ("live playback on FluidSynth driver" in r.stderr) != \
+        ("Falling back to the WAV only" in r.stderr)
+    assert (tmp_path / "p" / "session.wav").is_file()
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--target", "sleepy"], "unknown target preset 'sleepy'"),
+    (["--tempo-range", "0.6", "0.2"], "tempo bounds must satisfy"),
+    (["--board", "synthetic", "--accelerated"], "--accelerated needs --board virtual"),
+    (["--minutes", "0"], "minutes must be a positive number"),
+])
+def test_bad_session_settings_are_named(tmp_path: Path, args: list[str], match: str) -> None:
+    r = _cli("session", "--record", str(tmp_path), *args)
+    assert r.returncode == 2
+    assert match in r.stderr
+
+
+@pytest.mark.slow
+def test_session_simulates_a_fitted_listener(tmp_path: Path) -> None:
+    from st_agent.fitting import FORMAT
+    from st_agent.listener import ListenerParams
+
+    params = ListenerParams(baseline_valence=0.4, baseline_arousal=-0.3)
+    path = tmp_path / "listener.json"
+    path.write_text(json.dumps({"format": FORMAT, "version": 1, "params": params.as_dict()}))
+    cfg = SessionConfig(board="virtual", accelerated=True, minutes=0.5, calibration_sec=5,
+                        listener=path, record=tmp_path, name="personal", report=False)
+    res = _run(cfg)
+    start = next(e for e in read_session(res.folder).events if e["kind"] == "marker"
+             and e["payload"]["label"] == "session_start")
+    assert start["payload"]["config"]["listener"] == str(path)
+    assert res.summary["phrases"] >= 3
+    path.write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="not an st-agent-listener"):
+        _run(SessionConfig(board="virtual", accelerated=True, listener=path, record=tmp_path,
+                           name="bad"))
