@@ -93,6 +93,9 @@ class JamConfig:
     """Simulated clock, as fast as the CPU allows (virtual boards only)."""
     seed: int = 0
     """Seed of virtual listeners, the composer and random controllers."""
+    key_file: Path | None = None
+    """Encrypt every performer's recording at rest with this key file (created when
+    missing)."""
     inject_dropout: tuple[int, float, float] | None = None
     """Fault injection: (performer, start_sec, duration_sec): that performer's board
     stops delivering."""
@@ -267,6 +270,12 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
     clashes: list[float] = []
     wall0 = time.monotonic()
     latencies: list[float] = []
+    key = None
+    if cfg.key_file is not None:
+        from .recording import create_key_file, load_key_file
+
+        key = (load_key_file(cfg.key_file) if Path(cfg.key_file).exists()
+               else create_key_file(cfg.key_file))
     try:
         for p in perf:
             p.source.start()
@@ -279,7 +288,7 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
                 raise RuntimeError(f"performer {p.index}'s board {p.board!r} delivered no "
                                    "samples in 10 s")
             meta = SessionMeta.from_chunk(first, ConsentRecord("st-agent-local-v1"))
-            p.recorder = SessionRecorder(p.folder, meta)
+            p.recorder = SessionRecorder(p.folder, meta, key=key)
             p.recorder.write_marker("session_start", first.t0_sec, board=p.board,
                                     policy=controller_name, target=targets[p.index].name,
                                     performer=p.index, performers=n, jam=folder.name)
@@ -495,7 +504,7 @@ def _finish(cfg: JamConfig, folder: Path, perf: list[_Performer], played: list[_
         _retitle(p.abc, i) for i, p in enumerate(played)), encoding="utf-8")
     per = []
     for i, p in enumerate(perf):
-        m = session_metrics(read_session(p.folder).events)
+        m = session_metrics(read_session(p.folder, key=cfg.key_file).events)
         summary = {"board": p.board, "policy": name, "target": targets[i].name,
                    "target_point": targets[i].at(0.0), "phrases": len(played),
                    "music_sec": (played[-1].end_sec - played[0].start_sec) if played else 0.0,
@@ -504,7 +513,7 @@ def _finish(cfg: JamConfig, folder: Path, perf: list[_Performer], played: list[_
                    "decision_latency_ms": {}, "lead_time_sec": {}}
         (p.folder / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
         if cfg.report:
-            write_report(p.folder)
+            write_report(p.folder, key_file=cfg.key_file)
         per.append(m)
     dists = [m["distance_last_half"] for m in per if m["distance_last_half"] is not None]
     lat = np.asarray(latencies)

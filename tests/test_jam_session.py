@@ -109,3 +109,20 @@ def test_bad_jam_settings_are_named(tmp_path: Path, args: list[str], match: str)
     r = _cli("--record", str(tmp_path), *args, timeout=120)
     assert r.returncode == 2
     assert match in r.stderr
+
+
+@pytest.mark.slow
+def test_jam_recordings_are_encrypted_at_rest_with_a_key_file(tmp_path: Path) -> None:
+    from st_agent.recording import EncryptionKeyError
+
+    key = tmp_path / "keys" / "jam.key"
+    cfg = JamConfig(boards="virtual,virtual", minutes=0.4, calibration_sec=4.0,
+                    accelerated=True, record=tmp_path / "jams", name="enc", key_file=key,
+                    report=False)
+    controller, name = make_jam_controller("pid", 2)
+    res = run_jam(cfg, controller, name)
+    for pf in res.performer_folders:
+        assert read_session(pf, key=key).meta.encrypted
+        assert b"valence" not in (pf / "events.jsonl").read_bytes()
+        with pytest.raises(EncryptionKeyError):
+            read_session(pf)
