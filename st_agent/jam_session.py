@@ -50,10 +50,9 @@ from .session import (
     _check_writable,
     _jsonable,
     _Playing,
-    _write_wav,
     estimator_config,
     explain_change,
-    join_phrases,
+    write_session_wav,
 )
 from .types import Knobs, MusicFeatures
 
@@ -485,21 +484,12 @@ def _finish(cfg: JamConfig, folder: Path, perf: list[_Performer], played: list[_
             clashes: list[float], latencies: list[float], targets: list[Any], name: str,
             wall_sec: float) -> JamResult:
     from .recording import read_session
-    from .render import AudioRenderer
     from .report import session_metrics, write_report
 
     wav = None
     if played:
-        wav = folder / "session.wav"
-        with AudioRenderer() as synth:
-            audio = synth.synthesize(join_phrases(played))
-            music_sec = played[-1].end_sec - played[0].start_sec
-            n = min(audio.size, round(music_sec * synth.sample_rate))
-            audio = audio[:n].copy()
-            fade = min(n, round(cfg.fade_sec * synth.sample_rate))
-            if fade:
-                audio[n - fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
-            _write_wav(wav, audio, synth.sample_rate)
+        wav = write_session_wav(folder / "session.wav", played,
+                                played[-1].end_sec - played[0].start_sec, cfg.fade_sec)
     (folder / "score.abc").write_text("\n".join(
         _retitle(p.abc, i) for i, p in enumerate(played)), encoding="utf-8")
     per = []

@@ -69,6 +69,7 @@ __all__ = [
     "open_source",
     "run_demo",
     "run_session",
+    "write_session_wav",
 ]
 
 logger = logging.getLogger(__name__)
@@ -703,8 +704,6 @@ class LiveSession:
 
     # -- outputs
     def _finish(self, played: list[_Playing], wall_sec: float) -> SessionResult:
-        from .render import AudioRenderer
-
         cfg = self.config
         folder = self.folder
         score = folder / "score.abc"
@@ -712,20 +711,12 @@ class LiveSession:
                          encoding="utf-8")
         wav = None
         if played:
-            pm = join_phrases(played)
             stop_at = getattr(self, "_stopped_at", None)
             music_sec = played[-1].end_sec - played[0].start_sec
             if self._stop.is_set() and stop_at is not None:
                 music_sec = min(music_sec, stop_at - played[0].start_sec + cfg.fade_sec)
-            wav = folder / "session.wav"
-            with AudioRenderer(cfg.soundfont) as synth:
-                audio = synth.synthesize(pm)
-                n = min(audio.size, round(music_sec * synth.sample_rate))
-                audio = audio[:n].copy()
-                fade = min(n, round(cfg.fade_sec * synth.sample_rate))
-                if fade:
-                    audio[n - fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
-                _write_wav(wav, audio, synth.sample_rate)
+            wav = write_session_wav(folder / "session.wav", played, music_sec, cfg.fade_sec,
+                                    cfg.soundfont)
         summary = self._summary(played, wall_sec)
         from .recording import read_session
         from .report import session_metrics
@@ -812,6 +803,23 @@ def session_score(played: list[_Playing], title: str = "st-agent session") -> st
             key = ph.key
         lines.append(head + ph.body.strip())
     return "\n".join(lines) + "\n"
+
+
+def write_session_wav(path: Path, played: list[_Playing], music_sec: float, fade_sec: float,
+                      soundfont: Path | None = None) -> Path:
+    """The whole session as one WAV: the phrases at their times, cut at ``music_sec``,
+    the last ``fade_sec`` faded out, the loudest sample at -1 dBFS."""
+    from .render import AudioRenderer
+
+    with AudioRenderer(soundfont) as synth:
+        audio = synth.synthesize(join_phrases(played))
+        n = min(audio.size, round(music_sec * synth.sample_rate))
+        audio = audio[:n].copy()
+        fade = min(n, round(fade_sec * synth.sample_rate))
+        if fade:
+            audio[n - fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+        _write_wav(path, audio, synth.sample_rate)
+    return path
 
 
 def _write_wav(path: Path, audio: np.ndarray, sample_rate: int, peak: float = 0.89) -> None:
