@@ -520,7 +520,7 @@ def _finish(cfg: JamConfig, folder: Path, perf: list[_Performer], played: list[_
         "wall_sec": wall_sec, "accelerated": cfg.accelerated, "config": asdict(cfg),
     }
     (folder / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
-    report = _group_report(folder, summary, perf) if cfg.report else None
+    report = _group_report(folder, summary, perf, cfg.key_file) if cfg.report else None
     return JamResult(folder, [p.folder for p in perf], wav, report, summary)
 
 
@@ -529,7 +529,56 @@ def _retitle(abc: str, i: int) -> str:
     return "\n".join([f"X:{i + 1}", f"T:jam phrase {i + 1}", *lines]) + "\n"
 
 
-def _group_report(folder: Path, summary: dict[str, Any], perf: list[_Performer]) -> Path:
+def _group_plot(folder: Path, perf: list[_Performer], key_file: Path | None) -> str:
+    """Each performer's distance to their target, and the shared music, over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .recording import read_session
+    from .report import _png
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True)
+    starts: list[dict[str, Any]] = []
+    for i, p in enumerate(perf):
+        ev = read_session(p.folder, key=key_file).events
+        dec = [e for e in ev if e["kind"] == "decision"]
+        t_music = next((e["onset_sec"] for e in ev if e["kind"] == "phrase_start"), 0.0)
+        st = [e for e in ev if e["kind"] == "state" and e["onset_sec"] >= t_music]
+        if dec and st:
+            tv, ta = dec[0]["payload"]["target"]
+            t = [e["onset_sec"] for e in st]
+            d = [math.hypot(e["payload"]["valence"] - tv, e["payload"]["arousal"] - ta)
+                 for e in st]
+            ax1.plot(t, d, lw=1, label=f"performer {i}")
+        for e in ev:
+            if e["kind"] == "signal_lost":
+                ax1.axvline(e["onset_sec"], color=f"C{i}", ls=":", lw=1)
+        if i == 0:
+            starts = [e for e in ev if e["kind"] == "phrase_start"]
+    ax1.set(ylabel="distance to own target", title="Each performer's distance to their "
+            "target (dotted: their signal lost)")
+    ax1.legend(fontsize=8)
+    if starts:
+        t = [e["onset_sec"] for e in starts]
+        ax2.step(t, [e["payload"]["clashes_per_bar"] for e in starts], where="post",
+                 color="tab:red", label="clashes per bar")
+        ax2b = ax2.twinx()
+        ax2b.step(t, [e["payload"]["tempo"] for e in starts], where="post", color="tab:green",
+                  label="negotiated tempo knob")
+        ax2b.set(ylabel="tempo knob", ylim=(-0.02, 1.02))
+        ax2b.legend(fontsize=8, loc="upper right")
+    ax2.set(xlabel="time (s)", ylabel="clashes per bar", title="The shared music")
+    ax2.legend(fontsize=8, loc="upper left")
+    img = _png(fig, folder / "group.png")
+    plt.close(fig)
+    return img
+
+
+def _group_report(folder: Path, summary: dict[str, Any], perf: list[_Performer],
+                  key_file: Path | None = None) -> Path:
+    img = _group_plot(folder, perf, key_file)
     rows = []
     for i, p in enumerate(perf):
         d = summary["distance_last_half"][i]
@@ -553,7 +602,10 @@ table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:4px 8px}}<
 <h2>Performers</h2>
 <table><tr><th>performer</th><th>board</th><th>target</th>
 <th>distance, last half</th><th>signal lost</th></tr>
-{''.join(rows)}</table></body></html>
+{''.join(rows)}</table>
+<h2>Over time</h2>
+<img alt="group" style="max-width:100%" src="data:image/png;base64,{img}">
+</body></html>
 """
     path = folder / "report.html"
     path.write_text(page, encoding="utf-8")

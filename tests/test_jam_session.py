@@ -34,6 +34,8 @@ def test_virtual_jam_with_opposite_targets_writes_everything(tmp_path: Path) -> 
     res = run_jam(cfg, controller, name)
     folder = res.folder
     assert (folder / "report.html").is_file() and (folder / "summary.json").is_file()
+    assert 'alt="group" style="max-width:100%" src="data:image/png;base64,' in (
+        folder / "report.html").read_text()
     s = json.loads((folder / "summary.json").read_text())
     assert s["performers"] == 3 and s["phrases"] >= 5
     assert s["clashes_per_bar"] is not None and s["group_distance_last_half"] is not None
