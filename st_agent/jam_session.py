@@ -139,11 +139,16 @@ class JamConfig:
         return targets
 
     def performer_config(self, i: int, board: str) -> SessionConfig:
-        """Settings of performer ``i`` as a one-listener session (board, calibration...)."""
+        """Settings of performer ``i`` as a one-listener session (board, calibration,
+        fault injection...)."""
+        inject = None
+        if self.inject_dropout is not None and int(self.inject_dropout[0]) == i:
+            inject = (float(self.inject_dropout[1]), float(self.inject_dropout[2]))
         return SessionConfig(board=board, target=self.target_list(len(self.board_list()))[i],
                              minutes=self.minutes, calibration_sec=self.calibration_sec,
                              max_delta=self.max_delta, accelerated=self.accelerated,
-                             seed=self.seed + 1000 * i, record=self.record)
+                             seed=self.seed + 1000 * i, record=self.record,
+                             other_info=f"st-agent-performer-{i}", inject_dropout=inject)
 
 
 @dataclass
@@ -176,7 +181,7 @@ def blend_features(own: MusicFeatures, mix: MusicFeatures, own_weight: float) ->
 class _Performer:
     """One performer's source, estimator, recording and state."""
 
-    def __init__(self, index: int, cfg: SessionConfig, folder: Path, inject: Any) -> None:
+    def __init__(self, index: int, cfg: SessionConfig, folder: Path) -> None:
         from .estimator import StateEstimator
         from .session import open_source
 
@@ -184,11 +189,7 @@ class _Performer:
         self.cfg = cfg
         self.folder = folder
         self.board = cfg.board
-        self.source = open_source(cfg) if cfg.board == VIRTUAL_BOARD else self._brainflow(cfg)
-        if inject is not None:
-            from .faults import DropoutSource
-
-            self.source = DropoutSource(self.source, *inject)
+        self.source = open_source(cfg)
         self.estimator = StateEstimator(estimator_config(cfg))
         self.recorder: Any = None
         self.latest: Any = None
@@ -200,13 +201,6 @@ class _Performer:
         self.hist_knobs: deque = deque(maxlen=HISTORY_LEN)
         self.t_stream = 0.0
         self.pending_chunk: Any = None  # the first chunk, read before the recorder opened
-
-    def _brainflow(self, cfg: SessionConfig) -> Any:
-        from .sources import BrainFlowSource
-
-        board: str | int = int(cfg.board) if cfg.board.strip().isdigit() else cfg.board
-        # BrainFlow keys sessions by board and parameters: give each performer its own
-        return BrainFlowSource(board, other_info=f"st-agent-performer-{self.index}")
 
     def source_now(self) -> float:
         t_end, wall = self.last_chunk
@@ -250,11 +244,7 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
     folder.mkdir(parents=True, exist_ok=True)
     perf = []
     for i, board in enumerate(boards):
-        inject = None
-        if cfg.inject_dropout is not None and int(cfg.inject_dropout[0]) == i:
-            inject = (float(cfg.inject_dropout[1]), float(cfg.inject_dropout[2]))
-        perf.append(_Performer(i, cfg.performer_config(i, board), folder / f"performer_{i}",
-                               inject))
+        perf.append(_Performer(i, cfg.performer_config(i, board), folder / f"performer_{i}"))
     ensemble = Ensemble()
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jam-composer")
     player = None

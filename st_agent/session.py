@@ -93,6 +93,9 @@ class SessionConfig:
     """Serial port of the board or its dongle (Cyton: ``/dev/ttyUSB0``)."""
     mac_address: str = ""
     """Bluetooth MAC address (Muse, Ganglion native)."""
+    other_info: str = ""
+    """BrainFlow's ``other_info`` for boards that need it; it also tells apart several
+    sessions on the same board type (a jam gives each performer its own)."""
     target: str = "calm"
     """Target preset: calm, focus, uplift or energize."""
     minutes: float = 20.0
@@ -313,7 +316,8 @@ def open_source(cfg: SessionConfig) -> Any:
         board: str | int = int(cfg.board) if cfg.board.strip().isdigit() else cfg.board
         try:
             src = BrainFlowSource(board, serial_port=cfg.serial_port or None,
-                                  mac_address=cfg.mac_address or None)
+                                  mac_address=cfg.mac_address or None,
+                                  other_info=cfg.other_info or None)
         except UnknownBoardError as e:
             raise UnknownBoardError(f"{e}; or {VIRTUAL_BOARD!r} for a simulated listener. "
                                     "`st-agent boards` lists every board") from e
