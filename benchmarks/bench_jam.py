@@ -14,7 +14,7 @@ Prints (and writes to ``runs/bench_jam.txt``):
 
 Usage::
 
-    python benchmarks/bench_jam.py [--policy jam3] [--groups 32]
+    python benchmarks/bench_jam.py [--policy jam3] [--groups 128] [--seeds 2 3]
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def supersuit_speed(bank: JamBank, performers: int, n_envs: int = 16,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policy", default="jam3", help="bundled name or run folder")
-    ap.add_argument("--groups", type=int, default=64, help="held-out groups of 3")
+    ap.add_argument("--groups", type=int, default=128, help="held-out groups of 3 per seed")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[2, 3],
+                    help="held-out group streams (0 and 1 were used to choose jam3's recipe)")
     ap.add_argument("--independent", nargs="*",
                     default=["calm", str(_REPO / "runs" / "ppo_random_indep")],
                     help="single-listener policies applied per performer")
@@ -81,14 +83,16 @@ def main() -> None:
         lines.append(text)
 
     indep = tuple(p for p in args.independent if p == "calm" or Path(p).exists())
-    say(f"held-out groups: {args.groups} x 3 performers, targets drawn per performer from the "
-        "presets, 32 phrases; distance over the last half (estimator units)")
-    res = evaluate_jam(EvaluateJamConfig(policy=args.policy, performers=3,
-                                         n_groups=args.groups, independent=indep,
-                                         baselines=("pid", "random"),
-                                         out=str(_REPO / "runs" / "bench_jam_eval")))
-    say(format_jam_table(res))
-    say("")
+    for seed in args.seeds:
+        say(f"held-out groups (seed {seed}): {args.groups} x 3 performers, targets drawn per "
+            "performer from the presets, 32 phrases; distance over the last half (estimator "
+            "units)")
+        res = evaluate_jam(EvaluateJamConfig(policy=args.policy, performers=3,
+                                             n_groups=args.groups, seed=seed,
+                                             independent=indep, baselines=("pid", "random"),
+                                             out=str(_REPO / "runs" / f"bench_jam_eval_s{seed}")))
+        say(format_jam_table(res))
+        say("")
     for n in (3, 8):
         say(f"fast jam, {n} performers: {env_speed(bank, n):8.0f} env steps/s "
             f"({n} agent steps each)")

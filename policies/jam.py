@@ -61,7 +61,14 @@ HELDOUT_JAM_OFFSET = 2_000_003
 
 @dataclass
 class TrainJamConfig:
-    """Train one shared PPO policy for all performers (``st-agent train-jam``)."""
+    """Train one shared PPO policy for all performers (``st-agent train-jam``).
+
+    The defaults are the recipe of the bundled ``jam3`` (README, *Collaborative
+    jams*). They differ from :class:`envs.jam.JamEnv`'s reward defaults on
+    purpose: on held-out groups, training on each performer's own progress (no
+    group term, no clash penalty) with a light knob-change penalty gave the
+    lowest group distance; the env keeps the full reward for other uses.
+    """
 
     name: str = "ppo_jam3"
     """Run name: outputs go to ``<runs_dir>/<name>/``."""
@@ -72,7 +79,7 @@ class TrainJamConfig:
     targets: str = "random"
     """Target of every performer: a preset (calm, focus, uplift, energize) or ``random``
     (a preset per performer per episode)."""
-    timesteps: int = 1_000_000
+    timesteps: int = 1_500_000
     """Agent steps (performer-phrases) to train for; env steps are this / performers."""
     n_envs: int = 16
     """Copies of the jam stacked by SuperSuit (sub-envs = n_envs * performers)."""
@@ -84,10 +91,15 @@ class TrainJamConfig:
     """Jam bank JSON; empty: the default bank (built on first use)."""
     own_weight: float = 0.6
     """Weight of a performer's own voice in what they hear (the rest: the mix)."""
-    group_weight: float = 0.5
-    """Weight of the shared group term in each agent's reward."""
-    clash_weight: float = 0.02
-    """Penalty per clash per bar."""
+    group_weight: float = 0.0
+    """Weight of the shared group term in each agent's reward (the env's default: 0.5)."""
+    clash_weight: float = 0.0
+    """Penalty per clash per bar (the env's default: 0.02)."""
+    distance_weight: float = 0.1
+    """Penalty per unit of distance to the target, every phrase (rewards holding it)."""
+    jerk_weight: float = 0.01
+    """Penalty on the mean squared knob change per phrase, in units of ``max_delta``
+    (the env's default: 0.05)."""
     dropout_prob: float = 0.02
     """Chance per phrase that a performer's stream drops out (robustness)."""
     learning_rate: float = 3e-4
@@ -104,7 +116,7 @@ class TrainJamConfig:
     """GAE lambda."""
     ent_coef: float = 0.0
     """Entropy bonus."""
-    net_arch: tuple[int, ...] = (64, 64)
+    net_arch: tuple[int, ...] = (128, 128)
     """Hidden layers of the policy and value networks."""
     checkpoint_freq: int = 250_000
     """Save a checkpoint every this many agent steps (0: never)."""
@@ -122,6 +134,7 @@ class TrainJamConfig:
         return {"performers": self.performers, "targets": self.targets, "jam_bank": bank,
                 "max_steps": self.max_steps, "own_weight": self.own_weight,
                 "group_weight": self.group_weight, "clash_weight": self.clash_weight,
+                "distance_weight": self.distance_weight, "jerk_weight": self.jerk_weight,
                 "dropout_prob": self.dropout_prob}
 
 

@@ -155,12 +155,15 @@ def test_train_jam_and_evaluate_jam_subprocess(tmp_path: Path, bank_path: Path):
     r = subprocess.run([*ST_AGENT, "train-jam", "--performers", "2", "--timesteps", "256",
                         "--n-envs", "2", "--n-steps", "32", "--batch-size", "64",
                         "--n-epochs", "2", "--checkpoint-freq", "128", "--name", "tiny",
+                        "--jerk-weight", "0.02", "--distance-weight", "0.2",
                         "--runs-dir", str(tmp_path), "--jam-bank", str(bank_path)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     run = tmp_path / "tiny"
     assert (run / "config.json").is_file() and (run / "tb").is_dir()
-    assert json.loads((run / "config.json").read_text())["performers"] == 2
+    config = json.loads((run / "config.json").read_text())
+    assert config["performers"] == 2
+    assert (config["jerk_weight"], config["distance_weight"]) == (0.02, 0.2)
     assert list((run / "checkpoints").glob("step_*.safetensors"))
     policy = load_jam_policy(run)
     actions, _ = policy.predict(np.zeros((2, jam_observation_size()), dtype=np.float32))
@@ -188,3 +191,11 @@ def test_bundled_jam_policy_resolves_by_name(bank_path: Path, tmp_path: Path):
                                          jam_bank=str(bank_path), independent=(),
                                          baselines=("pid",), out=str(tmp_path)))
     assert set(res) == {"shared", "pid"}
+
+
+def test_bundled_jam_policy_beats_independent_pid_on_held_out_groups(tmp_path: Path):
+    # the default bank (what jam3 was trained on); groups from a stream not used to choose it
+    res = evaluate_jam(EvaluateJamConfig(policy="jam3", n_groups=16, seed=7, independent=(),
+                                         baselines=("pid",), out=str(tmp_path)))
+    assert res["shared"]["group_distance"] < 0.95 * res["pid"]["group_distance"]
+    assert (tmp_path / "results.txt").read_text().count("lower group distance") == 1
