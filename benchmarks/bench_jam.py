@@ -68,7 +68,8 @@ def main() -> None:
     ap.add_argument("--policy", default="jam3", help="bundled name or run folder")
     ap.add_argument("--groups", type=int, default=128, help="held-out groups of 3 per seed")
     ap.add_argument("--seeds", type=int, nargs="+", default=[2, 3],
-                    help="held-out group streams (0 and 1 were used to choose jam3's recipe)")
+                    help="held-out group streams (0 and 1 were used to choose jam3's recipe "
+                         "and members)")
     ap.add_argument("--independent", nargs="*",
                     default=["calm", str(_REPO / "runs" / "ppo_random_indep")],
                     help="single-listener policies applied per performer")

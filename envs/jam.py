@@ -48,7 +48,8 @@ from st_agent.listener import EstimatorNoise, FastListeners, ListenerParams, sam
 from st_agent.types import Knobs
 
 __all__ = ["GROUP_OBS_SIZE", "JAM_BANK_FORMAT", "JamBank", "JamEnv", "build_jam_bank",
-           "default_jam_bank_path", "env", "jam_observation_size", "parallel_env"]
+           "default_jam_bank_path", "env", "jam_history_len", "jam_observation_size",
+           "parallel_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,23 @@ TargetSpec = str | Target | Sequence[float]
 def jam_observation_size(history_len: int = HISTORY_LEN) -> int:
     """Length of a jam observation: contract + performer one-hot (8) + group block (8)."""
     return observation_bounds(history_len)[0].size + JAM_MAX_PERFORMERS + GROUP_OBS_SIZE
+
+
+def jam_history_len(obs_size: int) -> int:
+    """The ``history_len`` whose jam observation has ``obs_size`` entries.
+
+    Raises
+    ------
+    ValueError
+        When no history length gives that size (not a jam observation).
+    """
+    h, rem = divmod(int(obs_size) - jam_observation_size(0), jam_observation_size(1)
+                    - jam_observation_size(0))
+    if h < 0 or rem:
+        raise ValueError(f"{obs_size} observations is not a jam observation; sizes are "
+                         f"{jam_observation_size(0)} + 5 * history_len (e.g. "
+                         f"{jam_observation_size()} for the default history of {HISTORY_LEN})")
+    return h
 
 
 def default_jam_bank_path(grid: int = 5, per_point: int = 2, seed: int = 0) -> Path:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from policies.baselines import FIXED_KNOBS, FixedPolicy, PIDPolicy, RandomPolicy
 from policies.train import bundled_policies, load_bundled_policy, load_policy
-from st_agent.contract import OBS_SIZE, SafetyBounds
+from st_agent.contract import HISTORY_LEN, SafetyBounds, observation_size
 from st_agent.types import Knobs
 
-__all__ = ["BASELINE_POLICIES", "make_controller", "make_jam_controller"]
+__all__ = ["BASELINE_POLICIES", "JamControllerChoice", "make_controller", "make_jam_controller"]
 
 #: Policies that are baselines rather than trained networks.
 BASELINE_POLICIES = ("pid", "random", "fixed")
@@ -63,20 +63,35 @@ def make_controller(policy: str, bounds: SafetyBounds, target: str = "calm",
                      "folder of a trained policy (st-agent train)")
 
 
-def make_jam_controller(policy: str, performers: int, seed: int = 0
-                        ) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+class JamControllerChoice(NamedTuple):
+    """What :func:`make_jam_controller` returns."""
+
+    act: Callable[[np.ndarray], np.ndarray]
+    """``obs (N, n_obs) -> actions (N, 3)``."""
+    name: str
+    """How reports name it."""
+    history_len: int = HISTORY_LEN
+    """Past phrases the observations must carry (``run_jam(..., history_len=)``)."""
+
+
+def make_jam_controller(policy: str, performers: int, seed: int = 0) -> JamControllerChoice:
     """The controller a live jam asks for: ``obs (N, n_obs) -> actions (N, 3)``.
 
     Parameters
     ----------
     policy : str
-        A bundled jam policy (``jam3``) or a jam policy folder (one network shared
-        by the performers); ``independent`` (the bundled single-listener ``calm``
-        policy, one per performer, on the single-listener part of the
-        observation); ``pid`` or ``random`` per performer.
+        A bundled jam policy (``jam3``) or a jam policy folder (one network, or an
+        ensemble from ``combine-jam``, shared by the performers); ``independent``
+        (the bundled single-listener ``calm`` policy, one per performer, on the
+        single-listener part of the observation); ``pid`` or ``random`` per performer.
     performers : int
     seed : int
         Seed of the random controllers.
+
+    Returns
+    -------
+    choice : JamControllerChoice
+        ``(act, name, history_len)``.
 
     Raises
     ------
@@ -85,21 +100,26 @@ def make_jam_controller(policy: str, performers: int, seed: int = 0
     """
     from policies.jam import load_jam_policy
 
-    def per_performer(make: Callable[[int], Any]) -> Callable[[np.ndarray], np.ndarray]:
+    def per_performer(make: Callable[[int], Any], history_len: int = HISTORY_LEN
+                      ) -> Callable[[np.ndarray], np.ndarray]:
         ctrls = [make(i) for i in range(performers)]
+        n_contract = observation_size(history_len)  # the single-listener part
 
         def act(obs: np.ndarray) -> np.ndarray:
-            return np.stack([np.asarray(c.predict(obs[i, :OBS_SIZE], deterministic=True)[0])
+            return np.stack([np.asarray(c.predict(obs[i, :n_contract], deterministic=True)[0])
                              .reshape(3) for i, c in enumerate(ctrls)])
         return act
 
     if policy == "pid":
-        return per_performer(lambda i: PIDPolicy()), "PID per performer"
+        return JamControllerChoice(per_performer(lambda i: PIDPolicy()), "PID per performer")
     if policy == "random":
-        return per_performer(lambda i: RandomPolicy(seed=seed + i)), "random per performer"
+        return JamControllerChoice(per_performer(lambda i: RandomPolicy(seed=seed + i)),
+                                   "random per performer")
     if policy == "independent":
         single = load_bundled_policy("calm")
-        return per_performer(lambda i: single), "independent single-listener policies (calm)"
+        return JamControllerChoice(per_performer(lambda i: single, single.history_len),
+                                   "independent single-listener policies (calm)",
+                                   single.history_len)
     try:
         shared = load_jam_policy(policy)
     except FileNotFoundError as e:
@@ -109,4 +129,4 @@ def make_jam_controller(policy: str, performers: int, seed: int = 0
 
     def act(obs: np.ndarray) -> np.ndarray:
         return np.asarray(shared.predict(obs, deterministic=True)[0]).reshape(-1, 3)
-    return act, f"shared jam policy {policy!r}"
+    return JamControllerChoice(act, f"shared jam policy {policy!r}", shared.history_len)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,13 +41,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
 
-from envs.jam import JamBank, JamEnv, build_jam_bank, jam_observation_size
+from envs.jam import JamBank, JamEnv, build_jam_bank, jam_history_len
 from policies.baselines import PIDPolicy, RandomPolicy
-from policies.train import BUNDLED_DIR, TrainedPolicy
-from st_agent.contract import TARGET_PRESETS, observation_size
+from policies.train import BUNDLED_DIR, PolicyEnsemble, TrainedPolicy
+from st_agent.contract import HISTORY_LEN, TARGET_PRESETS, observation_size
 from st_agent.listener import sample_listeners
 
-__all__ = ["JAM_POLICY_FORMAT", "EvaluateJamConfig", "TrainJamConfig", "evaluate_jam",
+__all__ = ["JAM_POLICY_FORMAT", "CombineJamConfig", "EvaluateJamConfig", "TrainJamConfig",
+           "combine_jam", "combine_jam_policies", "evaluate_jam",
            "format_jam_table", "heldout_groups", "load_jam_policy", "make_supersuit_venv",
            "save_jam_policy", "train_jam"]
 
@@ -63,8 +64,9 @@ HELDOUT_JAM_OFFSET = 2_000_003
 class TrainJamConfig:
     """Train one shared PPO policy for all performers (``st-agent train-jam``).
 
-    The defaults are the recipe of the bundled ``jam3`` (README, *Collaborative
-    jams*). They differ from :class:`envs.jam.JamEnv`'s reward defaults on
+    The defaults are the recipe of the members of the bundled ``jam3`` (an
+    ensemble of such runs with different seeds, ``combine-jam``; README,
+    *Collaborative jams*). They differ from :class:`envs.jam.JamEnv`'s reward defaults on
     purpose: on held-out groups, training on each performer's own progress (no
     group term, no clash penalty) with a light knob-change penalty gave the
     lowest group distance; the env keeps the full reward for other uses.
@@ -102,8 +104,13 @@ class TrainJamConfig:
     (the env's default: 0.05)."""
     dropout_prob: float = 0.02
     """Chance per phrase that a performer's stream drops out (robustness)."""
+    history_len: int = HISTORY_LEN
+    """Past phrases (estimate and knobs) in each observation; longer lets the policy tell
+    listeners apart."""
     learning_rate: float = 3e-4
     """Adam learning rate."""
+    anneal_lr: bool = False
+    """Decay the learning rate linearly to 0 over training (as cleanrl's ``anneal_lr``)."""
     n_steps: int = 128
     """Steps per sub-env per PPO rollout."""
     batch_size: int = 1024
@@ -135,7 +142,7 @@ class TrainJamConfig:
                 "max_steps": self.max_steps, "own_weight": self.own_weight,
                 "group_weight": self.group_weight, "clash_weight": self.clash_weight,
                 "distance_weight": self.distance_weight, "jerk_weight": self.jerk_weight,
-                "dropout_prob": self.dropout_prob}
+                "dropout_prob": self.dropout_prob, "history_len": self.history_len}
 
 
 # --------------------------------------------------------------------------- save / load
@@ -159,18 +166,8 @@ def save_jam_policy(model: PPO, vecnorm: VecNormalize, path: str | Path, cfg: Tr
     return path
 
 
-def load_jam_policy(path: str | Path) -> TrainedPolicy:
-    """Load a jam policy: a bundled name (``jam3``), a run folder or the file stem.
-
-    Raises
-    ------
-    FileNotFoundError
-        When the files are missing.
-    ValueError
-        When the JSON is not a jam policy.
-    """
-    from safetensors.torch import load_file
-
+def _jam_policy_files(path: str | Path) -> tuple[Path, Path]:
+    """``(policy.json, policy.safetensors)`` of a bundled name, run folder or file stem."""
     path = Path(path)
     if not path.exists() and not path.with_suffix(".json").exists() \
             and (BUNDLED_DIR / str(path)).is_dir():
@@ -185,19 +182,113 @@ def load_jam_policy(path: str | Path) -> TrainedPolicy:
                 else []
             raise FileNotFoundError(f"{p} does not exist; give a run folder of st-agent "
                                     f"train-jam or a bundled policy ({bundled})")
-    doc = json.loads(js.read_text(encoding="utf-8"))
-    if doc.get("format") != JAM_POLICY_FORMAT or doc.get("version") != 1:
-        raise ValueError(f"{js} is not a {JAM_POLICY_FORMAT} version 1 file (single-listener "
-                         "policies are evaluated with `st-agent evaluate`)")
+    return js, st
+
+
+#: What each member of a jam policy file keeps (version 1 files are one member).
+_MEMBER_KEYS = ("step", "config", "obs_size", "net_arch", "obs_mean", "obs_var", "clip_obs",
+                "epsilon")
+
+
+def _read_jam_policy(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Member documents and their state dicts, from a version 1 or 2 jam policy file."""
+    from safetensors.torch import load_file
+
+    js, st = _jam_policy_files(path)
+    try:
+        doc = json.loads(js.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{js} is not valid JSON ({e}); is it a jam policy?") from e
+    if not isinstance(doc, dict) or doc.get("format") != JAM_POLICY_FORMAT \
+            or doc.get("version") not in (1, 2):
+        raise ValueError(f"{js} is not a {JAM_POLICY_FORMAT} version 1 or 2 file "
+                         "(single-listener policies are evaluated with `st-agent evaluate`)")
+    tensors = load_file(str(st))
+    if doc["version"] == 1:
+        return [doc], [tensors]
+    states: list[dict[str, Any]] = [{} for _ in doc["members"]]
+    for key, value in tensors.items():
+        member, _, name = key.partition("/")
+        states[int(member.removeprefix("member"))][name] = value
+    return list(doc["members"]), states
+
+
+def _member(doc: dict[str, Any], state: dict[str, Any]) -> TrainedPolicy:
     n_obs = int(doc["obs_size"])
     obs_space = spaces.Box(-np.inf, np.inf, (n_obs,), dtype=np.float32)
     act_space = spaces.Box(-1.0, 1.0, (3,), dtype=np.float32)
     arch = list(doc["net_arch"])
     policy = ActorCriticPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0,
                                net_arch={"pi": arch, "vf": arch})
-    policy.load_state_dict(load_file(str(st)))
+    policy.load_state_dict(state)
     return TrainedPolicy(policy, np.asarray(doc["obs_mean"]), np.asarray(doc["obs_var"]),
-                         doc["clip_obs"], doc["epsilon"])
+                         doc["clip_obs"], doc["epsilon"], jam_history_len(n_obs))
+
+
+def load_jam_policy(path: str | Path) -> TrainedPolicy | PolicyEnsemble:
+    """Load a jam policy: a bundled name (``jam3``), a run folder or the file stem.
+
+    A version 1 file is one network (what ``train-jam`` writes); a version 2
+    file holds several (``combine-jam``), loaded as a :class:`PolicyEnsemble`.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the files are missing.
+    ValueError
+        When the JSON is not a jam policy.
+    """
+    docs, states = _read_jam_policy(path)
+    members = [_member(d, s) for d, s in zip(docs, states, strict=True)]
+    return members[0] if len(members) == 1 else PolicyEnsemble(members)
+
+
+def combine_jam_policies(policies: Sequence[str | Path], out: str | Path) -> Path:
+    """Write several trained jam policies as one ensemble policy folder.
+
+    Parameters
+    ----------
+    policies : sequence of str or Path
+        Two or more jam policies (bundled names, run folders or file stems),
+        e.g. ``train-jam`` runs with different ``--seed``; ensembles are
+        flattened into their members.
+    out : str or Path
+        Folder for ``policy.json`` (version 2, one document per member) and
+        ``policy.safetensors`` (``member<k>/<parameter>``).
+
+    Returns
+    -------
+    out : Path
+
+    Raises
+    ------
+    ValueError
+        For fewer than two members or members with different observations.
+    """
+    from safetensors.torch import save_file
+
+    docs: list[dict[str, Any]] = []
+    tensors: dict[str, Any] = {}
+    for spec in policies:
+        for doc, state in zip(*_read_jam_policy(spec), strict=True):
+            k = len(docs)
+            docs.append({"source": str(spec), **{key: doc[key] for key in _MEMBER_KEYS}})
+            tensors.update({f"member{k}/{name}": v.contiguous() for name, v in state.items()})
+    if len(docs) < 2:
+        raise ValueError(f"an ensemble needs two or more members, got {len(docs)} from "
+                         f"{list(map(str, policies))}")
+    sizes = sorted({int(d["obs_size"]) for d in docs})
+    if len(sizes) > 1:
+        raise ValueError(f"ensemble members must expect the same observations; got sizes "
+                         f"{sizes} from {list(map(str, policies))} (train them with the same "
+                         "--history-len)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "policy.safetensors"))
+    (out / "policy.json").write_text(json.dumps(
+        {"format": JAM_POLICY_FORMAT, "version": 2, "members": docs}, indent=1),
+        encoding="utf-8")
+    return out
 
 
 # --------------------------------------------------------------------------- training
@@ -299,7 +390,9 @@ def train_jam(cfg: TrainJamConfig) -> Path:
     vecnorm = VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=cfg.gamma)
     n_sub = venv.num_envs
     arch = list(cfg.net_arch)
-    model = PPO("MlpPolicy", vecnorm, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
+    lr = (lambda remaining: remaining * cfg.learning_rate) if cfg.anneal_lr \
+        else cfg.learning_rate
+    model = PPO("MlpPolicy", vecnorm, learning_rate=lr, n_steps=cfg.n_steps,
                 batch_size=min(cfg.batch_size, cfg.n_steps * n_sub), n_epochs=cfg.n_epochs,
                 gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef,
                 seed=cfg.seed, device=cfg.device,
@@ -339,7 +432,10 @@ JamController = Callable[[np.ndarray], np.ndarray]
 
 
 def _per_performer(make: Callable[[], Any], n: int, n_contract: int) -> JamController:
-    """Independent single-listener controllers, one per performer, on the contract part."""
+    """Independent single-listener controllers, one per performer, on the contract part.
+
+    ``make`` is called once per performer, so stateful controllers are not shared.
+    """
     ctrls = [make() for _ in range(n)]
     for c in ctrls:
         if hasattr(c, "reset"):
@@ -351,7 +447,7 @@ def _per_performer(make: Callable[[], Any], n: int, n_contract: int) -> JamContr
     return act
 
 
-def _shared(policy: TrainedPolicy) -> JamController:
+def _shared(policy: TrainedPolicy | PolicyEnsemble) -> JamController:
     def act(obs: np.ndarray) -> np.ndarray:
         return policy.predict(obs, deterministic=True)[0]
     return act
@@ -485,16 +581,17 @@ def evaluate_jam(cfg: EvaluateJamConfig) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     if cfg.policy:
         shared = load_jam_policy(cfg.policy)
-        if shared.obs_mean.size != jam_observation_size():
-            raise ValueError(f"policy {cfg.policy} expects {shared.obs_mean.size} observations, "
-                             f"the jam gives {jam_observation_size()}")
-        results["shared"] = rollout_jam(lambda env: _shared(shared), groups, kw, cfg.seed)
+        results["shared"] = rollout_jam(lambda env: _shared(shared), groups,
+                                        {**kw, "history_len": shared.history_len}, cfg.seed)
     for spec in cfg.independent:
         single = _load_single(spec)
         results[f"indep:{Path(spec).name}"] = rollout_jam(
             lambda env, p=single: _per_performer(lambda: p, env.n, n_contract), groups, kw,
             cfg.seed)
-    makers = {"pid": lambda: PIDPolicy(), "random": lambda: RandomPolicy(cfg.seed)}
+    # every random performer of every group gets its own stream, reproducible from cfg.seed
+    seeds = np.random.default_rng(cfg.seed)
+    makers = {"pid": lambda: PIDPolicy(),
+              "random": lambda: RandomPolicy(int(seeds.integers(2**31)))}
     for name in cfg.baselines:
         results[name] = rollout_jam(
             lambda env, m=makers[name]: _per_performer(m, env.n, n_contract), groups, kw,
@@ -510,3 +607,32 @@ def evaluate_jam(cfg: EvaluateJamConfig) -> dict[str, dict[str, Any]]:
                                                  indent=2), encoding="utf-8")
     (out / "results.txt").write_text(table + "\n", encoding="utf-8")
     return results
+
+
+@dataclass
+class CombineJamConfig:
+    """Combine trained jam policies into one ensemble policy (``st-agent combine-jam``).
+
+    The ensemble acts with the mean of its members' actions; members are
+    usually ``train-jam`` runs of one recipe with different ``--seed``.
+    """
+
+    policies: Annotated[tuple[str, ...], tyro.conf.Positional] = ()
+    """Two or more jam policies: run folders of ``st-agent train-jam`` or bundled names."""
+    out: str = ""
+    """Folder to write ``policy.json`` and ``policy.safetensors`` into (required)."""
+
+
+def combine_jam(cfg: CombineJamConfig) -> Path:
+    """Run ``combine-jam``; return the written folder.
+
+    Raises
+    ------
+    ValueError
+        Without ``out``, with fewer than two members or mismatched members.
+    """
+    if not cfg.out:
+        raise ValueError("give --out, the folder to write the ensemble policy into")
+    out = combine_jam_policies(cfg.policies, cfg.out)
+    logger.info("combined %d policies into %s", len(cfg.policies), out)
+    return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from envs.closed_loop import ClosedLoopEnv
 from envs.phrase_bank import PhraseBank, build_phrase_bank
-from st_agent.contract import observation_bounds
+from st_agent.contract import HISTORY_LEN, observation_bounds
 
-__all__ = ["BUNDLED_DIR", "POLICY_FORMAT", "TrainConfig", "TrainedPolicy", "bundled_policies",
+__all__ = ["BUNDLED_DIR", "POLICY_FORMAT", "PolicyEnsemble", "TrainConfig", "TrainedPolicy",
+           "bundled_policies",
            "load_bundled_policy", "load_policy", "save_policy", "train"]
 
 logger = logging.getLogger(__name__)
@@ -114,14 +116,23 @@ class TrainedPolicy:
         VecNormalize statistics.
     clip_obs, epsilon : float
         VecNormalize settings.
+    history_len : int
+        Past phrases its observations carry (they must be built with this).
     """
 
     def __init__(self, policy: ActorCriticPolicy, obs_mean: np.ndarray, obs_var: np.ndarray,
-                 clip_obs: float = 10.0, epsilon: float = 1e-8) -> None:
+                 clip_obs: float = 10.0, epsilon: float = 1e-8,
+                 history_len: int = HISTORY_LEN) -> None:
         self.policy = policy.eval()
+        self.history_len = int(history_len)
         self.obs_mean = np.asarray(obs_mean, dtype=np.float64)
         self.obs_var = np.asarray(obs_var, dtype=np.float64)
         self.clip_obs, self.epsilon = float(clip_obs), float(epsilon)
+
+    @property
+    def obs_size(self) -> int:
+        """Length of the observations it expects."""
+        return int(self.obs_mean.size)
 
     def normalize(self, obs: np.ndarray) -> np.ndarray:
         """Observation as the network saw it in training."""
@@ -134,6 +145,43 @@ class TrainedPolicy:
         """Action(s) in [-1, 1]^3 for raw observation(s)."""
         action, _ = self.policy.predict(self.normalize(obs), deterministic=deterministic)
         return np.clip(action, -1.0, 1.0), None
+
+
+class PolicyEnsemble:
+    """Several trained policies acting as one: the mean of their actions.
+
+    Policies trained from different seeds reach similar returns with different
+    mistakes; averaging their actions cancels part of those mistakes (bagging).
+    ``predict`` has :class:`TrainedPolicy`'s signature.
+
+    Parameters
+    ----------
+    members : sequence of TrainedPolicy
+        At least one; all with the same observation size and ``history_len``.
+
+    Raises
+    ------
+    ValueError
+        When empty, or when the members expect different observations.
+    """
+
+    def __init__(self, members: Sequence[TrainedPolicy]) -> None:
+        members = list(members)
+        if not members:
+            raise ValueError("a policy ensemble needs at least one member")
+        sizes = sorted({(m.obs_size, m.history_len) for m in members})
+        if len(sizes) > 1:
+            raise ValueError("ensemble members must expect the same observations; got "
+                             f"(obs size, history_len) = {sizes}")
+        self.members = members
+        self.history_len = members[0].history_len
+        self.obs_size = members[0].obs_size
+
+    def predict(self, obs: np.ndarray, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """Mean of the members' actions, in [-1, 1]^3, for raw observation(s)."""
+        acts = [m.predict(obs, deterministic=deterministic)[0] for m in self.members]
+        return np.clip(np.mean(acts, axis=0), -1.0, 1.0), None
 
 
 def _spaces(history_len: int) -> tuple[spaces.Box, spaces.Box]:
@@ -191,7 +239,7 @@ def load_policy(path: str | Path) -> TrainedPolicy:
                                net_arch={"pi": arch, "vf": arch})
     policy.load_state_dict(load_file(str(st)))
     return TrainedPolicy(policy, np.asarray(doc["obs_mean"]), np.asarray(doc["obs_var"]),
-                         doc["clip_obs"], doc["epsilon"])
+                         doc["clip_obs"], doc["epsilon"], int(doc["history_len"]))
 
 
 def bundled_policies() -> list[str]:

@@ -12,7 +12,14 @@ import tyro
 
 # The command line is the one place that ties st_agent to envs and policies.
 from policies.evaluate import EvaluateConfig, evaluate
-from policies.jam import EvaluateJamConfig, TrainJamConfig, evaluate_jam, train_jam
+from policies.jam import (
+    CombineJamConfig,
+    EvaluateJamConfig,
+    TrainJamConfig,
+    combine_jam,
+    evaluate_jam,
+    train_jam,
+)
 from policies.train import TrainConfig, train
 
 from .fitting import FitListenerConfig, run_fit_listener
@@ -90,6 +97,7 @@ _COMMANDS = {
     "evaluate": EvaluateConfig,
     "train-jam": TrainJamConfig,
     "evaluate-jam": EvaluateJamConfig,
+    "combine-jam": CombineJamConfig,
 }
 
 
@@ -121,10 +129,10 @@ def _run_jam(cfg: JamConfig) -> None:
 
     n = len(cfg.board_list())
     cfg.target_list(n)  # validate before loading anything
-    controller, name = make_jam_controller(cfg.policy, n, cfg.seed)
+    controller, name, history_len = make_jam_controller(cfg.policy, n, cfg.seed)
     tty = sys.stderr.isatty()
     res = run_jam(cfg, controller, name, lambda line: sys.stderr.write(
-        ("\r" + line[:200] + "\x1b[K") if tty else line + "\n"))
+        ("\r" + line[:200] + "\x1b[K") if tty else line + "\n"), history_len)
     s = res.summary
     g = s["group_distance_last_half"]
     lines = [f"\njam written to {res.folder}",
@@ -177,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(format_table(evaluate(cfg)) + "\n")
         elif isinstance(cfg, TrainJamConfig):
             sys.stdout.write(f"run written to {train_jam(cfg)}\n")
+        elif isinstance(cfg, CombineJamConfig):
+            sys.stdout.write(f"ensemble policy written to {combine_jam(cfg)}\n")
         elif isinstance(cfg, EvaluateJamConfig):
             from policies.jam import format_jam_table
 

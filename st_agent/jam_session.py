@@ -181,7 +181,7 @@ def blend_features(own: MusicFeatures, mix: MusicFeatures, own_weight: float) ->
 class _Performer:
     """One performer's source, estimator, recording and state."""
 
-    def __init__(self, index: int, cfg: SessionConfig, folder: Path) -> None:
+    def __init__(self, index: int, cfg: SessionConfig, folder: Path, history_len: int) -> None:
         from .estimator import StateEstimator
         from .session import open_source
 
@@ -197,8 +197,8 @@ class _Performer:
         self.signal = "ok"
         self.last_wall = time.monotonic()
         self.last_chunk = (0.0, time.monotonic())
-        self.hist_est: deque = deque(maxlen=HISTORY_LEN)
-        self.hist_knobs: deque = deque(maxlen=HISTORY_LEN)
+        self.hist_est: deque = deque(maxlen=history_len)
+        self.hist_knobs: deque = deque(maxlen=history_len)
         self.t_stream = 0.0
         self.pending_chunk: Any = None  # the first chunk, read before the recorder opened
 
@@ -208,7 +208,8 @@ class _Performer:
 
 
 def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = "",
-            on_status: Callable[[str], None] | None = None) -> JamResult:
+            on_status: Callable[[str], None] | None = None,
+            history_len: int = HISTORY_LEN) -> JamResult:
     """Run a live jam to its end; write recordings, WAV, score and reports.
 
     Parameters
@@ -220,6 +221,8 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
         How the reports name it.
     on_status : callable, optional
         Receives a status text every ``cfg.status_sec``.
+    history_len : int
+        Past phrases in each observation, as the controller was trained with.
     """
     from .ensemble import Ensemble
     from .recording import ConsentRecord, SessionMeta, SessionRecorder
@@ -244,7 +247,8 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
     folder.mkdir(parents=True, exist_ok=True)
     perf = []
     for i, board in enumerate(boards):
-        perf.append(_Performer(i, cfg.performer_config(i, board), folder / f"performer_{i}"))
+        perf.append(_Performer(i, cfg.performer_config(i, board), folder / f"performer_{i}",
+                               history_len))
     ensemble = Ensemble()
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jam-composer")
     player = None
@@ -347,7 +351,7 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
                                     for p in perf])
                     conf = np.array([p.latest.confidence if p.latest is not None
                                      and p.signal == "ok" else 0.0 for p in perf])
-                    m_hist = HISTORY_LEN
+                    m_hist = max(history_len, 1)
                     he = np.full((n, m_hist, 2), np.nan)
                     hk = np.zeros((n, m_hist, 3))
                     count = np.zeros(n, dtype=int)
@@ -356,7 +360,7 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
                         for j, (e, k) in enumerate(zip(p.hist_est, p.hist_knobs, strict=True)):
                             he[i, j], hk[i, j] = e, k
                     base = build_observations(est, t_targets, knobs, conf, he, hk, count,
-                                              HISTORY_LEN)
+                                              history_len)
                     lost = np.array([p.signal != "ok" for p in perf])
                     obs = build_jam_observations(base, knobs, tempo, major, cpb, lost)
                     actions = np.asarray(controller(obs)).reshape(n, 3)

@@ -12,8 +12,21 @@ import numpy as np
 import pytest
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
-from envs.jam import JamBank, build_jam_bank, jam_observation_size, parallel_env
-from policies.jam import EvaluateJamConfig, evaluate_jam, load_jam_policy
+from envs.jam import (
+    JamBank,
+    build_jam_bank,
+    jam_history_len,
+    jam_observation_size,
+    parallel_env,
+)
+from policies.controllers import make_jam_controller
+from policies.jam import (
+    EvaluateJamConfig,
+    combine_jam_policies,
+    evaluate_jam,
+    load_jam_policy,
+)
+from policies.train import PolicyEnsemble
 from st_agent.contract import SafetyBounds, observation_size
 from st_agent.listener import sample_listeners
 from st_agent.types import Knobs
@@ -151,23 +164,35 @@ def test_group_reward_and_clashes_are_reported(bank: JamBank):
     assert all(0 <= c <= 16 for c in clashes)
 
 
-def test_train_jam_and_evaluate_jam_subprocess(tmp_path: Path, bank_path: Path):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, bank_path: Path) -> Path:
+    """A real ``st-agent train-jam`` run of 256 agent steps, with a checkpoint."""
+    runs = tmp_path_factory.mktemp("runs")
     r = subprocess.run([*ST_AGENT, "train-jam", "--performers", "2", "--timesteps", "256",
                         "--n-envs", "2", "--n-steps", "32", "--batch-size", "64",
                         "--n-epochs", "2", "--checkpoint-freq", "128", "--name", "tiny",
                         "--jerk-weight", "0.02", "--distance-weight", "0.2",
-                        "--runs-dir", str(tmp_path), "--jam-bank", str(bank_path)],
+                        "--history-len", "2", "--anneal-lr",
+                        "--runs-dir", str(runs), "--jam-bank", str(bank_path)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    run = tmp_path / "tiny"
+    return runs / "tiny"
+
+
+def test_train_jam_and_evaluate_jam_subprocess(tmp_path: Path, tiny_run: Path,
+                                               bank_path: Path):
+    run = tiny_run
     assert (run / "config.json").is_file() and (run / "tb").is_dir()
     config = json.loads((run / "config.json").read_text())
-    assert config["performers"] == 2
+    assert config["performers"] == 2 and config["anneal_lr"] is True
     assert (config["jerk_weight"], config["distance_weight"]) == (0.02, 0.2)
     assert list((run / "checkpoints").glob("step_*.safetensors"))
     policy = load_jam_policy(run)
-    actions, _ = policy.predict(np.zeros((2, jam_observation_size()), dtype=np.float32))
+    assert policy.history_len == 2  # read back from the network's input size
+    actions, _ = policy.predict(np.zeros((2, jam_observation_size(2)), dtype=np.float32))
     assert actions.shape == (2, 3) and np.all(np.abs(actions) <= 1)
+    # a live jam builds its observations with the policy's history
+    assert make_jam_controller(str(run), 2).history_len == 2
 
     res = evaluate_jam(EvaluateJamConfig(policy=str(run), performers=2, n_groups=2,
                                          max_steps=4, jam_bank=str(bank_path),
@@ -175,6 +200,47 @@ def test_train_jam_and_evaluate_jam_subprocess(tmp_path: Path, bank_path: Path):
     assert set(res) == {"shared", "indep:calm", "pid", "random"}
     assert all(len(m["per_performer"]) == 2 and m["group_distance"] >= 0 for m in res.values())
     assert (tmp_path / "eval" / "results.txt").read_text().startswith("controller")
+
+
+def test_combine_jam_acts_with_the_mean_of_its_members(tmp_path: Path, tiny_run: Path,
+                                                       bank_path: Path):
+    # the first checkpoint (before any update) and the final policy differ
+    checkpoint = min((tiny_run / "checkpoints").glob("step_*.json"),
+                     key=lambda p: int(p.stem.removeprefix("step_"))).with_suffix("")
+    r = subprocess.run([*ST_AGENT, "combine-jam", str(tiny_run), str(checkpoint), "--out",
+                        str(tmp_path / "ens")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    ensemble = load_jam_policy(tmp_path / "ens")
+    members = [load_jam_policy(tiny_run), load_jam_policy(checkpoint)]
+    assert isinstance(ensemble, PolicyEnsemble) and len(ensemble.members) == 2
+    assert ensemble.history_len == 2
+    obs = np.random.default_rng(0).normal(size=(2, jam_observation_size(2))).astype(np.float32)
+    expected = np.mean([m.predict(obs)[0] for m in members], axis=0)
+    assert not np.allclose(members[0].predict(obs)[0], members[1].predict(obs)[0])
+    np.testing.assert_allclose(ensemble.predict(obs)[0], expected, atol=1e-6)
+    res = evaluate_jam(EvaluateJamConfig(policy=str(tmp_path / "ens"), performers=2,
+                                         n_groups=1, max_steps=3, jam_bank=str(bank_path),
+                                         independent=(), baselines=(), out=str(tmp_path)))
+    assert res["shared"]["group_distance"] >= 0
+    # nested ensembles are flattened
+    combine_jam_policies([tmp_path / "ens", tiny_run], tmp_path / "ens3")
+    assert len(load_jam_policy(tmp_path / "ens3").members) == 3
+
+
+def test_combine_jam_rejects_one_member_and_mismatched_members(tmp_path: Path, tiny_run: Path):
+    r = subprocess.run([*ST_AGENT, "combine-jam", str(tiny_run), "--out", str(tmp_path / "e")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "two or more members, got 1" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "e").exists()
+    # tiny_run sees 2 past phrases, the bundled jam3 sees 3
+    with pytest.raises(ValueError, match=r"same observations; got sizes \[37, 42\]"):
+        combine_jam_policies([tiny_run, "jam3"], tmp_path / "e")
+
+
+def test_history_length_is_read_back_from_the_observation_size():
+    assert [jam_history_len(jam_observation_size(h)) for h in (0, 3, 10)] == [0, 3, 10]
+    with pytest.raises(ValueError, match="43 observations is not a jam observation"):
+        jam_history_len(43)
 
 
 def test_train_jam_rejects_bad_performer_count(tmp_path: Path):
@@ -186,7 +252,7 @@ def test_train_jam_rejects_bad_performer_count(tmp_path: Path):
 
 def test_bundled_jam_policy_resolves_by_name(bank_path: Path, tmp_path: Path):
     policy = load_jam_policy("jam3")
-    assert policy.obs_mean.shape == (jam_observation_size(),)
+    assert policy.obs_size == jam_observation_size()
     res = evaluate_jam(EvaluateJamConfig(policy="jam3", n_groups=1, max_steps=2,
                                          jam_bank=str(bank_path), independent=(),
                                          baselines=("pid",), out=str(tmp_path)))

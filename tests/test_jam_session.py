@@ -30,8 +30,8 @@ def test_virtual_jam_with_opposite_targets_writes_everything(tmp_path: Path) -> 
     cfg = JamConfig(boards="virtual,virtual,virtual", targets="calm,energize,focus",
                     minutes=1.0, calibration_sec=5.0, accelerated=True, record=tmp_path,
                     name="jam", policy="pid")
-    controller, name = make_jam_controller(cfg.policy, 3)
-    res = run_jam(cfg, controller, name)
+    choice = make_jam_controller(cfg.policy, 3)
+    res = run_jam(cfg, choice.act, choice.name, history_len=choice.history_len)
     folder = res.folder
     assert (folder / "report.html").is_file() and (folder / "summary.json").is_file()
     assert 'alt="group" style="max-width:100%" src="data:image/png;base64,' in (
@@ -121,8 +121,8 @@ def test_jam_recordings_are_encrypted_at_rest_with_a_key_file(tmp_path: Path) ->
     cfg = JamConfig(boards="virtual,virtual", minutes=0.4, calibration_sec=4.0,
                     accelerated=True, record=tmp_path / "jams", name="enc", key_file=key,
                     report=False)
-    controller, name = make_jam_controller("pid", 2)
-    res = run_jam(cfg, controller, name)
+    choice = make_jam_controller("pid", 2)
+    res = run_jam(cfg, choice.act, choice.name)
     for pf in res.performer_folders:
         assert read_session(pf, key=key).meta.encrypted
         assert b"valence" not in (pf / "events.jsonl").read_bytes()
