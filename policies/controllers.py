@@ -10,7 +10,7 @@ import numpy as np
 
 from policies.baselines import FIXED_KNOBS, FixedPolicy, PIDPolicy, RandomPolicy
 from policies.train import bundled_policies, load_bundled_policy, load_policy
-from st_agent.contract import HISTORY_LEN, SafetyBounds, observation_size
+from st_agent.contract import HISTORY_LEN, SafetyBounds
 from st_agent.types import Knobs
 
 __all__ = ["BASELINE_POLICIES", "JamControllerChoice", "make_controller", "make_jam_controller"]
@@ -98,35 +98,25 @@ def make_jam_controller(policy: str, performers: int, seed: int = 0) -> JamContr
     ValueError
         For an unknown name or a policy that does not validate.
     """
-    from policies.jam import load_jam_policy
-
-    def per_performer(make: Callable[[int], Any], history_len: int = HISTORY_LEN
-                      ) -> Callable[[np.ndarray], np.ndarray]:
-        ctrls = [make(i) for i in range(performers)]
-        n_contract = observation_size(history_len)  # the single-listener part
-
-        def act(obs: np.ndarray) -> np.ndarray:
-            return np.stack([np.asarray(c.predict(obs[i, :n_contract], deterministic=True)[0])
-                             .reshape(3) for i, c in enumerate(ctrls)])
-        return act
+    from policies.jam import load_jam_policy, per_performer_controller, shared_controller
 
     if policy == "pid":
-        return JamControllerChoice(per_performer(lambda i: PIDPolicy()), "PID per performer")
+        return JamControllerChoice(per_performer_controller(lambda i: PIDPolicy(), performers),
+                                   "PID per performer")
     if policy == "random":
-        return JamControllerChoice(per_performer(lambda i: RandomPolicy(seed=seed + i)),
-                                   "random per performer")
+        return JamControllerChoice(
+            per_performer_controller(lambda i: RandomPolicy(seed=seed + i), performers),
+            "random per performer")
     if policy == "independent":
         single = load_bundled_policy("calm")
-        return JamControllerChoice(per_performer(lambda i: single, single.history_len),
-                                   "independent single-listener policies (calm)",
-                                   single.history_len)
+        return JamControllerChoice(
+            per_performer_controller(lambda i: single, performers, single.history_len),
+            "independent single-listener policies (calm)", single.history_len)
     try:
         shared = load_jam_policy(policy)
     except FileNotFoundError as e:
         raise ValueError(f"unknown jam policy {policy!r} ({e}); choose a bundled jam policy "
                          "(jam3), a jam policy folder (st-agent train-jam), independent, pid "
                          "or random") from e
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        return np.asarray(shared.predict(obs, deterministic=True)[0]).reshape(-1, 3)
-    return JamControllerChoice(act, f"shared jam policy {policy!r}", shared.history_len)
+    return JamControllerChoice(shared_controller(shared), f"shared jam policy {policy!r}",
+                               shared.history_len)

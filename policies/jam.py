@@ -50,7 +50,7 @@ from st_agent.listener import sample_listeners
 __all__ = ["JAM_POLICY_FORMAT", "CombineJamConfig", "EvaluateJamConfig", "TrainJamConfig",
            "combine_jam", "combine_jam_policies", "evaluate_jam",
            "format_jam_table", "heldout_groups", "load_jam_policy", "make_supersuit_venv",
-           "save_jam_policy", "train_jam"]
+           "per_performer_controller", "save_jam_policy", "shared_controller", "train_jam"]
 
 logger = logging.getLogger(__name__)
 
@@ -431,25 +431,30 @@ def heldout_groups(n_groups: int, performers: int, seed: int = 0
 JamController = Callable[[np.ndarray], np.ndarray]
 
 
-def _per_performer(make: Callable[[], Any], n: int, n_contract: int) -> JamController:
+def per_performer_controller(make: Callable[[int], Any], n: int,
+                             history_len: int = HISTORY_LEN) -> JamController:
     """Independent single-listener controllers, one per performer, on the contract part.
 
-    ``make`` is called once per performer, so stateful controllers are not shared.
+    ``make(i)`` builds performer ``i``'s controller (stateful ones are not
+    shared); each sees the first ``observation_size(history_len)`` entries of
+    its performer's jam observation.
     """
-    ctrls = [make() for _ in range(n)]
+    ctrls = [make(i) for i in range(n)]
     for c in ctrls:
         if hasattr(c, "reset"):
             c.reset()
+    n_contract = observation_size(history_len)
 
     def act(obs: np.ndarray) -> np.ndarray:
-        return np.stack([c.predict(obs[i, :n_contract], deterministic=True)[0]
-                         for i, c in enumerate(ctrls)])
+        return np.stack([np.asarray(c.predict(obs[i, :n_contract], deterministic=True)[0])
+                         .reshape(3) for i, c in enumerate(ctrls)])
     return act
 
 
-def _shared(policy: TrainedPolicy | PolicyEnsemble) -> JamController:
+def shared_controller(policy: TrainedPolicy | PolicyEnsemble) -> JamController:
+    """One policy (or ensemble) acting for every performer at once."""
     def act(obs: np.ndarray) -> np.ndarray:
-        return policy.predict(obs, deterministic=True)[0]
+        return np.asarray(policy.predict(obs, deterministic=True)[0]).reshape(-1, 3)
     return act
 
 
@@ -577,24 +582,23 @@ def evaluate_jam(cfg: EvaluateJamConfig) -> dict[str, dict[str, Any]]:
         build_jam_bank() if cfg.fidelity == "fast" else None)
     kw = {"jam_bank": bank, "max_steps": cfg.max_steps, "fidelity": cfg.fidelity}
     groups = heldout_groups(cfg.n_groups, n, cfg.seed)
-    n_contract = observation_size()
     results: dict[str, dict[str, Any]] = {}
     if cfg.policy:
         shared = load_jam_policy(cfg.policy)
-        results["shared"] = rollout_jam(lambda env: _shared(shared), groups,
+        results["shared"] = rollout_jam(lambda env: shared_controller(shared), groups,
                                         {**kw, "history_len": shared.history_len}, cfg.seed)
     for spec in cfg.independent:
         single = _load_single(spec)
         results[f"indep:{Path(spec).name}"] = rollout_jam(
-            lambda env, p=single: _per_performer(lambda: p, env.n, n_contract), groups, kw,
-            cfg.seed)
+            lambda env, p=single: per_performer_controller(lambda i: p, env.n, p.history_len),
+            groups, {**kw, "history_len": single.history_len}, cfg.seed)
     # every random performer of every group gets its own stream, reproducible from cfg.seed
     seeds = np.random.default_rng(cfg.seed)
-    makers = {"pid": lambda: PIDPolicy(),
-              "random": lambda: RandomPolicy(int(seeds.integers(2**31)))}
+    makers = {"pid": lambda i: PIDPolicy(),
+              "random": lambda i: RandomPolicy(int(seeds.integers(2**31)))}
     for name in cfg.baselines:
         results[name] = rollout_jam(
-            lambda env, m=makers[name]: _per_performer(m, env.n, n_contract), groups, kw,
+            lambda env, m=makers[name]: per_performer_controller(m, env.n), groups, kw,
             cfg.seed)
     table = format_jam_table(results)
     logger.info("jam evaluation, %d held-out groups of %d:\n%s", cfg.n_groups, n, table)
