@@ -1,6 +1,6 @@
 """Audio synthesis speed: real-time factor of a 16-bar arranged piece.
 
-Compares :class:`st_agent.render.AudioRenderer` (one FluidSynth instance, the
+Compares :class:`st_agent.music.render.AudioRenderer` (one FluidSynth instance, the
 soundfont loaded once, all parts in one pass) with ``PrettyMIDI.fluidsynth``
 (loads the soundfont on every call, renders each instrument separately), and
 ``PrettyMIDI.fluidsynth`` given a ready synthesizer.
@@ -23,7 +23,7 @@ import fluidsynth
 import numpy as np
 import pretty_midi
 
-from st_agent.render import AudioRenderer, find_soundfont, measure_features, render_phrase
+from st_agent.music.render import AudioRenderer, find_soundfont, measure_features, render_phrase
 from st_agent.types import Knobs
 
 PIECE = """X:1

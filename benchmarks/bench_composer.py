@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from st_agent.abc import check_many
-from st_agent.composer import Composer, ComposerConfig
-from st_agent.decoding import CachedDecoder
-from st_agent.render import measure_features, render_phrase
+from st_agent.music.abc import check_many
+from st_agent.music.composer import Composer, ComposerConfig
+from st_agent.music.decoding import CachedDecoder
+from st_agent.music.render import measure_features, render_phrase
 from st_agent.types import Knobs
 
 
@@ -97,7 +97,7 @@ def section_validity_adherence(composer: Composer, n: int) -> None:
 
 
 def section_perplexity(composer: Composer, max_tunes: int) -> None:
-    from tokenizer.corpus import load_corpus
+    from st_agent.tokenizer.corpus import load_corpus
 
     corpus = load_corpus()
     tok = composer.tokenizer
@@ -108,7 +108,7 @@ def section_perplexity(composer: Composer, max_tunes: int) -> None:
     V = len(tok)
     test = [t.training_text() for t in corpus.test][:max_tunes]
     test_ids = tok(test, add_special_tokens=False)["input_ids"]
-    from st_agent.generator import load_generator
+    from st_agent.music.generator import load_generator
 
     model = load_generator(composer.checkpoint).model
     nll, n_tok, uni = 0.0, 0, 0.0
@@ -126,7 +126,7 @@ def section_perplexity(composer: Composer, max_tunes: int) -> None:
 
 
 def section_decoding(composer: Composer, repeats: int) -> None:
-    from st_agent.generator import load_generator
+    from st_agent.music.generator import load_generator
 
     model = load_generator(composer.checkpoint).model
     dec = CachedDecoder(model)

@@ -1,7 +1,7 @@
 """ABC -> MIDI converters on the music21 ABC corpus: speed and coverage.
 
 Compares music21 (``converter.parse(text, format="abc")`` + writing a MIDI
-file) with ``abc2midi`` through :mod:`st_agent.abc`. The corpus is the ``.abc``
+file) with ``abc2midi`` through :mod:`st_agent.music.abc`. The corpus is the ``.abc``
 files under music21's ``corpus/`` folder, split into tunes at lines starting
 with ``X:`` (text before the first ``X:`` of a file, the file header, is left out).
 
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import music21
 
-from st_agent.abc import AbcReport, abc_to_midi, check_abc, check_many, find_abc2midi
+from st_agent.music.abc import AbcReport, abc_to_midi, check_abc, check_many, find_abc2midi
 
 
 def load_corpus() -> tuple[list[str], int]:

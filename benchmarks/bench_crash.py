@@ -30,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from st_agent.recording import (  # noqa: E402  (after the path set-up)
+from st_agent.biometrics.recording import (  # noqa: E402  (after the path set-up)
     ConsentRecord,
     SessionMeta,
     SessionRecorder,

@@ -1,9 +1,9 @@
 """Closed-loop env speed: fast mode vectorised vs a no-op env, and full mode.
 
 1. ``ClosedLoopEnv`` (fast, default phrase bank) in an SB3 ``DummyVecEnv`` of
-   ``--n-envs`` copies, random actions: steps/s (one step = one phrase).
-   ``envs.vector.VecClosedLoopEnv`` (the same sessions batched in NumPy) with
-   ``--n-envs``, 64 and 256 sessions.
+   ``--n-st_agent.envs`` copies, random actions: steps/s (one step = one phrase).
+   ``st_agent.envs.vector.VecClosedLoopEnv`` (the same sessions batched in NumPy) with
+   ``--n-st_agent.envs``, 64 and 256 sessions.
 2. The same with a no-op env of identical spaces: the vectorisation ceiling.
 3. A single env stepped directly (no vector wrapper).
 4. Full fidelity (composer + renderer + raw signals + estimator): steps/s.
@@ -22,8 +22,8 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from envs.closed_loop import ClosedLoopEnv
-from envs.phrase_bank import build_phrase_bank
+from st_agent.envs.closed_loop import ClosedLoopEnv
+from st_agent.envs.phrase_bank import build_phrase_bank
 
 
 class NoOpEnv(gym.Env):
@@ -70,7 +70,7 @@ def main() -> None:
     proto = ClosedLoopEnv(phrase_bank=bank)
     fast = _vec_rate(lambda: ClosedLoopEnv(phrase_bank=bank), args.n_envs, args.steps)
     noop = _vec_rate(lambda: NoOpEnv(proto), args.n_envs, args.steps)
-    from envs.vector import VecClosedLoopEnv
+    from st_agent.envs.vector import VecClosedLoopEnv
 
     vec = {}
     for n in (args.n_envs, 64, 256):

@@ -19,8 +19,8 @@ import time
 import numpy as np
 from scipy import signal
 
-from st_agent.estimator import _LABELS, EstimatorConfig, StateEstimator
-from st_agent.sources import load_brainflow
+from st_agent.biometrics.estimator import _LABELS, EstimatorConfig, StateEstimator
+from st_agent.biometrics.sources import load_brainflow
 from st_agent.types import SignalChunk
 
 SFREQ = 250.0

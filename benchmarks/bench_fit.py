@@ -4,7 +4,7 @@ For ``--listeners`` (10) listeners drawn from the population, simulated
 sessions in fast mode (60 s rest, then blocks of 30-90 s of one random phrase
 each; observed states = latent + estimator noise measured from the raw mode,
 in latent units) of 2.5 to 30 minutes are fitted
-(:func:`st_agent.fitting.fit_listener`); the last 25% of each session is held
+(:func:`st_agent.listener.fitting.fit_listener`); the last 25% of each session is held
 out and predicted. R² on held-out states averaged over 10 s blocks (what the
 fit reports), on single windows (the estimator's own per-hop output, with its
 ``smoothing_sec`` moving average), and against the true latent state; then
@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-from st_agent.fitting import FitError, _predict, fit_listener, simulated_session
-from st_agent.listener import EstimatorNoise, sample_listeners
+from st_agent.listener.fitting import FitError, _predict, fit_listener, simulated_session
+from st_agent.listener.model import EstimatorNoise, sample_listeners
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Prints (and writes to ``runs/bench_jam.txt``):
 
 * group mean distance to the targets over the last half of each episode on
-  held-out groups of 3 (:func:`policies.jam.evaluate_jam`) for the shared jam
+  held-out groups of 3 (:func:`st_agent.policies.jam.evaluate_jam`) for the shared jam
   policy, independent single-listener PPO policies per performer, PID per
   performer and random, with the change against independent PID (the issue's
   target: >= 20 % lower), on further held-out streams the shared policy vs
@@ -28,8 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.jam import JamBank, build_jam_bank, parallel_env
-from policies.jam import EvaluateJamConfig, evaluate_jam, format_jam_table, make_supersuit_venv
+from st_agent.envs.jam import JamBank, build_jam_bank, parallel_env
+from st_agent.policies.jam import (
+    EvaluateJamConfig,
+    evaluate_jam,
+    format_jam_table,
+    make_supersuit_venv,
+)
 
 _REPO = Path(__file__).resolve().parents[1]
 

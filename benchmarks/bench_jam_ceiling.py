@@ -24,10 +24,10 @@ import time
 
 import numpy as np
 
-from envs.jam import JamEnv, build_jam_bank
-from policies.baselines import PIDPolicy
-from policies.jam import heldout_groups, load_jam_policy
 from st_agent.contract import observation_size
+from st_agent.envs.jam import JamEnv, build_jam_bank
+from st_agent.policies.baselines import PIDPolicy
+from st_agent.policies.jam import heldout_groups, load_jam_policy
 
 
 def plan(env: JamEnv, candidates: list[np.ndarray], horizon: int,

@@ -12,7 +12,7 @@
    estimate on (latent - rest), the residual std and the AR(1) coefficient
    with the residual's integrated autocorrelation time (:func:`noise_stats`);
    ``--write-noise`` stores them in
-   ``st_agent/assets/estimator_noise.json`` (what :class:`FastListeners` uses).
+   ``st_agent/listener/assets/estimator_noise.json`` (what :class:`FastListeners` uses).
 3. **Speed**: simulated listener-seconds per wall second in raw mode
    (signals only, and signals + estimator) and in fast mode (10,000 listeners
    vectorised, 0.5 s steps).
@@ -29,16 +29,17 @@ from pathlib import Path
 
 import numpy as np
 
-from st_agent.estimator import EstimatorConfig, StateEstimator
-from st_agent.listener import (
+from st_agent.biometrics.estimator import EstimatorConfig, StateEstimator
+from st_agent.listener.model import (
     FastListeners,
     feature_vector,
     random_features,
     sample_listeners,
 )
-from st_agent.virtual_listener import VirtualListenerSource
+from st_agent.listener.virtual import VirtualListenerSource
 
-NOISE_PATH = Path(__file__).resolve().parents[1] / "st_agent" / "assets" / "estimator_noise.json"
+NOISE_PATH = (Path(__file__).resolve().parents[1] / "st_agent" / "listener" / "assets"
+              / "estimator_noise.json")
 
 
 def run_listener(params, seed: int, minutes: float, rest_sec: float = 60.0) -> dict:

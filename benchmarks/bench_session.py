@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from policies.controllers import make_controller
-from st_agent.recording import read_session
-from st_agent.session import SessionConfig, run_session
+from st_agent.biometrics.recording import read_session
+from st_agent.live.session import SessionConfig, run_session
+from st_agent.policies.controllers import make_controller
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ from collections import Counter
 
 import numpy as np
 
-from tokenizer.bpe import train_tokenizer
-from tokenizer.corpus import load_corpus
+from st_agent.tokenizer.bpe import train_tokenizer
+from st_agent.tokenizer.corpus import load_corpus
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from st_agent.estimator import Baseline, EstimatorConfig, StateEstimator
-from st_agent.sources import FileSource
+from st_agent.biometrics.estimator import Baseline, EstimatorConfig, StateEstimator
+from st_agent.biometrics.sources import FileSource
 
 EEG_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "eeg"
 KEYS = ("eeg/delta_power", "eeg/theta_power", "eeg/alpha_power", "eeg/beta_power",

@@ -13,7 +13,6 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.phrase_bank import PhraseBank, build_phrase_bank
 from st_agent.contract import (
     ACTION_SIZE,
     HISTORY_LEN,
@@ -24,7 +23,8 @@ from st_agent.contract import (
     observation_bounds,
     resolve_target,
 )
-from st_agent.listener import (
+from st_agent.envs.phrase_bank import PhraseBank, build_phrase_bank
+from st_agent.listener.model import (
     EstimatorNoise,
     FastListeners,
     ListenerParams,
@@ -34,7 +34,7 @@ from st_agent.listener import (
 from st_agent.types import Knobs, SignalChunk
 
 if TYPE_CHECKING:
-    from st_agent.composer import ComposerConfig
+    from st_agent.music.composer import ComposerConfig
 
 __all__ = ["FIDELITIES", "ClosedLoopEnv", "ListenerSpec", "load_listener_file"]
 
@@ -46,7 +46,7 @@ ListenerSpec = ListenerParams | Sequence[ListenerParams] | str | Path | None
 
 
 def load_listener_file(path: str | Path) -> ListenerParams:
-    """Read a fitted ``listener.json`` (:func:`st_agent.fitting.load_fit`).
+    """Read a fitted ``listener.json`` (:func:`st_agent.listener.fitting.load_fit`).
 
     Raises
     ------
@@ -55,7 +55,7 @@ def load_listener_file(path: str | Path) -> ListenerParams:
     ValueError
         When it is not a fitted-listener file.
     """
-    from st_agent.fitting import load_fit
+    from st_agent.listener.fitting import load_fit
 
     path = Path(path)
     if not path.is_file():
@@ -74,7 +74,7 @@ class ClosedLoopEnv(gym.Env):
 
     The agent turns three knobs (valence, tempo, energy) once per 4-bar phrase.
     The phrase that plays is real music from the project's composer and
-    renderer; the simulated listener (:mod:`st_agent.listener`) responds to the
+    renderer; the simulated listener (:mod:`st_agent.listener.model`) responds to the
     features measured from it, and the agent sees the listener's state only as
     a state estimator reports it: noisy, lagged and relative to the listener's
     resting state. Listeners differ (a new one is drawn from the population at
@@ -157,7 +157,7 @@ class ClosedLoopEnv(gym.Env):
       ``distance_weight``; ``jerk_weight``; ``start_knobs``; ``rest_sec``;
       ``nan_prob`` (fast: chance that an estimate is lost, as a bad window);
       ``noise`` (:class:`EstimatorNoise`); ``calibration_sec`` (full);
-      ``composer`` (full: a :class:`~st_agent.composer.ComposerConfig`; default
+      ``composer`` (full: a :class:`~st_agent.music.composer.ComposerConfig`; default
       the live session's settings but decoding on two threads, which the live
       session leaves to audio and estimation. Fewer candidates compose faster
       but follow the energy knob less well: 4 candidates with the first 2
@@ -373,9 +373,9 @@ class ClosedLoopEnv(gym.Env):
 
     # ------------------------------------------------------------------ full mode
     def _reset_full(self) -> tuple[np.ndarray, float]:
-        from st_agent.composer import Composer, ComposerConfig
-        from st_agent.estimator import EstimatorConfig, StateEstimator
-        from st_agent.virtual_listener import SignalModel, VirtualListenerSource
+        from st_agent.biometrics.estimator import EstimatorConfig, StateEstimator
+        from st_agent.listener.virtual import SignalModel, VirtualListenerSource
+        from st_agent.music.composer import Composer, ComposerConfig
 
         self.close()
         if self._composer is None:
@@ -412,9 +412,9 @@ class ClosedLoopEnv(gym.Env):
         return np.array([est.state.valence, est.state.arousal]), est.state.confidence
 
     def _step_full(self) -> tuple[np.ndarray, float, float, dict[str, Any]]:
-        from st_agent.abc import AbcError
-        from st_agent.composer import ComposerError
-        from st_agent.render import measure_features, render_phrase
+        from st_agent.music.abc import AbcError
+        from st_agent.music.composer import ComposerError
+        from st_agent.music.render import measure_features, render_phrase
 
         seed = int(self.np_random.integers(2**31))
         failed = False

@@ -1,8 +1,8 @@
 """Collaborative jams as a PettingZoo ``ParallelEnv``: one agent per performer.
 
-``envs.jam.parallel_env(performers=3, targets=["calm", "energize", "focus"])``.
+``st_agent.envs.jam.parallel_env(performers=3, targets=["calm", "energize", "focus"])``.
 PettingZoo environments are not registered with Gymnasium; this factory is the
-entry point (``envs.jam.env`` is the same function, as PettingZoo modules do).
+entry point (``st_agent.envs.jam.env`` is the same function, as PettingZoo modules do).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from envs.closed_loop import load_listener_file
-from envs.phrase_bank import PhraseBank
 from st_agent.contract import (
     ACTION_SIZE,
     HISTORY_LEN,
@@ -35,7 +33,10 @@ from st_agent.contract import (
     observation_bounds,
     resolve_target,
 )
-from st_agent.ensemble import (
+from st_agent.envs.closed_loop import load_listener_file
+from st_agent.envs.phrase_bank import PhraseBank
+from st_agent.listener.model import EstimatorNoise, FastListeners, ListenerParams, sample_listeners
+from st_agent.music.ensemble import (
     STEPS_PER_QUARTER,
     check_per_performer,
     check_performers,
@@ -44,7 +45,7 @@ from st_agent.ensemble import (
     register_offset,
     voice_masks,
 )
-from st_agent.listener import EstimatorNoise, FastListeners, ListenerParams, sample_listeners
+from st_agent.paths import runs_dir
 from st_agent.types import Knobs
 
 __all__ = ["GROUP_OBS_SIZE", "JAM_BANK_FORMAT", "JamBank", "JamEnv", "build_jam_bank",
@@ -54,7 +55,6 @@ __all__ = ["GROUP_OBS_SIZE", "JAM_BANK_FORMAT", "JamBank", "JamEnv", "build_jam_
 logger = logging.getLogger(__name__)
 
 JAM_BANK_FORMAT = "st-agent-jam-bank"
-_REPO = Path(__file__).resolve().parents[1]
 FIDELITIES = ("fast", "full")
 #: Entries of the group block at the end of each observation.
 GROUP_OBS_SIZE = JAM_GROUP_SIZE
@@ -87,7 +87,7 @@ def jam_history_len(obs_size: int) -> int:
 
 def default_jam_bank_path(grid: int = 5, per_point: int = 2, seed: int = 0) -> Path:
     """``runs/phrase_bank/jam_bank_g{grid}_p{per_point}_s{seed}.json`` in the project."""
-    return _REPO / "runs" / "phrase_bank" / f"jam_bank_g{grid}_p{per_point}_s{seed}.json"
+    return runs_dir() / "phrase_bank" / f"jam_bank_g{grid}_p{per_point}_s{seed}.json"
 
 
 # --------------------------------------------------------------------------- bank
@@ -100,7 +100,7 @@ class JamBank:
     Each entry is a phrase composed by the real composer: its features as a
     single listener would hear it (melody + accompaniment at its own energy,
     as in :class:`PhraseBank`) and the pitch-class masks of its melody on the
-    sixteenth grid (:func:`st_agent.ensemble.voice_masks`), from which the
+    sixteenth grid (:func:`st_agent.music.ensemble.voice_masks`), from which the
     clashes of any combination of entries are counted exactly.
 
     Parameters
@@ -167,7 +167,7 @@ class JamBank:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no jam bank at {path}; build one with "
-                                    "envs.jam.build_jam_bank(path)")
+                                    "st_agent.envs.jam.build_jam_bank(path)")
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
             if doc.get("format") != JAM_BANK_FORMAT or doc.get("version") != 1:
@@ -214,9 +214,9 @@ def build_jam_bank(path: str | Path | None = None, grid: int = 5, per_point: int
         if bank.grid == grid:
             return bank
         logger.warning("%s has grid %d, not %d: rebuilding", path, bank.grid, grid)
-    from st_agent.abc import abc_to_midi
-    from st_agent.composer import Composer, ComposerError
-    from st_agent.render import measure_features, parse_meter, render_phrase
+    from st_agent.music.abc import abc_to_midi
+    from st_agent.music.composer import Composer, ComposerError
+    from st_agent.music.render import measure_features, parse_meter, render_phrase
 
     composer = Composer()
     knobs_out, feats, sounding, onset = [], [], [], []
@@ -263,28 +263,28 @@ class JamEnv(ParallelEnv):
     (valence, arousal) plane. Every phrase (4 bars), each agent turns its own
     three knobs; those knobs shape **its own voice** (register, density,
     dynamics), while tempo and mode are **shared** and negotiated from all
-    proposals (:func:`st_agent.ensemble.negotiate`: weighted mean tempo clipped
+    proposals (:func:`st_agent.music.ensemble.negotiate`: weighted mean tempo clipped
     into every performer's tempo bounds, weighted vote for the mode, ties keep
     the previous mode; one key per piece). Each performer's listener
     responds to the whole mix and more strongly to their own voice: the
     feature vector it hears is ``own_weight * x_own + (1 - own_weight) *
-    mean_j x_j`` (:func:`st_agent.listener.feature_vector` of each voice).
+    mean_j x_j`` (:func:`st_agent.listener.model.feature_vector` of each voice).
 
     Two fidelities share this interface:
 
     * ``"fast"`` (default): each voice is a real phrase from a :class:`JamBank`
       (random among the phrases of the grid point nearest to the voice's
       family valence, the shared tempo and its energy), its register shifted
-      by :func:`st_agent.ensemble.register_offset`; clashes are counted on the
+      by :func:`st_agent.music.ensemble.register_offset`; clashes are counted on the
       stored pitch-class masks of the chosen phrases, the same measure as in
       full mode. Voice features come with the accompaniment of their own
       energy (the bank's), an approximation of the shared accompaniment.
-    * ``"full"``: :class:`st_agent.ensemble.Ensemble` composes every voice with
+    * ``"full"``: :class:`st_agent.music.ensemble.Ensemble` composes every voice with
       the real composer (continuing its previous phrase), renders the
       multi-voice tune (one General MIDI program per voice, shared bass and
       chords) and measures each voice's features and the clashes from the MIDI.
 
-    In both, the listeners are :class:`st_agent.listener.FastListeners` (latent
+    In both, the listeners are :class:`st_agent.listener.model.FastListeners` (latent
     dynamics plus the measured estimator noise); raw signals are not
     synthesised for N listeners.
 
@@ -378,7 +378,7 @@ class JamEnv(ParallelEnv):
 
     Examples
     --------
-    >>> from envs.jam import parallel_env                       # doctest: +SKIP
+    >>> from st_agent.envs.jam import parallel_env                       # doctest: +SKIP
     >>> env = parallel_env(performers=3, targets=["calm", "energize", "focus"])  # doctest: +SKIP
     >>> obs, infos = env.reset(seed=0)                          # doctest: +SKIP
     >>> obs["performer_0"].shape                                # doctest: +SKIP
@@ -753,7 +753,7 @@ class JamEnv(ParallelEnv):
 
     def _reset_full(self) -> None:
         if self._ensemble is None:
-            from st_agent.ensemble import Ensemble
+            from st_agent.music.ensemble import Ensemble
 
             self._ensemble = Ensemble()
         if self.n > len(self._ensemble.programs):
@@ -761,7 +761,7 @@ class JamEnv(ParallelEnv):
 
     def _play_full(self, neg: Any) -> tuple[np.ndarray, float, float, dict[str, Any]]:
         """Compose, render and measure the jam phrase (real composer and renderer)."""
-        from st_agent.listener import feature_vector
+        from st_agent.listener.model import feature_vector
 
         ens = self._ensemble
         proposals = [Knobs(*(float(v) for v in k)) for k in self.knobs]

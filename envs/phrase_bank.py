@@ -1,8 +1,8 @@
 """A bank of real phrases over a knob grid: what the fast environment plays.
 
 Each entry is the :class:`~st_agent.types.MusicFeatures` measured from a phrase
-really composed by :class:`~st_agent.composer.Composer` and rendered by
-:func:`~st_agent.render.render_phrase`, so the fast env responds to what the
+really composed by :class:`~st_agent.music.composer.Composer` and rendered by
+:func:`~st_agent.music.render.render_phrase`, so the fast env responds to what the
 generator actually does, at a fraction of the cost. Built once by
 :func:`build_phrase_bank` and cached as JSON.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from st_agent.listener import feature_vector
+from st_agent.listener.model import feature_vector
+from st_agent.paths import runs_dir
 from st_agent.types import Knobs, MusicFeatures
 
 __all__ = ["BANK_FORMAT", "PhraseBank", "build_phrase_bank", "default_bank_path"]
@@ -25,12 +26,11 @@ __all__ = ["BANK_FORMAT", "PhraseBank", "build_phrase_bank", "default_bank_path"
 logger = logging.getLogger(__name__)
 
 BANK_FORMAT = "st-agent-phrase-bank"
-_REPO = Path(__file__).resolve().parents[1]
 
 
 def default_bank_path(grid: int = 5, per_point: int = 2, seed: int = 0) -> Path:
     """``runs/phrase_bank/bank_g{grid}_p{per_point}_s{seed}.json`` in the project."""
-    return _REPO / "runs" / "phrase_bank" / f"bank_g{grid}_p{per_point}_s{seed}.json"
+    return runs_dir() / "phrase_bank" / f"bank_g{grid}_p{per_point}_s{seed}.json"
 
 
 @dataclass
@@ -124,7 +124,7 @@ class PhraseBank:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no phrase bank at {path}; build one with "
-                                    "envs.phrase_bank.build_phrase_bank(path)")
+                                    "st_agent.envs.phrase_bank.build_phrase_bank(path)")
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
             if doc.get("format") != BANK_FORMAT or doc.get("version") != 1:
@@ -167,8 +167,8 @@ def build_phrase_bank(path: str | Path | None = None, grid: int = 5, per_point: 
         if bank.grid == grid:
             return bank
         logger.warning("%s has grid %d, not %d: rebuilding", path, bank.grid, grid)
-    from st_agent.composer import Composer, ComposerError
-    from st_agent.render import measure_features, render_phrase
+    from st_agent.music.composer import Composer, ComposerError
+    from st_agent.music.render import measure_features, render_phrase
 
     composer = Composer()
     knobs_out, feats = [], []

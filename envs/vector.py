@@ -1,9 +1,9 @@
 """N fast closed-loop sessions stepped at once in NumPy, as an SB3 ``VecEnv``.
 
 :class:`VecClosedLoopEnv` has the dynamics, observation, reward and episode
-rules of :class:`envs.closed_loop.ClosedLoopEnv` in ``"fast"`` fidelity (it
+rules of :class:`st_agent.envs.closed_loop.ClosedLoopEnv` in ``"fast"`` fidelity (it
 validates its arguments by building one), but keeps the N listeners in one
-:class:`st_agent.listener.FastListeners` and the N observations in arrays
+:class:`st_agent.listener.model.FastListeners` and the N observations in arrays
 (:func:`st_agent.contract.build_observations`), so a step costs a few NumPy
 calls instead of N Python environments. Episodes end by truncation after
 ``max_steps`` phrases; finished sessions restart on their own (SB3 convention:
@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
-from envs.closed_loop import ClosedLoopEnv
 from st_agent.contract import TARGET_PRESETS, Target, build_observations, resolve_target
-from st_agent.listener import FastListeners, sample_listeners
+from st_agent.envs.closed_loop import ClosedLoopEnv
+from st_agent.listener.model import FastListeners, sample_listeners
 
 __all__ = ["VecClosedLoopEnv"]
 

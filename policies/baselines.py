@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from st_agent.contract import ACTION_SIZE, SafetyBounds
-from st_agent.listener import simulate
+from st_agent.listener.model import simulate
 
 __all__ = ["FIXED_KNOBS", "BaselinePolicy", "FixedPolicy", "OraclePolicy", "PIDPolicy",
            "RandomPolicy"]
@@ -145,7 +145,7 @@ class OraclePolicy(BaselinePolicy):
     dynamics while the mean phrase of the new knobs' grid point plays for
     ``horizon`` phrases, and picks the action whose end state is nearest to
     the target. Works on a single, unwrapped fast or full
-    :class:`envs.closed_loop.ClosedLoopEnv`.
+    :class:`st_agent.envs.closed_loop.ClosedLoopEnv`.
 
     Parameters
     ----------

@@ -8,9 +8,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from policies.baselines import FIXED_KNOBS, FixedPolicy, PIDPolicy, RandomPolicy
-from policies.train import bundled_policies, load_bundled_policy, load_policy
 from st_agent.contract import HISTORY_LEN, SafetyBounds
+from st_agent.policies.baselines import FIXED_KNOBS, FixedPolicy, PIDPolicy, RandomPolicy
+from st_agent.policies.loading import bundled_policies, load_bundled_policy, load_policy
 from st_agent.types import Knobs
 
 __all__ = ["BASELINE_POLICIES", "JamControllerChoice", "make_controller", "make_jam_controller"]
@@ -26,7 +26,7 @@ def make_controller(policy: str, bounds: SafetyBounds, target: str = "calm",
     Parameters
     ----------
     policy : str
-        A bundled policy name (:func:`policies.train.bundled_policies`), the
+        A bundled policy name (:func:`st_agent.policies.train.bundled_policies`), the
         folder of a trained policy, or a baseline: ``pid``, ``random``, ``fixed``
         (the fixed preset knobs of ``target``).
     bounds : SafetyBounds
@@ -98,7 +98,7 @@ def make_jam_controller(policy: str, performers: int, seed: int = 0) -> JamContr
     ValueError
         For an unknown name or a policy that does not validate.
     """
-    from policies.jam import load_jam_policy, per_performer_controller, shared_controller
+    from st_agent.policies.jam import load_jam_policy, per_performer_controller, shared_controller
 
     if policy == "pid":
         return JamControllerChoice(per_performer_controller(lambda i: PIDPolicy(), performers),

@@ -23,9 +23,9 @@ from typing import Annotated, Any
 import numpy as np
 import tyro
 
-from envs.closed_loop import ClosedLoopEnv
-from policies.baselines import FixedPolicy, OraclePolicy, PIDPolicy, RandomPolicy
-from st_agent.listener import ListenerParams, sample_listeners
+from st_agent.envs.closed_loop import ClosedLoopEnv
+from st_agent.listener.model import ListenerParams, sample_listeners
+from st_agent.policies.baselines import FixedPolicy, OraclePolicy, PIDPolicy, RandomPolicy
 
 __all__ = ["EvaluateConfig", "evaluate", "format_table", "heldout_listeners", "rollout"]
 
@@ -153,7 +153,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, dict[str, float]]:
         raise ValueError(f"unknown baselines {unknown}; choose from {sorted(_BASELINES)}")
     if cfg.n_listeners < 1:
         raise ValueError(f"n_listeners must be >= 1, got {cfg.n_listeners!r}")
-    from envs.phrase_bank import PhraseBank, build_phrase_bank
+    from st_agent.envs.phrase_bank import PhraseBank, build_phrase_bank
 
     bank = PhraseBank.load(cfg.phrase_bank) if cfg.phrase_bank else build_phrase_bank()
     env_kwargs = {"target": cfg.target, "phrase_bank": bank, "max_steps": cfg.max_steps,
@@ -162,7 +162,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     bundled = False
     if cfg.policy:
-        from policies.train import bundled_policies, load_bundled_policy, load_policy
+        from st_agent.policies.loading import bundled_policies, load_bundled_policy, load_policy
 
         bundled = cfg.policy in bundled_policies() and not Path(cfg.policy).exists()
         trained = load_bundled_policy(cfg.policy) if bundled else load_policy(cfg.policy)

@@ -1,6 +1,6 @@
 """Train and evaluate one shared PPO policy for every performer of a jam.
 
-Training (``st-agent train-jam``) converts the PettingZoo :class:`envs.jam.JamEnv`
+Training (``st-agent train-jam``) converts the PettingZoo :class:`st_agent.envs.jam.JamEnv`
 into a vector env with SuperSuit (``pettingzoo_env_to_vec_env_v1``: one
 sub-env per performer, so one network acts for all of them, told apart by the
 performer one-hot in the observation) and stacks ``n_envs`` copies with
@@ -41,11 +41,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
 
-from envs.jam import JamBank, JamEnv, build_jam_bank, jam_history_len
-from policies.baselines import PIDPolicy, RandomPolicy
-from policies.train import BUNDLED_DIR, PolicyEnsemble, TrainedPolicy
 from st_agent.contract import HISTORY_LEN, TARGET_PRESETS, observation_size
-from st_agent.listener import sample_listeners
+from st_agent.envs.jam import JamBank, JamEnv, build_jam_bank, jam_history_len
+from st_agent.listener.model import sample_listeners
+from st_agent.paths import runs_dir
+from st_agent.policies.baselines import PIDPolicy, RandomPolicy
+from st_agent.policies.loading import BUNDLED_DIR, PolicyEnsemble, TrainedPolicy
 
 __all__ = ["JAM_POLICY_FORMAT", "CombineJamConfig", "EvaluateJamConfig", "TrainJamConfig",
            "combine_jam", "combine_jam_policies", "evaluate_jam",
@@ -55,7 +56,6 @@ __all__ = ["JAM_POLICY_FORMAT", "CombineJamConfig", "EvaluateJamConfig", "TrainJ
 logger = logging.getLogger(__name__)
 
 JAM_POLICY_FORMAT = "st-agent-jam-policy"
-_REPO = Path(__file__).resolve().parents[1]
 #: Seed offset of held-out jam groups (training draws from other streams).
 HELDOUT_JAM_OFFSET = 2_000_003
 
@@ -66,7 +66,7 @@ class TrainJamConfig:
 
     The defaults are the recipe of the members of the bundled ``jam3`` (an
     ensemble of such runs with different seeds, ``combine-jam``; README,
-    *Collaborative jams*). They differ from :class:`envs.jam.JamEnv`'s reward defaults on
+    *Collaborative jams*). They differ from :class:`st_agent.envs.jam.JamEnv`'s reward defaults on
     purpose: on held-out groups, training on each performer's own progress (no
     group term, no clash penalty) with a light knob-change penalty gave the
     lowest group distance; the env keeps the full reward for other uses.
@@ -134,7 +134,7 @@ class TrainJamConfig:
 
     def run_dir(self) -> Path:
         """``<runs_dir>/<name>``."""
-        return Path(self.runs_dir or _REPO / "runs") / self.name
+        return Path(self.runs_dir or runs_dir()) / self.name
 
     def env_kwargs(self, bank: JamBank) -> dict[str, Any]:
         """Keyword arguments of the training jams."""
@@ -374,7 +374,7 @@ def train_jam(cfg: TrainJamConfig) -> Path:
     ValueError
         For a performer count outside [2, 8] or non-positive sizes.
     """
-    from st_agent.ensemble import check_performers
+    from st_agent.music.ensemble import check_performers
 
     check_performers(cfg.performers)
     for name in ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs"):
@@ -555,7 +555,7 @@ class EvaluateJamConfig:
 
 
 def _load_single(spec: str) -> TrainedPolicy:
-    from policies.train import bundled_policies, load_bundled_policy, load_policy
+    from st_agent.policies.loading import bundled_policies, load_bundled_policy, load_policy
 
     if spec in bundled_policies() and not Path(spec).exists():
         return load_bundled_policy(spec)
@@ -570,7 +570,7 @@ def evaluate_jam(cfg: EvaluateJamConfig) -> dict[str, dict[str, Any]]:
     results : dict
         ``controller -> metrics`` (:func:`rollout_jam`).
     """
-    from st_agent.ensemble import check_performers
+    from st_agent.music.ensemble import check_performers
 
     n = check_performers(cfg.performers)
     unknown = sorted(set(cfg.baselines) - {"pid", "random"})
@@ -605,7 +605,7 @@ def evaluate_jam(cfg: EvaluateJamConfig) -> dict[str, dict[str, Any]]:
     bundled = cfg.policy and not Path(cfg.policy).exists()
     out = Path(cfg.out) if cfg.out else (
         Path(cfg.policy) if cfg.policy and not bundled
-        else _REPO / "runs" / f"evaluate_jam_{cfg.policy or 'baselines'}_{n}")
+        else runs_dir() / f"evaluate_jam_{cfg.policy or 'baselines'}_{n}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "results": results},
                                                  indent=2), encoding="utf-8")

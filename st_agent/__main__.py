@@ -1,5 +1,5 @@
 """``python -m st_agent`` is ``st-agent``."""
 
-from .cli import app
+from st_agent.cli import app
 
 app()

@@ -10,9 +10,23 @@ from dataclasses import dataclass
 
 import tyro
 
+from st_agent.biometrics.recording import DeleteConfig, ExportConfig, run_delete, run_export
+from st_agent.listener.fitting import FitListenerConfig, run_fit_listener
+from st_agent.live.jam import JamConfig, run_jam
+from st_agent.live.report import ReportConfig, write_report
+from st_agent.live.session import (
+    DemoConfig,
+    SessionConfig,
+    SessionResult,
+    SessionStatus,
+    run_session,
+)
+from st_agent.music.generate import GenerateConfig, generate
+from st_agent.music.generator import TrainGeneratorConfig, train_generator
+
 # The command line is the one place that ties st_agent to envs and policies.
-from policies.evaluate import EvaluateConfig, evaluate
-from policies.jam import (
+from st_agent.policies.evaluate import EvaluateConfig, evaluate
+from st_agent.policies.jam import (
     CombineJamConfig,
     EvaluateJamConfig,
     TrainJamConfig,
@@ -20,16 +34,8 @@ from policies.jam import (
     evaluate_jam,
     train_jam,
 )
-from policies.train import TrainConfig, train
-
-from .fitting import FitListenerConfig, run_fit_listener
-from .generate import GenerateConfig, generate
-from .generator import TrainGeneratorConfig, train_generator
-from .jam_session import JamConfig, run_jam
-from .recording import DeleteConfig, ExportConfig, run_delete, run_export
-from .report import ReportConfig, write_report
-from .session import DemoConfig, SessionConfig, SessionResult, SessionStatus, run_session
-from .types import Knobs
+from st_agent.policies.train import TrainConfig, train
+from st_agent.types import Knobs
 
 logger = logging.getLogger("st_agent")
 
@@ -54,7 +60,7 @@ def _status_printer() -> Callable[[SessionStatus], None]:
 
 
 def _run_session(cfg: SessionConfig) -> SessionResult:
-    from policies.controllers import make_controller
+    from st_agent.policies.controllers import make_controller
 
     override = Knobs(*cfg.knobs) if cfg.knobs is not None else None
     controller, name = make_controller(cfg.policy, cfg.bounds(), cfg.target, override, cfg.seed)
@@ -125,7 +131,7 @@ def _report_generate(cfg: GenerateConfig) -> None:
 
 
 def _run_jam(cfg: JamConfig) -> None:
-    from policies.controllers import make_jam_controller
+    from st_agent.policies.controllers import make_jam_controller
 
     n = len(cfg.board_list())
     cfg.target_list(n)  # validate before loading anything
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         elif isinstance(cfg, ReportConfig):
             sys.stdout.write(f"wrote {write_report(cfg.folder, cfg.key_file)}\n")
         elif isinstance(cfg, BoardsConfig):
-            from .sources import list_boards
+            from st_agent.biometrics.sources import list_boards
 
             for name, board_id in sorted(list_boards().items(), key=lambda kv: kv[1]):
                 sys.stdout.write(f"{board_id:4d}  {name}\n")
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         elif isinstance(cfg, TrainConfig):
             sys.stdout.write(f"run written to {train(cfg)}\n")
         elif isinstance(cfg, EvaluateConfig):
-            from policies.evaluate import format_table
+            from st_agent.policies.evaluate import format_table
 
             sys.stdout.write(format_table(evaluate(cfg)) + "\n")
         elif isinstance(cfg, TrainJamConfig):
@@ -188,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         elif isinstance(cfg, CombineJamConfig):
             sys.stdout.write(f"ensemble policy written to {combine_jam(cfg)}\n")
         elif isinstance(cfg, EvaluateJamConfig):
-            from policies.jam import format_jam_table
+            from st_agent.policies.jam import format_jam_table
 
             sys.stdout.write(format_jam_table(evaluate_jam(cfg)) + "\n")
         elif isinstance(cfg, DeleteConfig):

@@ -1,6 +1,6 @@
 """The observation/action contract shared by the simulated env and the live session.
 
-A policy trained in :mod:`envs.closed_loop` runs unchanged live because both
+A policy trained in :mod:`st_agent.envs.closed_loop` runs unchanged live because both
 sides build their observations with :func:`build_observation` and turn actions
 into knobs with :func:`action_to_knobs`, under the same :class:`SafetyBounds`.
 
@@ -425,7 +425,7 @@ def build_jam_observations(base: np.ndarray, knobs: np.ndarray, tempo: float, ma
                            clashes_per_bar: float, lost: np.ndarray) -> np.ndarray:
     """Jam observations: each performer's contract observation, who they are, the group.
 
-    Shared by :class:`envs.jam.JamEnv` and the live jam (:mod:`st_agent.jam_session`),
+    Shared by :class:`st_agent.envs.jam.JamEnv` and the live jam (:mod:`st_agent.live.jam`),
     so a jam policy trained offline runs unchanged live.
 
     Parameters

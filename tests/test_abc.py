@@ -5,7 +5,14 @@ from __future__ import annotations
 import pretty_midi
 import pytest
 
-from st_agent.abc import AbcError, AbcReport, abc_to_midi, abc_to_midi_many, check_abc, check_many
+from st_agent.music.abc import (
+    AbcError,
+    AbcReport,
+    abc_to_midi,
+    abc_to_midi_many,
+    check_abc,
+    check_many,
+)
 
 # 2 x 10 notes in the repeat, a tie (one note), a chord (3 notes), a triplet
 # (3 notes), and a quoted chord symbol that must not become notes.

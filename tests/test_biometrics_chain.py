@@ -7,15 +7,15 @@ import time
 import mne
 import numpy as np
 
-from st_agent.estimator import EstimatorConfig, StateEstimator
-from st_agent.recording import (
+from st_agent.biometrics.estimator import EstimatorConfig, StateEstimator
+from st_agent.biometrics.recording import (
     ConsentRecord,
     SessionMeta,
     SessionRecorder,
     export_session,
     read_session,
 )
-from st_agent.sources import BrainFlowSource
+from st_agent.biometrics.sources import BrainFlowSource
 
 
 def test_synthetic_board_is_estimated_recorded_read_back_and_exported(tmp_path):

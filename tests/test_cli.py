@@ -11,7 +11,7 @@ import numpy as np
 import pretty_midi
 from scipy.io import wavfile
 
-from st_agent.abc import check_abc
+from st_agent.music.abc import check_abc
 
 ST_AGENT = [sys.executable, "-m", "st_agent"]
 
@@ -71,14 +71,14 @@ def test_train_generator_tiny_run(tmp_path: Path):
     run_dir = tmp_path / "runs" / "tiny"
     assert json.loads((run_dir / "config.json").read_text())["max_steps"] == 2
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
-    from st_agent.generator import load_generator
+    from st_agent.music.generator import load_generator
 
     bundle = load_generator(run_dir)
     assert bundle.model.config.n_layer == 1 and len(bundle.tokenizer) == 300
 
 
 def _tiny_session(folder: Path) -> Path:
-    from st_agent.recording import ConsentRecord, SessionMeta, SessionRecorder
+    from st_agent.biometrics.recording import ConsentRecord, SessionMeta, SessionRecorder
     from st_agent.types import SignalChunk
 
     consent = ConsentRecord(text_version="test-1", scopes=("record", "store_local", "export"))

@@ -10,13 +10,13 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from st_agent.abc import check_many
-from st_agent.composer import Composer, ComposerConfig, ComposerError
-from st_agent.decoding import CachedDecoder
-from st_agent.generator import BUNDLED_COMPOSER, load_generator
+from st_agent.music.abc import check_many
+from st_agent.music.composer import Composer, ComposerConfig, ComposerError
+from st_agent.music.decoding import CachedDecoder
+from st_agent.music.generator import BUNDLED_COMPOSER, load_generator
 from st_agent.theory import parse_key
+from st_agent.tokenizer.abc_text import split_bars
 from st_agent.types import Knobs
-from tokenizer.abc_text import split_bars
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_longer_pieces_and_seeds(composer):
 def test_energy_knob_moves_melodic_density(composer):
     from fractions import Fraction
 
-    from tokenizer.abc_text import body_stats
+    from st_agent.tokenizer.abc_text import body_stats
 
     def density(e: float) -> float:
         vals = []

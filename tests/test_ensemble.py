@@ -9,9 +9,9 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from st_agent.abc import check_abc
 from st_agent.contract import SafetyBounds
-from st_agent.ensemble import (
+from st_agent.music.abc import check_abc
+from st_agent.music.ensemble import (
     DEFAULT_PROGRAMS,
     Ensemble,
     check_per_performer,

@@ -12,9 +12,6 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs
-from envs.closed_loop import ClosedLoopEnv
-from envs.phrase_bank import PhraseBank, build_phrase_bank
 from st_agent.contract import (
     OBS_SIZE,
     TARGET_PRESETS,
@@ -25,7 +22,10 @@ from st_agent.contract import (
     observation_bounds,
     resolve_target,
 )
-from st_agent.listener import ListenerParams
+from st_agent.envs import CLOSED_LOOP_ID
+from st_agent.envs.closed_loop import ClosedLoopEnv
+from st_agent.envs.phrase_bank import PhraseBank, build_phrase_bank
+from st_agent.listener.model import ListenerParams
 from st_agent.types import Knobs
 
 
@@ -100,7 +100,7 @@ def test_observation_finite_with_nan_and_flagged():
 def test_checkers_clean(bank_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        check_env(gym.make(envs.CLOSED_LOOP_ID, phrase_bank=bank_path).unwrapped)
+        check_env(gym.make(CLOSED_LOOP_ID, phrase_bank=bank_path).unwrapped)
         sb3_check_env(ClosedLoopEnv(phrase_bank=bank_path, nan_prob=0.3))
 
 
@@ -198,7 +198,7 @@ def test_full_fidelity_steps(bank):
     # a composer that fails (rare: no valid candidate in 6 batches) must not end the
     # episode: the last phrase plays again, and the step says so. The failure cannot
     # be caused on demand, so it is injected.
-    from st_agent.composer import ComposerError
+    from st_agent.music.composer import ComposerError
 
     def fail(*args, **kwargs):
         raise ComposerError("no valid phrase (injected)")

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from st_agent.estimator import (
+from st_agent.biometrics.estimator import (
     Baseline,
     EstimatorConfig,
     StateEstimator,
     features_from_window,
     normalize_ch_name,
 )
-from st_agent.sources import BrainFlowSource, FileSource
+from st_agent.biometrics.sources import BrainFlowSource, FileSource
 from st_agent.types import SignalChunk
 
 EEG_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "eeg"
@@ -285,7 +285,7 @@ def test_stored_baseline_and_bad_input():
 
 @pytest.mark.parametrize("n_ch", [4, 16, 64])
 def test_any_montage_size(n_ch):
-    from st_agent.estimator import _LABELS
+    from st_agent.biometrics.estimator import _LABELS
 
     names = ("Fp1", "Fp2", "F3", "F4", *sorted(_LABELS - {"FP1", "FP2", "F3", "F4"}))[:n_ch]
     f, q = features_from_window(_eeg(2.0, n_ch=n_ch), SFREQ, names, ("eeg",) * n_ch, _config())

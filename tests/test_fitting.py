@@ -9,8 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from st_agent.estimator import EstimatorConfig, StateEstimator
-from st_agent.fitting import (
+from st_agent.biometrics.estimator import EstimatorConfig, StateEstimator
+from st_agent.biometrics.recording import ConsentRecord, SessionMeta, SessionRecorder
+from st_agent.biometrics.replay import ReplaySource
+from st_agent.listener.fitting import (
     FitError,
     FitListenerConfig,
     SessionData,
@@ -21,11 +23,9 @@ from st_agent.fitting import (
     run_fit_listener,
     simulated_session,
 )
-from st_agent.listener import EstimatorNoise, ListenerParams, random_features
-from st_agent.recording import ConsentRecord, SessionMeta, SessionRecorder
-from st_agent.replay import ReplaySource
+from st_agent.listener.model import EstimatorNoise, ListenerParams, random_features
+from st_agent.listener.virtual import VirtualListenerSource
 from st_agent.types import Knobs, Phrase
-from st_agent.virtual_listener import VirtualListenerSource
 
 TRUE = ListenerParams(baseline_valence=0.1, baseline_arousal=-0.2, arousal_tempo=0.7,
                       arousal_density=0.3, arousal_loudness=0.2, valence_mode=0.5,

@@ -12,23 +12,23 @@ import numpy as np
 import pytest
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
-from envs.jam import (
+from st_agent.contract import SafetyBounds, observation_size
+from st_agent.envs.jam import (
     JamBank,
     build_jam_bank,
     jam_history_len,
     jam_observation_size,
     parallel_env,
 )
-from policies.controllers import make_jam_controller
-from policies.jam import (
+from st_agent.listener.model import sample_listeners
+from st_agent.policies.controllers import make_jam_controller
+from st_agent.policies.jam import (
     EvaluateJamConfig,
     combine_jam_policies,
     evaluate_jam,
     load_jam_policy,
 )
-from policies.train import PolicyEnsemble
-from st_agent.contract import SafetyBounds, observation_size
-from st_agent.listener import sample_listeners
+from st_agent.policies.loading import PolicyEnsemble
 from st_agent.types import Knobs
 
 ST_AGENT = [sys.executable, "-m", "st_agent"]
@@ -119,7 +119,7 @@ def test_opposite_targets_respect_both_bounds(bank: JamBank):
 
 
 def test_opposite_targets_full_fidelity_piece(bank: JamBank):
-    from st_agent.abc import check_abc
+    from st_agent.music.abc import check_abc
 
     env, _ = _opposite_env(None, fidelity="full", max_steps=2)
     env.reset(seed=0)

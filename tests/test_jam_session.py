@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from policies.controllers import make_jam_controller
-from st_agent.abc import check_many
-from st_agent.jam_session import JamConfig, blend_features, run_jam
-from st_agent.recording import read_session
+from st_agent.biometrics.recording import read_session
+from st_agent.live.jam import JamConfig, blend_features, run_jam
+from st_agent.music.abc import check_many
+from st_agent.policies.controllers import make_jam_controller
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,7 +115,7 @@ def test_bad_jam_settings_are_named(tmp_path: Path, args: list[str], match: str)
 
 @pytest.mark.slow
 def test_jam_recordings_are_encrypted_at_rest_with_a_key_file(tmp_path: Path) -> None:
-    from st_agent.recording import EncryptionKeyError
+    from st_agent.biometrics.recording import EncryptionKeyError
 
     key = tmp_path / "keys" / "jam.key"
     cfg = JamConfig(boards="virtual,virtual", minutes=0.4, calibration_sec=4.0,

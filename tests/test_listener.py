@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from st_agent.listener import (
+from st_agent.listener.model import (
     PARAM_RANGES,
     EstimatorNoise,
     FastListeners,

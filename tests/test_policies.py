@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from envs.closed_loop import ClosedLoopEnv
-from envs.phrase_bank import build_phrase_bank
-from policies.baselines import FixedPolicy, OraclePolicy, PIDPolicy, RandomPolicy
-from policies.evaluate import EvaluateConfig, evaluate
-from policies.train import TrainConfig, load_policy, train
 from st_agent.contract import OBS_SIZE
+from st_agent.envs.closed_loop import ClosedLoopEnv
+from st_agent.envs.phrase_bank import build_phrase_bank
+from st_agent.policies.baselines import FixedPolicy, OraclePolicy, PIDPolicy, RandomPolicy
+from st_agent.policies.evaluate import EvaluateConfig, evaluate
+from st_agent.policies.train import TrainConfig, load_policy, train
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,8 @@ def test_evaluate_rejects_unknown_baseline(bank_path):
 def test_bundled_calm_policy_loads_without_pickle_and_beats_random(bank_path, monkeypatch):
     import pickle
 
-    from policies.evaluate import heldout_listeners, rollout
-    from policies.train import bundled_policies, load_bundled_policy
+    from st_agent.policies.evaluate import heldout_listeners, rollout
+    from st_agent.policies.loading import bundled_policies, load_bundled_policy
 
     assert "calm" in bundled_policies()
 

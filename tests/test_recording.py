@@ -16,7 +16,7 @@ import mne
 import numpy as np
 import pytest
 
-from st_agent.recording import (
+from st_agent.biometrics.recording import (
     EVENTS_FILE,
     META_FILE,
     SAMPLES_FILE,
@@ -152,7 +152,7 @@ def test_segments_are_one_second_and_written_at_once(tmp_path: Path) -> None:
 _CHILD = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from st_agent.recording import ConsentRecord, SessionMeta, SessionRecorder
+    from st_agent.biometrics.recording import ConsentRecord, SessionMeta, SessionRecorder
     from st_agent.types import SignalChunk
     names = tuple(f"EEG{i}" for i in range(4))
     types = ("eeg",) * 4
@@ -257,7 +257,8 @@ def test_garbage_and_torn_event_line(tmp_path: Path) -> None:
 _DISK_FULL_CHILD = textwrap.dedent("""
     import json, resource, signal, sys
     import numpy as np
-    from st_agent.recording import ConsentRecord, DiskFullError, SessionMeta, SessionRecorder
+    from st_agent.biometrics.recording import (ConsentRecord, DiskFullError, SessionMeta,
+                                               SessionRecorder)
     from st_agent.types import SignalChunk
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # make writes fail with EFBIG instead
     limit = int(sys.argv[2])
@@ -452,7 +453,7 @@ def test_delete(tmp_path: Path) -> None:
 
 
 def test_source_events_and_backward_jump(tmp_path: Path) -> None:
-    class SourceEvent:  # the fields of st_agent.sources.SourceEvent
+    class SourceEvent:  # the fields of st_agent.biometrics.sources.SourceEvent
         kind, t_sec, first_missing_sample, n_missing, detail = "dropped", 1.0, 250, 25, "crc"
 
     data = _signal(600)

@@ -10,8 +10,8 @@ import pretty_midi
 import pytest
 from scipy.io import wavfile
 
-from st_agent.abc import abc_to_midi
-from st_agent.render import (
+from st_agent.music.abc import abc_to_midi
+from st_agent.music.render import (
     ArrangementConfig,
     AudioDeviceError,
     AudioRenderer,

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from policies.controllers import make_controller
-from st_agent.abc import check_many
+from st_agent.biometrics.recording import read_session
 from st_agent.contract import SafetyBounds
-from st_agent.recording import read_session
-from st_agent.report import write_report
-from st_agent.session import DemoConfig, SessionConfig, explain_change, run_session
+from st_agent.live.report import write_report
+from st_agent.live.session import DemoConfig, SessionConfig, explain_change, run_session
+from st_agent.music.abc import check_many
+from st_agent.policies.controllers import make_controller
 from st_agent.types import Knobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -259,8 +259,8 @@ def test_bad_session_settings_are_named(tmp_path: Path, args: list[str], match: 
 
 @pytest.mark.slow
 def test_session_simulates_a_fitted_listener(tmp_path: Path) -> None:
-    from st_agent.fitting import FORMAT
-    from st_agent.listener import ListenerParams
+    from st_agent.listener.fitting import FORMAT
+    from st_agent.listener.model import ListenerParams
 
     params = ListenerParams(baseline_valence=0.4, baseline_arousal=-0.3)
     path = tmp_path / "listener.json"

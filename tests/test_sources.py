@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from st_agent.sources import (
+from st_agent.biometrics.sources import (
     BrainFlowSource,
     CorruptFileError,
     FileFormatError,

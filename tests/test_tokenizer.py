@@ -6,11 +6,10 @@ from fractions import Fraction
 
 import pytest
 
-from st_agent.generator import BUNDLED_COMPOSER
-from st_agent.types import Knobs
-from tokenizer.abc_text import body_stats, normalise_tune, split_bars, split_tunes
-from tokenizer.bpe import load_tokenizer, train_tokenizer
-from tokenizer.corpus import (
+from st_agent.music.generator import BUNDLED_COMPOSER
+from st_agent.tokenizer.abc_text import body_stats, normalise_tune, split_bars, split_tunes
+from st_agent.tokenizer.bpe import load_tokenizer, train_tokenizer
+from st_agent.tokenizer.corpus import (
     N_ENERGY,
     SPECIAL_TOKENS,
     Controls,
@@ -19,6 +18,7 @@ from tokenizer.corpus import (
     label_tune,
     load_corpus,
 )
+from st_agent.types import Knobs
 
 A_MINOR_AIR = """X:1
 T:A slow air in A minor
@@ -90,7 +90,7 @@ def test_unusable_tunes_are_rejected_with_a_reason(raw, reason):
 
 
 def _labelled(raw: str, stats: LabelStats):
-    from tokenizer.corpus import LabelledTune, _measure, _tempo_bin
+    from st_agent.tokenizer.corpus import LabelledTune, _measure, _tempo_bin
 
     tune = normalise_tune(raw)
     lt = LabelledTune(tune=tune, family=_tune_family(tune), tempo_bin=_tempo_bin(tune),
@@ -144,7 +144,7 @@ def test_corpus_is_deduplicated_and_split_by_tune(corpus):
 
 
 def test_split_does_not_move_when_tunes_are_added(corpus):
-    from tokenizer.corpus import music21_abc_files
+    from st_agent.tokenizer.corpus import music21_abc_files
 
     files = music21_abc_files()
     small = load_corpus(files=files[:40])
@@ -196,7 +196,7 @@ def test_load_tokenizer_errors(tmp_path):
 
 
 def test_rebar_redraws_bar_lines_from_note_lengths():
-    from tokenizer.abc_text import rebar
+    from st_agent.tokenizer.abc_text import rebar
 
     eighth, bar = Fraction(1, 8), Fraction(1)
     assert rebar("zA e2cc e2ccecA A2A|cAA2:|", eighth, bar, 2) == ["zA e2cc e2|", "ccecA A2A|"]
@@ -213,7 +213,7 @@ def test_rebar_redraws_bar_lines_from_note_lengths():
 
 
 def test_quarters_fast_agrees_with_body_stats(corpus):
-    from tokenizer.abc_text import quarters_fast
+    from st_agent.tokenizer.abc_text import quarters_fast
 
     phrases = [(p, Fraction(t.tune.unit)) for t in corpus.validation for p in t.tune.phrases]
     assert len(phrases) > 1000

@@ -10,11 +10,11 @@ import pytest
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecNormalize
 
-from envs.closed_loop import ClosedLoopEnv
-from envs.phrase_bank import PhraseBank, build_phrase_bank
-from envs.vector import VecClosedLoopEnv
 from st_agent.contract import build_observation, build_observations
-from st_agent.listener import EstimatorNoise, sample_listeners
+from st_agent.envs.closed_loop import ClosedLoopEnv
+from st_agent.envs.phrase_bank import PhraseBank, build_phrase_bank
+from st_agent.envs.vector import VecClosedLoopEnv
+from st_agent.listener.model import EstimatorNoise, sample_listeners
 from st_agent.types import Knobs
 
 

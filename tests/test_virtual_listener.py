@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from st_agent.estimator import EstimatorConfig, StateEstimator
-from st_agent.listener import ListenerParams
+from st_agent.biometrics.estimator import EstimatorConfig, StateEstimator
+from st_agent.listener.model import ListenerParams
+from st_agent.listener.virtual import MONTAGE, SignalModel, VirtualListenerSource
 from st_agent.types import MusicFeatures
-from st_agent.virtual_listener import MONTAGE, SignalModel, VirtualListenerSource
 
 
 def _fixed(valence: float, arousal: float) -> ListenerParams:
@@ -123,8 +123,8 @@ def test_realtime_mode_waits_for_the_clock():
 @pytest.fixture(scope="module")
 def composed_features() -> dict[str, MusicFeatures]:
     """Features measured from phrases of the bundled composer, rendered for real."""
-    from st_agent.composer import Composer
-    from st_agent.render import measure_features, render_phrase
+    from st_agent.music.composer import Composer
+    from st_agent.music.render import measure_features, render_phrase
     from st_agent.types import Knobs
 
     composer = Composer()

@@ -17,7 +17,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from .corpus import BOS, EOS, PAD, SPECIAL_TOKENS
+from st_agent.tokenizer.corpus import BOS, EOS, PAD, SPECIAL_TOKENS
 
 __all__ = ["load_tokenizer", "train_tokenizer"]
 

@@ -37,9 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from st_agent.theory import find_key, parse_key
+from st_agent.tokenizer.abc_text import NormalisedTune, body_stats, normalise_tune, split_tunes
 from st_agent.types import Knobs, bpm_from_tempo
-
-from .abc_text import NormalisedTune, body_stats, normalise_tune, split_tunes
 
 __all__ = [
     "N_ENERGY",

@@ -14,8 +14,8 @@ from typing import Annotated
 
 import tyro
 
-from .composer import Composer, ComposerConfig
-from .types import Knobs, MusicFeatures
+from st_agent.music.composer import Composer, ComposerConfig
+from st_agent.types import Knobs, MusicFeatures
 
 __all__ = ["GenerateConfig", "GenerateResult", "generate"]
 
@@ -67,7 +67,7 @@ def generate(cfg: GenerateConfig) -> GenerateResult:
     ValueError
         For knobs outside [0, 1] or bars that are not a multiple of 4.
     """
-    from .render import (
+    from st_agent.music.render import (
         AudioDeviceError,
         AudioRenderer,
         LivePlayer,

@@ -7,8 +7,8 @@ measured from the rendered phrase, never by the knobs, so an agent has to learn
 what the composer really does. :func:`step` advances one listener;
 :class:`FastListeners` advances many at once with NumPy arrays and, in place of
 raw signals, adds estimator noise measured from the raw mode
-(:class:`EstimatorNoise`, shipped in ``st_agent/assets/estimator_noise.json``).
-The raw-signal listener is :class:`st_agent.virtual_listener.VirtualListenerSource`.
+(:class:`EstimatorNoise`, shipped in ``st_agent/listener/assets/estimator_noise.json``).
+The raw-signal listener is :class:`st_agent.listener.virtual.VirtualListenerSource`.
 
 Model
 -----
@@ -56,7 +56,7 @@ Assumptions and their sources
 - Responses lag the music by seconds to tens of seconds (continuous ratings,
   Schubert 2004; tonic physiological measures, Krumhansl 1997); the time
   constants are assumptions in that range.
-- Signal side (see :mod:`st_agent.virtual_listener`): alpha power rises with
+- Signal side (see :mod:`st_agent.listener.virtual`): alpha power rises with
   relaxation and falls with arousal (Klimesch 1999; Barry et al. 2007), beta
   rises with alertness (Pope, Bogart & Bartolome 1995), frontal alpha asymmetry
   tracks approach/positive valence (Davidson 1992; Coan & Allen 2004; Schmidt &
@@ -200,7 +200,7 @@ class ListenerParams:
             value = float(value)
             if not (math.isfinite(value) and lo <= value <= hi):
                 raise ValueError(f"{name} must be in [{lo:g}, {hi:g}] (see "
-                                 f"st_agent.listener.PARAM_RANGES), got {value!r}")
+                                 f"st_agent.listener.model.PARAM_RANGES), got {value!r}")
             object.__setattr__(self, name, value)
 
     def as_dict(self) -> dict[str, float]:
@@ -496,7 +496,7 @@ class EstimatorNoise:
     autocorrelation time, hence its slow part, matches the estimator's, whose
     output is a moving average). Measured by
     ``python benchmarks/bench_listener.py --write-noise`` over simulated
-    listeners in raw mode through :class:`~st_agent.estimator.StateEstimator`.
+    listeners in raw mode through :class:`~st_agent.biometrics.estimator.StateEstimator`.
 
     Parameters
     ----------
@@ -537,9 +537,9 @@ class EstimatorNoise:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> EstimatorNoise:
-        """Read the measured noise (default: the copy shipped in ``st_agent/assets``)."""
+        """Read the measured noise (default: the copy shipped in ``st_agent/listener/assets``)."""
         if path is None:
-            text = resources.files("st_agent").joinpath(
+            text = resources.files("st_agent.listener").joinpath(
                 "assets/estimator_noise.json").read_text(encoding="utf-8")
         else:
             text = Path(path).read_text(encoding="utf-8")

@@ -1,10 +1,10 @@
 """Fit a listener to recorded sessions: music features played -> estimated states.
 
-System identification of :class:`~st_agent.listener.ListenerParams`. Each
+System identification of :class:`~st_agent.listener.model.ListenerParams`. Each
 session contributes its ``phrase`` events (with the measured features in the
 payload, ``features``: :meth:`MusicFeatures.as_dict`) and its ``state``
 events (the estimator's output, confidence > 0). The noise- and drift-free
-dynamics (:func:`~st_agent.listener.simulate`) are run on a regular grid from
+dynamics (:func:`~st_agent.listener.model.simulate`) are run on a regular grid from
 the first observed state, and the baselines, sensitivities, preference, time
 constants and habituation are fitted by bounded nonlinear least squares
 (``scipy.optimize.least_squares``, time constants on a log scale) to the
@@ -50,7 +50,7 @@ from typing import Annotated, Any
 import numpy as np
 import tyro
 
-from st_agent.listener import (
+from st_agent.listener.model import (
     PARAM_RANGES,
     EstimatorNoise,
     FastListeners,
@@ -163,7 +163,7 @@ def load_session_data(folder: str | Path, dt_sec: float = 0.5,
     Parameters
     ----------
     folder : str or Path
-        Session folder (see :mod:`st_agent.recording`).
+        Session folder (see :mod:`st_agent.biometrics.recording`).
     dt_sec : float
         Grid step, seconds (the estimator hop, 0.5 s, by default).
     key : bytes or str or Path, optional
@@ -175,7 +175,7 @@ def load_session_data(folder: str | Path, dt_sec: float = 0.5,
         No ``phrase`` event with ``features``, no ``state`` event with
         confidence > 0, or NaN in recorded features.
     """
-    from st_agent.recording import read_session
+    from st_agent.biometrics.recording import read_session
 
     folder = Path(folder)
     session = read_session(folder, key=key)
@@ -224,13 +224,13 @@ def simulated_session(params: ListenerParams, minutes: float, rng: np.random.Gen
     """A session of a known listener, for checking the fit (fast mode).
 
     ``rest_sec`` of silence, then blocks of ``block_sec`` seconds, each holding
-    one random phrase (:func:`~st_agent.listener.random_features`): contrasting
+    one random phrase (:func:`~st_agent.listener.model.random_features`): contrasting
     blocks are what make the parameters identifiable.
 
     Returns
     -------
     data : SessionData
-        Observed states from :class:`~st_agent.listener.FastListeners` with
+        Observed states from :class:`~st_agent.listener.model.FastListeners` with
         ``noise`` (default: measured noise in latent units, gain 1, not rest-relative).
     latent : ndarray, shape (n_steps + 1, 2)
         The true latent ``(valence, arousal)``.

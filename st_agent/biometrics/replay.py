@@ -1,7 +1,7 @@
 """Replay a recorded session as a biometric source.
 
 :class:`ReplaySource` streams the samples of a session folder (see
-:mod:`st_agent.recording`) chunk by chunk, so the estimator and policies run
+:mod:`st_agent.biometrics.recording`) chunk by chunk, so the estimator and policies run
 on real signal statistics. Replay cannot respond to new music: the signals are
 what the person did while the *recorded* music played. Gaps in the recording
 stay NaN (the estimator rejects those windows) and are reported as
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from st_agent.sources import BiometricSource
+from st_agent.biometrics.sources import BiometricSource
 from st_agent.types import SignalChunk
 
 __all__ = ["ReplaySource"]
@@ -46,7 +46,7 @@ class ReplaySource(BiometricSource):
     ----------
     events : list of dict
         The recorded events (``phrase``, ``state``, ``knobs``...), as
-        :func:`~st_agent.recording.read_session` returns them.
+        :func:`~st_agent.biometrics.recording.read_session` returns them.
 
     Raises
     ------
@@ -57,7 +57,7 @@ class ReplaySource(BiometricSource):
     def __init__(self, folder: str | Path, realtime: bool = False, loop: bool = False,
                  chunk_sec: float = 0.25, key: bytes | str | Path | None = None) -> None:
         super().__init__()
-        from st_agent.recording import read_session
+        from st_agent.biometrics.recording import read_session
 
         if not (isinstance(chunk_sec, int | float) and 0 < chunk_sec <= 60):
             raise ValueError(f"chunk_sec must be in (0, 60] seconds, got {chunk_sec!r}")
@@ -123,7 +123,7 @@ class ReplaySource(BiometricSource):
 
 
 def _dropped(src: ReplaySource, n: int) -> Any:
-    from st_agent.sources import SourceEvent
+    from st_agent.biometrics.sources import SourceEvent
 
     return SourceEvent("dropped", src._next_sample / src.sfreq, src._next_sample, 0,
                        detail=f"{n} recorded samples are NaN (a gap in the recording)")

@@ -95,7 +95,7 @@ class GeneratorBundle:
 
     model: GPT2LMHeadModel
     tokenizer: PreTrainedTokenizerFast
-    labels: object  # tokenizer.corpus.LabelStats
+    labels: object  # st_agent.tokenizer.corpus.LabelStats
     path: Path
 
 
@@ -121,8 +121,8 @@ def train_generator(cfg: TrainGeneratorConfig) -> Path:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    from tokenizer.bpe import to_transformers, train_tokenizer
-    from tokenizer.corpus import load_corpus
+    from st_agent.tokenizer.bpe import to_transformers, train_tokenizer
+    from st_agent.tokenizer.corpus import load_corpus
 
     if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.block_size < 8:
         raise ValueError(
@@ -246,8 +246,8 @@ def load_generator(path: Path | None = None, device: str = "cpu") -> GeneratorBu
     """
     from safetensors import SafetensorError
 
-    from tokenizer.bpe import load_tokenizer
-    from tokenizer.corpus import LabelStats
+    from st_agent.tokenizer.bpe import load_tokenizer
+    from st_agent.tokenizer.corpus import LabelStats
 
     path = Path(path) if path is not None else BUNDLED_COMPOSER
     if (path / "checkpoint").is_dir():

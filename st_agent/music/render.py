@@ -3,7 +3,7 @@
 The chain is ``ABC --abc2midi--> melody MIDI --arrange--> melody + bass + chords
 --FluidSynth--> audio``:
 
-- :func:`render_phrase` converts a tune with ``abc2midi`` (:mod:`st_agent.abc`)
+- :func:`render_phrase` converts a tune with ``abc2midi`` (:mod:`st_agent.music.abc`)
   and arranges it with :func:`arrange`.
 - :func:`measure_features` measures what the result really is (tempo from the
   MIDI tempo events, density, key by Krumhansl–Kessler key-finding, register,
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pretty_midi
 
-from st_agent.abc import abc_to_midi
+from st_agent.music.abc import abc_to_midi
 from st_agent.theory import MODES, PC_NAMES, find_key, key_name, parse_key
 from st_agent.types import Knobs, MusicFeatures
 
@@ -289,7 +289,7 @@ def arrange(
     Parameters
     ----------
     melody : pretty_midi.PrettyMIDI
-        The melody, e.g. from :func:`st_agent.abc.abc_to_midi`. Its instrument
+        The melody, e.g. from :func:`st_agent.music.abc.abc_to_midi`. Its instrument
         with most notes becomes ``"melody"``; other voices are kept as ``"voice N"``.
     key : str
         ABC ``K:`` value (see :func:`parse_key`); ``"none"`` finds the key from
@@ -452,7 +452,7 @@ def render_phrase(
 
     Raises
     ------
-    st_agent.abc.AbcError
+    st_agent.music.abc.AbcError
         When ``abc2midi`` rejects the tune.
     """
     return arrange(abc_to_midi(abc), key, knobs, meter=meter, config=config)

@@ -52,10 +52,10 @@ from typing import Literal
 import numpy as np
 import pretty_midi
 
-from .abc import abc_to_midi
-from .contract import SafetyBounds
-from .render import ArrangementConfig, arrange, measure_features, parse_meter
-from .types import Knobs, MusicFeatures, Phrase
+from st_agent.contract import SafetyBounds
+from st_agent.music.abc import abc_to_midi
+from st_agent.music.render import ArrangementConfig, arrange, measure_features, parse_meter
+from st_agent.types import Knobs, MusicFeatures, Phrase
 
 __all__ = [
     "DEFAULT_PROGRAMS",
@@ -500,7 +500,7 @@ class Ensemble:
     Parameters
     ----------
     composer : Composer, optional
-        Default: a :class:`~st_agent.composer.Composer` with the bundled checkpoint.
+        Default: a :class:`~st_agent.music.composer.Composer` with the bundled checkpoint.
     programs : sequence of int
         General MIDI program of voices 0..N-1 (distinct), default
         :data:`DEFAULT_PROGRAMS`.
@@ -525,7 +525,7 @@ class Ensemble:
             raise ValueError(f"programs must be distinct General MIDI programs 0-127, at least "
                              f"{MIN_PERFORMERS}, got {programs!r}")
         if composer is None:
-            from .composer import Composer
+            from st_agent.music.composer import Composer
 
             composer = Composer()
         self.composer = composer
@@ -592,7 +592,7 @@ class Ensemble:
 
         Raises
         ------
-        st_agent.abc.AbcError
+        st_agent.music.abc.AbcError
             When abc2midi rejects the tune.
         """
         pm = abc_to_midi(phrase.abc)

@@ -1,9 +1,9 @@
 """A simulated listener as a biometric source: raw EEG, ECG or PPG, and EMG.
 
-:class:`VirtualListenerSource` holds a latent state (:mod:`st_agent.listener`)
+:class:`VirtualListenerSource` holds a latent state (:mod:`st_agent.listener.model`)
 that the music it hears (:meth:`VirtualListenerSource.hear`) drives, and
 synthesises, chunk by chunk, what a headset would record from such a person.
-The real :class:`~st_agent.estimator.StateEstimator` runs on these chunks
+The real :class:`~st_agent.biometrics.estimator.StateEstimator` runs on these chunks
 unchanged, so it has to recover the state from the signals.
 
 Signal model (constants in :class:`SignalModel`; amplitudes are RMS in µV,
@@ -49,8 +49,8 @@ from typing import Literal
 import numpy as np
 from scipy import signal
 
-from st_agent.listener import ListenerParams, ListenerState, initial_state, step
-from st_agent.sources import BiometricSource
+from st_agent.biometrics.sources import BiometricSource
+from st_agent.listener.model import ListenerParams, ListenerState, initial_state, step
 from st_agent.types import MusicFeatures, SignalChunk
 
 __all__ = ["MONTAGE", "SignalModel", "VirtualListenerSource"]
@@ -147,7 +147,7 @@ class SignalModel:
 def _topography(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                   np.ndarray, np.ndarray]:
     """Per-channel gains (alpha, beta, theta, blink) and asymmetry sign (+1 right, -1 left)."""
-    from st_agent.estimator import normalize_ch_name
+    from st_agent.biometrics.estimator import normalize_ch_name
 
     alpha, beta, theta, blink, side = [], [], [], [], []
     for name in names:
@@ -182,7 +182,7 @@ class VirtualListenerSource(BiometricSource):
     Parameters
     ----------
     params : ListenerParams
-        The listener (e.g. from :func:`~st_agent.listener.sample_listeners`).
+        The listener (e.g. from :func:`~st_agent.listener.model.sample_listeners`).
     model : SignalModel, optional
         Montage, amplitudes and how the state shows in the signals.
     rng : numpy.random.Generator or int or None
@@ -194,7 +194,7 @@ class VirtualListenerSource(BiometricSource):
 
     Examples
     --------
-    >>> from st_agent.listener import ListenerParams
+    >>> from st_agent.listener.model import ListenerParams
     >>> with VirtualListenerSource(ListenerParams(), rng=0) as src:
     ...     chunk = src.read()
     >>> chunk.sfreq, chunk.ch_names[:3]

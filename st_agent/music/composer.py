@@ -2,7 +2,7 @@
 
 How a phrase is made
 --------------------
-1. The knobs become control bins (:class:`tokenizer.corpus.Controls`): valence
+1. The knobs become control bins (:class:`st_agent.tokenizer.corpus.Controls`): valence
    -> mode family and register, tempo -> tempo class, energy -> density class.
 2. The key follows the mode family: a phrase that continues a context in the
    same family keeps its key; otherwise the composer takes the family's key
@@ -42,14 +42,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tokenizer.abc_text import body_stats, parse_meter, quarters_fast, rebar
-from tokenizer.corpus import BOS, SPECIAL_TOKENS, Controls
-
-from .abc import check_many
-from .decoding import CachedDecoder
-from .generator import load_generator
-from .theory import parse_key
-from .types import Knobs, Phrase
+from st_agent.music.abc import check_many
+from st_agent.music.decoding import CachedDecoder
+from st_agent.music.generator import load_generator
+from st_agent.theory import parse_key
+from st_agent.tokenizer.abc_text import body_stats, parse_meter, quarters_fast, rebar
+from st_agent.tokenizer.corpus import BOS, SPECIAL_TOKENS, Controls
+from st_agent.types import Knobs, Phrase
 
 __all__ = ["Composer", "ComposerConfig", "ComposerError"]
 

@@ -80,8 +80,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 import tyro
 
-from . import __version__
-from .types import CH_TYPES, EmotionState, Knobs, MusicFeatures, Phrase, SignalChunk
+from st_agent import __version__
+from st_agent.types import CH_TYPES, EmotionState, Knobs, MusicFeatures, Phrase, SignalChunk
 
 if TYPE_CHECKING:
     import mne
@@ -960,7 +960,7 @@ class SessionRecorder:
 
         ``features`` (the :class:`MusicFeatures` measured from its rendered MIDI)
         is stored as the ``features`` payload, a dict of its fields; fitting a
-        listener (:mod:`st_agent.fitting`) needs it.
+        listener (:mod:`st_agent.listener.fitting`) needs it.
         """
         if not isinstance(phrase, Phrase):
             raise TypeError(f"phrase must be a Phrase, got {type(phrase).__name__}")

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from .contract import (
+from st_agent.contract import (
     KNOB_NAMES,
     SafetyBounds,
     Target,
@@ -57,7 +57,7 @@ from .contract import (
     build_observation,
     resolve_target,
 )
-from .types import EmotionState, Knobs, MusicFeatures, Phrase, SignalChunk
+from st_agent.types import EmotionState, Knobs, MusicFeatures, Phrase, SignalChunk
 
 __all__ = [
     "DemoConfig",
@@ -74,7 +74,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_REPO = Path(__file__).resolve().parents[1]
 #: Boards that are not BrainFlow boards.
 VIRTUAL_BOARD = "virtual"
 
@@ -289,14 +288,14 @@ def _check_writable(folder: Path) -> None:
 
 def open_source(cfg: SessionConfig) -> Any:
     """The session's biometric source (not started)."""
-    from .sources import BrainFlowSource
+    from st_agent.biometrics.sources import BrainFlowSource
 
     if cfg.board == VIRTUAL_BOARD:
-        from .listener import sample_listeners
-        from .virtual_listener import SignalModel, VirtualListenerSource
+        from st_agent.listener.model import sample_listeners
+        from st_agent.listener.virtual import SignalModel, VirtualListenerSource
 
         if cfg.listener is not None:
-            from .fitting import load_fit
+            from st_agent.listener.fitting import load_fit
 
             if not Path(cfg.listener).is_file():
                 raise FileNotFoundError(f"listener file {cfg.listener} does not exist; write "
@@ -311,7 +310,7 @@ def open_source(cfg: SessionConfig) -> Any:
         if cfg.accelerated:
             raise ValueError("--accelerated needs --board virtual: a real board streams in "
                              "real time")
-        from .sources import UnknownBoardError
+        from st_agent.biometrics.sources import UnknownBoardError
 
         board: str | int = int(cfg.board) if cfg.board.strip().isdigit() else cfg.board
         try:
@@ -324,7 +323,7 @@ def open_source(cfg: SessionConfig) -> Any:
     if cfg.inject_dropout is not None:
         if cfg.accelerated:
             raise ValueError("--inject-dropout needs a real-time session (not --accelerated)")
-        from .faults import DropoutSource
+        from st_agent.biometrics.faults import DropoutSource
 
         src = DropoutSource(src, *cfg.inject_dropout)
     return src
@@ -337,7 +336,7 @@ def estimator_config(cfg: SessionConfig) -> Any:
     hundreds of µV, which the default artifact gates reject window after
     window; for it the gates are opened so the loop can be exercised.
     """
-    from .estimator import EstimatorConfig
+    from st_agent.biometrics.estimator import EstimatorConfig
 
     ec = EstimatorConfig(calibration_sec=cfg.calibration_sec, reference_model=False)
     if cfg.board == "synthetic":
@@ -350,7 +349,7 @@ class _PhraseMaker:
     """Composes, arranges and measures phrases in one worker thread."""
 
     def __init__(self, seed: int) -> None:
-        from .composer import Composer
+        from st_agent.music.composer import Composer
 
         self.composer = Composer()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="composer")
@@ -361,9 +360,9 @@ class _PhraseMaker:
 
     def _make(self, knobs: Knobs, context: Phrase | None) -> tuple[Phrase, MusicFeatures, Any,
                                                                     float]:
-        from .abc import AbcError
-        from .composer import ComposerError
-        from .render import measure_features, render_phrase
+        from st_agent.music.abc import AbcError
+        from st_agent.music.composer import ComposerError
+        from st_agent.music.render import measure_features, render_phrase
 
         try:
             phrase = self.composer.compose(knobs, context=context, seed=self._seed + self._n)
@@ -399,7 +398,7 @@ class LiveSession:
     config : SessionConfig
     controller : object
         Anything with ``predict(obs, deterministic=True) -> (action, state)``: a
-        trained policy or a baseline (:func:`policies.controllers.make_controller`
+        trained policy or a baseline (:func:`st_agent.policies.controllers.make_controller`
         builds the one ``config.policy`` names).
     controller_name : str
         How the report names it.
@@ -436,7 +435,7 @@ class LiveSession:
                              "another --name")
         _check_writable(Path(cfg.record))
         if cfg.soundfont is not None or cfg.play:
-            from .render import find_soundfont
+            from st_agent.music.render import find_soundfont
 
             find_soundfont(cfg.soundfont)
         self._stop = threading.Event()
@@ -450,8 +449,8 @@ class LiveSession:
     # -- main loop
     def run(self) -> SessionResult:
         """Run the session to its end (or a stop); write WAV, score and report."""
-        from .estimator import StateEstimator
-        from .recording import ConsentRecord, SessionMeta, SessionRecorder
+        from st_agent.biometrics.estimator import StateEstimator
+        from st_agent.biometrics.recording import ConsentRecord, SessionMeta, SessionRecorder
 
         cfg = self.config
         source = open_source(cfg)
@@ -467,7 +466,7 @@ class LiveSession:
             try:
                 source.start()
             except Exception as e:
-                from .sources import SourceError
+                from st_agent.biometrics.sources import SourceError
 
                 if isinstance(e, SourceError):
                     raise SourceError(f"{e}. `st-agent boards` lists the boards and their "
@@ -476,7 +475,7 @@ class LiveSession:
             first = self._first_chunk(source)
             key = None
             if cfg.key_file is not None:
-                from .recording import create_key_file, load_key_file
+                from st_agent.biometrics.recording import create_key_file, load_key_file
 
                 key = (load_key_file(cfg.key_file) if Path(cfg.key_file).exists()
                        else create_key_file(cfg.key_file))
@@ -505,7 +504,7 @@ class LiveSession:
         return self._finish(played, wall)
 
     def _open_player(self) -> Any:
-        from .render import AudioDeviceError, LivePlayer
+        from st_agent.music.render import AudioDeviceError, LivePlayer
 
         try:
             return LivePlayer(self.config.soundfont)
@@ -722,15 +721,15 @@ class LiveSession:
             wav = write_session_wav(folder / "session.wav", played, music_sec, cfg.fade_sec,
                                     cfg.soundfont)
         summary = self._summary(played, wall_sec)
-        from .recording import read_session
-        from .report import session_metrics
+        from st_agent.biometrics.recording import read_session
+        from st_agent.live.report import session_metrics
 
         summary["metrics"] = session_metrics(read_session(folder, key=cfg.key_file).events)
         (folder / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n",
                                              encoding="utf-8")
         report = None
         if cfg.report:
-            from .report import write_report
+            from st_agent.live.report import write_report
 
             report = write_report(folder)
         return SessionResult(folder, wav, score, report, summary)
@@ -813,7 +812,7 @@ def write_session_wav(path: Path, played: list[_Playing], music_sec: float, fade
                       soundfont: Path | None = None) -> Path:
     """The whole session as one WAV: the phrases at their times, cut at ``music_sec``,
     the last ``fade_sec`` faded out, the loudest sample at -1 dBFS."""
-    from .render import AudioRenderer
+    from st_agent.music.render import AudioRenderer
 
     with AudioRenderer(soundfont) as synth:
         audio = synth.synthesize(join_phrases(played))
@@ -828,7 +827,7 @@ def write_session_wav(path: Path, played: list[_Playing], music_sec: float, fade
 
 def _write_wav(path: Path, audio: np.ndarray, sample_rate: int, peak: float = 0.89) -> None:
     """Mono float audio to 16-bit PCM WAV, the loudest sample at ``peak`` of full scale
-    (as :meth:`~st_agent.render.AudioRenderer.write_wav`)."""
+    (as :meth:`~st_agent.music.render.AudioRenderer.write_wav`)."""
     from scipy.io import wavfile
 
     top = float(np.max(np.abs(audio))) if audio.size else 0.0

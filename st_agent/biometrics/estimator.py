@@ -2,7 +2,7 @@
 
 Pipeline
 --------
-1. **Windows.** Chunks from a :class:`~st_agent.sources.BiometricSource` are
+1. **Windows.** Chunks from a :class:`~st_agent.biometrics.sources.BiometricSource` are
    buffered; every ``hop_sec`` (0.5 s) the last ``window_sec`` (2 s) of EEG is
    analysed, and the last ``hr_window_sec`` (8 s) of ECG/PPG for heart rate.
    A gap in ``first_sample`` is filled with NaN, so windows across it are bad.
@@ -539,7 +539,7 @@ class _Reference:
     """BrainFlow's mindfulness and restfulness models, loaded once."""
 
     def __init__(self) -> None:
-        from st_agent.sources import load_brainflow
+        from st_agent.biometrics.sources import load_brainflow
 
         load_brainflow()
         from brainflow.ml_model import (

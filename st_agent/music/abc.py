@@ -18,7 +18,7 @@ message back to its tune by line ranges. Its exit status is 0 even after errors.
 Some faults it does not report at all, so this module adds two checks of its own:
 a blank line inside a tune (``abc2midi`` silently drops everything after it) and a
 tune for which no MIDI file was written. Guitar-chord symbols (``"Am"``) are
-ignored (``-NGUI``): the arrangement is made by :mod:`st_agent.render`.
+ignored (``-NGUI``): the arrangement is made by :mod:`st_agent.music.render`.
 """
 
 from __future__ import annotations

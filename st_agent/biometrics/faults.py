@@ -14,8 +14,8 @@ import logging
 import math
 import time
 
-from .sources import BiometricSource, BrainFlowSource
-from .types import SignalChunk
+from st_agent.biometrics.sources import BiometricSource, BrainFlowSource
+from st_agent.types import SignalChunk
 
 __all__ = ["DropoutSource"]
 

@@ -1,11 +1,11 @@
 """A live jam: several performers, one board each, one piece that moves each of them.
 
-The loop of :mod:`st_agent.session` with N sources, N estimators and N
+The loop of :mod:`st_agent.live.session` with N sources, N estimators and N
 recordings. Once per phrase each performer's observation is built with
-:func:`st_agent.contract.build_jam_observations` (what :class:`envs.jam.JamEnv`
+:func:`st_agent.contract.build_jam_observations` (what :class:`st_agent.envs.jam.JamEnv`
 uses), one controller maps the N observations to N knob changes (a shared jam
 policy, or one controller per performer), the knobs are clipped to each
-performer's safety bounds, and :class:`st_agent.ensemble.Ensemble` negotiates the
+performer's safety bounds, and :class:`st_agent.music.ensemble.Ensemble` negotiates the
 shared tempo and mode and composes one voice per performer while the current
 phrase plays.
 
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .contract import (
+from st_agent.contract import (
     HISTORY_LEN,
     SafetyBounds,
     action_to_knobs,
@@ -44,7 +44,7 @@ from .contract import (
     build_observations,
     resolve_target,
 )
-from .session import (
+from st_agent.live.session import (
     VIRTUAL_BOARD,
     SessionConfig,
     _check_writable,
@@ -54,7 +54,7 @@ from .session import (
     explain_change,
     write_session_wav,
 )
-from .types import Knobs, MusicFeatures
+from st_agent.types import Knobs, MusicFeatures
 
 __all__ = ["JamConfig", "JamResult", "blend_features", "run_jam"]
 
@@ -116,7 +116,7 @@ class JamConfig:
 
     def board_list(self) -> list[str]:
         """The boards, validated: 2 to 8 of them."""
-        from .ensemble import check_performers
+        from st_agent.music.ensemble import check_performers
 
         boards = [b.strip() for b in self.boards.split(",") if b.strip()]
         try:
@@ -182,8 +182,8 @@ class _Performer:
     """One performer's source, estimator, recording and state."""
 
     def __init__(self, index: int, cfg: SessionConfig, folder: Path, history_len: int) -> None:
-        from .estimator import StateEstimator
-        from .session import open_source
+        from st_agent.biometrics.estimator import StateEstimator
+        from st_agent.live.session import open_source
 
         self.index = index
         self.cfg = cfg
@@ -216,7 +216,8 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
     ----------
     cfg : JamConfig
     controller : callable
-        ``obs (N, n_obs) -> actions (N, 3)`` (``policies.controllers.make_jam_controller``).
+        ``obs (N, n_obs) -> actions (N, 3)``
+        (``st_agent.policies.controllers.make_jam_controller``).
     controller_name : str
         How the reports name it.
     on_status : callable, optional
@@ -224,8 +225,8 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
     history_len : int
         Past phrases in each observation, as the controller was trained with.
     """
-    from .ensemble import Ensemble
-    from .recording import ConsentRecord, SessionMeta, SessionRecorder
+    from st_agent.biometrics.recording import ConsentRecord, SessionMeta, SessionRecorder
+    from st_agent.music.ensemble import Ensemble
 
     boards = cfg.board_list()
     n = len(boards)
@@ -253,7 +254,7 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jam-composer")
     player = None
     if cfg.play:
-        from .render import AudioDeviceError, LivePlayer
+        from st_agent.music.render import AudioDeviceError, LivePlayer
 
         try:
             player = LivePlayer()
@@ -265,7 +266,7 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
     latencies: list[float] = []
     key = None
     if cfg.key_file is not None:
-        from .recording import create_key_file, load_key_file
+        from st_agent.biometrics.recording import create_key_file, load_key_file
 
         key = (load_key_file(cfg.key_file) if Path(cfg.key_file).exists()
                else create_key_file(cfg.key_file))
@@ -424,8 +425,8 @@ def _compose(ensemble: Any, knobs: np.ndarray, context: Any, seed: int,
              bounds: SafetyBounds) -> tuple[Any, Any, Any]:
     """Compose, render and measure the next jam phrase; if the composer fails (no
     valid phrase for a voice in all its tries), the previous phrase plays again."""
-    from .abc import AbcError
-    from .composer import ComposerError
+    from st_agent.music.abc import AbcError
+    from st_agent.music.composer import ComposerError
 
     proposals = [Knobs(*(float(x) for x in k)) for k in knobs]
     try:
@@ -477,8 +478,8 @@ def _status_line(now: float, perf: list[_Performer], knobs: np.ndarray, targets:
 def _finish(cfg: JamConfig, folder: Path, perf: list[_Performer], played: list[_Playing],
             clashes: list[float], latencies: list[float], targets: list[Any], name: str,
             wall_sec: float) -> JamResult:
-    from .recording import read_session
-    from .report import session_metrics, write_report
+    from st_agent.biometrics.recording import read_session
+    from st_agent.live.report import session_metrics, write_report
 
     wav = None
     if played:
@@ -530,8 +531,8 @@ def _group_plot(folder: Path, perf: list[_Performer], key_file: Path | None) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .recording import read_session
-    from .report import _png
+    from st_agent.biometrics.recording import read_session
+    from st_agent.live.report import _png
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True)
     starts: list[dict[str, Any]] = []

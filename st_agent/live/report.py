@@ -1,8 +1,9 @@
 """The session report: one self-contained ``report.html`` with plots and a summary.
 
-Everything in it is read back from the recording (:func:`st_agent.recording.read_session`)
-and the session's ``summary.json``, so a report can be rebuilt from any session
-folder (``st-agent report FOLDER``), also after a crash.
+Everything in it is read back from the recording
+(:func:`st_agent.biometrics.recording.read_session`) and the session's
+``summary.json``, so a report can be rebuilt from any session folder
+(``st-agent report FOLDER``), also after a crash.
 
 Plots (PNG, embedded and saved beside the report):
 
@@ -37,7 +38,7 @@ __all__ = ["ReportConfig", "session_metrics", "write_report"]
 
 logger = logging.getLogger(__name__)
 
-#: Radius of the target region, estimator units (as in policies.evaluate).
+#: Radius of the target region, estimator units (as in st_agent.policies.evaluate).
 TARGET_RADIUS = 0.2
 
 
@@ -118,7 +119,7 @@ def _png(fig: Any, path: Path) -> str:
 def _window_features(raw: Any, step_sec: float = 2.0, win_sec: float = 8.0
                      ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Band powers and heart rate in sliding windows of the recording."""
-    from .estimator import features_from_window
+    from st_agent.biometrics.estimator import features_from_window
 
     data = raw.get_data()
     sfreq = raw.info["sfreq"]
@@ -153,7 +154,7 @@ def write_report(folder: str | Path, key_file: str | Path | None = None) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .recording import is_session, read_session
+    from st_agent.biometrics.recording import is_session, read_session
 
     folder = Path(folder)
     if not is_session(folder):
