@@ -26,7 +26,7 @@ def make_controller(policy: str, bounds: SafetyBounds, target: str = "calm",
     Parameters
     ----------
     policy : str
-        A bundled policy name (:func:`st_agent.policies.train.bundled_policies`), the
+        A bundled policy name (:func:`st_agent.policies.loading.bundled_policies`), the
         folder of a trained policy, or a baseline: ``pid``, ``random``, ``fixed``
         (the fixed preset knobs of ``target``).
     bounds : SafetyBounds

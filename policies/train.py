@@ -5,8 +5,8 @@ events (``tb/``), checkpoints (``checkpoints/step_<n>.safetensors`` + ``.json``)
 ``eval.jsonl`` (periodic evaluation on held-out listeners), and the final
 ``policy.safetensors`` + ``policy.json``. The policy is stored as a plain
 ``state_dict`` in safetensors beside a JSON with the config and the
-observation-normalisation statistics; :func:`st_agent.policies.loading.load_policy` rebuilds the network
-in code and loads the tensors, never unpickling anything.
+observation-normalisation statistics; :func:`st_agent.policies.loading.load_policy`
+rebuilds the network in code and loads the tensors, never unpickling anything.
 """
 
 from __future__ import annotations

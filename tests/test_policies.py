@@ -12,7 +12,8 @@ from st_agent.envs.closed_loop import ClosedLoopEnv
 from st_agent.envs.phrase_bank import build_phrase_bank
 from st_agent.policies.baselines import FixedPolicy, OraclePolicy, PIDPolicy, RandomPolicy
 from st_agent.policies.evaluate import EvaluateConfig, evaluate
-from st_agent.policies.train import TrainConfig, load_policy, train
+from st_agent.policies.loading import load_policy
+from st_agent.policies.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
