@@ -33,6 +33,7 @@ from st_agent.contract import (
     observation_bounds,
     resolve_target,
 )
+from st_agent.envs.bank_cache import bank_path, build_lock
 from st_agent.envs.closed_loop import load_listener_file
 from st_agent.envs.phrase_bank import PhraseBank
 from st_agent.listener.model import EstimatorNoise, FastListeners, ListenerParams, sample_listeners
@@ -45,7 +46,6 @@ from st_agent.music.ensemble import (
     register_offset,
     voice_masks,
 )
-from st_agent.paths import runs_dir
 from st_agent.types import Knobs
 
 __all__ = ["GROUP_OBS_SIZE", "JAM_BANK_FORMAT", "JamBank", "JamEnv", "build_jam_bank",
@@ -86,8 +86,9 @@ def jam_history_len(obs_size: int) -> int:
 
 
 def default_jam_bank_path(grid: int = 5, per_point: int = 2, seed: int = 0) -> Path:
-    """``runs/phrase_bank/jam_bank_g{grid}_p{per_point}_s{seed}.json`` in the project."""
-    return runs_dir() / "phrase_bank" / f"jam_bank_g{grid}_p{per_point}_s{seed}.json"
+    """``jam_bank_g{grid}_p{per_point}_s{seed}.json``: the shipped copy, else in the user
+    cache (:mod:`st_agent.envs.bank_cache`)."""
+    return bank_path(f"jam_bank_g{grid}_p{per_point}_s{seed}.json")
 
 
 # --------------------------------------------------------------------------- bank
@@ -208,24 +209,45 @@ def build_jam_bank(path: str | Path | None = None, grid: int = 5, per_point: int
         raise ValueError(f"grid must be an int >= 2, got {grid!r}")
     if isinstance(per_point, bool) or not isinstance(per_point, int) or per_point < 1:
         raise ValueError(f"per_point must be an int >= 1, got {per_point!r}")
-    path = Path(path) if path is not None else default_jam_bank_path(grid, per_point, seed)
+    if path is None:  # a rebuild goes to the user cache, never over the shipped copy
+        path = bank_path(f"jam_bank_g{grid}_p{per_point}_s{seed}.json", for_writing=overwrite)
+    path = Path(path)
     if path.is_file() and not overwrite:
         bank = JamBank.load(path)
         if bank.grid == grid:
             return bank
         logger.warning("%s has grid %d, not %d: rebuilding", path, bank.grid, grid)
+    with build_lock(path):
+        if path.is_file() and not overwrite:  # another process built it while we waited
+            return JamBank.load(path)
+        bank = _compose_jam_bank(grid, per_point, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(bank.to_json() | {"per_point": per_point, "seed": seed}),
+                       encoding="utf-8")
+        tmp.replace(path)
+    logger.info("jam bank: %d phrases on a %d^3 grid -> %s", len(bank.bank.features), grid, path)
+    return bank
+
+
+def _compose_jam_bank(grid: int, per_point: int, seed: int) -> JamBank:
+    """Compose and measure the phrases of a jam bank (minutes: a progress bar shows it)."""
+    from tqdm.auto import tqdm
+
     from st_agent.music.abc import abc_to_midi
     from st_agent.music.composer import Composer, ComposerError
     from st_agent.music.render import measure_features, parse_meter, render_phrase
 
     composer = Composer()
     knobs_out, feats, sounding, onset = [], [], [], []
+    progress = tqdm(total=grid**3 * per_point, desc="building the jam bank", unit="phrase")
     n = 0
     bars = 4
     for iv, it, ie in product(range(grid), repeat=3):
         knobs = Knobs(iv / (grid - 1), it / (grid - 1), ie / (grid - 1))
         for _ in range(per_point):
             n += 1
+            progress.update()
             try:
                 phrase = composer.compose(knobs, bars=bars, seed=seed * 10**6 + n)
                 pm = render_phrase(phrase.abc, phrase.key, knobs, meter=phrase.meter)
@@ -240,15 +262,9 @@ def build_jam_bank(path: str | Path | None = None, grid: int = 5, per_point: int
             feats.append(f)
             sounding.append(s[0])
             onset.append(o[0])
-    bank = JamBank(PhraseBank(grid, np.asarray(knobs_out), feats), np.asarray(sounding),
+    progress.close()
+    return JamBank(PhraseBank(grid, np.asarray(knobs_out), feats), np.asarray(sounding),
                    np.asarray(onset), bars)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(bank.to_json() | {"per_point": per_point, "seed": seed}),
-                   encoding="utf-8")
-    tmp.replace(path)
-    logger.info("jam bank: %d phrases on a %d^3 grid -> %s", len(feats), grid, path)
-    return bank
 
 
 # --------------------------------------------------------------------------- env

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from st_agent.envs.bank_cache import bank_path, build_lock
 from st_agent.listener.model import feature_vector
-from st_agent.paths import runs_dir
 from st_agent.types import Knobs, MusicFeatures
 
 __all__ = ["BANK_FORMAT", "PhraseBank", "build_phrase_bank", "default_bank_path"]
@@ -29,8 +29,8 @@ BANK_FORMAT = "st-agent-phrase-bank"
 
 
 def default_bank_path(grid: int = 5, per_point: int = 2, seed: int = 0) -> Path:
-    """``runs/phrase_bank/bank_g{grid}_p{per_point}_s{seed}.json`` in the project."""
-    return runs_dir() / "phrase_bank" / f"bank_g{grid}_p{per_point}_s{seed}.json"
+    """``bank_g{grid}_p{per_point}_s{seed}.json``: the shipped copy, else in the user cache."""
+    return bank_path(f"bank_g{grid}_p{per_point}_s{seed}.json")
 
 
 @dataclass
@@ -161,22 +161,43 @@ def build_phrase_bank(path: str | Path | None = None, grid: int = 5, per_point: 
         raise ValueError(f"grid must be an int >= 2, got {grid!r}")
     if isinstance(per_point, bool) or not isinstance(per_point, int) or per_point < 1:
         raise ValueError(f"per_point must be an int >= 1, got {per_point!r}")
-    path = Path(path) if path is not None else default_bank_path(grid, per_point, seed)
+    if path is None:  # a rebuild goes to the user cache, never over the shipped copy
+        path = bank_path(f"bank_g{grid}_p{per_point}_s{seed}.json", for_writing=overwrite)
+    path = Path(path)
     if path.is_file() and not overwrite:
         bank = PhraseBank.load(path)
         if bank.grid == grid:
             return bank
         logger.warning("%s has grid %d, not %d: rebuilding", path, bank.grid, grid)
+    with build_lock(path):
+        if path.is_file() and not overwrite:  # another process built it while we waited
+            return PhraseBank.load(path)
+        bank = _compose_bank(grid, per_point, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        doc = bank.to_json() | {"per_point": per_point, "seed": seed}
+        tmp.write_text(json.dumps(doc), encoding="utf-8")
+        tmp.replace(path)
+    logger.info("phrase bank: %d phrases on a %d^3 grid -> %s", len(bank.features), grid, path)
+    return bank
+
+
+def _compose_bank(grid: int, per_point: int, seed: int) -> PhraseBank:
+    """Compose and measure the phrases of a bank (minutes: a progress bar shows it)."""
+    from tqdm.auto import tqdm
+
     from st_agent.music.composer import Composer, ComposerError
     from st_agent.music.render import measure_features, render_phrase
 
     composer = Composer()
     knobs_out, feats = [], []
     n = 0
+    progress = tqdm(total=grid**3 * per_point, desc="building the phrase bank", unit="phrase")
     for iv, it, ie in product(range(grid), repeat=3):
         knobs = Knobs(iv / (grid - 1), it / (grid - 1), ie / (grid - 1))
         for _ in range(per_point):
             n += 1
+            progress.update()
             try:
                 phrase = composer.compose(knobs, seed=seed * 10**6 + n)
                 pm = render_phrase(phrase.abc, phrase.key, knobs, meter=phrase.meter)
@@ -186,11 +207,5 @@ def build_phrase_bank(path: str | Path | None = None, grid: int = 5, per_point: 
                 continue
             knobs_out.append(knobs.as_tuple())
             feats.append(f)
-    bank = PhraseBank(grid, np.asarray(knobs_out), feats)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    doc = bank.to_json() | {"per_point": per_point, "seed": seed}
-    tmp.write_text(json.dumps(doc), encoding="utf-8")
-    tmp.replace(path)
-    logger.info("phrase bank: %d phrases on a %d^3 grid -> %s", len(feats), grid, path)
-    return bank
+    progress.close()
+    return PhraseBank(grid, np.asarray(knobs_out), feats)

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
 from stable_baselines3 import PPO
@@ -24,7 +23,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from st_agent.envs.closed_loop import ClosedLoopEnv
 from st_agent.envs.phrase_bank import PhraseBank, build_phrase_bank
-from st_agent.paths import runs_dir
+from st_agent.policies.config import TrainConfig
 from st_agent.policies.loading import POLICY_FORMAT, TrainedPolicy
 
 __all__ = ["TrainConfig", "save_policy", "train"]
@@ -32,70 +31,6 @@ __all__ = ["TrainConfig", "save_policy", "train"]
 logger = logging.getLogger(__name__)
 
 #: Policies shipped with the package: ``assets/<name>/policy.safetensors`` + ``.json``.
-
-
-@dataclass
-class TrainConfig:
-    """Train a PPO controller (``st-agent train``); every field is a flag."""
-
-    name: str = "ppo_calm"
-    """Run name: outputs go to ``<runs_dir>/<name>/``."""
-    runs_dir: str = ""
-    """Parent folder of runs; empty: the project's ``runs/``."""
-    target: str = "calm"
-    """Target preset (calm, focus, uplift, energize) or ``random`` (one per episode)."""
-    total_timesteps: int = 200_000
-    """Environment steps (phrases) to train for."""
-    n_envs: int = 8
-    """Fast environments (sessions stepped together)."""
-    vectorised: bool = True
-    """Step the sessions in one NumPy env (st_agent.envs.vector.VecClosedLoopEnv) instead of a
-    DummyVecEnv of ClosedLoopEnvs (same dynamics, much faster)."""
-    seed: int = 0
-    """Seed of the environments and of PPO."""
-    max_steps: int = 32
-    """Phrases per episode."""
-    phrase_bank: str = ""
-    """Phrase bank JSON; empty: the default bank (built on first use)."""
-    learning_rate: float = 3e-4
-    """Adam learning rate."""
-    n_steps: int = 256
-    """Steps per environment per PPO rollout."""
-    batch_size: int = 512
-    """Minibatch size (512 is about 3x faster than SB3's 64 on 2 cores)."""
-    n_epochs: int = 10
-    """PPO epochs per rollout."""
-    gamma: float = 0.95
-    """Discount per phrase."""
-    gae_lambda: float = 0.95
-    """GAE lambda."""
-    ent_coef: float = 0.0
-    """Entropy bonus."""
-    net_arch: tuple[int, ...] = (64, 64)
-    """Hidden layers of the policy and value networks."""
-    eval_freq: int = 20_000
-    """Evaluate on held-out listeners every this many steps (0: never)."""
-    n_eval_listeners: int = 16
-    """Held-out listeners per periodic evaluation."""
-    checkpoint_freq: int = 50_000
-    """Save a checkpoint every this many steps (0: never)."""
-    progress_bar: bool = False
-    """Show SB3's progress bar (needs tqdm and rich)."""
-    torch_threads: int = 1
-    """Torch CPU threads (1 is fastest for small MLPs)."""
-    device: str = "cpu"
-    """Torch device."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Further ClosedLoopEnv keyword arguments (e.g. jerk_weight)."""
-
-    def run_dir(self) -> Path:
-        """``<runs_dir>/<name>``."""
-        return Path(self.runs_dir or runs_dir()) / self.name
-
-    def env_kwargs(self, bank: PhraseBank) -> dict[str, Any]:
-        """Keyword arguments of the training environments."""
-        return {"target": self.target, "phrase_bank": bank, "max_steps": self.max_steps,
-                **self.extra}
 
 
 def save_policy(model: PPO, vecnorm: VecNormalize, path: str | Path, cfg: TrainConfig,

@@ -1,110 +1,114 @@
 """The ``st-agent`` command: one subcommand per entry point, each driven by its
-config dataclass (``st-agent <command> --help`` lists every setting)."""
+config dataclass (``st-agent <command> --help`` lists every setting).
+
+The command line answers at once: ``st-agent --help``, ``st-agent <command>
+--help`` and every argument error load only the command's config module (no
+torch, transformers, mne, brainflow or stable-baselines3). The module that does
+the work is imported when the command runs. This is also the one place that
+ties ``st_agent`` to ``st_agent.envs`` and ``st_agent.policies``.
+"""
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import tyro
+from st_agent import __version__
 
-from st_agent.biometrics.recording import DeleteConfig, ExportConfig, run_delete, run_export
-from st_agent.listener.fitting import FitListenerConfig, run_fit_listener
-from st_agent.live.jam import JamConfig, run_jam
-from st_agent.live.report import ReportConfig, write_report
-from st_agent.live.session import (
-    DemoConfig,
-    SessionConfig,
-    SessionResult,
-    SessionStatus,
-    run_session,
-)
-from st_agent.music.generate import GenerateConfig, generate
-from st_agent.music.generator import TrainGeneratorConfig, train_generator
-
-# The command line is the one place that ties st_agent to envs and policies.
-from st_agent.policies.evaluate import EvaluateConfig, evaluate
-from st_agent.policies.jam import (
-    CombineJamConfig,
-    EvaluateJamConfig,
-    TrainJamConfig,
-    combine_jam,
-    evaluate_jam,
-    train_jam,
-)
-from st_agent.policies.train import TrainConfig, train
-from st_agent.types import Knobs
+__all__ = ["COMMANDS", "Command", "app", "main"]
 
 logger = logging.getLogger("st_agent")
 
-
-@dataclass
-class BoardsConfig:
-    """List the BrainFlow boards ``st-agent session --board`` accepts."""
+#: Exit status of a usage error (bad option, unknown command) and of a refused run.
+EXIT_USAGE = 2
 
 
-def _status_printer() -> Callable[[SessionStatus], None]:
-    """A live status line on a terminal, one line per update otherwise."""
-    tty = sys.stderr.isatty()
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: where its config lives and which handler runs it.
 
-    def show(status: SessionStatus) -> None:
-        if tty:
-            sys.stderr.write("\r" + status.line()[:160] + "\x1b[K")
-        else:
-            sys.stderr.write(status.line() + "\n")
-        sys.stderr.flush()
+    ``config`` and ``handler`` are ``"module:attribute"`` strings so that
+    nothing is imported before the command is chosen.
+    """
 
-    return show
+    name: str
+    config: str
+    handler: str
+    summary: str
+
+    def load_config(self) -> type:
+        """The config dataclass (imports only its light module)."""
+        module, attr = self.config.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def load_handler(self) -> Callable[[Any], None]:
+        """The function that runs the command with a parsed config."""
+        module, attr = self.handler.split(":")
+        return getattr(importlib.import_module(module), attr)
 
 
-def _run_session(cfg: SessionConfig) -> SessionResult:
-    from st_agent.policies.controllers import make_controller
+_H = "st_agent.commands"
+COMMANDS: tuple[Command, ...] = (
+    Command("demo", "st_agent.live.session:DemoConfig", f"{_H}:run_demo",
+            "The closed loop on a virtual listener, accelerated (no headset, no GPU)."),
+    Command("session", "st_agent.live.session:SessionConfig", f"{_H}:run_session_command",
+            "A live session: a board (or file, LSL stream, virtual listener) and the music."),
+    Command("jam", "st_agent.live.jam:JamConfig", f"{_H}:run_jam_command",
+            "Several performers, one piece: one board and one agent each."),
+    Command("report", "st_agent.live.report:ReportConfig", f"{_H}:run_report",
+            "Rebuild a session's report.html from its recording."),
+    Command("boards", "st_agent.commands:BoardsConfig", f"{_H}:run_boards",
+            "List the BrainFlow boards `session --board` accepts."),
+    Command("generate", "st_agent.music.config:GenerateConfig", f"{_H}:run_generate",
+            "Compose a piece under fixed knobs (ABC, MIDI, WAV)."),
+    Command("train-generator", "st_agent.music.config:TrainGeneratorConfig",
+            f"{_H}:run_train_generator", "Train the ABC GPT-2 composer from scratch."),
+    Command("export", "st_agent.biometrics.recording:ExportConfig", f"{_H}:run_export_command",
+            "Export a recorded session (EDF+, FIF, BIDS)."),
+    Command("delete", "st_agent.biometrics.recording:DeleteConfig", f"{_H}:run_delete_command",
+            "Delete a recorded session (all its files)."),
+    Command("fit-listener", "st_agent.listener.fitting:FitListenerConfig",
+            f"{_H}:run_fit_listener_command",
+            "Fit a simulated listener to a person's recorded sessions."),
+    Command("train", "st_agent.policies.config:TrainConfig", f"{_H}:run_train",
+            "Train a PPO controller on simulated listeners."),
+    Command("evaluate", "st_agent.policies.evaluate:EvaluateConfig", f"{_H}:run_evaluate",
+            "Compare controllers on held-out simulated listeners."),
+    Command("train-jam", "st_agent.policies.config:TrainJamConfig", f"{_H}:run_train_jam",
+            "Train one shared PPO policy for the performers of a jam."),
+    Command("evaluate-jam", "st_agent.policies.config:EvaluateJamConfig",
+            f"{_H}:run_evaluate_jam", "Compare jam policies on held-out groups."),
+    Command("combine-jam", "st_agent.policies.config:CombineJamConfig",
+            f"{_H}:run_combine_jam", "Combine trained jam policies into an ensemble."),
+)
+_BY_NAME = {c.name: c for c in COMMANDS}
 
-    override = Knobs(*cfg.knobs) if cfg.knobs is not None else None
-    controller, name = make_controller(cfg.policy, cfg.bounds(), cfg.target, override, cfg.seed)
-    result = run_session(cfg, controller, name, _status_printer())
-    sys.stderr.write("\n")
-    s = result.summary
-    lat = s["decision_latency_ms"]
-    m = s.get("metrics", {})
-    lines = [
-        f"session written to {result.folder}",
-        f"  report     {result.report_path}" if result.report_path else "",
-        f"  audio      {result.wav_path}" if result.wav_path else "",
-        f"  score      {result.score_path}",
-        f"  {s['phrases']} phrases, {s['music_sec']:.0f} s of music with {s['policy']}, "
-        f"target {s['target']} {tuple(round(x, 2) for x in s['target_point'])}",
-    ]
-    if m.get("distance_last_half") is not None:
-        ttt = m.get("time_to_target_sec")
-        lines.append(f"  mean distance to target over the last half {m['distance_last_half']:.3f}; "
-                     + (f"entered the target region after {ttt:.0f} s" if ttt is not None
-                        else "never entered the target region"))
-    if lat["p95"] is not None:
-        lines.append(f"  decision latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms")
-    lines.append(f"  wall-clock {s['wall_sec']:.1f} s")
-    sys.stdout.write("\n".join(x for x in lines if x) + "\n")
-    return result
 
-_COMMANDS = {
-    "demo": DemoConfig,
-    "session": SessionConfig,
-    "jam": JamConfig,
-    "report": ReportConfig,
-    "boards": BoardsConfig,
-    "generate": GenerateConfig,
-    "train-generator": TrainGeneratorConfig,
-    "export": ExportConfig,
-    "delete": DeleteConfig,
-    "fit-listener": FitListenerConfig,
-    "train": TrainConfig,
-    "evaluate": EvaluateConfig,
-    "train-jam": TrainJamConfig,
-    "evaluate-jam": EvaluateJamConfig,
-    "combine-jam": CombineJamConfig,
-}
+def _usage() -> str:
+    width = max(len(c.name) for c in COMMANDS)
+    lines = [f"usage: st-agent [-h] [--version] {{{','.join(c.name for c in COMMANDS)}}} ...",
+             "",
+             "Sonic Telegram agent: music composed phrase by phrase, steered by a listener's",
+             "measured state. `st-agent <command> --help` lists every setting of a command.",
+             "",
+             "commands:"]
+    lines += [f"  {c.name:<{width}}  {c.summary}" for c in COMMANDS]
+    lines += ["", "options:", "  -h, --help  show this message and exit",
+              "  --version   show the version and exit"]
+    return "\n".join(lines) + "\n"
+
+
+def _unknown(name: str) -> int:
+    close = difflib.get_close_matches(name, list(_BY_NAME), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    sys.stderr.write(f"st-agent: error: unknown command {name!r}{hint} "
+                     f"Choose from: {', '.join(_BY_NAME)}\n")
+    return EXIT_USAGE
 
 
 def _setup_logging() -> None:
@@ -112,100 +116,37 @@ def _setup_logging() -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
 
 
-def _report_generate(cfg: GenerateConfig) -> None:
-    result = generate(cfg)
-    f = result.features
-    lines = [
-        f"wrote {result.abc_path}, {result.midi_path}"
-        + (f", {result.wav_path}" if result.wav_path else ""),
-        "measured from the MIDI:",
-        f"  tempo        {f.bpm:.1f} BPM",
-        f"  key          {f.key} ({f.mode}, confidence {f.mode_confidence:.2f})",
-        f"  density      {f.notes_per_beat:.2f} melody notes/beat, "
-        f"{f.notes_per_sec:.2f} notes/s (all parts)",
-        f"  melody       mean pitch {f.mean_pitch:.1f} (MIDI), range {f.pitch_range:.0f} semitones",
-        f"  loudness     mean velocity {f.mean_velocity:.0f}",
-        f"  duration     {f.duration_sec:.2f} s, {f.n_notes} notes",
-    ]
-    sys.stdout.write("\n".join(lines) + "\n")
-
-
-def _run_jam(cfg: JamConfig) -> None:
-    from st_agent.policies.controllers import make_jam_controller
-
-    n = len(cfg.board_list())
-    cfg.target_list(n)  # validate before loading anything
-    controller, name, history_len = make_jam_controller(cfg.policy, n, cfg.seed)
-    tty = sys.stderr.isatty()
-    res = run_jam(cfg, controller, name, lambda line: sys.stderr.write(
-        ("\r" + line[:200] + "\x1b[K") if tty else line + "\n"), history_len)
-    s = res.summary
-    g = s["group_distance_last_half"]
-    lines = [f"\njam written to {res.folder}",
-             f"  group report {res.report_path}" if res.report_path else "",
-             f"  audio        {res.wav_path}" if res.wav_path else "",
-             *(f"  performer {i}: {f / 'report.html'}" for i, f in
-               enumerate(res.performer_folders)),
-             f"  {s['phrases']} phrases, {s['music_sec']:.0f} s with {name}; group mean distance "
-             f"over the last half {'–' if g is None else f'{g:.3f}'}; clashes per bar "
-             f"{s['clashes_per_bar'] or 0:.2f}"]
-    sys.stdout.write("\n".join(x for x in lines if x) + "\n")
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``st-agent``; returns the exit status."""
-    _setup_logging()
-    cfg = tyro.extras.subcommand_cli_from_dict(_COMMANDS, args=argv, prog="st-agent")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        (sys.stdout if args else sys.stderr).write(_usage())
+        return 0 if args else EXIT_USAGE
+    if args[0] == "--version":
+        sys.stdout.write(f"st-agent {__version__}\n")
+        return 0
+    command = _BY_NAME.get(args[0])
+    if command is None:
+        return _unknown(args[0])
+    import tyro
+
+    config_cls = command.load_config()
     try:
-        if isinstance(cfg, DemoConfig):
-            _run_session(cfg.session_config())
-        elif isinstance(cfg, SessionConfig):
-            _run_session(cfg)
-        elif isinstance(cfg, JamConfig):
-            _run_jam(cfg)
-        elif isinstance(cfg, ReportConfig):
-            sys.stdout.write(f"wrote {write_report(cfg.folder, cfg.key_file)}\n")
-        elif isinstance(cfg, BoardsConfig):
-            from st_agent.biometrics.sources import list_boards
-
-            for name, board_id in sorted(list_boards().items(), key=lambda kv: kv[1]):
-                sys.stdout.write(f"{board_id:4d}  {name}\n")
-        elif isinstance(cfg, GenerateConfig):
-            _report_generate(cfg)
-        elif isinstance(cfg, TrainGeneratorConfig):
-            run = train_generator(cfg)
-            sys.stdout.write(f"run written to {run}\n")
-        elif isinstance(cfg, ExportConfig):
-            for path in run_export(cfg):
-                sys.stdout.write(f"wrote {path}\n")
-        elif isinstance(cfg, FitListenerConfig):
-            res = run_fit_listener(cfg)
-            sys.stdout.write(
-                f"wrote {cfg.out}: {res.minutes_used:.1f} min of music, held-out R² "
-                f"{res.heldout_r2:.2f} on 10 s blocks ({res.heldout_r2_window:.2f} per window)\n")
-        elif isinstance(cfg, TrainConfig):
-            sys.stdout.write(f"run written to {train(cfg)}\n")
-        elif isinstance(cfg, EvaluateConfig):
-            from st_agent.policies.evaluate import format_table
-
-            sys.stdout.write(format_table(evaluate(cfg)) + "\n")
-        elif isinstance(cfg, TrainJamConfig):
-            sys.stdout.write(f"run written to {train_jam(cfg)}\n")
-        elif isinstance(cfg, CombineJamConfig):
-            sys.stdout.write(f"ensemble policy written to {combine_jam(cfg)}\n")
-        elif isinstance(cfg, EvaluateJamConfig):
-            from st_agent.policies.jam import format_jam_table
-
-            sys.stdout.write(format_jam_table(evaluate_jam(cfg)) + "\n")
-        elif isinstance(cfg, DeleteConfig):
-            removed = run_delete(cfg)
-            verb = "would remove" if cfg.dry_run else "removed"
-            for path in removed:
-                sys.stdout.write(f"{verb} {path}\n")
+        # A config validates its own fields (__post_init__): bad values stop here,
+        # before any model or device is loaded.
+        cfg = tyro.cli(config_cls, args=args[1:], prog=f"st-agent {command.name}")
+    except SystemExit as e:  # --help (0) or a usage error (tyro exits 2)
+        return int(e.code or 0)
+    except ValueError as e:
+        sys.stderr.write(f"st-agent {command.name}: error: {e}\n")
+        return EXIT_USAGE
+    _setup_logging()
+    try:
+        command.load_handler()(cfg)
     except (ValueError, OSError, RuntimeError, ImportError) as e:
         # User-facing errors: one clear line, no traceback.
         sys.stderr.write(f"st-agent: error: {e}\n")
-        return 2
+        return EXIT_USAGE
     return 0
 
 

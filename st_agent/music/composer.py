@@ -37,12 +37,12 @@ import re
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from st_agent.music.abc import check_many
+from st_agent.music.config import ComposerConfig
 from st_agent.music.decoding import CachedDecoder
 from st_agent.music.generator import load_generator
 from st_agent.theory import parse_key
@@ -59,42 +59,6 @@ _REPEAT_RE = re.compile(r":*\|+:*|::")
 
 class ComposerError(RuntimeError):
     """The composer could not produce a valid phrase within its tries."""
-
-
-@dataclass
-class ComposerConfig:
-    """Settings of :class:`Composer`."""
-
-    checkpoint: Path | None = None
-    """Composer checkpoint folder; None = the bundled one."""
-    candidates: int = 8
-    """Continuations sampled per batch; the best valid one is kept."""
-    max_tries: int = 6
-    """Batches to sample before giving up with ComposerError."""
-    temperature: float = 0.9
-    """Sampling temperature."""
-    top_k: int = 40
-    """Sample among the top-k tokens (0 = all)."""
-    meter: str = "4/4"
-    """``M:`` of a new piece (a context keeps its own)."""
-    unit: str = "1/8"
-    """``L:`` of a new piece (a context keeps its own)."""
-    major_key: str = "A"
-    """Key for valence >= 0.5 (major family)."""
-    minor_key: str = "Am"
-    """Key for valence < 0.5 (minor family)."""
-    context_phrases: int = 2
-    """Most previous phrases shown to the model."""
-    enough: int = 4
-    """Stop sampling a batch once this many candidates have finished their
-    phrase (the slower ones are dropped): waiting for the slowest costs more
-    than it adds."""
-    max_new_tokens: int = 48
-    """Most tokens per phrase (the corpus's 95th percentile is about 30)."""
-    threads: int = 1
-    """Torch threads while composing (restored afterwards); small batches decode
-    fastest on one thread, which leaves the other cores to audio and estimation.
-    0 leaves torch's setting alone."""
 
 
 @dataclass

@@ -10,43 +10,14 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
-
-import tyro
 
 from st_agent.music.composer import Composer, ComposerConfig
+from st_agent.music.config import GenerateConfig
 from st_agent.types import Knobs, MusicFeatures
 
 __all__ = ["GenerateConfig", "GenerateResult", "generate"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class GenerateConfig:
-    """Compose a piece under fixed knobs (``st-agent generate``)."""
-
-    valence: float = 0.2
-    """Valence knob in [0, 1]: 0 dark (minor, low), 1 bright (major, high)."""
-    tempo: float = 0.3
-    """Tempo knob in [0, 1]: 50 to 160 quarter-note BPM."""
-    energy: float = 0.1
-    """Energy knob in [0, 1]: sparse and soft to dense and loud."""
-    bars: int = 16
-    """Length in bars, a multiple of 4."""
-    out: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/calm")
-    """Output folder (created)."""
-    seed: int | None = 0
-    """Random seed; None for a different piece each time."""
-    wav: bool = True
-    """Also synthesise a WAV with FluidSynth."""
-    play: bool = False
-    """Also play the piece through FluidSynth's audio driver (falls back to the
-    WAV alone, with a warning, when there is no audio device)."""
-    soundfont: Path | None = None
-    """SoundFont (.sf2); None = TimGM6mb.sf2 shipped with pretty_midi."""
-    checkpoint: Path | None = None
-    """Composer checkpoint folder; None = the bundled one."""
 
 
 @dataclass

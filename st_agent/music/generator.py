@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from st_agent.music.config import TrainGeneratorConfig
+
 __all__ = [
     "BUNDLED_COMPOSER",
     "GeneratorBundle",
@@ -38,55 +40,6 @@ logger = logging.getLogger(__name__)
 BUNDLED_COMPOSER = Path(__file__).parent / "assets" / "composer"
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-
-
-@dataclass
-class TrainGeneratorConfig:
-    """Train the ABC GPT-2 from scratch (``st-agent train-generator``)."""
-
-    name: str = "generator"
-    """Run name; outputs go to ``<runs_dir>/<name>/``."""
-    runs_dir: Path = Path("runs")
-    """Folder that holds all runs."""
-    extra_abc_dirs: tuple[Path, ...] = ()
-    """Folders of your own ``.abc`` files to add to the music21 corpus."""
-    vocab_size: int = 800
-    """BPE vocabulary size (bytes and control tokens included); 800 measured best
-    for tokens per phrase vs. token frequency (``benchmarks/bench_tokenizer.py``)."""
-    n_layer: int = 4
-    """Transformer blocks."""
-    n_embd: int = 256
-    """Width of the residual stream."""
-    n_head: int = 4
-    """Attention heads."""
-    block_size: int = 256
-    """Training context in tokens (the model's position table is twice this)."""
-    dropout: float = 0.1
-    """Dropout on embeddings, attention and residuals."""
-    batch_size: int = 32
-    """Sequences per optimiser step."""
-    max_steps: int = 2000
-    """Optimiser steps."""
-    lr: float = 1e-3
-    """Peak learning rate (AdamW), after linear warm-up, then cosine decay to lr/10."""
-    warmup_steps: int = 100
-    """Linear warm-up steps."""
-    weight_decay: float = 0.1
-    """AdamW weight decay on matrices."""
-    eval_every: int = 100
-    """Steps between validation-loss evaluations (the best checkpoint is kept)."""
-    eval_batches: int = 20
-    """Validation batches per evaluation."""
-    seed: int = 0
-    """Seed of the batch sampler and of the initial weights."""
-    device: str = "auto"
-    """``auto`` (CUDA if present, else CPU), ``cpu`` or ``cuda``."""
-    bf16: bool = True
-    """bfloat16 autocast (about 2x faster on modern CPUs, see REFERENCE_FIGURES.md)."""
-    threads: int = 0
-    """Torch CPU threads; 0 leaves torch's default."""
-    max_minutes: float = 0.0
-    """Stop after this many minutes of training (0 = no limit)."""
 
 
 @dataclass

@@ -1,0 +1,220 @@
+"""What each ``st-agent`` command does once its options are parsed.
+
+Every handler takes its parsed config, imports the modules that do the work
+(so the command line itself stays light, :mod:`st_agent.cli`), runs them and
+writes a short summary to stdout. Errors a user can fix are raised as
+``ValueError``/``OSError``/``RuntimeError`` and printed by the CLI as one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from st_agent.biometrics.recording import DeleteConfig, ExportConfig
+    from st_agent.listener.fitting import FitListenerConfig
+    from st_agent.live.jam import JamConfig
+    from st_agent.live.report import ReportConfig
+    from st_agent.live.session import DemoConfig, SessionConfig, SessionResult, SessionStatus
+    from st_agent.music.config import GenerateConfig, TrainGeneratorConfig
+    from st_agent.policies.config import (
+        CombineJamConfig,
+        EvaluateJamConfig,
+        TrainConfig,
+        TrainJamConfig,
+    )
+    from st_agent.policies.evaluate import EvaluateConfig
+
+
+@dataclass
+class BoardsConfig:
+    """List the BrainFlow boards ``st-agent session --board`` accepts."""
+
+
+def _out(lines: list[str]) -> None:
+    sys.stdout.write("\n".join(x for x in lines if x) + "\n")
+
+
+def _status_printer() -> Callable[[SessionStatus], None]:
+    """A live status line on a terminal, one line per update otherwise."""
+    tty = sys.stderr.isatty()
+
+    def show(status: SessionStatus) -> None:
+        if tty:
+            sys.stderr.write("\r" + status.line()[:160] + "\x1b[K")
+        else:
+            sys.stderr.write(status.line() + "\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _session_lines(result: SessionResult) -> list[str]:
+    s = result.summary
+    lat = s["decision_latency_ms"]
+    m = s.get("metrics", {})
+    lines = [
+        f"session written to {result.folder}",
+        f"  report     {result.report_path}" if result.report_path else "",
+        f"  audio      {result.wav_path}" if result.wav_path else "",
+        f"  score      {result.score_path}",
+        f"  {s['phrases']} phrases, {s['music_sec']:.0f} s of music with {s['policy']}, "
+        f"target {s['target']} {tuple(round(x, 2) for x in s['target_point'])}",
+    ]
+    if m.get("distance_last_half") is not None:
+        ttt = m.get("time_to_target_sec")
+        lines.append(f"  mean distance to target over the last half {m['distance_last_half']:.3f}; "
+                     + (f"entered the target region after {ttt:.0f} s" if ttt is not None
+                        else "never entered the target region"))
+    if lat["p95"] is not None:
+        lines.append(f"  decision latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms")
+    lines.append(f"  wall-clock {s['wall_sec']:.1f} s")
+    return lines
+
+
+def run_session_command(cfg: SessionConfig) -> SessionResult:
+    """``st-agent session``: choose the controller, run the loop, summarise."""
+    from st_agent.live.session import run_session
+    from st_agent.policies.controllers import make_controller
+    from st_agent.types import Knobs
+
+    override = Knobs(*cfg.knobs) if cfg.knobs is not None else None
+    controller, name = make_controller(cfg.policy, cfg.bounds(), cfg.target, override, cfg.seed)
+    result = run_session(cfg, controller, name, _status_printer())
+    sys.stderr.write("\n")
+    _out(_session_lines(result))
+    return result
+
+
+def run_demo(cfg: DemoConfig) -> SessionResult:
+    """``st-agent demo``: the session on a virtual listener, accelerated."""
+    return run_session_command(cfg.session_config())
+
+
+def run_jam_command(cfg: JamConfig) -> None:
+    """``st-agent jam``: one board and one agent per performer, one piece."""
+    from st_agent.live.jam import run_jam
+    from st_agent.policies.controllers import make_jam_controller
+
+    n = len(cfg.board_list())
+    cfg.target_list(n)  # validate before loading anything
+    controller, name, history_len = make_jam_controller(cfg.policy, n, cfg.seed)
+    tty = sys.stderr.isatty()
+    res = run_jam(cfg, controller, name, lambda line: sys.stderr.write(
+        ("\r" + line[:200] + "\x1b[K") if tty else line + "\n"), history_len)
+    s = res.summary
+    g = s["group_distance_last_half"]
+    _out([f"\njam written to {res.folder}",
+          f"  group report {res.report_path}" if res.report_path else "",
+          f"  audio        {res.wav_path}" if res.wav_path else "",
+          *(f"  performer {i}: {f / 'report.html'}" for i, f in
+            enumerate(res.performer_folders)),
+          f"  {s['phrases']} phrases, {s['music_sec']:.0f} s with {name}; group mean distance "
+          f"over the last half {'–' if g is None else f'{g:.3f}'}; clashes per bar "
+          f"{s['clashes_per_bar'] or 0:.2f}"])
+
+
+def run_report(cfg: ReportConfig) -> None:
+    """``st-agent report``: rebuild report.html from a recording."""
+    from st_agent.live.report import write_report
+
+    _out([f"wrote {write_report(cfg.folder, cfg.key_file)}"])
+
+
+def run_boards(cfg: BoardsConfig) -> None:
+    """``st-agent boards``: BrainFlow's boards and their ids."""
+    from st_agent.biometrics.sources import list_boards
+
+    _out([f"{board_id:4d}  {name}"
+          for name, board_id in sorted(list_boards().items(), key=lambda kv: kv[1])])
+
+
+def run_generate(cfg: GenerateConfig) -> None:
+    """``st-agent generate``: compose, render and print what was measured."""
+    from st_agent.music.generate import generate
+
+    result = generate(cfg)
+    f = result.features
+    _out([
+        f"wrote {result.abc_path}, {result.midi_path}"
+        + (f", {result.wav_path}" if result.wav_path else ""),
+        "measured from the MIDI:",
+        f"  tempo        {f.bpm:.1f} BPM",
+        f"  key          {f.key} ({f.mode}, confidence {f.mode_confidence:.2f})",
+        f"  density      {f.notes_per_beat:.2f} melody notes/beat, "
+        f"{f.notes_per_sec:.2f} notes/s (all parts)",
+        f"  melody       mean pitch {f.mean_pitch:.1f} (MIDI), range {f.pitch_range:.0f} semitones",
+        f"  loudness     mean velocity {f.mean_velocity:.0f}",
+        f"  duration     {f.duration_sec:.2f} s, {f.n_notes} notes",
+    ])
+
+
+def run_train_generator(cfg: TrainGeneratorConfig) -> None:
+    """``st-agent train-generator``."""
+    from st_agent.music.generator import train_generator
+
+    _out([f"run written to {train_generator(cfg)}"])
+
+
+def run_export_command(cfg: ExportConfig) -> None:
+    """``st-agent export``."""
+    from st_agent.biometrics.recording import run_export
+
+    _out([f"wrote {path}" for path in run_export(cfg)])
+
+
+def run_delete_command(cfg: DeleteConfig) -> None:
+    """``st-agent delete`` (``--dry-run`` lists what it would remove)."""
+    from st_agent.biometrics.recording import run_delete
+
+    verb = "would remove" if cfg.dry_run else "removed"
+    _out([f"{verb} {path}" for path in run_delete(cfg)])
+
+
+def run_fit_listener_command(cfg: FitListenerConfig) -> None:
+    """``st-agent fit-listener``."""
+    from st_agent.listener.fitting import run_fit_listener
+
+    res = run_fit_listener(cfg)
+    _out([f"wrote {cfg.out}: {res.minutes_used:.1f} min of music, held-out R² "
+          f"{res.heldout_r2:.2f} on 10 s blocks ({res.heldout_r2_window:.2f} per window)"])
+
+
+def run_train(cfg: TrainConfig) -> None:
+    """``st-agent train``."""
+    from st_agent.policies.train import train
+
+    _out([f"run written to {train(cfg)}"])
+
+
+def run_evaluate(cfg: EvaluateConfig) -> Any:
+    """``st-agent evaluate``: the comparison table on stdout."""
+    from st_agent.policies.evaluate import evaluate, format_table
+
+    results = evaluate(cfg)
+    _out([format_table(results)])
+    return results
+
+
+def run_train_jam(cfg: TrainJamConfig) -> None:
+    """``st-agent train-jam``."""
+    from st_agent.policies.jam import train_jam
+
+    _out([f"run written to {train_jam(cfg)}"])
+
+
+def run_evaluate_jam(cfg: EvaluateJamConfig) -> None:
+    """``st-agent evaluate-jam``."""
+    from st_agent.policies.jam import evaluate_jam, format_jam_table
+
+    _out([format_jam_table(evaluate_jam(cfg))])
+
+
+def run_combine_jam(cfg: CombineJamConfig) -> None:
+    """``st-agent combine-jam``."""
+    from st_agent.policies.jam import combine_jam
+
+    _out([f"ensemble policy written to {combine_jam(cfg)}"])
