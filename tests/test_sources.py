@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from st_agent.biometrics.lsl_source import StampGaps
 from st_agent.biometrics.sources import (
     BrainFlowSource,
     CorruptFileError,
@@ -23,8 +24,10 @@ from st_agent.biometrics.sources import (
     SourceEvent,
     StreamNotFoundError,
     UnknownBoardError,
+    check_source_spec,
     list_boards,
     load_brainflow,
+    make_source,
     resolve_board,
     type_from_name,
 )
@@ -32,6 +35,16 @@ from st_agent.biometrics.sources import (
 EEG_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "eeg"
 REAL_EDFS = sorted(EEG_DIR.glob("*.edf")) if EEG_DIR.is_dir() else []
 needs_real = pytest.mark.skipif(not REAL_EDFS, reason=f"real EEG folder {EEG_DIR} is absent")
+
+
+def _timeline(chunks: list) -> np.ndarray:
+    """Chunks placed by ``first_sample``; NaN where no chunk has samples."""
+    start = chunks[0].first_sample
+    out = np.full((chunks[0].data.shape[0], chunks[-1].first_sample + chunks[-1].n_times - start),
+                  np.nan)
+    for c in chunks:
+        out[:, c.first_sample - start:c.first_sample - start + c.n_times] = c.data
+    return out
 
 
 def _read_for(src, seconds: float) -> list:
@@ -304,7 +317,7 @@ def test_lsl_inlet_reads_scales_and_reports_drops():
         chunks = _read_for(src, 1.5)
         events = src.pop_events()
     del outlet
-    data = np.concatenate([c.data for c in chunks], axis=1)
+    data = _timeline(chunks)  # missing samples fall inside a chunk or between two
     assert data.shape[1] == 100
     np.testing.assert_allclose(np.nanmax(data[0]), 10e-6)  # µV -> V
     assert np.isnan(data[0]).sum() == 10
@@ -315,6 +328,235 @@ def test_lsl_stream_not_found():
     pytest.importorskip("pylsl")
     with pytest.raises(StreamNotFoundError, match="no LSL stream with name='no-such-stream'"):
         LSLSource("no-such-stream", resolve_timeout_sec=0.5)
+
+
+class _PacedOutlet(threading.Thread):
+    """An LSL outlet sending exactly ``sfreq`` samples per second of wall time.
+
+    Like most device apps it leaves the stamping to liblsl (``push_sample`` stamps
+    each sample when it is pushed; ``push_chunk`` stamps the last one and counts back),
+    so the stamps jitter by the outlet's 10 ms push interval and the scheduler's
+    delays. Channel 0 carries the sample's index (in µV), so a consumer can check
+    where each sample was placed. Samples in ``skip`` are never sent.
+    """
+
+    def __init__(self, name: str, sfreq: float = 250.0, seconds: float = 3.0,
+                 skip: tuple[int, int] = (0, 0), push: str = "sample") -> None:
+        super().__init__(daemon=True)
+        import pylsl
+
+        self.outlet = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", 2, sfreq, "float32",
+                                                          name))
+        self.sfreq, self.n_total, self.skip, self.push = sfreq, round(seconds * sfreq), skip, push
+        self.n_pushed = 0
+
+    def run(self) -> None:
+        t0, k = time.monotonic(), 0
+        while k < self.n_total:
+            due = min(self.n_total, int((time.monotonic() - t0) * self.sfreq))
+            batch = [[float(i), 0.0] for i in range(k, due)
+                     if not self.skip[0] <= i < self.skip[1]]
+            if batch and self.push == "chunk":
+                self.outlet.push_chunk(batch)
+            elif batch:
+                for sample in batch:
+                    self.outlet.push_sample(sample)
+            self.n_pushed += len(batch)
+            k = due
+            time.sleep(0.01)
+
+
+def _read_outlet(src, outlet: _PacedOutlet, linger_sec: float = 0.5) -> list:
+    """Chunks read while the outlet sends, and for ``linger_sec`` after it stopped."""
+    chunks, t_end = [], None
+    outlet.start()
+    while t_end is None or time.monotonic() < t_end:
+        chunk = src.read(timeout_sec=0.05)
+        if chunk is not None:
+            chunks.append(chunk)
+        if t_end is None and not outlet.is_alive():
+            t_end = time.monotonic() + linger_sec
+    return chunks
+
+
+@pytest.mark.parametrize("push", ["sample", "chunk"])
+def test_lsl_steady_outlet_at_250_hz_gives_no_drop_events(push):
+    """Issue 14: a steady 250 Hz outlet used to produce false "dropped" samples."""
+    pytest.importorskip("pylsl")
+    name = f"st-agent-steady-{uuid.uuid4().hex[:8]}"
+    outlet = _PacedOutlet(name, seconds=3.0, push=push)
+    with LSLSource(name, resolve_timeout_sec=5.0) as src:
+        chunks = _read_outlet(src, outlet)
+        events = src.pop_events()
+        held = src.gaps.n_held
+    assert events == []
+    for a, b in itertools.pairwise(chunks):
+        assert b.first_sample == a.first_sample + a.n_times
+    data = np.concatenate([c.data for c in chunks], axis=1)
+    assert data.shape[1] + held == outlet.n_pushed == 750  # nothing lost, nothing invented
+    np.testing.assert_array_equal(np.round(data[0] * 1e6), np.arange(data.shape[1]))
+
+
+def test_lsl_outlet_that_skips_half_a_second_reports_a_gap_of_that_length():
+    pytest.importorskip("pylsl")
+    name = f"st-agent-gap-{uuid.uuid4().hex[:8]}"
+    outlet = _PacedOutlet(name, seconds=3.0, skip=(250, 375))  # 0.5 s never sent
+    with LSLSource(name, resolve_timeout_sec=5.0) as src:
+        chunks = _read_outlet(src, outlet)
+        events = src.pop_events()
+        held = src.gaps.n_held
+    assert [e.kind for e in events] == ["dropped"]  # shorter than stall_sec: not a stall
+    # the stamps jitter by the 10 ms push interval: +-5 samples (20 ms) of tolerance
+    assert abs(events[0].n_missing - 125) <= 5
+    assert abs(events[0].first_missing_sample - 250) <= 5
+    timeline = _timeline(chunks)
+    sent = np.isfinite(timeline[0])
+    assert sent.sum() + held == outlet.n_pushed == 625
+    # each sample lands within the tolerance of its own index (channel 0 carries it)
+    index = np.flatnonzero(sent)
+    assert np.abs(np.round(timeline[0, sent] * 1e6) - index).max() <= 5
+
+
+def _stamps(n: int, sfreq: float, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Stamps of n samples: exact, or as outlets that stamp at push time produce them."""
+    true = 100.0 + np.arange(n) / sfreq
+    if kind == "exact":
+        return true
+    if kind == "rate+1%":  # a device clock 1 % off its nominal rate
+        return 100.0 + np.arange(n) / sfreq * 1.01
+    out, t, i = np.empty(n), true[0], 0
+    while i < n:  # pushes every 5-50 ms of everything due
+        t += rng.uniform(0.005, 0.05)
+        j = int(np.searchsorted(true, t, side="right"))
+        if kind == "push_sample":  # each sample stamped when pushed
+            out[i:j] = t
+        else:  # push_chunk: the last one stamped when pushed, the others counted back
+            out[i:j] = t - (j - 1 - np.arange(i, j)) / sfreq
+        i = j
+    return out
+
+
+def _feed(gaps: StampGaps, stamps: np.ndarray, rng: np.random.Generator) -> tuple[int, list]:
+    """Push stamps in chunks of 1-40 samples; (samples ready, jumps in stream order)."""
+    n_ready, jumps, i = 0, [], 0
+    while i < stamps.size:
+        n = int(rng.integers(1, 41))
+        ready, new = gaps.push(stamps[i:i + n])
+        jumps += [(n_ready + j, m) for j, m in new]
+        n_ready += ready.size
+        i += n
+    return n_ready, jumps
+
+
+@pytest.mark.parametrize("kind", ["exact", "push_sample", "push_chunk", "rate+1%"])
+def test_stamp_gaps_tolerate_jitter_and_find_real_gaps(kind):
+    sfreq, n = 250.0, 15_000  # 60 s
+    stamps = _stamps(n, sfreq, kind, np.random.default_rng(0))
+    gaps = StampGaps(sfreq)
+    n_ready, jumps = _feed(gaps, stamps, np.random.default_rng(1))
+    assert jumps == []
+    assert n_ready + gaps.n_held == n and gaps.n_held <= 2 * 0.25 * sfreq
+    keep = np.r_[0:7500, 7625:n]  # 125 samples (0.5 s) lost at 30 s
+    gaps = StampGaps(sfreq)
+    n_ready, jumps = _feed(gaps, stamps[keep], np.random.default_rng(2))
+    assert len(jumps) == 1
+    (at, n_missing), = jumps
+    assert abs(at - 7500) <= 3 and abs(n_missing - 125) <= 1
+    if kind == "exact":
+        assert jumps == [(7500, 125)]
+
+
+def test_stamp_gaps_take_a_clock_jump_as_a_clock_change():
+    gaps = StampGaps(100.0, max_gap_sec=60.0)
+    stamps = np.r_[np.arange(500) / 100.0, 3600.0 + np.arange(500) / 100.0,  # ahead 1 h
+                   10.0 + np.arange(500) / 100.0]  # then back
+    ready, jumps = gaps.push(stamps)
+    assert jumps == [] and ready.size == 1500
+
+
+def test_stamp_gaps_hold_back_only_while_undecided():
+    gaps = StampGaps(100.0, confirm_sec=0.25)
+    ready, _ = gaps.push(np.arange(50) / 100.0)
+    assert ready.size == 50 and gaps.n_held == 0
+    ready, jumps = gaps.push(np.arange(60, 70) / 100.0)  # late: gap or jitter?
+    assert ready.size == 0 and gaps.n_held == 10 and jumps == []
+    ready, jumps = gaps.push(np.arange(70, 100) / 100.0)  # still late 0.25 s on: a gap
+    assert ready.size == 40 and jumps == [(0, 10)] and gaps.n_held == 0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"sfreq": 0.0}, "sfreq must be a positive number"),
+    ({"sfreq": 250.0, "tolerance_periods": 0.5}, "tolerance_periods must be a number >= 1"),
+    ({"sfreq": 250.0, "confirm_sec": -1.0}, "confirm_sec must be a positive number"),
+])
+def test_stamp_gaps_bad_settings_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        StampGaps(**kwargs)
+
+
+# ------------------------------------------------------------------ by --board value
+
+
+def _tiny_fif(tmp_path: Path) -> Path:
+    mne = pytest.importorskip("mne")
+    info = mne.create_info(["Fp1", "ECG"], 100.0, ["eeg", "ecg"])
+    raw = mne.io.RawArray(np.zeros((2, 300)), info, verbose="error")
+    path = tmp_path / "rest_raw.fif"
+    raw.save(path, verbose="error")
+    return path
+
+
+def test_make_source_reaches_file_lsl_and_brainflow(tmp_path):
+    path = _tiny_fif(tmp_path)
+    src = make_source(f"file:{path}")
+    assert isinstance(src, FileSource) and src.realtime and src.ch_types == ("eeg", "ecg")
+    assert not make_source(f" FILE:{path} ", realtime=False).realtime
+    cyton = make_source("0", serial_port="/dev/ttyUSB0")  # digits: a BrainFlow id
+    assert isinstance(cyton, BrainFlowSource) and cyton.board_name == "cyton"
+    assert make_source("synthetic").board_id == -1
+    pylsl = pytest.importorskip("pylsl")
+    name = f"st-agent-spec-{uuid.uuid4().hex[:8]}"
+    outlet = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", 3, 250.0, "float32", name))
+    lsl = make_source(f"lsl:{name}")
+    assert isinstance(lsl, LSLSource) and lsl.sfreq == 250.0 and len(lsl.ch_names) == 3
+    del outlet
+
+
+def test_board_values_that_name_no_source(tmp_path):
+    for spec, error, match in (
+            ("lsl:", ValueError, "lsl: must be followed by a stream name"),
+            ("file:  ", ValueError, "file: must be followed by a path"),
+            (f"file:{tmp_path / 'none.edf'}", FileNotFoundError, r"none\.edf does not exist"),
+            ("muse3", UnknownBoardError, r"unknown board 'muse3'.*lsl:<stream name>.*file:")):
+        with pytest.raises(error, match=match):
+            check_source_spec(spec)
+        with pytest.raises(error, match=match):
+            make_source(spec)
+    odd = tmp_path / "x.xyz"
+    odd.write_text("1")
+    with pytest.raises(FileFormatError, match="unsupported extension"):
+        check_source_spec(f"file:{odd}")
+    check_source_spec(f"file:{_tiny_fif(tmp_path)}")  # nothing is read
+    check_source_spec("lsl:anything")  # streams are looked for when the source opens
+    check_source_spec(0)
+
+
+def test_session_board_flag_reaches_file_and_lsl_sources(tmp_path):
+    """``st-agent session --board file:<path>`` / ``lsl:<name>`` open those sources."""
+    from st_agent.live.inputs import check_board
+    from st_agent.live.session import SessionConfig, open_source
+
+    path = _tiny_fif(tmp_path)
+    src = open_source(SessionConfig(board=f"file:{path}", record=tmp_path))
+    assert isinstance(src, FileSource) and src.realtime  # a live session plays in real time
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        check_board(f"file:{tmp_path / 'none.edf'}")  # refused before anything loads
+    pylsl = pytest.importorskip("pylsl")
+    name = f"st-agent-session-{uuid.uuid4().hex[:8]}"
+    outlet = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", 4, 250.0, "float32", name))
+    assert isinstance(open_source(SessionConfig(board=f"lsl:{name}", record=tmp_path)),
+                      LSLSource)
+    del outlet
 
 
 def test_shutil_copy_of_real_file_is_untouched_by_reading(tmp_path):

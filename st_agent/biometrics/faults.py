@@ -14,7 +14,8 @@ import logging
 import math
 import time
 
-from st_agent.biometrics.sources import BiometricSource, BrainFlowSource
+from st_agent.biometrics.brainflow_source import BrainFlowSource
+from st_agent.biometrics.sources import BiometricSource
 from st_agent.types import SignalChunk
 
 __all__ = ["DropoutSource"]

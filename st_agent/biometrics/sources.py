@@ -13,7 +13,9 @@ Units are converted once, on the way in: BrainFlow and most LSL EEG devices
 deliver µV, and chunks carry volts (eeg/emg/ecg) and siemens (eda), as MNE does.
 
 Continuity is checked, never assumed. Package counters (BrainFlow) and sample
-timestamps are compared with the expected sampling rate; missing samples are
+timestamps (LSL: tracked against the sample count, so that jitter is not taken
+for loss; see :class:`~st_agent.biometrics.lsl_source.StampGaps`) are compared
+with the expected sampling rate; missing samples are
 reported as :class:`SourceEvent` (``pop_events()``) and the next chunk's
 ``first_sample`` jumps by the missing count, so consumers see the gap in the
 sample index too. A BrainFlow board that stops delivering for ``stall_sec``
@@ -21,27 +23,38 @@ sample index too. A BrainFlow board that stops delivering for ``stall_sec``
 
 Errors are :class:`SourceError` subclasses whose messages name the offending
 value and the fix.
+
+This module holds the interface, the events, the errors, the BrainFlow board
+catalogue and :func:`make_source` (a source from a ``--board`` string); the
+sources themselves live in :mod:`~st_agent.biometrics.brainflow_source`,
+:mod:`~st_agent.biometrics.file_source` and :mod:`~st_agent.biometrics.lsl_source`
+and are importable from here too. Importing this module loads neither
+BrainFlow, MNE nor pylsl; each loads when a source needs it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import logging
-import math
 import os
 import sys
-import time
 import types
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from st_agent.types import CH_TYPES, SignalChunk
+from st_agent.types import SignalChunk
+
+if TYPE_CHECKING:
+    from st_agent.biometrics.brainflow_source import BrainFlowSource, board_channels
+    from st_agent.biometrics.file_source import FileSource
+    from st_agent.biometrics.lsl_source import LSLSource
 
 __all__ = [
     "BOARD_REQUIREMENTS",
@@ -57,13 +70,35 @@ __all__ = [
     "StreamNotFoundError",
     "UnknownBoardError",
     "board_channels",
+    "check_source_spec",
     "list_boards",
     "load_brainflow",
+    "make_source",
     "resolve_board",
     "type_from_name",
 ]
 
 logger = logging.getLogger(__name__)
+
+# Defined in the modules of each kind of source; importable from here, loaded on first use.
+_LAZY = {
+    "BrainFlowSource": "st_agent.biometrics.brainflow_source",
+    "board_channels": "st_agent.biometrics.brainflow_source",
+    "FileSource": "st_agent.biometrics.file_source",
+    "LSLSource": "st_agent.biometrics.lsl_source",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a source class from its own module the first time it is asked for."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 EventKind = Literal["gap", "reconnect", "dropped", "end"]
 _EVENT_KINDS = ("gap", "reconnect", "dropped", "end")
@@ -81,8 +116,7 @@ BOARD_REQUIREMENTS: dict[str, tuple[str, str]] = {
 #: Boards documented and tested for selection by name (any BrainFlow board works by id).
 DOCUMENTED_BOARDS = ("synthetic", "muse_2", "muse_s", "cyton", "cyton_daisy", "ganglion")
 
-# Channel types whose BrainFlow unit is µV (-> V) or µS (-> S).
-_MICRO_TYPES = ("eeg", "emg", "ecg", "eda")
+
 
 
 # --------------------------------------------------------------------------- errors
@@ -396,363 +430,8 @@ def resolve_board(board: str | int) -> tuple[str, int]:
     return key, boards[key]
 
 
-def board_channels(board_id: int, ch_types: Mapping[str, str] | None = None,
-                   ) -> tuple[list[int], list[str], list[str]]:
-    """Rows, names and types of the biosignal channels of a BrainFlow board.
 
-    EEG rows come first with BrainFlow's ``eeg_names`` (``EEG1``… where it has
-    none); EMG/ECG rows that are not also EEG rows follow, then PPG and EDA.
-    On boards such as OpenBCI, where every analogue input is listed as EEG,
-    EMG and ECG at once, the inputs are typed EEG; pass ``ch_types`` to
-    retype some.
-
-    Parameters
-    ----------
-    board_id : int
-        BrainFlow board id.
-    ch_types : mapping of str to str, optional
-        Channel name -> type overrides, e.g. ``{"O2": "ecg"}``.
-
-    Returns
-    -------
-    rows : list of int
-        Row indices into BrainFlow's data array.
-    names, types : list of str
-        Channel names and types, one per row.
-    """
-    load_brainflow()
-    from brainflow.board_shim import BoardShim
-
-    descr = BoardShim.get_board_descr(board_id)
-    rows: list[int] = []
-    names: list[str] = []
-    kinds: list[str] = []
-    eeg = list(descr.get("eeg_channels", []))
-    eeg_names = [n for n in str(descr.get("eeg_names", "")).split(",") if n]
-    if len(eeg_names) != len(eeg):
-        eeg_names = [f"EEG{i + 1}" for i in range(len(eeg))]
-    rows += eeg
-    names += eeg_names
-    kinds += ["eeg"] * len(eeg)
-    for key, kind in (("emg_channels", "emg"), ("ecg_channels", "ecg"),
-                      ("ppg_channels", "ppg"), ("eda_channels", "eda")):
-        extra = [r for r in descr.get(key, []) if r not in rows]
-        rows += extra
-        names += [f"{kind.upper()}{i + 1}" if len(extra) > 1 else kind.upper()
-                  for i in range(len(extra))]
-        kinds += [kind] * len(extra)
-    for name, kind in (ch_types or {}).items():
-        if name not in names:
-            raise ValueError(f"ch_types names channel {name!r}, which the board lacks; "
-                             f"its channels: {names}")
-        if kind not in CH_TYPES:
-            raise ValueError(f"ch_types[{name!r}] must be one of {CH_TYPES}, got {kind!r}")
-        kinds[names.index(name)] = kind
-    return rows, names, kinds
-
-
-def _scales(ch_types: tuple[str, ...] | list[str]) -> np.ndarray:
-    """Per-channel factor from BrainFlow units (µV, µS) to SI units."""
-    return np.array([1e-6 if t in _MICRO_TYPES else 1.0 for t in ch_types])[:, None]
-
-
-class _CounterCheck:
-    """Finds dropped samples from a wrapping package counter.
-
-    Parameters
-    ----------
-    modulus : int
-        Counter period (BrainFlow boards: 256).
-    """
-
-    def __init__(self, modulus: int = 256) -> None:
-        self.modulus = modulus
-        self.last: float | None = None
-
-    def reset(self) -> None:
-        self.last = None
-
-    def split(self, counter: np.ndarray) -> list[tuple[int, int]]:
-        """Return ``(column, n_missing)`` for each jump in ``counter``."""
-        counter = np.asarray(counter, dtype=np.int64)
-        prev = np.concatenate([[counter[0] - 1 if self.last is None else self.last],
-                               counter[:-1]])
-        step = (counter - prev) % self.modulus
-        self.last = int(counter[-1])
-        cols = np.flatnonzero(step != 1)
-        return [(int(c), int((step[c] - 1) % self.modulus)) for c in cols]
-
-
-# --------------------------------------------------------------------------- BrainFlow
-
-
-class BrainFlowSource(BiometricSource):
-    """Any BrainFlow board; the synthetic board needs no hardware.
-
-    Parameters
-    ----------
-    board : str or int
-        Board name (see :func:`list_boards`; documented: ``"synthetic"``,
-        ``"muse_2"``, ``"muse_s"``, ``"cyton"``, ``"cyton_daisy"``,
-        ``"ganglion"``) or BrainFlow board id.
-    serial_port : str, optional
-        Serial port of the board or its dongle, e.g. ``"/dev/ttyUSB0"``
-        (Cyton), ``"/dev/ttyACM0"`` (Ganglion's BLED112). Required where
-        :data:`BOARD_REQUIREMENTS` says so.
-    mac_address : str, optional
-        Bluetooth MAC address (Ganglion native, Muse), e.g. ``"00:55:DA:B0:00:01"``.
-    serial_number : str, optional
-        Device name for Muse boards, e.g. ``"Muse-1234"``.
-    ip_address, ip_port, timeout_sec, other_info, file :
-        Passed through to ``BrainFlowInputParams`` for boards that need them.
-    ch_types : mapping of str to str, optional
-        Retype channels by name, e.g. ``{"O2": "ecg"}`` for a Cyton input wired
-        to the chest.
-    stall_sec : float
-        A board that delivers nothing for this long is reconnected (default
-        1.5, so a stall is acted on within 2 s).
-    backoff_sec : float
-        Wait before the first reconnection attempt; doubles after each failure.
-    backoff_max_sec : float
-        Longest wait between attempts.
-    max_reconnects : int or None
-        Give up (raise :class:`SourceError`) after this many failed attempts in
-        a row; ``None`` retries forever.
-    buffer_size : int
-        BrainFlow ring buffer, samples.
-    check_counter : bool or None
-        Check the package counter for dropped samples (default: on for every
-        board except Ganglion, whose counter encodes compression, not order).
-
-    Examples
-    --------
-    >>> with BrainFlowSource("synthetic") as src:  # doctest: +SKIP
-    ...     chunk = src.read(timeout_sec=1.0)
-    """
-
-    def __init__(
-        self,
-        board: str | int = "synthetic",
-        serial_port: str | None = None,
-        mac_address: str | None = None,
-        *,
-        serial_number: str | None = None,
-        ip_address: str | None = None,
-        ip_port: int | None = None,
-        timeout_sec: int | None = None,
-        other_info: str | None = None,
-        file: str | None = None,
-        ch_types: Mapping[str, str] | None = None,
-        stall_sec: float = 1.5,
-        backoff_sec: float = 0.25,
-        backoff_max_sec: float = 8.0,
-        max_reconnects: int | None = 10,
-        buffer_size: int = 450_000,
-        check_counter: bool | None = None,
-    ) -> None:
-        super().__init__()
-        self.board_name, self.board_id = resolve_board(board)
-        need = BOARD_REQUIREMENTS.get(self.board_name)
-        if need is not None and need[0] == "serial_port" and not serial_port:
-            raise MissingParameterError(
-                f"board {self.board_name!r} needs serial_port, the port of the board or "
-                f"its dongle; e.g. BrainFlowSource({self.board_name!r}, "
-                f"serial_port='/dev/ttyUSB0'); examples: {need[1]}"
-            )
-        for name, value in (("stall_sec", stall_sec), ("backoff_sec", backoff_sec),
-                            ("backoff_max_sec", backoff_max_sec)):
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        load_brainflow()
-        from brainflow.board_shim import BoardShim, BrainFlowInputParams
-
-        params = BrainFlowInputParams()
-        for key, value in (("serial_port", serial_port), ("mac_address", mac_address),
-                           ("serial_number", serial_number), ("ip_address", ip_address),
-                           ("ip_port", ip_port), ("timeout", timeout_sec),
-                           ("other_info", other_info), ("file", file)):
-            if value is not None:
-                setattr(params, key, value)
-        self._params = params
-        descr = BoardShim.get_board_descr(self.board_id)
-        self._sfreq = float(descr["sampling_rate"])
-        self._counter_row = descr.get("package_num_channel")
-        self._ts_row = descr.get("timestamp_channel")
-        rows, names, kinds = board_channels(self.board_id, ch_types)
-        self._rows = rows
-        self._ch_names = tuple(names)
-        self._ch_types = tuple(kinds)
-        self._scale = _scales(kinds)
-        self.stall_sec = float(stall_sec)
-        self.backoff_sec = float(backoff_sec)
-        self.backoff_max_sec = float(backoff_max_sec)
-        self.max_reconnects = max_reconnects
-        self.buffer_size = int(buffer_size)
-        if check_counter is None:
-            check_counter = self.board_name not in ("ganglion", "ganglion_native")
-        self._counter = _CounterCheck() if (check_counter and self._counter_row is not None) \
-            else None
-        self._board: Any = None
-        self._last_data_wall = 0.0
-        self._last_ts: float | None = None
-        self._failures = 0
-        self._next_attempt = 0.0
-        self._stalled_since: float | None = None
-
-    @property
-    def board(self) -> Any:
-        """The underlying ``BoardShim`` (``None`` when not running)."""
-        return self._board
-
-    def _open(self) -> None:
-        """Prepare and start the session on the one ``BoardShim`` of this source.
-
-        The same ``BoardShim`` is reused across reconnections: BrainFlow keys
-        sessions by board id and parameters, and a second ``BoardShim`` for the
-        same board would release the new session when it is garbage-collected.
-        """
-        from brainflow.board_shim import BoardShim
-
-        if self._board is None:
-            self._board = BoardShim(self.board_id, self._params)
-        try:
-            self._board.prepare_session()
-            self._board.start_stream(self.buffer_size)
-        except BaseException:
-            self._release(self._board)
-            raise
-        self._last_data_wall = time.monotonic()
-        if self._counter is not None:
-            self._counter.reset()
-
-    @staticmethod
-    def _release(board: Any) -> None:
-        """Stop and release a board, whatever state it is in."""
-        if board is None:
-            return
-        try:
-            with contextlib.suppress(Exception):
-                board.stop_stream()
-        finally:
-            with contextlib.suppress(Exception):
-                if board.is_prepared():
-                    board.release_session()
-
-    def start(self) -> None:
-        """Prepare the session and start streaming.
-
-        Raises
-        ------
-        SourceError
-            If the board cannot be opened; the message carries BrainFlow's
-            error and the connection parameters.
-        """
-        if self._running:
-            return
-        from brainflow.exit_codes import BrainFlowError
-
-        try:
-            self._open()
-        except BrainFlowError as e:
-            self._board = None
-            raise SourceError(
-                f"cannot open board {self.board_name!r} (id {self.board_id}) with "
-                f"serial_port={self._params.serial_port!r}, "
-                f"mac_address={self._params.mac_address!r}: {e}; check that the device "
-                "is on, paired or plugged in, and that the port is right"
-            ) from e
-        self._running = True
-        logger.info("started BrainFlow board %s (id %d), %d ch @ %g Hz", self.board_name,
-                    self.board_id, len(self._rows), self._sfreq)
-
-    def stop(self) -> None:
-        """Stop streaming and release the session (safe to call twice)."""
-        board, self._board = self._board, None
-        self._running = False
-        self._release(board)
-
-    def _reconnect(self, now: float) -> None:
-        """One reconnection attempt, if the backoff schedule allows it now."""
-        if now < self._next_attempt:
-            return
-        self._release(self._board)
-        try:
-            self._open()
-        except Exception as e:
-            self._failures += 1
-            wait = min(self.backoff_max_sec, self.backoff_sec * 2 ** (self._failures - 1))
-            self._next_attempt = time.monotonic() + wait
-            logger.warning("reconnecting %s failed (%d): %s; next try in %.2f s",
-                           self.board_name, self._failures, e, wait)
-            if self.max_reconnects is not None and self._failures >= self.max_reconnects:
-                raise SourceError(
-                    f"board {self.board_name!r} stopped delivering and {self._failures} "
-                    f"reconnection attempts failed; last error: {e}"
-                ) from e
-            return
-        self._failures = 0
-        self._event("reconnect", time.time(), detail=f"board {self.board_name!r} reopened "
-                    f"after {now - (self._stalled_since or now):.2f} s without data")
-
-    def read(self, timeout_sec: float = 1.0) -> SignalChunk | None:
-        """Samples since the last call, in SI units; ``None`` if none arrived.
-
-        Detects a stall (nothing for ``stall_sec``) and reconnects with backoff;
-        the samples lost meanwhile become a ``"gap"`` event and a jump in
-        ``first_sample``.
-        """
-        if not self._running:
-            raise SourceError("read() before start(); use `with BrainFlowSource(...) as src:`")
-        deadline = time.monotonic() + max(0.0, float(timeout_sec))
-        while True:
-            now = time.monotonic()
-            board = self._board
-            if board.is_prepared() and board.get_board_data_count() > 0:
-                return self._take(board.get_board_data())
-            if now - self._last_data_wall >= self.stall_sec:
-                if self._stalled_since is None:
-                    self._stalled_since = self._last_data_wall
-                    logger.warning("board %s delivered nothing for %.2f s; reconnecting",
-                                   self.board_name, now - self._last_data_wall)
-                self._reconnect(now)
-            if now >= deadline:
-                return None
-            time.sleep(min(0.005, max(0.0, deadline - now)))
-
-    def _take(self, raw: np.ndarray) -> SignalChunk:
-        """Turn BrainFlow's array into a chunk, reporting what is missing."""
-        now = time.monotonic()
-        ts = raw[self._ts_row] if self._ts_row is not None else None
-        if self._stalled_since is not None:
-            # back after a stall: the samples lost are those the timestamps skip
-            if ts is not None and self._last_ts is not None:
-                n_missing = max(0, round((ts[0] - self._last_ts) * self._sfreq) - 1)
-            else:
-                n_missing = max(0, round((now - self._stalled_since) * self._sfreq))
-            self._event("gap", time.time(), n_missing,
-                        f"no data for {now - self._stalled_since:.2f} s; "
-                        f"{n_missing} samples lost")
-            self._stalled_since = None
-            if self._counter is not None:
-                self._counter.reset()
-        data = raw[self._rows] * self._scale
-        t0 = float(ts[0]) if ts is not None else time.time() - raw.shape[1] / self._sfreq
-        if self._counter is not None:
-            jumps = [(c, n) for c, n in self._counter.split(raw[self._counter_row]) if n > 0]
-            if jumps and jumps[0][0] == 0:
-                n = jumps.pop(0)[1]
-                self._event("dropped", time.time(), n,
-                            f"package counter skipped {n} samples before this chunk")
-            if jumps:
-                data = _nan_fill(data, jumps, self._events, self._next_sample, t0,
-                                 f"board {self.board_name!r}: package counter")
-        self._last_data_wall = now
-        if ts is not None:
-            self._last_ts = float(ts[-1])
-        return self._chunk(data, t0)
-
-
-def _nan_fill(data: np.ndarray, jumps: list[tuple[int, int]], events: list[SourceEvent],
+def nan_fill(data: np.ndarray, jumps: list[tuple[int, int]], events: list[SourceEvent],
               first_sample: int, t_sec: float, what: str) -> np.ndarray:
     """Insert NaN columns for samples missing inside a block; never interpolate.
 
@@ -786,416 +465,119 @@ def _nan_fill(data: np.ndarray, jumps: list[tuple[int, int]], events: list[Sourc
     return np.concatenate(pieces, axis=1)
 
 
-# --------------------------------------------------------------------------- files
 
-_MNE_EXTS = (".edf", ".bdf", ".fif", ".fif.gz", ".vhdr", ".gdf", ".set")
+# --------------------------------------------------------------------------- by name
 
-
-def _check_edf_size(path: Path) -> None:
-    """Raise CorruptFileError if an EDF/BDF file is shorter than its header says."""
-    bytes_per_sample = 3 if path.suffix.lower() == ".bdf" else 2
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(256)
-        if len(head) < 256:
-            raise CorruptFileError(f"{path}: only {size} bytes, shorter than an EDF header "
-                                   "(256 bytes); the file is truncated or not EDF/BDF")
-        try:
-            header_bytes = int(head[184:192].decode("ascii").strip())
-            n_records = int(head[236:244].decode("ascii").strip())
-            n_signals = int(head[252:256].decode("ascii").strip())
-        except ValueError as e:
-            raise CorruptFileError(f"{path}: the EDF header is unreadable ({e}); "
-                                   "the file is corrupt or not EDF/BDF") from e
-        f.seek(256 + n_signals * 216)
-        raw = f.read(n_signals * 8)
-    try:
-        per_record = sum(int(raw[i * 8:(i + 1) * 8].decode("ascii").strip())
-                         for i in range(n_signals))
-    except ValueError as e:
-        raise CorruptFileError(f"{path}: samples-per-record fields are unreadable ({e})") from e
-    if n_records < 0:  # -1: unknown while recording; nothing to check against
-        return
-    expected = header_bytes + n_records * per_record * bytes_per_sample
-    if size < expected:
-        raise CorruptFileError(
-            f"{path}: truncated; the header promises {n_records} records ({expected} bytes) "
-            f"but the file has {size} bytes. The file was not modified; re-export it or "
-            "fix the header's record count with an EDF tool"
-        )
+#: Prefixes of ``--board`` values that name a non-BrainFlow source.
+LSL_PREFIX = "lsl:"
+FILE_PREFIX = "file:"
 
 
-class FileSource(BiometricSource):
-    """Play back a recording: EDF/BDF/FIF/BrainVision (MNE) or BrainFlow CSV.
+def _parse_spec(board: str | int) -> tuple[str, str | int]:
+    """``("lsl", name)``, ``("file", path)`` or ``("brainflow", name or id)``."""
+    if not isinstance(board, str):
+        return "brainflow", board
+    spec = board.strip()
+    for kind, prefix, what in (("lsl", LSL_PREFIX, "a stream name, e.g. lsl:OpenBCI_EEG"),
+                               ("file", FILE_PREFIX, "a path, e.g. file:recordings/rest.edf")):
+        if spec.lower().startswith(prefix):
+            value = spec[len(prefix):].strip()
+            if not value:
+                raise ValueError(f"board {board!r}: {prefix} must be followed by {what}")
+            return kind, value
+    return "brainflow", int(spec) if spec.isdigit() else spec
+
+
+def _with_hint(e: UnknownBoardError) -> UnknownBoardError:
+    return UnknownBoardError(f"{e}; or {LSL_PREFIX}<stream name> for a Lab Streaming Layer "
+                             f"stream, {FILE_PREFIX}<path> for a recording")
+
+
+def check_source_spec(board: str | int) -> None:
+    """Refuse a ``--board`` value that cannot name a source, before anything opens.
 
     Parameters
     ----------
-    path : str or Path
-        The recording. ``.edf``, ``.bdf``, ``.fif``, ``.vhdr`` (BrainVision),
-        ``.gdf``, ``.set`` go through ``mne.io.read_raw``; ``.csv``/``.tsv`` are
-        BrainFlow files written by ``DataFilter.write_file`` and need ``board``.
-    realtime : bool
-        Deliver samples no faster than the wall clock; otherwise as fast as
-        :meth:`read` is called.
-    loop : bool
-        Start again from the beginning at the end (an ``"end"`` event marks
-        each wrap); otherwise :meth:`read` returns ``None`` at the end.
-    chunk_sec : float
-        Length of the chunks delivered.
-    board : str or int, optional
-        For BrainFlow CSV files: the board that recorded them (its description
-        gives the column layout).
-    ch_types : mapping of str to str, optional
-        Channel name -> type overrides. Without them, types come from the file
-        and, where the file calls everything EEG, from names such as ``ECG ECG``.
+    board : str or int
+        As :func:`make_source` takes it. An LSL stream is not looked for here
+        (that takes seconds); a file must exist and have a supported extension;
+        a BrainFlow board must be known.
 
     Raises
     ------
+    ValueError
+        If ``lsl:`` or ``file:`` is not followed by a name or path.
     FileNotFoundError
-        If ``path`` does not exist.
-    CorruptFileError
-        If the file is truncated or unreadable (the file is never modified).
+        If the file does not exist.
     FileFormatError
-        For an unknown extension, a CSV without ``board``, or a CSV whose
-        column count does not match the board.
+        If the file's extension is not one :class:`FileSource` reads.
+    UnknownBoardError
+        For a board BrainFlow does not know.
     """
+    kind, value = _parse_spec(board)
+    if kind == "file":
+        from st_agent.biometrics.file_source import check_playable
 
-    def __init__(self, path: str | Path, realtime: bool = False, loop: bool = False,
-                 chunk_sec: float = 0.25, *, board: str | int | None = None,
-                 ch_types: Mapping[str, str] | None = None) -> None:
-        super().__init__()
-        self._file_events: list[SourceEvent] = []  # drops found while loading
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"recording {path} does not exist")
-        if not (isinstance(chunk_sec, int | float) and 0 < chunk_sec <= 60):
-            raise ValueError(f"chunk_sec must be in (0, 60] seconds, got {chunk_sec!r}")
-        self.path = path
-        self.realtime = bool(realtime)
-        self.loop = bool(loop)
-        self.chunk_sec = float(chunk_sec)
-        name = path.name.lower()
-        if name.endswith((".csv", ".tsv", ".txt")):
-            data, sfreq, names, kinds = self._load_brainflow_csv(path, board)
-        elif name.endswith(_MNE_EXTS):
-            data, sfreq, names, kinds = self._load_mne(path)
-        else:
-            raise FileFormatError(
-                f"{path}: unsupported extension; use one of {', '.join(_MNE_EXTS)} "
-                "(MNE readers) or .csv (BrainFlow, with board=...)"
-            )
-        for ch, kind in (ch_types or {}).items():
-            if ch not in names:
-                raise ValueError(f"ch_types names {ch!r}, not in the file; channels: {names}")
-            if kind not in CH_TYPES:
-                raise ValueError(f"ch_types[{ch!r}] must be one of {CH_TYPES}, got {kind!r}")
-            kinds[names.index(ch)] = kind
-        self._data = data
-        self._sfreq = float(sfreq)
-        self._ch_names = tuple(names)
-        self._ch_types = tuple(kinds)
-        self._pos = 0
-        self._t_start = 0.0
-        self._played = 0
-        self._ended = False
-
-    # -- loading
-    @staticmethod
-    def _load_mne(path: Path) -> tuple[np.ndarray, float, list[str], list[str]]:
-        import mne
-
-        if path.suffix.lower() in (".edf", ".bdf"):
-            _check_edf_size(path)
+        check_playable(Path(str(value)).expanduser())
+    elif kind == "brainflow":
         try:
-            raw = mne.io.read_raw(path, preload=True, verbose="error")
-        except Exception as e:
-            raise CorruptFileError(f"{path}: MNE cannot read it ({type(e).__name__}: {e}); "
-                                   "the file was not modified") from e
-        mne_types = raw.get_channel_types()
-        kinds = []
-        for name, t in zip(raw.ch_names, mne_types, strict=True):
-            if t == "eeg":
-                kinds.append(type_from_name(name, "eeg"))
-            elif t in CH_TYPES:
-                kinds.append(t)
-            elif t == "bio":
-                kinds.append(type_from_name(name, "misc"))
-            else:
-                kinds.append("misc")
-        data = raw.get_data()  # (n_channels, n_times), volts
-        if data.shape[1] == 0:
-            raise CorruptFileError(f"{path}: contains no samples")
-        return data, float(raw.info["sfreq"]), list(raw.ch_names), kinds
-
-    def _load_brainflow_csv(self, path: Path, board: str | int | None,
-                            ) -> tuple[np.ndarray, float, list[str], list[str]]:
-        if board is None:
-            raise FileFormatError(
-                f"{path}: a BrainFlow CSV has no header; pass the board that recorded it, "
-                "e.g. FileSource(path, board='synthetic')"
-            )
-        load_brainflow()
-        from brainflow.board_shim import BoardShim
-
-        name, board_id = resolve_board(board)
-        n_rows = BoardShim.get_num_rows(board_id)
-        widths = set()
-        with path.open("r") as f:
-            for i, line in enumerate(f):
-                if line.strip():
-                    widths.add(len(line.rstrip("\n").rstrip("\t").split("\t")))
-                if len(widths) > 1:
-                    raise FileFormatError(f"{path}: line {i + 1} has a different number of "
-                                          f"columns than earlier lines ({sorted(widths)}); "
-                                          "the file is damaged")
-        if not widths:
-            raise CorruptFileError(f"{path}: empty BrainFlow CSV")
-        found = widths.pop()
-        if found != n_rows:
-            raise FileFormatError(
-                f"{path}: {found} tab-separated columns, but board {name!r} writes {n_rows}; "
-                "pass the board that recorded the file"
-            )
-        try:
-            table = np.loadtxt(path, delimiter="\t", ndmin=2).T  # (n_rows, n_times)
-        except ValueError as e:
-            raise CorruptFileError(f"{path}: unparsable number ({e})") from e
-        descr = BoardShim.get_board_descr(board_id)
-        rows, names, kinds = board_channels(board_id)
-        data = table[rows] * _scales(kinds)
-        counter_row = descr.get("package_num_channel")
-        if counter_row is not None and name not in ("ganglion", "ganglion_native"):
-            data = self._fill_csv_drops(path, data, table[counter_row])
-        return data, float(descr["sampling_rate"]), names, kinds
-
-    def _fill_csv_drops(self, path: Path, data: np.ndarray, counter: np.ndarray) -> np.ndarray:
-        """Insert NaN columns where the package counter skips, and report them."""
-        jumps = [(c, n) for c, n in _CounterCheck().split(counter) if n > 0 and c > 0]
-        if not jumps:
-            return data
-        return _nan_fill(data, jumps, self._file_events, 0, 0.0,
-                         f"{path.name}: package counter")
-
-    # -- interface
-    @property
-    def n_times(self) -> int:
-        """Samples in the file (after NaN-filling dropped samples)."""
-        return self._data.shape[1]
-
-    @property
-    def duration_sec(self) -> float:
-        """Length of the recording in seconds."""
-        return self.n_times / self._sfreq
-
-    @property
-    def ended(self) -> bool:
-        """Whether a non-looping playback reached the end."""
-        return self._ended
-
-    def start(self) -> None:
-        """Rewind to the beginning and start the playback clock."""
-        self._pos = 0
-        self._played = 0
-        self._next_sample = 0
-        self._ended = False
-        self._t_start = time.monotonic()
-        self._running = True
-
-    def stop(self) -> None:
-        """Stop playback (the file is closed already; data is in memory)."""
-        self._running = False
-
-    def read(self, timeout_sec: float = 1.0) -> SignalChunk | None:
-        """Next ``chunk_sec`` of the file; in real time, only once it is due."""
-        if not self._running:
-            raise SourceError("read() before start(); use `with FileSource(...) as src:`")
-        if self._ended:
-            return None
-        n = max(1, round(self.chunk_sec * self._sfreq))
-        if self._pos >= self.n_times:
-            if not self.loop:
-                self._ended = True
-                self._event("end", self._played / self._sfreq, detail=f"{self.path.name} ended")
-                return None
-            self._pos = 0
-            self._event("end", self._played / self._sfreq,
-                        detail=f"{self.path.name} looped to its start")
-        stop = min(self._pos + n, self.n_times)
-        if self.realtime:
-            due = self._t_start + (self._played + stop - self._pos) / self._sfreq
-            wait = due - time.monotonic()
-            if wait > timeout_sec:
-                time.sleep(max(0.0, timeout_sec))
-                return None
-            if wait > 0:
-                time.sleep(wait)
-        data = self._data[:, self._pos:stop]
-        t0 = self._played / self._sfreq
-        offset = self._next_sample - self._pos  # stream index of file column 0
-        for ev in self._file_events:
-            if self._pos <= ev.first_missing_sample < stop:
-                self._events.append(SourceEvent(
-                    "dropped", ev.first_missing_sample / self._sfreq,
-                    ev.first_missing_sample + offset, ev.n_missing, ev.detail))
-        self._played += stop - self._pos
-        self._pos = stop
-        return self._chunk(data, t0)
+            resolve_board(value)
+        except UnknownBoardError as e:
+            raise _with_hint(e) from e
 
 
-# --------------------------------------------------------------------------- LSL
-
-
-class LSLSource(BiometricSource):
-    """A Lab Streaming Layer inlet, so any LSL device works.
+def make_source(board: str | int, *, serial_port: str | None = None,
+                mac_address: str | None = None, other_info: str | None = None,
+                realtime: bool = True) -> BiometricSource:
+    """The source a ``--board`` value names (not started).
 
     Parameters
     ----------
-    name : str, optional
-        Stream name to resolve (e.g. ``"OpenBCI_EEG"``); else ``stream_type`` is used.
-    stream_type : str
-        Stream type to resolve when ``name`` is ``None`` (default ``"EEG"``).
-    resolve_timeout_sec : float
-        How long to look for the stream.
-    ch_types : mapping of str to str, optional
-        Channel name -> type overrides; otherwise types come from the stream's
-        ``desc/channels/channel/type`` or, failing that, from names and the
-        stream type.
-    unit_scale : float, optional
-        Factor to SI units for eeg/emg/ecg channels. Default: from the channel
-        ``unit`` metadata (``microvolts``/``uV`` -> 1e-6, ``volts``/``V`` -> 1),
-        and 1e-6 (µV, the LSL convention) where the stream says nothing.
-    stall_sec : float
-        Silence after which a ``"gap"`` is reported when data comes back.
+    board : str or int
+        ``"lsl:<name>"``: the Lab Streaming Layer stream of that name
+        (:class:`LSLSource`); ``"file:<path>"``: a recording played back
+        (:class:`FileSource`; EDF/BDF/FIF/BrainVision...); anything else: a
+        BrainFlow board name or id (:class:`BrainFlowSource`), a string of
+        digits counting as an id.
+    serial_port, mac_address, other_info : str, optional
+        Connection parameters of a BrainFlow board (ignored by LSL and files).
+    realtime : bool
+        Play a file back no faster than the wall clock (a live session) rather
+        than as fast as it is read.
 
-    Notes
-    -----
-    Gaps are found from the sample timestamps (clock-synchronised by liblsl,
-    not dejittered, so that a gap stays a gap): a step of more than 1.5 sample periods is reported
-    as ``"dropped"`` samples and a jump in ``first_sample``. Inlets recover
-    from a lost outlet on their own (liblsl's ``recover``).
+    Returns
+    -------
+    source : BiometricSource
+
+    Raises
+    ------
+    ValueError
+        If ``lsl:`` or ``file:`` is not followed by a name or path.
+    UnknownBoardError
+        For a board BrainFlow does not know; the message lists the valid names.
+    StreamNotFoundError
+        If no LSL stream of that name answers.
+    FileNotFoundError
+        If the file does not exist.
+
+    Examples
+    --------
+    >>> make_source("file:/data/rest.edf")  # doctest: +SKIP
+    FileSource(21 ch @ 160 Hz, stopped)
     """
+    kind, value = _parse_spec(board)
+    if kind == "lsl":
+        from st_agent.biometrics.lsl_source import LSLSource
 
-    def __init__(self, name: str | None = None, stream_type: str = "EEG", *,
-                 resolve_timeout_sec: float = 5.0,
-                 ch_types: Mapping[str, str] | None = None,
-                 unit_scale: float | None = None, stall_sec: float = 2.0) -> None:
-        super().__init__()
-        try:
-            import pylsl
-        except ImportError as e:
-            raise SourceError("LSLSource needs pylsl; pip install pylsl") from e
-        self._pylsl = pylsl
-        prop, value = ("name", name) if name is not None else ("type", stream_type)
-        found = pylsl.resolve_byprop(prop, value, timeout=float(resolve_timeout_sec))
-        if not found:
-            raise StreamNotFoundError(
-                f"no LSL stream with {prop}={value!r} within {resolve_timeout_sec} s; check that "
-                "the device's LSL app is streaming and on the same network"
-            )
-        self._info = found[0]
-        self._sfreq = float(self._info.nominal_srate())
-        if self._sfreq <= 0:
-            raise FileFormatError(f"LSL stream {self._info.name()!r} has an irregular rate; "
-                                  "only regularly sampled streams are supported")
-        self._inlet: Any = None
-        self.stall_sec = float(stall_sec)
-        self._overrides = dict(ch_types or {})
-        self._unit_scale = unit_scale
-        n = self._info.channel_count()
-        self._ch_names = tuple(f"ch{i + 1}" for i in range(n))
-        default = type_from_name(self._info.type(), "eeg") if self._info.type() else "eeg"
-        self._ch_types = tuple(default for _ in range(n))
-        self._scale = np.ones((n, 1))
-        self._last_ts: float | None = None
-        self._last_wall = 0.0
+        return LSLSource(str(value))
+    if kind == "file":
+        from st_agent.biometrics.file_source import FileSource
 
-    def _read_desc(self, info: Any) -> None:
-        """Channel labels, types and units from the stream's XML description."""
-        n = info.channel_count()
-        names, kinds, units = [], [], []
-        ch = info.desc().child("channels").child("channel")
-        for i in range(n):
-            label = ch.child_value("label") if not ch.empty() else ""
-            kind = ch.child_value("type").lower() if not ch.empty() else ""
-            unit = ch.child_value("unit").lower() if not ch.empty() else ""
-            names.append(label or self._ch_names[i])
-            kinds.append(kind if kind in CH_TYPES else type_from_name(label,
-                                                                      self._ch_types[i]))
-            units.append(unit)
-            ch = ch.next_sibling() if not ch.empty() else ch
-        for name, kind in self._overrides.items():
-            if name not in names or kind not in CH_TYPES:
-                raise ValueError(f"ch_types[{name!r}]={kind!r}: channel must be one of "
-                                 f"{names} and type one of {CH_TYPES}")
-            kinds[names.index(name)] = kind
-        scale = []
-        for kind, unit in zip(kinds, units, strict=True):
-            if kind not in ("eeg", "emg", "ecg"):
-                scale.append(1.0)
-            elif self._unit_scale is not None:
-                scale.append(self._unit_scale)
-            elif unit in ("v", "volts", "volt"):
-                scale.append(1.0)
-            elif unit in ("mv", "millivolts"):
-                scale.append(1e-3)
-            else:
-                scale.append(1e-6)
-        self._ch_names, self._ch_types = tuple(names), tuple(kinds)
-        self._scale = np.array(scale)[:, None]
+        return FileSource(Path(str(value)).expanduser(), realtime=realtime)
+    from st_agent.biometrics.brainflow_source import BrainFlowSource
 
-    def start(self) -> None:
-        """Open the inlet (timestamps clock-synchronised to this machine)."""
-        if self._running:
-            return
-        pylsl = self._pylsl
-        flags = pylsl.proc_clocksync  # no dejitter: its regression would smear gaps
-        self._inlet = pylsl.StreamInlet(self._info, max_buflen=60, recover=True,
-                                        processing_flags=flags)
-        try:
-            self._inlet.open_stream(timeout=5.0)
-            self._read_desc(self._inlet.info(timeout=5.0))
-        except BaseException:
-            self._close_inlet()
-            raise
-        self._last_wall = time.monotonic()
-        self._running = True
-
-    def _close_inlet(self) -> None:
-        inlet, self._inlet = self._inlet, None
-        if inlet is not None:
-            with contextlib.suppress(Exception):
-                inlet.close_stream()
-            del inlet
-
-    def stop(self) -> None:
-        """Close the inlet (safe to call twice)."""
-        self._running = False
-        self._close_inlet()
-
-    def read(self, timeout_sec: float = 1.0) -> SignalChunk | None:
-        """Samples since the last call; gaps in the timestamps become events."""
-        if not self._running:
-            raise SourceError("read() before start(); use `with LSLSource(...) as src:`")
-        samples, stamps = self._inlet.pull_chunk(timeout=float(timeout_sec))
-        now = time.monotonic()
-        if not stamps:
-            return None
-        data = np.asarray(samples, dtype=np.float64).T * self._scale  # (n_ch, n_times)
-        ts = np.asarray(stamps)
-        period = 1.0 / self._sfreq
-        stalled = now - self._last_wall >= self.stall_sec
-        self._last_wall = now
-        if self._last_ts is not None:
-            n_missing = round((ts[0] - self._last_ts) / period) - 1
-            if n_missing > 0:
-                kind: EventKind = "gap" if stalled else "dropped"
-                self._event(kind, float(ts[0]), n_missing,
-                            f"timestamps skip {n_missing} samples "
-                            f"({n_missing * period:.3f} s)")
-        steps = np.round(np.diff(ts) / period).astype(int) - 1
-        jumps = [(int(c) + 1, int(steps[c])) for c in np.flatnonzero(steps > 0)]
-        if jumps:  # drops inside this chunk: NaN-fill them, never bridge them
-            data = _nan_fill(data, jumps, self._events, self._next_sample, float(ts[0]),
-                             f"LSL stream {self._info.name()!r}: timestamps")
-        self._last_ts = float(ts[-1])
-        return self._chunk(data, float(ts[0]))
+    try:
+        return BrainFlowSource(value, serial_port=serial_port, mac_address=mac_address,
+                               other_info=other_info)
+    except UnknownBoardError as e:
+        raise _with_hint(e) from e

@@ -1,0 +1,302 @@
+"""What a recording says about itself: ids, consent, channels, the folder layout.
+
+:class:`SessionMeta` and :class:`ConsentRecord` are stored in ``session.json``;
+the errors and file names here are shared by the writer
+(:mod:`st_agent.biometrics.recording`), the reader
+(:mod:`st_agent.biometrics.session_reader`) and export
+(:mod:`st_agent.biometrics.export`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from st_agent import __version__
+from st_agent.types import CH_TYPES, SignalChunk
+
+__all__ = [
+    "CONSENT_SCOPES",
+    "EVENTS_FILE",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "META_FILE",
+    "SAMPLES_FILE",
+    "ConsentRecord",
+    "DiskFullError",
+    "EncryptionKeyError",
+    "RecordingError",
+    "SessionMeta",
+    "new_pseudonym",
+    "new_session_id",
+]
+
+FORMAT_NAME = "st-agent-recording"
+FORMAT_VERSION = 1
+META_FILE = "session.json"
+SAMPLES_FILE = "samples.seg"
+EVENTS_FILE = "events.jsonl"
+
+#: What a subject may consent to.
+CONSENT_SCOPES = ("record", "store_local", "export", "share_pseudonymized")
+_GIVEN_BY = ("participant", "legal_guardian", "participant_and_guardian")
+#: Sample types a recording may store.
+DTYPES = ("float32", "float64")
+
+_PSEUDONYM_RE = re.compile(r"^[A-Za-z0-9]{3,32}$")
+_SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class RecordingError(RuntimeError):
+    """The recording cannot go on or cannot be read (disk full, closed, bad key...)."""
+
+
+class DiskFullError(RecordingError):
+    """The disk filled up (ENOSPC, EFBIG, EDQUOT); recording stopped, data so far kept."""
+
+
+class EncryptionKeyError(RecordingError):
+    """An encrypted session was opened without its key, or with another key."""
+
+
+# --------------------------------------------------------------------------- identifiers
+
+
+def new_pseudonym() -> str:
+    """Return a random pseudonymous subject id such as ``"s04817263"``.
+
+    Returns
+    -------
+    subject_id : str
+        ``"s"`` followed by 8 random digits: letters and digits only, so it is
+        also a valid BIDS subject label.
+    """
+    return f"s{secrets.randbelow(10**8):08d}"
+
+
+def new_session_id() -> str:
+    """Return a new session id: UTC date-time plus 6 random hex digits.
+
+    Returns
+    -------
+    session_id : str
+        E.g. ``"20240501T101500-3fa9c1"``.
+    """
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def check_pseudonym(subject_id: object) -> str:
+    """Return ``subject_id`` if it is a pseudonym; raise ValueError naming the fix."""
+    if not isinstance(subject_id, str) or not _PSEUDONYM_RE.match(subject_id):
+        raise ValueError(
+            f"subject_id must be a pseudonym of 3-32 letters and digits (no spaces, path "
+            f"separators or punctuation), got {subject_id!r}; use new_pseudonym()"
+        )
+    if not any(c.isdigit() for c in subject_id):
+        raise ValueError(
+            f"subject_id {subject_id!r} looks like a name; a pseudonym must contain at least "
+            f"one digit (e.g. {new_pseudonym()!r} from new_pseudonym())"
+        )
+    return subject_id
+
+
+def check_session_id(session_id: object) -> str:
+    """Return ``session_id`` if it is a valid session id; raise ValueError otherwise."""
+    if not isinstance(session_id, str) or not _SESSION_ID_RE.match(session_id):
+        raise ValueError(
+            f"session_id must be 1-64 letters, digits, '-' or '_' starting with a letter or "
+            f"digit, got {session_id!r}; use new_session_id()"
+        )
+    return session_id
+
+
+def utc_now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second, with its time zone."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def check_iso(name: str, value: object) -> str:
+    """Return ``value`` if it is an ISO 8601 time with a time zone (``name`` names it)."""
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as e:
+        raise ValueError(f"{name} must be an ISO 8601 time, got {value!r}") from e
+    if parsed.tzinfo is None:
+        raise ValueError(f"{name} must carry a time zone (e.g. '+00:00'), got {value!r}")
+    return str(value)
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    """Who consented to what, when, under which consent text.
+
+    Parameters
+    ----------
+    text_version : str
+        Version of the consent text that was shown, e.g. ``"2024-05-v1"``.
+    scopes : tuple of str
+        What was consented to, a subset of :data:`CONSENT_SCOPES`. Recording
+        needs ``"record"``; export needs ``"export"``.
+    given_at_utc : str
+        ISO 8601 time with time zone at which consent was given.
+    given_by : {"participant", "legal_guardian", "participant_and_guardian"}
+        Who gave it (a role, never a name: the person is the session's
+        pseudonymous subject).
+    """
+
+    text_version: str
+    scopes: tuple[str, ...] = ("record", "store_local")
+    given_at_utc: str = field(default_factory=utc_now_iso)
+    given_by: str = "participant"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text_version, str) or not self.text_version.strip():
+            raise ValueError(f"text_version must be a non-empty string, got "
+                             f"{self.text_version!r}")
+        scopes = (self.scopes,) if isinstance(self.scopes, str) else tuple(self.scopes)
+        bad = sorted(set(scopes) - set(CONSENT_SCOPES))
+        if bad or not scopes:
+            raise ValueError(f"scopes must be a non-empty subset of {CONSENT_SCOPES}, "
+                             f"got {self.scopes!r}")
+        object.__setattr__(self, "scopes", scopes)
+        check_iso("given_at_utc", self.given_at_utc)
+        if self.given_by not in _GIVEN_BY:
+            raise ValueError(f"given_by must be one of {_GIVEN_BY}, got {self.given_by!r}")
+
+    def allows(self, scope: str) -> bool:
+        """Whether ``scope`` was consented to."""
+        return scope in self.scopes
+
+
+@dataclass(frozen=True)
+class SessionMeta:
+    """What a recording says about itself; stored in ``session.json``.
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate in Hz of the recorded stream.
+    ch_names : tuple of str
+        Channel names, one per row of every chunk.
+    ch_types : tuple of str
+        One of :data:`~st_agent.types.CH_TYPES` per channel.
+    consent : ConsentRecord
+        The consent record; recording refuses to start without ``"record"``.
+    subject_id : str
+        Pseudonymous subject id (letters and digits, at least one digit).
+        Random by default; never a name.
+    session_id : str
+        Session id (letters, digits, ``-``, ``_``). Random by default.
+    created_utc : str
+        ISO 8601 creation time.
+    software : str
+        Software name and version that wrote the recording.
+    line_freq : float or None
+        Mains frequency in Hz (50 or 60) if known; written to BIDS sidecars.
+    encrypted : bool
+        Set by the recorder: samples and events are encrypted with AES-256-GCM.
+    key_id : str or None
+        Set by the recorder: fingerprint of the key (not the key), to tell a
+        wrong key from a corrupt file.
+    dtype : {"float32", "float64"}
+        Sample type on disk.
+    segment_samples : int
+        Samples per full segment (about one second); set by the recorder.
+
+    Examples
+    --------
+    >>> meta = SessionMeta(250.0, ("Fz", "Pz"), ("eeg", "eeg"),
+    ...                    consent=ConsentRecord("v1"), subject_id="s00000042")
+    >>> meta.n_channels
+    2
+    """
+
+    sfreq: float
+    ch_names: tuple[str, ...]
+    ch_types: tuple[str, ...]
+    consent: ConsentRecord
+    subject_id: str = field(default_factory=new_pseudonym)
+    session_id: str = field(default_factory=new_session_id)
+    created_utc: str = field(default_factory=utc_now_iso)
+    software: str = f"st_agent {__version__}"
+    line_freq: float | None = None
+    encrypted: bool = False
+    key_id: str | None = None
+    dtype: str = "float32"
+    segment_samples: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.consent, dict):
+            object.__setattr__(self, "consent", ConsentRecord(**self.consent))
+        if not isinstance(self.consent, ConsentRecord):
+            raise TypeError(f"consent must be a ConsentRecord, got "
+                            f"{type(self.consent).__name__}")
+        if not (isinstance(self.sfreq, int | float) and math.isfinite(self.sfreq)
+                and self.sfreq > 0):
+            raise ValueError(f"sfreq must be a positive number of Hz, got {self.sfreq!r}")
+        object.__setattr__(self, "sfreq", float(self.sfreq))
+        names, types = tuple(self.ch_names), tuple(self.ch_types)
+        object.__setattr__(self, "ch_names", names)
+        object.__setattr__(self, "ch_types", types)
+        if not names or len(names) != len(types):
+            raise ValueError(f"need one type per channel name and at least one channel, got "
+                             f"{len(names)} names and {len(types)} types")
+        if len(set(names)) != len(names):
+            raise ValueError(f"channel names must be unique, got {names}")
+        bad = sorted(set(types) - set(CH_TYPES))
+        if bad:
+            raise ValueError(f"unknown channel types {bad}; allowed: {CH_TYPES}")
+        check_pseudonym(self.subject_id)
+        check_session_id(self.session_id)
+        check_iso("created_utc", self.created_utc)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.line_freq is not None and not (math.isfinite(self.line_freq)
+                                               and self.line_freq > 0):
+            raise ValueError(f"line_freq must be None or a positive number of Hz, got "
+                             f"{self.line_freq!r}")
+
+    @classmethod
+    def from_chunk(cls, chunk: SignalChunk, consent: ConsentRecord, **kwargs: Any) -> SessionMeta:
+        """Meta for recording the stream that ``chunk`` comes from.
+
+        Parameters
+        ----------
+        chunk : SignalChunk
+            Any chunk of the stream (sampling rate and channels are taken from it).
+        consent : ConsentRecord
+            The consent record.
+        **kwargs
+            Other :class:`SessionMeta` fields (``subject_id``, ``session_id``...).
+        """
+        return cls(sfreq=chunk.sfreq, ch_names=chunk.ch_names, ch_types=chunk.ch_types,
+                   consent=consent, **kwargs)
+
+    @property
+    def n_channels(self) -> int:
+        """Number of channels."""
+        return len(self.ch_names)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain dict for ``session.json``."""
+        d = asdict(self)
+        d["ch_names"] = list(self.ch_names)
+        d["ch_types"] = list(self.ch_types)
+        d["consent"]["scopes"] = list(self.consent.scopes)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SessionMeta:
+        """Inverse of :meth:`to_json`; validates every field."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown session meta fields {unknown}; known: {sorted(known)}")
+        return cls(**d)
