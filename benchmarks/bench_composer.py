@@ -16,6 +16,17 @@ perplexity   held-out (test split) per-token perplexity of the model and of a
              unigram baseline on the same tokens.
 latency      compose + render-to-MIDI of one 4-bar phrase: p50/p95.
 decoding     tokens/s of the cached sampler vs. `model.generate` on the same model.
+bars         model-level bar validity without re-barring, before (free sampling, the bar
+             lines redrawn afterwards) and after meter-aware decoding, on the same knobs
+             and seeds, interleaved: the share of winning phrases whose bars, as the model
+             wrote them, are 4 full bars (the grammar's check, a lengths-only check with
+             the corpus lexer, and music21's measures), raw samples rejected, abc2midi
+             errors and warnings, and compose+render latency of each.
+repetition   the calm corner (61 BPM, energy 0.1): phrases with 4+ and 6+ repeated notes
+             in a row, repetition penalty off vs. on (meter-aware decoding), against the
+             held-out corpus phrases with the slow and sparsest labels.
+
+    .venv/bin/python benchmarks/bench_composer.py --sections bars repetition --phrases 200
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import torch
 from scipy.stats import spearmanr
 
 from st_agent.music.abc import check_many
+from st_agent.music.bar_grammar import bars_are_valid
 from st_agent.music.composer import Composer, ComposerConfig
 from st_agent.music.decoding import CachedDecoder
 from st_agent.music.render import measure_features, render_phrase
@@ -154,6 +166,106 @@ def section_decoding(composer: Composer, repeats: int) -> None:
               f"(8-token prompt, {new} new tokens, median of {repeats})")
 
 
+def lengths_valid(body: str, unit: str, bar_q: float, n_bars: int = 4) -> bool:
+    """Bars as written, by the corpus lexer alone: ``n_bars`` bars split at the
+    model's bar lines, each ``bar_q`` quarter notes, nothing after the last."""
+    from fractions import Fraction
+
+    from st_agent.tokenizer.abc_text import body_stats, split_bars
+
+    bars = split_bars(body.strip())
+    return len(bars) == n_bars and bars[-1].rstrip().endswith("|") and all(
+        abs(body_stats(b, Fraction(unit)).quarters - bar_q) < 1e-6 for b in bars)
+
+
+def music21_valid(abc: str, bar_q: float, n_bars: int = 4) -> bool:
+    """music21's reading of the tune: ``n_bars`` measures of ``bar_q`` quarters each."""
+    import music21
+
+    try:
+        score = music21.converter.parse(abc, format="abc")
+    except Exception:  # music21 raises many kinds on bad input
+        return False
+    part = score.parts[0] if score.parts else score
+    measures = list(part.getElementsByClass("Measure"))
+    return len(measures) == n_bars and all(
+        abs(m.duration.quarterLength - bar_q) < 1e-6 for m in measures)
+
+
+def section_bars(n: int, candidates: int | None) -> None:
+    """Bar validity as the model wrote it, re-barring vs meter-aware decoding."""
+    modes = {"re-barring (before)": False, "meter-aware (after)": True}
+    composers = {}
+    for name, aware in modes.items():
+        cfg = ComposerConfig(meter_aware=aware)
+        if candidates:
+            cfg.candidates = candidates
+        composers[name] = Composer(cfg)
+        composers[name].compose(Knobs(0.5, 0.5, 0.5), seed=0)  # warm-up
+    rows = {name: [] for name in modes}
+    for i, k in enumerate(knob_grid(n, seed=1)):
+        for name, comp in composers.items():  # interleaved: both see the same load
+            t0 = time.perf_counter()
+            p = comp.compose(k, seed=i)
+            render_phrase(p.abc, p.key, p.knobs, meter=p.meter)
+            rows[name].append((p, time.perf_counter() - t0))
+    print(f"bars: {n} phrases over a stratified knob design, same knobs and seeds per mode")
+    for name, got in rows.items():
+        raws = [p.extra["raw_body"] for p, _ in got]
+        grammar_ok = np.mean([bars_are_valid(r, 0.5, 4.0, 4) for r in raws])
+        length_ok = np.mean([lengths_valid(r, "1/8", 4.0) for r in raws])
+        m21_ok = np.mean([music21_valid(Composer.tune_text(r, p.key, p.meter, p.unit, 120), 4.0)
+                          for r, (p, _) in zip(raws, got, strict=True)])
+        samples = sum(p.extra["samples"] for p, _ in got)  # finished candidates
+        rejected = sum(k for p, _ in got for tag, k in p.extra["rejections"].items()
+                       if tag != "cut")
+        cut = sum(p.extra["rejections"].get("cut", 0) for p, _ in got)
+        reports = check_many([p.abc for p, _ in got])
+        lat = 1000 * np.array([t for _, t in got])
+        print(f"  {name}: winners with valid bars as written {grammar_ok:.1%} (grammar), "
+              f"{length_ok:.1%} (bar lengths, corpus lexer), {m21_ok:.1%} (music21 measures); "
+              f"finished samples rejected {rejected}/{samples} = "
+              f"{rejected / max(samples, 1):.1%} ({cut} more cut off unfinished); "
+              f"final phrases: abc2midi errors in {sum(not r.ok for r in reports)}, warnings in "
+              f"{sum(bool(r.warnings) for r in reports)}; compose+render p50 "
+              f"{np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms")
+
+
+def section_repetition(n: int) -> None:
+    """The calm corner's repeated notes, penalty off vs on, vs the corpus."""
+    from fractions import Fraction
+
+    from st_agent.theory import parse_key
+    from st_agent.tokenizer.abc_text import body_stats
+    from st_agent.tokenizer.corpus import load_corpus
+
+    def runs(bodies_keys: list[tuple[str, str, str]]) -> np.ndarray:
+        return np.array([body_stats(b, Fraction(u), parse_key(k).accidentals()).longest_repeat
+                         for b, u, k in bodies_keys])
+
+    corpus = load_corpus()
+    calm = [(p, t.tune.unit, t.tune.key) for t in corpus.test
+            for p, c in zip(t.tune.phrases, t.controls, strict=True)
+            if c.tempo == 0 and c.energy == 0]
+    every = [(p, t.tune.unit, t.tune.key) for t in corpus.test for p in t.tune.phrases]
+    ref_calm, ref_all = runs(calm), runs(every)
+    print(f"repetition: held-out corpus, slow+sparsest phrases (n={len(calm)}): 4+ repeated notes "
+          f"in {np.mean(ref_calm >= 4):.1%}, 6+ in {np.mean(ref_calm >= 6):.1%}; all held-out "
+          f"phrases (n={len(every)}): 4+ {np.mean(ref_all >= 4):.1%}, "
+          f"6+ {np.mean(ref_all >= 6):.1%}")
+    tempo = (61 - 50) / 110  # 61 BPM
+    for penalty in (0.0, ComposerConfig().repeat_penalty):
+        comp = Composer(ComposerConfig(repeat_penalty=penalty))
+        got = []
+        for i in range(n):
+            p = comp.compose(Knobs(0.2 if i % 2 else 0.8, tempo, 0.1), seed=i)
+            got.append((p.body, p.unit, p.key))
+        r = runs(got)
+        print(f"  calm corner (61 BPM, energy 0.1, valence 0.2/0.8 alternating, n={n}), "
+              f"repeat_penalty {penalty}: 4+ repeated notes in {np.mean(r >= 4):.1%}, "
+              f"6+ in {np.mean(r >= 6):.1%}, longest run mean {r.mean():.2f}, max {r.max()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,9 +276,12 @@ def main() -> None:
                     help="candidates per batch (default: ComposerConfig's)")
     ap.add_argument("--enough", type=int, default=None,
                     help="finished candidates that end a batch (default: ComposerConfig's)")
+    ap.add_argument("--rebar", action="store_true",
+                    help="validity/perplexity/decoding with free sampling and re-barring "
+                         "(meter_aware=False), the composer before meter-aware decoding")
     ap.add_argument("--sections", nargs="+",
-                    default=["validity", "perplexity", "decoding"],
-                    choices=["validity", "perplexity", "decoding"])
+                    default=["validity", "perplexity", "decoding", "bars", "repetition"],
+                    choices=["validity", "perplexity", "decoding", "bars", "repetition"])
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -175,6 +290,8 @@ def main() -> None:
         cfg.candidates = args.candidates
     if args.enough:
         cfg.enough = args.enough
+    if args.rebar:
+        cfg.meter_aware = False
     composer = Composer(cfg)
     print(f"composer: {composer!r}, torch threads {torch.get_num_threads()}")
     n = 20 if args.quick else args.phrases
@@ -185,6 +302,10 @@ def main() -> None:
         section_perplexity(composer, 50 if args.quick else 10_000)
     if "decoding" in args.sections:
         section_decoding(composer, 1 if args.quick else 5)
+    if "bars" in args.sections:
+        section_bars(20 if args.quick else min(n, 400), args.candidates)
+    if "repetition" in args.sections:
+        section_repetition(20 if args.quick else min(n, 200))
 
 
 if __name__ == "__main__":

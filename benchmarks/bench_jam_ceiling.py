@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import time
 
@@ -35,9 +34,7 @@ def plan(env: JamEnv, candidates: list[np.ndarray], horizon: int,
     """The candidate joint action (N, 3) with the lowest summed group distance."""
     best, best_cost = candidates[0], np.inf
     for cand in candidates:
-        sim = copy.deepcopy(env)
-        sim._np_random = np.random.default_rng(int(rng.integers(2**62)))  # fresh noise
-        sim._fl.rng = np.random.default_rng(int(rng.integers(2**62)))
+        sim = env.fork(rng)  # same state, fresh noise
         cost = 0.0
         for _ in range(horizon):
             if not sim.agents:

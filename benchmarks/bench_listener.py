@@ -1,13 +1,15 @@
 """Listener-simulator figures: estimator recovery, measured estimator noise, speed.
 
-1. **Recovery**: for each of ``--listeners`` (50) simulated listeners, 60 s of
+1. **Recovery**: for each of ``--listeners`` (50) simulated listeners (drawn
+   from ``--families``, default every family of the listener-model family), 60 s of
    silence (the estimator's rest calibration) then ``--minutes`` of music whose
    features change every 20-60 s (random phrases, :func:`random_features`);
    raw EEG/ECG/EMG from :class:`VirtualListenerSource` go through the real
    :class:`StateEstimator` (default config, its ``smoothing_sec`` moving
    average included; BrainFlow reference model off: it does not enter the
    state). Pearson r between estimated and latent valence
-   and arousal over the good windows after calibration, per listener.
+   and arousal over the good windows after calibration, per listener; the
+   mean is printed for all listeners and per family.
 2. **Estimator noise** for the fast mode: per axis, the median slope of the
    estimate on (latent - rest), the residual std and the AR(1) coefficient
    with the residual's integrated autocorrelation time (:func:`noise_stats`);
@@ -15,9 +17,10 @@
    ``st_agent/listener/assets/estimator_noise.json`` (what :class:`FastListeners` uses).
 3. **Speed**: simulated listener-seconds per wall second in raw mode
    (signals only, and signals + estimator) and in fast mode (10,000 listeners
-   vectorised, 0.5 s steps).
+   vectorised, 0.5 s steps), for each family alone and for the mixed population.
 
-Run: ``python benchmarks/bench_listener.py [--listeners 50] [--minutes 8] [--write-noise]``
+Run: ``python benchmarks/bench_listener.py [--listeners 50] [--minutes 8]
+[--families first_order,adaptation] [--write-noise]``
 """
 
 from __future__ import annotations
@@ -30,22 +33,24 @@ from pathlib import Path
 import numpy as np
 
 from st_agent.biometrics.estimator import EstimatorConfig, StateEstimator
+from st_agent.listener.family import FAMILY_NAMES, check_families, sample_population
 from st_agent.listener.model import (
     FastListeners,
     feature_vector,
     random_features,
     sample_listeners,
 )
-from st_agent.listener.virtual import VirtualListenerSource
+from st_agent.listener.virtual import SignalModel, VirtualListenerSource
 
 NOISE_PATH = (Path(__file__).resolve().parents[1] / "st_agent" / "listener" / "assets"
               / "estimator_noise.json")
 
 
-def run_listener(params, seed: int, minutes: float, rest_sec: float = 60.0) -> dict:
+def run_listener(params, seed: int, minutes: float, rest_sec: float = 60.0,
+                 model: SignalModel | None = None) -> dict:
     """One simulated session through the real estimator; latent and estimates per window."""
     rng = np.random.default_rng(10_000 + seed)
-    src = VirtualListenerSource(params, rng=seed)
+    src = VirtualListenerSource(params, model=model, rng=seed)
     src.hear(None, rest_sec)
     t = 0.0
     while t < minutes * 60:
@@ -122,8 +127,9 @@ def speed_raw(seconds: float = 120.0) -> tuple[float, float]:
     return synth, both
 
 
-def speed_fast(n: int = 10_000, steps: int = 400, dt: float = 0.5) -> float:
-    group = FastListeners(sample_listeners(n, rng=0), rng=0)
+def speed_fast(n: int = 10_000, steps: int = 400, dt: float = 0.5,
+               families: tuple[str, ...] | None = None) -> float:
+    group = FastListeners(sample_population(n, rng=0, families=families), rng=0)
     rng = np.random.default_rng(0)
     x = np.stack([feature_vector(random_features(rng)) for _ in range(n)])
     group.step(x, dt)
@@ -138,13 +144,20 @@ def main() -> None:
     ap.add_argument("--listeners", type=int, default=50)
     ap.add_argument("--minutes", type=float, default=8.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--families", default=",".join(FAMILY_NAMES),
+                    help="comma-separated listener families to draw from")
+    ap.add_argument("--blink-rate", type=float, default=SignalModel().blink_rate_per_min,
+                    help="blinks per minute of the virtual listeners")
     ap.add_argument("--write-noise", action="store_true",
                     help=f"store the measured estimator noise in {NOISE_PATH}")
     args = ap.parse_args()
 
+    families = check_families(args.families.split(","))
     t0 = time.perf_counter()
-    listeners = sample_listeners(args.listeners, rng=args.seed)
-    runs = [run_listener(p, args.seed * 1000 + i, args.minutes) for i, p in enumerate(listeners)]
+    listeners = sample_population(args.listeners, rng=args.seed, families=families)
+    model = SignalModel(blink_rate_per_min=args.blink_rate)
+    runs = [run_listener(p, args.seed * 1000 + i, args.minutes, model=model)
+            for i, p in enumerate(listeners)]
     rv = np.array([np.corrcoef(r["latent"][:, 0], r["est"][:, 0])[0, 1] for r in runs])
     ra = np.array([np.corrcoef(r["latent"][:, 1], r["est"][:, 1])[0, 1] for r in runs])
     bad = np.array([r["bad_fraction"] for r in runs])
@@ -152,8 +165,9 @@ def main() -> None:
     pooled = [np.corrcoef(np.concatenate([r["latent"][:, k] - r["rest"][k] for r in runs]),
                           np.concatenate([r["est"][:, k] for r in runs]))[0, 1] for k in (0, 1)]
     cfg = EstimatorConfig()
-    print(f"recovery over {args.listeners} listeners, 60 s rest + {args.minutes:g} min music "
-          f"each, estimator smoothing_sec={cfg.smoothing_sec:g} "
+    print(f"recovery over {args.listeners} listeners ({','.join(families)}), 60 s rest + "
+          f"{args.minutes:g} min music each, {args.blink_rate:g} blinks/min, estimator "
+          f"smoothing_sec={cfg.smoothing_sec:g} "
           f"({time.perf_counter() - t0:.0f} s):")
     print(f"  MEAN r over all {len(runs)} listeners: arousal {ra.mean():.3f} (target >= 0.8), "
           f"valence {rv.mean():.3f} (target >= 0.6)")
@@ -161,6 +175,12 @@ def main() -> None:
           f"10th pct {np.percentile(ra, 10):.3f}, pooled (latent - rest) {pooled[1]:.3f}")
     print(f"  valence r: mean {rv.mean():.3f}, median {np.median(rv):.3f}, "
           f"10th pct {np.percentile(rv, 10):.3f}, pooled (latent - rest) {pooled[0]:.3f}")
+    fams = np.array([type(p).family for p in listeners])
+    for fam in families:
+        m = fams == fam
+        if m.any():
+            print(f"  {fam:<14} n={m.sum():3d}: mean r arousal {ra[m].mean():.3f}, "
+                  f"valence {rv[m].mean():.3f}")
     print(f"  latent std within a session: valence {lat_sd[:, 0].mean():.3f}, "
           f"arousal {lat_sd[:, 1].mean():.3f}; windows rejected (blinks...) "
           f"{100 * bad.mean():.1f}%")
@@ -170,7 +190,8 @@ def main() -> None:
         doc = {"version": 1, **stats, "hop_sec": cfg.hop_sec,
                "smoothing_sec": cfg.smoothing_sec,
                "source": (f"benchmarks/bench_listener.py --listeners {args.listeners} "
-                          f"--minutes {args.minutes:g} --seed {args.seed} --write-noise"),
+                          f"--minutes {args.minutes:g} --seed {args.seed} "
+                          f"--families {','.join(families)} --write-noise"),
                "recovery_r_arousal_mean": float(ra.mean()),
                "recovery_r_valence_mean": float(rv.mean())}
         NOISE_PATH.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
@@ -178,8 +199,10 @@ def main() -> None:
     synth, both = speed_raw()
     print(f"raw mode: {synth:,.0f} listener-s/s (signals only), {both:,.0f} listener-s/s "
           f"(signals + estimator), one listener")
-    print(f"fast mode: {speed_fast():,.0f} listener-s/s (10,000 listeners, 0.5 s steps; "
-          f"target >= 1,000,000)")
+    for fams_ in [(f,) for f in FAMILY_NAMES] + [FAMILY_NAMES]:
+        label = fams_[0] if len(fams_) == 1 else "mixed (all)"
+        print(f"fast mode, {label:<14}: {speed_fast(families=fams_):12,.0f} listener-s/s "
+              f"(10,000 listeners, 0.5 s steps; target >= 1,000,000)")
 
 
 if __name__ == "__main__":

@@ -21,13 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
+from st_agent.biometrics.artifacts import GATES
 from st_agent.biometrics.estimator import Baseline, EstimatorConfig, StateEstimator
 from st_agent.biometrics.sources import FileSource
 
 EEG_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "eeg"
 KEYS = ("eeg/delta_power", "eeg/theta_power", "eeg/alpha_power", "eeg/beta_power",
-        "eeg/gamma_power", "eeg/alpha_rel", "eeg/faa", "eeg/beta_alpha", "eeg/engagement",
-        "hr/bpm", "hr/rmssd_ms", "reference/mindfulness")
+        "eeg/gamma_power", "eeg/alpha_rel", "eeg/alpha_post_rel", "eeg/faa", "eeg/beta_alpha",
+        "eeg/engagement", "hr/bpm", "hr/rmssd_ms", "hr/hf_ms2", "resp/rate_bpm",
+        "reference/mindfulness")
 
 
 def run(path: Path, calibration_sec: float, baseline: Baseline | None = None,
@@ -42,8 +44,7 @@ def run(path: Path, calibration_sec: float, baseline: Baseline | None = None,
 def summary(name: str, out: list) -> dict[str, float]:
     good = [e for e in out if not e.bad]
     post = [e for e in good if not e.quality["calibrating"]]
-    flags = {k: sum(bool(e.quality.get(k)) for e in out)
-             for k in ("nonfinite", "blink", "muscle", "bad_channels", "emg_burst")}
+    flags = {k: sum(bool(e.quality.get(k)) for e in out) for k in GATES}
     print(f"\n{name}: {len(out)} windows, {len(out) - len(good)} bad "
           f"({', '.join(f'{k} {v}' for k, v in flags.items() if v) or 'none flagged'})")
     means = {}
@@ -77,8 +78,10 @@ def main() -> None:
           "windows (2 s windows, hop 0.5 s)")
     res = {}
     for path in files:
-        out, _ = run(path, args.calibration_sec)
+        out, est = run(path, args.calibration_sec)
         res[path.name] = summary(path.name, out)
+        print(f"  {est.calibration_status().message}")
+        print(f"  gates: {est.gate_report().summary()}")
 
     rest = EEG_DIR / "eegmat_Subject00_1_rest.edf"
     arith = EEG_DIR / "eegmat_Subject04_2_arithmetic.edf"

@@ -1,4 +1,4 @@
-"""The closed loop as a Gymnasium environment: one step is one 4-bar phrase."""
+"""The closed loop as a Gymnasium environment: one step is one 4-bar phrase (or rest)."""
 
 from __future__ import annotations
 
@@ -16,36 +16,42 @@ from gymnasium import spaces
 from st_agent.contract import (
     ACTION_SIZE,
     HISTORY_LEN,
+    TARGET_PRESETS,
     SafetyBounds,
     Target,
     action_to_knobs,
     build_observation,
+    is_rest,
     observation_bounds,
+    region_distance,
     resolve_target,
+    rest_phrase_sec,
 )
 from st_agent.envs.phrase_bank import PhraseBank, build_phrase_bank
-from st_agent.listener.model import (
-    EstimatorNoise,
-    FastListeners,
-    ListenerParams,
-    ListenerState,
-    sample_listeners,
+from st_agent.listener.family import (
+    AnyListenerParams,
+    check_families,
+    family_of,
+    sample_population,
 )
+from st_agent.listener.fast import EstimatorNoise, FastListeners
+from st_agent.listener.first_order import ListenerState
 from st_agent.types import Knobs, SignalChunk
 
 if TYPE_CHECKING:
     from st_agent.music.composer import ComposerConfig
 
-__all__ = ["FIDELITIES", "ClosedLoopEnv", "ListenerSpec", "load_listener_file"]
+__all__ = ["FIDELITIES", "ClosedLoopEnv", "ListenerSpec", "load_listener_file",
+           "resolve_listeners"]
 
 logger = logging.getLogger(__name__)
 
 FIDELITIES = ("fast", "full")
 #: None (population), one listener, several (one drawn per episode) or a listener.json.
-ListenerSpec = ListenerParams | Sequence[ListenerParams] | str | Path | None
+ListenerSpec = AnyListenerParams | Sequence[AnyListenerParams] | str | Path | None
 
 
-def load_listener_file(path: str | Path) -> ListenerParams:
+def load_listener_file(path: str | Path) -> AnyListenerParams:
     """Read a fitted ``listener.json`` (:func:`st_agent.listener.fitting.load_fit`).
 
     Raises
@@ -67,19 +73,64 @@ def load_listener_file(path: str | Path) -> ListenerParams:
         raise ValueError(f"cannot read listener file {path}: {e}") from e
 
 
+def resolve_listeners(listener: ListenerSpec, families: Sequence[str] | None = None
+                      ) -> tuple[list[AnyListenerParams] | None, tuple[str, ...]]:
+    """Check the ``listener`` and ``families`` arguments of the environments.
+
+    Returns
+    -------
+    listeners : list or None
+        The fixed listeners (one drawn per episode), or None for population draws.
+    families : tuple of str
+        The families population draws come from (all when ``families`` is None).
+
+    Raises
+    ------
+    ValueError
+        For an unknown family name, or both ``listener`` and ``families`` given.
+    TypeError
+        For a listener that is not the parameters of a known family.
+    """
+    fams = check_families(families)
+    if listener is None:
+        return None, fams
+    if families is not None:
+        raise ValueError(f"give either listener or families, not both (families={families!r})")
+    if isinstance(listener, str | Path):
+        return [load_listener_file(listener)], fams
+    if hasattr(type(listener), "family"):
+        family_of(listener)
+        return [listener], fams
+    try:
+        items = list(listener)
+    except TypeError:
+        items = []
+    if not items:
+        raise TypeError("listener must be None, listener parameters of a family, a non-empty "
+                        f"sequence of them or a listener.json path, got {listener!r}")
+    for p in items:
+        family_of(p)  # TypeError naming the families for anything else
+    return items, fams
+
+
 class ClosedLoopEnv(gym.Env):
-    """Steer a simulated listener's (valence, arousal) toward a target with music.
+    """Steer a simulated listener's (valence, arousal) into a target region with music.
 
     ## Description
 
     The agent turns three knobs (valence, tempo, energy) once per 4-bar phrase.
     The phrase that plays is real music from the project's composer and
-    renderer; the simulated listener (:mod:`st_agent.listener.model`) responds to the
-    features measured from it, and the agent sees the listener's state only as
-    a state estimator reports it: noisy, lagged and relative to the listener's
-    resting state. Listeners differ (a new one is drawn from the population at
-    every reset by default), so the policy must find out how this listener
-    reacts.
+    renderer (or a rest: energy at or below
+    :data:`~st_agent.contract.REST_ENERGY` plays 4 bars of silence at the
+    tempo); the simulated listener responds to the features measured from it,
+    and the agent sees the listener's state only as a state estimator reports
+    it: noisy, lagged and relative to the listener's resting state.
+
+    Listeners come from a *family* of structurally different response models
+    (:mod:`st_agent.listener.family`: ``first_order``, ``two_timescale``,
+    ``adaptation``, ``entrainment``); a new listener is drawn at every reset
+    (its family uniform over ``families``, then its parameters), so the policy
+    must find out how this listener reacts.
 
     Two fidelities share this interface:
 
@@ -89,9 +140,9 @@ class ClosedLoopEnv(gym.Env):
       plus the estimator noise measured in raw mode (:class:`EstimatorNoise`).
     * ``"full"``: the composer writes the phrase (continuing the previous
       one), it is rendered and measured, a :class:`VirtualListenerSource`
-      synthesises raw EEG/ECG/EMG while it plays and the real
-      :class:`StateEstimator` (calibrated on a rest period at reset) reports
-      the state. About 0.1 s of CPU per step.
+      synthesises raw EEG/ECG/EMG from the same family member while it plays
+      and the real :class:`StateEstimator` (calibrated on a rest period at
+      reset) reports the state. About 0.1 s of CPU per step.
 
     ## Action Space
 
@@ -114,8 +165,8 @@ class ClosedLoopEnv(gym.Env):
     | index        | observation                                     | min  | max |
     |--------------|-------------------------------------------------|------|-----|
     | 0, 1         | estimated valence, arousal                      | -1   | 1   |
-    | 2, 3         | target valence, arousal                         | -1   | 1   |
-    | 4, 5         | error (target - estimate) valence, arousal      | -2   | 2   |
+    | 2, 3         | target's nominal valence, arousal               | -1   | 1   |
+    | 4, 5         | error: nearest point of the region - estimate   | -2   | 2   |
     | 6, 7, 8      | knobs valence, tempo, energy                    | 0    | 1   |
     | 9            | estimator confidence                            | 0    | 1   |
     | 10           | 1 when the estimate was NaN (held), else 0      | 0    | 1   |
@@ -123,20 +174,26 @@ class ClosedLoopEnv(gym.Env):
 
     ## Rewards
 
-    With ``d_t`` the Euclidean distance from the listener's noise-free state
-    (latent state in estimator units, ``gain * (latent - rest)``) to the target
-    after phrase ``t`` and ``dk`` the knob change::
+    The target is a region of the plane (:class:`~st_agent.contract.Target`);
+    ``calm`` is one-sided: arousal at or below -0.5 (and valence in [0, 0.4])
+    is inside, so being calmer than the target costs nothing and a policy has
+    no reason to raise the tempo. With ``d_t`` the Euclidean distance from the
+    listener's noise-free state (latent state in estimator units, ``gain *
+    (latent - rest)``) to the region after phrase ``t`` (0 inside) and ``dk``
+    the knob change::
 
         r_t = (d_{t-1} - d_t) - distance_weight * d_t
               - jerk_weight * mean((dk / max_delta) ** 2)
 
-    The first term rewards moving toward the target, the second holding it,
-    the third penalises abrupt (jerky) knob changes.
+    The first term rewards moving toward the region, the second holding it,
+    the third penalises abrupt (jerky) knob changes. ``info["distance"]`` is
+    ``d_t``.
 
     ## Starting State
 
-    A listener (see ``listener``) at rest after ``rest_sec`` of silence;
-    knobs uniform within the bounds (or ``start_knobs``); the target at time 0.
+    A listener (see ``listener`` and ``families``) at rest after ``rest_sec``
+    of silence; knobs uniform within the bounds (or ``start_knobs``); the
+    target at time 0.
 
     ## Episode End
 
@@ -144,40 +201,51 @@ class ClosedLoopEnv(gym.Env):
 
     ## Arguments
 
-    * ``target``: preset name (``calm``, ``focus``, ``uplift``, ``energize``),
-      ``(valence, arousal)``, a :class:`Target` (schedules), or ``"random"``
-      (a preset drawn per episode).
+    * ``target``: preset name (``calm``, ``focus``, ``uplift``, ``energize``:
+      regions, :data:`~st_agent.contract.TARGET_REGIONS`), ``(valence,
+      arousal)`` (a point), a :class:`Target` (regions, schedules; with
+      ``relative=False`` in latent units, mapped per listener), or
+      ``"random"`` (a preset drawn per episode).
     * ``fidelity``: ``"fast"`` or ``"full"``.
-    * ``listener``: ``None`` (population draw per episode), a
-      :class:`ListenerParams`, a sequence of them (one drawn per episode) or the
-      path of a fitted ``listener.json``.
+    * ``listener``: ``None`` (population draw per episode), listener
+      parameters of any family, a sequence of them (one drawn per episode) or
+      the path of a fitted ``listener.json``.
+    * ``families``: the families population draws come from (default ``None``:
+      all four, :data:`~st_agent.listener.family.FAMILY_NAMES`); not with
+      ``listener``. An unknown name raises ``ValueError``.
     * ``phrase_bank``: a :class:`PhraseBank`, its JSON path, or ``None`` (the
       default bank, built on first use into ``runs/phrase_bank/``).
-    * ``bounds``: :class:`SafetyBounds`; ``max_steps``; ``history_len``;
-      ``distance_weight``; ``jerk_weight``; ``start_knobs``; ``rest_sec``;
-      ``nan_prob`` (fast: chance that an estimate is lost, as a bad window);
-      ``noise`` (:class:`EstimatorNoise`); ``calibration_sec`` (full);
-      ``composer`` (full: a :class:`~st_agent.music.composer.ComposerConfig`; default
-      the live session's settings but decoding on two threads, which the live
-      session leaves to audio and estimation. Fewer candidates compose faster
-      but follow the energy knob less well: 4 candidates with the first 2
+    * ``bounds``: :class:`SafetyBounds` (``energy=(0.05, 1)`` forbids rests);
+      ``max_steps``; ``history_len``; ``distance_weight``; ``jerk_weight``;
+      ``start_knobs``; ``rest_sec``; ``nan_prob`` (fast: chance that an
+      estimate is lost, as a bad window); ``noise`` (:class:`EstimatorNoise`);
+      ``calibration_sec`` (full); ``composer`` (full: a
+      :class:`~st_agent.music.composer.ComposerConfig`; default the live
+      session's settings but decoding on two threads, which the live session
+      leaves to audio and estimation. Fewer candidates compose faster but
+      follow the energy knob less well: 4 candidates with the first 2
       finished gave Spearman 0.73 against 0.86);
-      ``render_mode`` (``"ansi"`` or None).
+      ``render_mode`` (``"ansi"``: a text line; ``"rgb_array"``: a 128 x 176
+      image of the plane, the region, the state and the knobs; or None).
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version; the listener family, target regions, rest phrases
+      and ``rgb_array`` were added without a version bump (the spaces are
+      unchanged).
 
     Examples
     --------
-    >>> import gymnasium as gym, envs  # doctest: +SKIP
+    >>> import gymnasium as gym, st_agent.envs  # doctest: +SKIP
     >>> env = gym.make("SonicTelegram/ClosedLoop-v0", target="calm")  # doctest: +SKIP
     >>> obs, info = env.reset(seed=0)  # doctest: +SKIP
-    >>> obs.shape  # doctest: +SKIP
-    (26,)
+    >>> obs.shape, info["family"] in ("first_order", "two_timescale", "adaptation",
+    ...                               "entrainment")  # doctest: +SKIP
+    ((26,), True)
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"],
+                                          "render_fps": 1}
 
     def __init__(self, target: str | Target | Sequence[float] = "calm",
                  fidelity: Literal["fast", "full"] = "fast", listener: ListenerSpec = None,
@@ -188,14 +256,16 @@ class ClosedLoopEnv(gym.Env):
                  rest_sec: float = 4.0, nan_prob: float = 0.0,
                  noise: EstimatorNoise | None = None, calibration_sec: float = 20.0,
                  composer: ComposerConfig | None = None,
-                 render_mode: str | None = None) -> None:
+                 render_mode: str | None = None,
+                 families: Sequence[str] | None = None) -> None:
         if fidelity not in FIDELITIES:
             raise ValueError(f"fidelity must be one of {FIDELITIES}, got {fidelity!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
                              f"None, got {render_mode!r}")
         self._random_target = isinstance(target, str) and target == "random"
-        self.target = resolve_target("calm" if self._random_target else target)
+        self._target_spec = resolve_target("calm" if self._random_target else target)
+        self.target = self._target_spec
         self.bounds = bounds if bounds is not None else SafetyBounds()
         if not isinstance(self.bounds, SafetyBounds):
             raise TypeError(f"bounds must be a SafetyBounds, got {type(bounds).__name__}")
@@ -220,7 +290,7 @@ class ClosedLoopEnv(gym.Env):
         self.calibration_sec = float(calibration_sec)
         self.render_mode = render_mode
         self.noise = noise if noise is not None else EstimatorNoise.load()
-        self._listeners = self._resolve_listeners(listener)
+        self._listeners, self.families = resolve_listeners(listener, families)
         if isinstance(phrase_bank, PhraseBank):
             self.bank: PhraseBank | None = phrase_bank
         elif phrase_bank is not None:
@@ -230,25 +300,18 @@ class ClosedLoopEnv(gym.Env):
         low, high = observation_bounds(history_len)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (ACTION_SIZE,), dtype=np.float32)
-        self._gain = np.array([self.noise.gain_valence, self.noise.gain_arousal])
+        self._gain = self.noise.gain
         self.composer_config = composer
         self._composer = None  # full mode, built on first reset
         self._fl: FastListeners | None = None
-        self.params: ListenerParams | None = None
+        self.params: AnyListenerParams | None = None
+        self.family: str | None = None
+        self._rest_phrase = False
 
     @staticmethod
-    def _resolve_listeners(listener: ListenerSpec) -> list[ListenerParams] | None:
-        if listener is None:
-            return None
-        if isinstance(listener, ListenerParams):
-            return [listener]
-        if isinstance(listener, str | Path):
-            return [load_listener_file(listener)]
-        items = list(listener)
-        if not items or not all(isinstance(p, ListenerParams) for p in items):
-            raise TypeError("listener must be None, a ListenerParams, a non-empty sequence "
-                            f"of them or a listener.json path, got {listener!r}")
-        return items
+    def _resolve_listeners(listener: ListenerSpec) -> list[AnyListenerParams] | None:
+        """Kept for callers of the old name: :func:`resolve_listeners` without families."""
+        return resolve_listeners(listener)[0]
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -257,20 +320,23 @@ class ClosedLoopEnv(gym.Env):
         super().reset(seed=seed)
         rng = self.np_random
         if self._listeners is None:
-            self.params = sample_listeners(1, rng=rng)[0]
+            self.params = sample_population(1, rng=rng, families=self.families)[0]
         else:
             self.params = self._listeners[int(rng.integers(len(self._listeners)))]
+        self.family = family_of(self.params)
+        spec = self._target_spec
         if self._random_target:
-            from st_agent.contract import TARGET_PRESETS
             names = sorted(TARGET_PRESETS)
-            self.target = resolve_target(names[int(rng.integers(len(names)))])
+            spec = resolve_target(names[int(rng.integers(len(names)))])
+        self._rest = np.asarray(self.params.rest_state, dtype=float)
+        self.target = spec.in_estimator_units(self._gain, self._rest)
         if self.start_knobs is not None:
             self.knobs = self.bounds.clip(self.start_knobs)
         else:
             self.knobs = Knobs(*(float(x) for x in rng.uniform(self.bounds.lo, self.bounds.hi)))
-        self._rest = np.tanh([self.params.baseline_valence, self.params.baseline_arousal])
         self.t_sec = 0.0
         self.n_steps = 0
+        self._rest_phrase = False
         self._history: deque = deque(maxlen=max(self.history_len, 1))
         if self.fidelity == "fast":
             self._fl = FastListeners([self.params], rng=rng, noise=self.noise)
@@ -285,16 +351,20 @@ class ClosedLoopEnv(gym.Env):
         return self._obs(), self._info(nan=not np.all(np.isfinite(self._est)))
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """Play one phrase under the knobs that ``action`` sets."""
+        """Play one phrase (or a rest) under the knobs that ``action`` sets."""
         if self.params is None:
             raise RuntimeError("call reset() before step()")
         prev_knobs = self.knobs
         self._history.appendleft((float(self._est[0]), float(self._est[1]), prev_knobs))
         self.knobs = action_to_knobs(action, prev_knobs, self.bounds)
+        self._rest_phrase = is_rest(self.knobs)
         if self.fidelity == "fast":
-            idx = self.bank.pick(self.knobs, self.np_random)
-            dur = float(self.bank.duration_sec[idx])
-            est = self._fl.step(self.bank.x[idx], dur)[0]
+            if self._rest_phrase:  # silence for 4 bars at the tempo
+                idx, dur, x = -1, rest_phrase_sec(self.knobs), np.zeros(6)
+            else:
+                idx = self.bank.pick(self.knobs, self.np_random)
+                dur, x = float(self.bank.duration_sec[idx]), self.bank.x[idx]
+            est = self._fl.step(x, dur)[0]
             conf = 1.0
             if self.nan_prob > 0 and self.np_random.random() < self.nan_prob:
                 est = np.full(2, np.nan)
@@ -309,7 +379,7 @@ class ClosedLoopEnv(gym.Env):
         d_prev, self._dist = self._dist, self._distance()
         dk = (np.asarray(self.knobs.as_tuple()) - prev_knobs.as_tuple()) / self.bounds.max_delta
         jerk = float(np.mean(dk ** 2))
-        # shaping: progress toward the target, staying close, smooth knobs
+        # shaping: progress toward the region, staying in it, smooth knobs
         reward = (d_prev - self._dist) - self.distance_weight * self._dist \
             - self.jerk_weight * jerk
         truncated = self.n_steps >= self.max_steps
@@ -317,14 +387,21 @@ class ClosedLoopEnv(gym.Env):
             "jerk": jerk, "phrase_sec": dur}
         return self._obs(), float(reward), False, truncated, info
 
-    def render(self) -> str | None:
-        """A one-line text summary (``render_mode="ansi"``)."""
-        if self.render_mode != "ansi" or self.params is None:
+    def render(self) -> str | np.ndarray | None:
+        """A one-line text summary (``"ansi"``) or an RGB frame (``"rgb_array"``)."""
+        if self.render_mode is None or self.params is None:
             return None
         v, a = self.clean_state
-        tv, ta = self.target.at(self.t_sec)
+        tgt = self.target.at(self.t_sec)
+        if self.render_mode == "rgb_array":
+            from st_agent.envs.frames import loop_frame
+
+            return loop_frame((v, a), self._est, tgt.region, tgt, self.knobs.as_tuple(),
+                              rest=self._rest_phrase)
+        tv, ta = tgt
         return (f"t={self.t_sec:6.1f}s state=({v:+.2f},{a:+.2f}) target=({tv:+.2f},{ta:+.2f}) "
-                f"{self.knobs!r}")
+                f"d={self._dist:.2f} {self.family} {self.knobs!r}"
+                f"{' rest' if self._rest_phrase else ''}")
 
     def close(self) -> None:
         """Release the full-mode source and estimator."""
@@ -335,13 +412,43 @@ class ClosedLoopEnv(gym.Env):
 
     # ------------------------------------------------------------------ state
     @property
+    def _sim(self) -> FastListeners:
+        return self._fl if self.fidelity == "fast" else self._src.sim
+
+    @property
     def latent(self) -> ListenerState:
-        """The listener's latent state (privileged: for the oracle and for tests)."""
-        if self.fidelity == "fast":
-            fl = self._fl
-            return ListenerState(float(fl.state[0, 0]), float(fl.state[0, 1]),
-                                 fl.familiar[0].copy(), fl.drift[0].copy(), fl.t_sec)
-        return self._src.state.copy()
+        """The listener's latent state snapshot (privileged: for the oracle and for tests).
+
+        Valence, arousal, drift, exposure for any family; see
+        :meth:`~st_agent.listener.fast.FastListeners.listener_state`.
+        """
+        return self._sim.listener_state(0)
+
+    @property
+    def latent_state(self) -> np.ndarray:
+        """Latent ``(valence, arousal)``, shape (2,) (privileged)."""
+        return self._sim.state[0].copy()
+
+    def predict_latent(self, x_seq: np.ndarray, dt_seq: np.ndarray | float) -> np.ndarray:
+        """Noise-free latent trajectory of this listener from now (privileged).
+
+        Parameters
+        ----------
+        x_seq : ndarray, shape (H, 6) or (C, H, 6)
+            Feature vectors of the next H phrases (zeros: rests); or C candidate
+            sequences at once (:meth:`FastListeners.predict_candidates`).
+        dt_seq : float or ndarray, shape (H,) or (C, H)
+            Their lengths, seconds.
+
+        Returns
+        -------
+        traj : ndarray, shape (H, 2) or (C, H, 2)
+            Latent ``(valence, arousal)`` after each phrase; the env is unchanged.
+        """
+        x_seq = np.asarray(x_seq, dtype=float)
+        if x_seq.ndim == 3:
+            return self._sim.predict_candidates(x_seq, dt_seq)
+        return self._sim.predict(x_seq, dt_seq)[0]
 
     def to_estimator_units(self, valence: float, arousal: float) -> np.ndarray:
         """Latent ``(valence, arousal)`` as a noise-free estimator would report it."""
@@ -352,15 +459,16 @@ class ClosedLoopEnv(gym.Env):
     @property
     def clean_state(self) -> np.ndarray:
         """Noise-free state in estimator units, shape (2,): what the reward uses."""
-        if self.fidelity == "fast":
-            return self.to_estimator_units(*self._fl.state[0])
-        s = self._src.state
-        return self.to_estimator_units(s.valence, s.arousal)
+        return self.to_estimator_units(*self._sim.state[0])
+
+    def region_at_t(self) -> tuple[float, float, float, float]:
+        """The target region now, ``(v_lo, v_hi, a_lo, a_hi)``, estimator units."""
+        return self.target.region_at(self.t_sec)
 
     def _distance(self) -> float:
         self._clean = self.clean_state
-        tv, ta = self.target.at(self.t_sec)
-        return math.hypot(self._clean[0] - tv, self._clean[1] - ta)
+        region = np.asarray(self.region_at_t())[None, :]
+        return float(region_distance(self._clean[None, :], region)[0])
 
     def _obs(self) -> np.ndarray:
         return build_observation(tuple(self._est), self.target.at(self.t_sec), self.knobs,
@@ -369,7 +477,8 @@ class ClosedLoopEnv(gym.Env):
     def _info(self, nan: bool) -> dict[str, Any]:
         return {"nan_state": bool(nan), "distance": self._dist,
                 "clean_state": self._clean, "target": self.target.at(self.t_sec),
-                "knobs": self.knobs, "t_sec": self.t_sec}
+                "region": self.region_at_t(), "knobs": self.knobs, "t_sec": self.t_sec,
+                "family": self.family, "rest": self._rest_phrase}
 
     # ------------------------------------------------------------------ full mode
     def _reset_full(self) -> tuple[np.ndarray, float]:
@@ -417,6 +526,11 @@ class ClosedLoopEnv(gym.Env):
         from st_agent.music.render import measure_features, render_phrase
 
         seed = int(self.np_random.integers(2**31))
+        if self._rest_phrase:  # silence for 4 bars at the tempo; the music resumes after it
+            dur = rest_phrase_sec(self.knobs)
+            self._src.hear(None, dur)
+            est, conf = self._listen(dur)
+            return est, conf, dur, {"abc": None, "features": None, "composer_failed": False}
         failed = False
         try:
             phrase = self._composer.compose(self.knobs, context=self._context, seed=seed)

@@ -3,16 +3,15 @@
 ``st_agent.envs.jam.parallel_env(performers=3, targets=["calm", "energize", "focus"])``.
 PettingZoo environments are not registered with Gymnasium; this factory is the
 entry point (``st_agent.envs.jam.env`` is the same function, as PettingZoo modules do).
+The phrases of the fast fidelity come from :mod:`st_agent.envs.jam_bank`
+(:class:`JamBank`, :func:`build_jam_bank`; also importable from here).
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import logging
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from itertools import product
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -33,18 +32,21 @@ from st_agent.contract import (
     observation_bounds,
     resolve_target,
 )
-from st_agent.envs.bank_cache import bank_path, build_lock
-from st_agent.envs.closed_loop import load_listener_file
-from st_agent.envs.phrase_bank import PhraseBank
+from st_agent.envs.jam_args import (
+    check_weights,
+    resolve_bounds,
+    resolve_listeners,
+    resolve_start_knobs,
+    resolve_targets,
+)
+from st_agent.envs.jam_bank import JAM_BANK_FORMAT, JamBank, build_jam_bank, default_jam_bank_path
 from st_agent.listener.model import EstimatorNoise, FastListeners, ListenerParams, sample_listeners
 from st_agent.music.ensemble import (
-    STEPS_PER_QUARTER,
     check_per_performer,
     check_performers,
     count_clashes,
     negotiate,
     register_offset,
-    voice_masks,
 )
 from st_agent.types import Knobs
 
@@ -54,7 +56,6 @@ __all__ = ["GROUP_OBS_SIZE", "JAM_BANK_FORMAT", "JamBank", "JamEnv", "build_jam_
 
 logger = logging.getLogger(__name__)
 
-JAM_BANK_FORMAT = "st-agent-jam-bank"
 FIDELITIES = ("fast", "full")
 #: Entries of the group block at the end of each observation.
 GROUP_OBS_SIZE = JAM_GROUP_SIZE
@@ -83,188 +84,6 @@ def jam_history_len(obs_size: int) -> int:
                          f"{jam_observation_size(0)} + 5 * history_len (e.g. "
                          f"{jam_observation_size()} for the default history of {HISTORY_LEN})")
     return h
-
-
-def default_jam_bank_path(grid: int = 5, per_point: int = 2, seed: int = 0) -> Path:
-    """``jam_bank_g{grid}_p{per_point}_s{seed}.json``: the shipped copy, else in the user
-    cache (:mod:`st_agent.envs.bank_cache`)."""
-    return bank_path(f"jam_bank_g{grid}_p{per_point}_s{seed}.json")
-
-
-# --------------------------------------------------------------------------- bank
-
-
-@dataclass
-class JamBank:
-    """Real phrases on a knob grid with what the fast jam needs to mix them.
-
-    Each entry is a phrase composed by the real composer: its features as a
-    single listener would hear it (melody + accompaniment at its own energy,
-    as in :class:`PhraseBank`) and the pitch-class masks of its melody on the
-    sixteenth grid (:func:`st_agent.music.ensemble.voice_masks`), from which the
-    clashes of any combination of entries are counted exactly.
-
-    Parameters
-    ----------
-    bank : PhraseBank
-        Knobs and features of the M entries.
-    sounding, onset : ndarray of int64, shape (M, n_steps)
-        Pitch-class masks of each entry's melody.
-    bars : int
-        Bars per phrase.
-    """
-
-    bank: PhraseBank
-    sounding: np.ndarray
-    onset: np.ndarray
-    bars: int = 4
-    mean_pitch: np.ndarray = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.sounding = np.asarray(self.sounding, dtype=np.int64)
-        self.onset = np.asarray(self.onset, dtype=np.int64)
-        m = len(self.bank.features)
-        if self.sounding.shape != self.onset.shape or self.sounding.shape[0] != m:
-            raise ValueError(f"masks must have shape ({m}, n_steps), got {self.sounding.shape} "
-                             f"and {self.onset.shape}")
-        self.mean_pitch = np.array([f.mean_pitch for f in self.bank.features])
-        g = self.bank.grid
-        vals = np.arange(g) / (g - 1)
-        self._minor_top = int(np.flatnonzero(vals < 0.5).max())
-        self._major_low = int(np.flatnonzero(vals >= 0.5).min())
-
-    @property
-    def grid(self) -> int:
-        """Points per knob axis."""
-        return self.bank.grid
-
-    def snap(self, knobs: np.ndarray, major: np.ndarray) -> np.ndarray:
-        """Grid points nearest to ``knobs`` (N, 3) with valence inside each voice's
-        family (``major`` (N,) bool), as knob values (N, 3)."""
-        g = self.bank.grid
-        i = np.clip(np.rint(np.asarray(knobs, dtype=float) * (g - 1)).astype(int), 0, g - 1)
-        i[:, 0] = np.where(major, np.maximum(i[:, 0], self._major_low),
-                           np.minimum(i[:, 0], self._minor_top))
-        return i / (g - 1)
-
-    def pick(self, knobs: np.ndarray, major: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Entry per voice: a random phrase of its snapped grid point; shape (N,)."""
-        return self.bank.pick_many(self.snap(knobs, major), rng)
-
-    def to_json(self) -> dict:
-        """Plain dict for :meth:`load`."""
-        return {"format": JAM_BANK_FORMAT, "version": 1, "bars": self.bars,
-                "bank": self.bank.to_json(), "sounding": self.sounding.tolist(),
-                "onset": self.onset.tolist()}
-
-    @classmethod
-    def load(cls, path: str | Path) -> JamBank:
-        """Read a bank written by :func:`build_jam_bank`.
-
-        Raises
-        ------
-        FileNotFoundError, ValueError
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no jam bank at {path}; build one with "
-                                    "st_agent.envs.jam.build_jam_bank(path)")
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            if doc.get("format") != JAM_BANK_FORMAT or doc.get("version") != 1:
-                raise ValueError(f"format {doc.get('format')!r} version {doc.get('version')!r}")
-            from st_agent.types import MusicFeatures
-
-            b = doc["bank"]
-            bank = PhraseBank(int(b["grid"]), np.asarray(b["knobs"]),
-                              [MusicFeatures(**f) for f in b["features"]])
-            return cls(bank, np.asarray(doc["sounding"]), np.asarray(doc["onset"]),
-                       int(doc["bars"]))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"{path} is not a {JAM_BANK_FORMAT} version 1 file: {e}") from e
-
-
-def build_jam_bank(path: str | Path | None = None, grid: int = 5, per_point: int = 2,
-                   seed: int = 0, overwrite: bool = False) -> JamBank:
-    """Compose, render and measure ``per_point`` phrases at every grid point.
-
-    Parameters
-    ----------
-    path : str or Path, optional
-        JSON cache; default :func:`default_jam_bank_path`. An existing file is
-        loaded instead of rebuilt (unless ``overwrite``).
-    grid : int
-        Points per knob axis, >= 2.
-    per_point : int
-        Phrases per grid point, >= 1.
-    seed : int
-        Composer seeds are ``seed * 10**6 + entry``.
-    overwrite : bool
-
-    Returns
-    -------
-    bank : JamBank
-    """
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
-        raise ValueError(f"grid must be an int >= 2, got {grid!r}")
-    if isinstance(per_point, bool) or not isinstance(per_point, int) or per_point < 1:
-        raise ValueError(f"per_point must be an int >= 1, got {per_point!r}")
-    if path is None:  # a rebuild goes to the user cache, never over the shipped copy
-        path = bank_path(f"jam_bank_g{grid}_p{per_point}_s{seed}.json", for_writing=overwrite)
-    path = Path(path)
-    if path.is_file() and not overwrite:
-        bank = JamBank.load(path)
-        if bank.grid == grid:
-            return bank
-        logger.warning("%s has grid %d, not %d: rebuilding", path, bank.grid, grid)
-    with build_lock(path):
-        if path.is_file() and not overwrite:  # another process built it while we waited
-            return JamBank.load(path)
-        bank = _compose_jam_bank(grid, per_point, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(bank.to_json() | {"per_point": per_point, "seed": seed}),
-                       encoding="utf-8")
-        tmp.replace(path)
-    logger.info("jam bank: %d phrases on a %d^3 grid -> %s", len(bank.bank.features), grid, path)
-    return bank
-
-
-def _compose_jam_bank(grid: int, per_point: int, seed: int) -> JamBank:
-    """Compose and measure the phrases of a jam bank (minutes: a progress bar shows it)."""
-    from tqdm.auto import tqdm
-
-    from st_agent.music.abc import abc_to_midi
-    from st_agent.music.composer import Composer, ComposerError
-    from st_agent.music.render import measure_features, parse_meter, render_phrase
-
-    composer = Composer()
-    knobs_out, feats, sounding, onset = [], [], [], []
-    progress = tqdm(total=grid**3 * per_point, desc="building the jam bank", unit="phrase")
-    n = 0
-    bars = 4
-    for iv, it, ie in product(range(grid), repeat=3):
-        knobs = Knobs(iv / (grid - 1), it / (grid - 1), ie / (grid - 1))
-        for _ in range(per_point):
-            n += 1
-            progress.update()
-            try:
-                phrase = composer.compose(knobs, bars=bars, seed=seed * 10**6 + n)
-                pm = render_phrase(phrase.abc, phrase.key, knobs, meter=phrase.meter)
-                f = measure_features(pm)
-                mel = abc_to_midi(phrase.abc)
-                steps = round(bars * parse_meter(phrase.meter)[0] * STEPS_PER_QUARTER)
-                s, o = voice_masks(mel, [i for i in mel.instruments if not i.is_drum][:1], steps)
-            except (ComposerError, ValueError, RuntimeError) as e:
-                logger.warning("jam bank: skipped %r: %s", knobs, e)
-                continue
-            knobs_out.append(knobs.as_tuple())
-            feats.append(f)
-            sounding.append(s[0])
-            onset.append(o[0])
-    progress.close()
-    return JamBank(PhraseBank(grid, np.asarray(knobs_out), feats), np.asarray(sounding),
-                   np.asarray(onset), bars)
 
 
 # --------------------------------------------------------------------------- env
@@ -427,36 +246,20 @@ class JamEnv(ParallelEnv):
         self.n = n
         self.possible_agents = [f"performer_{i}" for i in range(n)]
         self.agents: list[str] = []
-        self._target_specs = self._resolve_targets(targets, n)
+        self._target_specs = resolve_targets(targets, n)
         self.group_target = None if group_target is None else resolve_target(group_target)
-        if bounds is None or isinstance(bounds, SafetyBounds):
-            self.bounds = [bounds or SafetyBounds()] * n
-        else:
-            self.bounds = check_per_performer("bounds", bounds, n)
-            if not all(isinstance(b, SafetyBounds) for b in self.bounds):
-                raise TypeError(f"bounds must be SafetyBounds, got {bounds!r}")
+        self.bounds = resolve_bounds(bounds, n)
         self.tempo_weights = None if tempo_weights is None else \
             check_per_performer("tempo_weights", tempo_weights, n)
         # validates weights and that the bounds leave a shared tempo and mode
         negotiate(np.full((n, 3), 0.5), self.tempo_weights, None, self.bounds)
-        for name, value in (("own_weight", own_weight), ("dropout_prob", dropout_prob)):
-            if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
-                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-        for name, value in (("group_weight", group_weight), ("distance_weight", distance_weight),
-                            ("jerk_weight", jerk_weight), ("clash_weight", clash_weight),
-                            ("rest_sec", rest_sec)):
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        for name, value in (("max_steps", max_steps), ("dropout_steps", dropout_steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if start_knobs is None or isinstance(start_knobs, Knobs):
-            self.start_knobs = None if start_knobs is None else [start_knobs] * n
-        else:
-            self.start_knobs = check_per_performer("start_knobs", start_knobs, n)
-            if not all(isinstance(k, Knobs) for k in self.start_knobs):
-                raise TypeError(f"start_knobs must be Knobs, got {start_knobs!r}")
-        self._listener_specs = self._resolve_listeners(listeners, n)
+        check_weights({"own_weight": own_weight, "dropout_prob": dropout_prob},
+                      {"group_weight": group_weight, "distance_weight": distance_weight,
+                       "jerk_weight": jerk_weight, "clash_weight": clash_weight,
+                       "rest_sec": rest_sec},
+                      {"max_steps": max_steps, "dropout_steps": dropout_steps})
+        self.start_knobs = resolve_start_knobs(start_knobs, n)
+        self._listener_specs = resolve_listeners(listeners, n)
         self.fidelity = fidelity
         self.own_weight = float(own_weight)
         self.group_weight = float(group_weight)
@@ -476,14 +279,7 @@ class JamEnv(ParallelEnv):
             self.jam_bank = JamBank.load(jam_bank)
         else:
             self.jam_bank = build_jam_bank() if fidelity == "fast" else None
-        low, high = observation_bounds(history_len)
-        extra = JAM_MAX_PERFORMERS + GROUP_OBS_SIZE
-        self._obs_space = spaces.Box(np.concatenate([low, np.zeros(extra, np.float32)]),
-                                     np.concatenate([high, np.ones(extra, np.float32)]),
-                                     dtype=np.float32)
-        self._act_space = spaces.Box(-1.0, 1.0, (ACTION_SIZE,), dtype=np.float32)
-        self.observation_spaces = dict.fromkeys(self.possible_agents, self._obs_space)
-        self.action_spaces = dict.fromkeys(self.possible_agents, self._act_space)
+        self._build_spaces(history_len)
         self._lo = np.stack([b.lo for b in self.bounds])  # (N, 3)
         self._hi = np.stack([b.hi for b in self.bounds])
         self._md = np.array([b.max_delta for b in self.bounds])[:, None]  # (N, 1)
@@ -493,34 +289,15 @@ class JamEnv(ParallelEnv):
         self._fl: FastListeners | None = None
         self.gaps: list[dict[str, Any]] = []
 
-    # ------------------------------------------------------------------ arguments
-    @staticmethod
-    def _resolve_targets(targets: Any, n: int) -> list[Target | None]:
-        """Per performer a Target, or None for "random"."""
-        def one(spec: Any) -> Target | None:
-            return None if isinstance(spec, str) and spec == "random" else resolve_target(spec)
-
-        if isinstance(targets, str | Target):
-            return [one(targets)] * n
-        if isinstance(targets, Sequence) and targets and all(
-                isinstance(x, int | float) and not isinstance(x, bool) for x in targets):
-            return [one(tuple(targets))] * n  # one (valence, arousal) point for all
-        return [one(t) for t in check_per_performer("targets", targets, n)]
-
-    @staticmethod
-    def _resolve_listeners(listeners: Any, n: int) -> list[ListenerParams | None]:
-        if listeners is None:
-            return [None] * n
-        out: list[ListenerParams | None] = []
-        for spec in check_per_performer("listeners", listeners, n):
-            if spec is None or isinstance(spec, ListenerParams):
-                out.append(spec)
-            elif isinstance(spec, str | Path):
-                out.append(load_listener_file(spec))
-            else:
-                raise TypeError(f"each listener must be a ListenerParams, a listener.json path "
-                                f"or None, got {spec!r}")
-        return out
+    def _build_spaces(self, history_len: int) -> None:
+        low, high = observation_bounds(history_len)
+        extra = JAM_MAX_PERFORMERS + GROUP_OBS_SIZE
+        self._obs_space = spaces.Box(np.concatenate([low, np.zeros(extra, np.float32)]),
+                                     np.concatenate([high, np.ones(extra, np.float32)]),
+                                     dtype=np.float32)
+        self._act_space = spaces.Box(-1.0, 1.0, (ACTION_SIZE,), dtype=np.float32)
+        self.observation_spaces = dict.fromkeys(self.possible_agents, self._obs_space)
+        self.action_spaces = dict.fromkeys(self.possible_agents, self._act_space)
 
     # ------------------------------------------------------------------ spaces
     def observation_space(self, agent: str) -> spaces.Box:
@@ -663,6 +440,16 @@ class JamEnv(ParallelEnv):
 
     def close(self) -> None:
         """Nothing to release (the fast listeners hold no devices)."""
+
+    def fork(self, rng: np.random.Generator) -> JamEnv:
+        """A copy of the jam as it is now (listeners, latent states, knobs, history) whose
+        future noise is drawn afresh from ``rng``: for planners that try actions ahead
+        without seeing the noise to come."""
+        sim = copy.deepcopy(self)
+        sim._np_random = np.random.default_rng(int(rng.integers(2**62)))
+        if sim._fl is not None:
+            sim._fl.rng = np.random.default_rng(int(rng.integers(2**62)))
+        return sim
 
     def state(self) -> np.ndarray:
         """Global state for centralised critics: every agent's observation, stacked."""

@@ -8,6 +8,11 @@ validates its arguments by building one), but keeps the N listeners in one
 calls instead of N Python environments. Episodes end by truncation after
 ``max_steps`` phrases; finished sessions restart on their own (SB3 convention:
 ``infos[i]["terminal_observation"]`` and ``"TimeLimit.truncated"``).
+
+Listeners of every family step together (:class:`FastListeners` groups
+them by family: one kernel call per family present, no loop over
+listeners). Randomness: every draw comes from one generator, seeded by
+``seed`` or :meth:`VecClosedLoopEnv.seed` (SB3 calls it, then ``reset()``).
 """
 
 from __future__ import annotations
@@ -18,24 +23,48 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
-from st_agent.contract import TARGET_PRESETS, Target, build_observations, resolve_target
+from st_agent.contract import (
+    REST_ENERGY,
+    TARGET_PRESETS,
+    Target,
+    build_observations,
+    region_distance,
+    resolve_target,
+)
 from st_agent.envs.closed_loop import ClosedLoopEnv
-from st_agent.listener.model import FastListeners, sample_listeners
+from st_agent.listener.family import sample_population
+from st_agent.listener.fast import FastListeners
+from st_agent.types import BPM_MAX, BPM_MIN
 
 __all__ = ["VecClosedLoopEnv"]
 
 
-def _targets_at(targets: Sequence[Target], which: np.ndarray, t_sec: np.ndarray) -> np.ndarray:
-    """Target ``(valence, arousal)`` of session i, target ``targets[which[i]]`` at ``t_sec[i]``."""
-    out = np.empty((which.size, 2))
+def _targets_at(targets: Sequence[Target], which: np.ndarray, t_sec: np.ndarray,
+                gain: np.ndarray | None = None, rest: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Nominal points (N, 2) and regions (N, 4) of session i's target ``targets[which[i]]``.
+
+    At ``t_sec[i]``, in estimator units: a target with ``relative=False`` is
+    mapped with ``gain`` (2,) and the rows' latent ``rest`` (N, 2) exactly as
+    :meth:`Target.in_estimator_units` maps it.
+    """
+    nominal, regions = np.empty((which.size, 2)), np.empty((which.size, 4))
     for k, tg in enumerate(targets):
         rows = which == k
         if not rows.any():
             continue
         sched = np.asarray(tg.schedule)  # (S, 3): start, valence, arousal
         j = np.searchsorted(sched[:, 0], t_sec[rows], side="right") - 1
-        out[rows] = sched[np.maximum(j, 0), 1:]
-    return out
+        pts = sched[np.maximum(j, 0), 1:]  # (n, 2)
+        reach = np.asarray(tg.band).reshape(2, 2)  # (axis, below/above)
+        if not tg.relative:
+            pts = np.clip(gain * (pts - rest[rows]), -1.0, 1.0)
+            reach = np.minimum(gain[:, None] * reach, 2.0)
+        nominal[rows] = pts
+        lo = np.maximum(pts - reach[:, 0], -1.0)
+        hi = np.minimum(pts + reach[:, 1], 1.0)
+        regions[rows] = np.stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]], axis=-1)
+    return nominal, regions
 
 
 class VecClosedLoopEnv(VecEnv):
@@ -46,10 +75,12 @@ class VecClosedLoopEnv(VecEnv):
     n_envs : int
         Number of sessions (listeners) stepped together.
     seed : int or None
-        Seed of the one ``np.random.default_rng`` every draw comes from.
+        Seed of the one ``np.random.default_rng`` every draw comes from
+        (:meth:`seed` reseeds it; SB3 calls that before ``reset()``).
     **kwargs
-        :class:`ClosedLoopEnv` arguments (``fidelity`` must be ``"fast"``;
-        ``render_mode`` is not supported).
+        :class:`ClosedLoopEnv` arguments, ``families`` and ``listener``
+        included (``fidelity`` must be ``"fast"``; ``render_mode`` is not
+        supported).
 
     Examples
     --------
@@ -73,8 +104,14 @@ class VecClosedLoopEnv(VecEnv):
         if p._random_target:
             self.targets = [resolve_target(n) for n in sorted(TARGET_PRESETS)]
         else:
-            self.targets = [p.target]
+            self.targets = [p._target_spec]
         self._hist_m = max(self.history_len, 1)
+        # constant targets in estimator units (the usual case): per-target table, no lookup
+        # of schedules per step
+        self._static: tuple[np.ndarray, np.ndarray] | None = None
+        if all(tg.relative and len(tg.schedule) == 1 for tg in self.targets):
+            self._static = (np.array([tg.at(0.0) for tg in self.targets]),
+                            np.array([tg.region_at(0.0) for tg in self.targets]))
         self._gain = np.array([self.noise.gain_valence, self.noise.gain_arousal])
         self._lo, self._hi = self.bounds.lo, self.bounds.hi
         self._actions: np.ndarray | None = None
@@ -86,7 +123,7 @@ class VecClosedLoopEnv(VecEnv):
         """Start new episodes in ``rows``; their first observations."""
         p, rng, k = self.proto, self.rng, rows.size
         if p._listeners is None:
-            params = sample_listeners(k, rng=rng)
+            params = sample_population(k, rng=rng, families=p.families)
         else:
             params = [p._listeners[int(i)] for i in rng.integers(len(p._listeners), size=k)]
         self._which[rows] = rng.integers(len(self.targets), size=k) if len(self.targets) > 1 \
@@ -116,14 +153,24 @@ class VecClosedLoopEnv(VecEnv):
         ref = self._fl.rest if self.noise.relative else 0.0
         return np.clip(self._gain * (self._fl.state - ref), -1.0, 1.0)
 
-    def _distance(self) -> np.ndarray:
-        tgt = _targets_at(self.targets, self._which, self.t_sec)
-        return np.hypot(*(self._clean() - tgt).T)
+    def _target(self) -> tuple[np.ndarray, np.ndarray]:
+        """Nominal points (N, 2) and regions (N, 4) now, estimator units."""
+        if self._static is not None:  # constant relative targets: a table lookup
+            return self._static[0][self._which], self._static[1][self._which]
+        return _targets_at(self.targets, self._which, self.t_sec, self._gain, self._fl.rest)
 
-    def _obs(self) -> np.ndarray:
-        tgt = _targets_at(self.targets, self._which, self.t_sec)
-        return build_observations(self.est, tgt, self.knobs, self.conf, self.hist_est,
-                                  self.hist_knobs, self.hist_count, self.history_len)
+    def _distance(self, target: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        return region_distance(self._clean(), (target or self._target())[1])
+
+    def _obs(self, target: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        nominal, regions = target or self._target()
+        return build_observations(self.est, nominal, self.knobs, self.conf, self.hist_est,
+                                  self.hist_knobs, self.hist_count, self.history_len, regions)
+
+    @property
+    def families(self) -> np.ndarray:
+        """Family of each session's listener, shape (N,)."""
+        return self._fl.families
 
     # ------------------------------------------------------------------ VecEnv API
     def reset(self) -> np.ndarray:
@@ -162,7 +209,16 @@ class VecClosedLoopEnv(VecEnv):
         self.knobs = np.clip(prev + a * self.bounds.max_delta, self._lo, self._hi)
         idx = bank.pick_many(self.knobs, rng)
         dur = bank.duration_sec[idx]
-        est = self._fl.step(bank.x[idx], dur)
+        x = bank.x[idx]
+        rest = self.knobs[:, 2] <= REST_ENERGY  # rest phrases: 4 bars of silence at the tempo
+        if rest.any():
+            bpm = np.round(BPM_MIN + self.knobs[rest, 1] * (BPM_MAX - BPM_MIN))
+            dur = dur.copy()
+            dur[rest] = 16 * 60.0 / bpm
+            x = x.copy()
+            x[rest] = 0.0
+            idx = np.where(rest, -1, idx)
+        est = self._fl.step(x, dur)
         conf = np.ones(self.num_envs)
         if self.proto.nan_prob > 0:
             lost = rng.random(self.num_envs) < self.proto.nan_prob
@@ -171,11 +227,12 @@ class VecClosedLoopEnv(VecEnv):
         self.t_sec = self.t_sec + dur
         self.n_steps += 1
         self.est, self.conf = est, conf
-        d_prev, self.dist = self.dist, self._distance()
+        target = self._target()
+        d_prev, self.dist = self.dist, self._distance(target)
         jerk = np.mean(((self.knobs - prev) / self.bounds.max_delta) ** 2, axis=1)
         p = self.proto
         reward = (d_prev - self.dist) - p.distance_weight * self.dist - p.jerk_weight * jerk
-        obs = self._obs()
+        obs = self._obs(target)
         done = self.n_steps >= self.max_steps
         nan = ~np.all(np.isfinite(est), axis=1)
         infos: list[dict[str, Any]] = [

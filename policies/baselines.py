@@ -7,14 +7,14 @@ observation of shape (n_obs,) or a batch (n_envs, n_obs).
 
 from __future__ import annotations
 
-import itertools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from st_agent.contract import ACTION_SIZE, SafetyBounds
-from st_agent.listener.model import simulate
+from st_agent.contract import ACTION_SIZE, REST_ENERGY, SafetyBounds
+from st_agent.types import BPM_MAX, BPM_MIN
 
 __all__ = ["FIXED_KNOBS", "BaselinePolicy", "FixedPolicy", "OraclePolicy", "PIDPolicy",
            "RandomPolicy"]
@@ -60,11 +60,12 @@ class RandomPolicy(BaselinePolicy):
 
     Parameters
     ----------
-    seed : int, optional
-        Seed of its own generator.
+    seed : int or sequence of int, optional
+        Seed of its own generator; evaluation passes ``(protocol seed, episode seed)``
+        so that every episode draws its own action sequence.
     """
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | Sequence[int] | None = None) -> None:
         self.rng = np.random.default_rng(seed)
 
     def predict(self, obs: np.ndarray, state: Any = None, episode_start: Any = None,
@@ -137,50 +138,94 @@ class PIDPolicy(BaselinePolicy):
         return _out(np.stack([u[:, 0], u[:, 1], u[:, 1]], axis=1), single)
 
 
-class OraclePolicy(BaselinePolicy):
-    """Knows the listener: lookahead over knob changes with the noise-free model.
+def _predict_many(env: Any, x: np.ndarray, dt: np.ndarray) -> np.ndarray:
+    """Noise-free latent (valence, arousal) of the env's listener under ``c`` feature
+    sequences at once, shape (c, H, 2) (privileged: the simulator's own dynamics).
 
-    For every action in ``{-1, 0, 1}^3`` it simulates the listener's latent
-    state (read from the environment, privileged) with the deterministic
-    dynamics while the mean phrase of the new knobs' grid point plays for
-    ``horizon`` phrases, and picks the action whose end state is nearest to
-    the target. Works on a single, unwrapped fast or full
+    ``x`` has shape (c, H, 6), ``dt`` shape (c, H); ``env.predict_latent`` steps
+    every candidate from a copy of the listener's current state.
+    """
+    return np.asarray(env.predict_latent(x, dt)).reshape(x.shape[0], x.shape[1], 2)
+
+
+class OraclePolicy(BaselinePolicy):
+    """Knows the listener: model-predictive control with the true noise-free dynamics.
+
+    Privileged reference: it reads the listener's family, parameters and latent
+    state from the environment. Every destination on a ``grid``^3 knob grid inside
+    the bounds (and the current knobs) is reached at the rate limit and held;
+    the listener's own dynamics predict the latent state over ``horizon``
+    phrases while the mean phrase of each knob setting's grid cell plays (a
+    rest phrase is silence); the destination whose predicted states are nearest
+    to the target region on average wins, and its first step is the action.
+    Works on a single, unwrapped fast or full
     :class:`st_agent.envs.closed_loop.ClosedLoopEnv`.
 
     Parameters
     ----------
     env : ClosedLoopEnv
-        The environment it controls (its ``params``, ``latent`` and bank).
+        The environment it controls (its listener, latent state and bank).
     horizon : int
-        Phrases to hold the new knobs in the lookahead.
+        Phrases predicted ahead.
+    grid : int
+        Destination grid points per knob axis.
     """
 
-    def __init__(self, env: Any, horizon: int = 3) -> None:
+    def __init__(self, env: Any, horizon: int = 6, grid: int = 5) -> None:
         if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
             raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
+        if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
+            raise ValueError(f"grid must be an int >= 2, got {grid!r}")
         self.env = env.unwrapped
         if self.env.bank is None:
             raise ValueError("the oracle needs an env with a phrase bank (its expected phrases)")
         self.horizon = horizon
-        self._cands = np.array(list(itertools.product((-1.0, 0.0, 1.0), repeat=3)))
+        g = np.linspace(0.0, 1.0, grid)
+        self._grid = np.stack(np.meshgrid(g, g, g, indexing="ij"), axis=-1).reshape(-1, 3)
+
+    def _features(self, knobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Expected feature vectors (..., 6) and phrase lengths (...,) of knob settings."""
+        bank = self.env.bank
+        flat = knobs.reshape(-1, 3)
+        g = bank.grid
+        i = np.clip(np.rint(flat * (g - 1)).astype(int), 0, g - 1)
+        cells = i[:, 0] * g * g + i[:, 1] * g + i[:, 2]  # as PhraseBank.cell, vectorised
+        uniq, inv = np.unique(cells, return_inverse=True)
+        xs, ds = zip(*(bank.expected(flat[np.flatnonzero(cells == c)[0]]) for c in uniq),
+                     strict=True)
+        x, d = np.array(xs)[inv], np.array(ds)[inv]
+        rest = flat[:, 2] <= REST_ENERGY  # a rest phrase: 4 bars of silence at the tempo
+        x[rest] = 0.0
+        d[rest] = 16 * 60.0 / np.round(BPM_MIN + flat[rest, 1] * (BPM_MAX - BPM_MIN))
+        return x.reshape(*knobs.shape[:-1], 6), d.reshape(knobs.shape[:-1])
+
+    def _cost(self, traj: np.ndarray) -> np.ndarray:
+        """Mean distance of latent trajectories (c, H, 2) to the target region, (c,)."""
+        env = self.env
+        ref = env._rest if env.noise.relative else 0.0
+        est = np.clip(env._gain * (traj - ref), -1.0, 1.0)
+        if hasattr(env, "region_at_t"):
+            v_lo, v_hi, a_lo, a_hi = env.region_at_t()
+            lo, hi = np.array([v_lo, a_lo]), np.array([v_hi, a_hi])
+            d = np.maximum(lo - est, 0.0) + np.maximum(est - hi, 0.0)
+        else:
+            d = est - np.asarray(env.target.at(env.t_sec))
+        return np.linalg.norm(d, axis=-1).mean(axis=-1)
 
     def predict(self, obs: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
-        """Best action under the noise-free model of the env's current listener."""
+        """Best first move under the listener's true noise-free dynamics."""
         _, single = _batch(obs)
         env = self.env
-        latent = env.latent
-        target = np.asarray(env.target.at(env.t_sec))
         cur = np.asarray(env.knobs.as_tuple())
         lo, hi, md = env.bounds.lo, env.bounds.hi, env.bounds.max_delta
-        best, best_d = self._cands[13], math.inf  # (0, 0, 0) first among ties
-        for a in self._cands:
-            k = np.clip(cur + a * md, lo, hi)
-            x, dur = env.bank.expected(k)
-            traj = simulate(env.params, np.tile(x, (self.horizon, 1)), dur, state=latent)
-            d = float(np.sum(np.linalg.norm(
-                np.stack([env.to_estimator_units(*s) for s in traj[1:]]) - target, axis=1)))
-            d += 1e-3 * float(np.sum(a ** 2))  # prefer smaller moves among equals
-            if d < best_d:
-                best, best_d = a, d
+        dest = np.vstack([np.unique(lo + self._grid * (hi - lo), axis=0), cur])  # last: hold
+        delta = dest - cur
+        steps = np.arange(1, self.horizon + 1)[None, :, None] * md
+        path = cur + np.sign(delta)[:, None, :] * np.minimum(steps, np.abs(delta)[:, None, :])
+        x, dt = self._features(path)  # (C, H, 6), (C, H)
+        cost = self._cost(_predict_many(env, x, dt))
+        first = path[:, 0] - cur
+        cost += 1e-3 * np.sum((first / md) ** 2, axis=1)  # prefer smaller moves among equals
+        best = first[int(np.argmin(cost))] / md
         return _out(best[None, :], single)

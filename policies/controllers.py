@@ -1,22 +1,99 @@
-"""The controller a live session asks for, by name: a trained policy or a baseline."""
+"""The controller a session or an evaluation asks for, by name.
+
+Names
+-----
+- ``calm``, ``focus``, ``uplift``, ``energize``: the *shipped* controller of that
+  preset, described by ``policies/assets/<preset>/controller.json`` (which kind:
+  the adaptive controller, or residual PPO on top of it; chosen by the held-out
+  family evaluation, ``benchmarks/bench_control.py``). A preset without a
+  manifest falls back to its bundled PPO network (``policy.safetensors``).
+- ``adaptive``: the adaptive model-based controller with the shipped prior and
+  settings of the session's target (``assets/adaptive/<target>.json``).
+- ``pid``: PID with the gains tuned for the target (``assets/pid/<target>.json``).
+- ``constant``: the best constant knobs of the target (``assets/constant/<target>.json``).
+- ``fixed``: the target's hand-set preset knobs; ``random``: random knob changes.
+- a folder: a trained PPO run (``st-agent train``) or a residual PPO run.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from st_agent.contract import HISTORY_LEN, SafetyBounds
+from st_agent.contract import HISTORY_LEN, TARGET_PRESETS, SafetyBounds
+from st_agent.policies.adaptive import AdaptiveConfig, AdaptiveController, ResponsePrior
 from st_agent.policies.baselines import FIXED_KNOBS, FixedPolicy, PIDPolicy, RandomPolicy
-from st_agent.policies.loading import bundled_policies, load_bundled_policy, load_policy
+from st_agent.policies.loading import BUNDLED_DIR, bundled_policies, load_bundled_policy
 from st_agent.types import Knobs
 
-__all__ = ["BASELINE_POLICIES", "JamControllerChoice", "make_controller", "make_jam_controller"]
+__all__ = ["BASELINE_POLICIES", "CONTROLLER_FORMAT", "JamControllerChoice", "adaptive_for",
+           "constant_for", "load_controller", "make_controller", "make_jam_controller",
+           "pid_for", "shipped_controllers"]
 
-#: Policies that are baselines rather than trained networks.
-BASELINE_POLICIES = ("pid", "random", "fixed")
+logger = logging.getLogger(__name__)
+
+#: Policies that are baselines or model-based controllers rather than trained networks.
+BASELINE_POLICIES = ("pid", "random", "fixed", "constant", "adaptive")
+CONTROLLER_FORMAT = "st-agent-controller"
+_KINDS = ("adaptive", "residual")
+
+
+def _asset(sub: str, target: str) -> dict[str, Any]:
+    """``assets/<sub>/<target>.json`` (``calm``'s for a custom target)."""
+    name = target if target in TARGET_PRESETS else "calm"
+    path = BUNDLED_DIR / sub / f"{name}.json"
+    if not path.is_file():
+        raise ValueError(f"no shipped {sub} settings for target {name!r} at {path}; write "
+                         "them with benchmarks/ship_controllers.py")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def pid_for(target: str) -> PIDPolicy:
+    """PID with the gains tuned for ``target`` on the tuning stream (shipped)."""
+    d = _asset("pid", target)
+    return PIDPolicy(d["kp"], d["ki"], d["kd"])
+
+
+def constant_for(target: str, bounds: SafetyBounds) -> FixedPolicy:
+    """The best constant knobs of ``target`` (shipped), clipped into ``bounds``."""
+    knobs = bounds.clip(Knobs(*_asset("constant", target)["knobs"]))
+    return FixedPolicy(knobs.as_tuple(), bounds)
+
+
+def adaptive_for(target: str, bounds: SafetyBounds) -> AdaptiveController:
+    """The adaptive controller with the shipped prior and settings of ``target``."""
+    d = _asset("adaptive", target)
+    return AdaptiveController(ResponsePrior.from_json(d["prior"]), bounds,
+                              AdaptiveConfig(**d["config"]))
+
+
+def shipped_controllers() -> list[str]:
+    """Presets with a shipped controller manifest (``assets/<preset>/controller.json``)."""
+    return sorted(n for n in TARGET_PRESETS if (BUNDLED_DIR / n / "controller.json").is_file())
+
+
+def _load_shipped(name: str, bounds: SafetyBounds) -> tuple[Any, str]:
+    path = BUNDLED_DIR / name / "controller.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if doc.get("format") != CONTROLLER_FORMAT or doc.get("kind") not in _KINDS:
+        raise ValueError(f"{path} is not a {CONTROLLER_FORMAT} manifest with kind in {_KINDS}")
+    if doc["kind"] == "adaptive":
+        return adaptive_for(name, bounds), f"shipped {name!r}: adaptive model-based controller"
+    from st_agent.policies.residual import load_residual
+
+    return (load_residual(BUNDLED_DIR / name / doc["run"], bounds),
+            f"shipped {name!r}: residual PPO on the adaptive controller")
+
+
+def load_controller(name: str, bounds: SafetyBounds, target: str = "calm", seed: int = 0
+                    ) -> Any:
+    """The controller called ``name`` (module docstring); see :func:`make_controller`."""
+    return make_controller(name, bounds, target, None, seed)[0]
 
 
 def make_controller(policy: str, bounds: SafetyBounds, target: str = "calm",
@@ -26,13 +103,11 @@ def make_controller(policy: str, bounds: SafetyBounds, target: str = "calm",
     Parameters
     ----------
     policy : str
-        A bundled policy name (:func:`st_agent.policies.loading.bundled_policies`), the
-        folder of a trained policy, or a baseline: ``pid``, ``random``, ``fixed``
-        (the fixed preset knobs of ``target``).
+        A name of the module docstring or the folder of a trained run.
     bounds : SafetyBounds
-        The therapist's bounds (the fixed baseline and the override respect them).
+        The therapist's bounds (controllers plan inside them; the override respects them).
     target : str
-        Target preset name, for the fixed baseline.
+        Target preset name, for the tuned and preset baselines.
     override : Knobs, optional
         Manual override: hold these knobs (reached at the rate limit) instead.
     seed : int
@@ -46,21 +121,41 @@ def make_controller(policy: str, bounds: SafetyBounds, target: str = "calm",
     if override is not None:
         knobs = bounds.clip(override)
         return FixedPolicy(knobs.as_tuple(), bounds), f"manual override {knobs!r}"
-    if policy == "pid":
-        return PIDPolicy(), "PID on the state error"
-    if policy == "random":
-        return RandomPolicy(seed=seed), "random knob changes"
-    if policy == "fixed":
-        preset = target if target in FIXED_KNOBS else "calm"
-        return FixedPolicy(preset, bounds), f"fixed {preset} preset knobs"
+    simple: dict[str, Callable[[], tuple[Any, str]]] = {
+        "pid": lambda: (pid_for(target), "PID on the state error (tuned)"),
+        "random": lambda: (RandomPolicy(seed=seed), "random knob changes"),
+        "fixed": lambda: (FixedPolicy(target if target in FIXED_KNOBS else "calm", bounds),
+                          "fixed preset knobs"),
+        "constant": lambda: (constant_for(target, bounds), "best constant knobs (tuned)"),
+        "adaptive": lambda: (adaptive_for(target, bounds), "adaptive model-based controller"),
+    }
+    if policy in simple:
+        return simple[policy]()
+    if policy in shipped_controllers():
+        return _load_shipped(policy, bounds)
     if policy in bundled_policies():
         return load_bundled_policy(policy), f"bundled PPO policy {policy!r}"
     path = Path(policy)
-    if path.exists():
-        return load_policy(path), f"PPO policy {path}"
-    raise ValueError(f"unknown policy {policy!r}; choose a bundled policy "
-                     f"{bundled_policies()}, a baseline {list(BASELINE_POLICIES)}, or the "
-                     "folder of a trained policy (st-agent train)")
+    if path.is_dir():
+        return _load_run(path, bounds)
+    raise ValueError(f"unknown policy {policy!r}; choose a shipped controller "
+                     f"{sorted(set(shipped_controllers()) | set(bundled_policies()))}, "
+                     f"a baseline {list(BASELINE_POLICIES)}, or the folder of a trained "
+                     "policy (st-agent train)")
+
+
+def _load_run(path: Path, bounds: SafetyBounds) -> tuple[Any, str]:
+    """A run folder: residual PPO (its own format) or plain PPO."""
+    from st_agent.policies.loading import load_policy
+
+    js = path / "policy.json"
+    if js.is_file():
+        fmt = json.loads(js.read_text(encoding="utf-8")).get("format")
+        from st_agent.policies.residual import RESIDUAL_FORMAT, load_residual
+
+        if fmt == RESIDUAL_FORMAT:
+            return load_residual(path, bounds), f"residual PPO {path}"
+    return load_policy(path), f"PPO policy {path}"
 
 
 class JamControllerChoice(NamedTuple):
@@ -82,7 +177,7 @@ def make_jam_controller(policy: str, performers: int, seed: int = 0) -> JamContr
     policy : str
         A bundled jam policy (``jam3``) or a jam policy folder (one network, or an
         ensemble from ``combine-jam``, shared by the performers); ``independent``
-        (the bundled single-listener ``calm`` policy, one per performer, on the
+        (the bundled single-listener ``calm`` network, one per performer, on the
         single-listener part of the observation); ``pid`` or ``random`` per performer.
     performers : int
     seed : int

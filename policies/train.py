@@ -76,8 +76,12 @@ class _EvalCheckpoint(BaseCallback):
                                 self.vecnorm.clip_obs, self.vecnorm.epsilon)
             target = "calm" if cfg.target == "random" else cfg.target
             kw = cfg.env_kwargs(self.bank) | {"target": target}
-            m = rollout(lambda env: pol, heldout_listeners(cfg.n_eval_listeners, cfg.seed), kw,
-                        seed=cfg.seed)
+            from st_agent.listener.family import FAMILY_NAMES
+
+            # held-out draws of the families it trains on (all of them by default)
+            fams = tuple(cfg.extra.get("families") or FAMILY_NAMES)
+            m = rollout(lambda env: pol, heldout_listeners(cfg.n_eval_listeners, cfg.seed,
+                                                           fams), kw, seed=cfg.seed)
             self.model.policy.train()
             for k, v in m.items():
                 self.logger.record(f"eval/{k}", v)

@@ -85,6 +85,14 @@ COMMANDS: tuple[Command, ...] = (
             f"{_H}:run_evaluate_jam", "Compare jam policies on held-out groups."),
     Command("combine-jam", "st_agent.policies.config:CombineJamConfig",
             f"{_H}:run_combine_jam", "Combine trained jam policies into an ensemble."),
+    Command("sonify", "st_agent.music.piece_config:SonifyConfig", f"{_H}:run_sonify",
+            "Turn any time series (CSV, Parquet, a recording) into music, phrase by phrase."),
+    Command("transition", "st_agent.music.piece_config:TransitionConfig",
+            f"{_H}:run_transition",
+            "A smooth path from one musical state to another (bounded audio change per phrase)."),
+    Command("brain-voices", "st_agent.music.piece_config:BrainVoicesConfig",
+            f"{_H}:run_brain_voices",
+            "Brain regions of an EEG recording as the voices of one multi-voice piece."),
 )
 _BY_NAME = {c.name: c for c in COMMANDS}
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from st_agent.live.report import ReportConfig
     from st_agent.live.session import DemoConfig, SessionConfig, SessionResult, SessionStatus
     from st_agent.music.config import GenerateConfig, TrainGeneratorConfig
+    from st_agent.music.piece_config import BrainVoicesConfig, SonifyConfig, TransitionConfig
     from st_agent.policies.config import (
         CombineJamConfig,
         EvaluateJamConfig,
@@ -77,7 +78,13 @@ def _session_lines(result: SessionResult) -> list[str]:
 
 def run_session_command(cfg: SessionConfig) -> SessionResult:
     """``st-agent session``: choose the controller, run the loop, summarise."""
+    from st_agent.live.inputs import check_board
+    from st_agent.live.runtime import session_folder
     from st_agent.live.session import run_session
+
+    # what the user can fix is refused before a model loads
+    check_board(cfg.board)
+    session_folder(cfg)
     from st_agent.policies.controllers import make_controller
     from st_agent.types import Knobs
 
@@ -96,11 +103,17 @@ def run_demo(cfg: DemoConfig) -> SessionResult:
 
 def run_jam_command(cfg: JamConfig) -> None:
     """``st-agent jam``: one board and one agent per performer, one piece."""
-    from st_agent.live.jam import run_jam
+    from st_agent.live.inputs import check_board
+    from st_agent.live.jam import jam_folder, run_jam
+
+    # the config validated its values when built; boards and folder before a model loads
+    boards = cfg.board_list()
+    for board in boards:
+        check_board(board)
+    jam_folder(cfg)
+    n = len(boards)
     from st_agent.policies.controllers import make_jam_controller
 
-    n = len(cfg.board_list())
-    cfg.target_list(n)  # validate before loading anything
     controller, name, history_len = make_jam_controller(cfg.policy, n, cfg.seed)
     tty = sys.stderr.isatty()
     res = run_jam(cfg, controller, name, lambda line: sys.stderr.write(
@@ -218,3 +231,63 @@ def run_combine_jam(cfg: CombineJamConfig) -> None:
     from st_agent.policies.jam import combine_jam
 
     _out([f"ensemble policy written to {combine_jam(cfg)}"])
+
+
+def run_sonify(cfg: SonifyConfig) -> None:
+    """``st-agent sonify``: the piece, the legend and the per-column Spearman."""
+    from st_agent.music.sonify import MEASURED, sonify
+
+    res = sonify(cfg)
+    lines = [f"wrote {res.folder}: {res.n_phrases} phrases, {res.music_sec:.0f} s of music",
+             f"  audio {res.wav_path}" if res.wav_path else "", f"  midi  {res.midi_path}",
+             f"  score {res.score_path}", f"  plot  {res.plot_path}" if res.plot_path else "",
+             "legend (Spearman of the column with what it is heard as):"]
+    for row in res.legend:
+        if row["column"] is None:
+            lines.append(f"  {row['knob']:<8} held at {row['held']:.2f}")
+        else:
+            rho = row["spearman_heard"]
+            lines.append(f"  {row['knob']:<8} <- {'-' if row['inverted'] else ''}{row['column']}"
+                         f"  {MEASURED[row['heard']][2]}: "
+                         + ("n/a" if rho is None else f"{rho:+.2f}"))
+    _out(lines)
+
+
+def run_transition(cfg: TransitionConfig) -> None:
+    """``st-agent transition``: plan, play and compare with a straight jump."""
+    from st_agent.contract import TARGET_PRESETS
+    from st_agent.music.piece_config import parse_knob_spec
+    from st_agent.music.transition import transition
+    from st_agent.policies.baselines import FIXED_KNOBS
+    from st_agent.types import Knobs
+
+    def knobs_of(name: str, spec: str) -> Knobs:
+        # a preset plays the knobs its fixed baseline holds
+        v = parse_knob_spec(name, spec, tuple(sorted(TARGET_PRESETS)))
+        return Knobs(*(FIXED_KNOBS[v] if isinstance(v, str) else v))
+
+    res = transition(cfg, knobs_of("from", cfg.from_), knobs_of("to", cfg.to))
+    lines = [f"wrote {res.folder}: {res.n_phrases} phrases, {res.music_sec:.0f} s of music",
+             f"  audio {res.wav_path}" if res.wav_path else "",
+             f"  largest step in audio-feature space: planned {res.max_step_planned:.2f}"
+             + (f", straight jump {res.max_step_direct:.2f}" if res.max_step_direct is not None
+                else "") + f" (predicted {res.max_step_predicted:.2f})"]
+    _out(lines)
+
+
+def run_brain_voices(cfg: BrainVoicesConfig) -> None:
+    """``st-agent brain-voices``: regions, voices, clashes and tracking."""
+    from st_agent.live.brain_voices import brain_voices
+
+    res = brain_voices(cfg)
+    s = res.summary
+    lines = [f"wrote {res.folder}: {s['phrases']} phrases, {s['music_sec']:.0f} s, voices "
+             + ", ".join(s["voices"]),
+             f"  audio {res.wav_path}" if res.wav_path else "",
+             f"  clashes per bar {s['clashes_per_bar']:.2f} (independent voices "
+             f"{s['clashes_per_bar_independent']:.2f})"]
+    for name, r in s["tracking"].items():
+        lines.append(f"  {name:<16} Spearman with its region's activity: density "
+                     + ("n/a" if r["density"] is None else f"{r['density']:+.2f}"))
+    _out(lines)
+

@@ -13,8 +13,8 @@ index       meaning                                              min    max
 1           estimated arousal                                    -1     1
 2           target valence                                       -1     1
 3           target arousal                                       -1     1
-4           error valence (target - estimate)                    -2     2
-5           error arousal (target - estimate)                    -2     2
+4           error valence (region - estimate)                    -2     2
+5           error arousal (region - estimate)                    -2     2
 6, 7, 8     current knobs valence, tempo, energy                 0      1
 9           estimator confidence                                 0      1
 10          NaN flag: 1 when the estimate was not finite         0      1
@@ -22,24 +22,41 @@ index       meaning                                              min    max
             arousal, knob valence, knob tempo, knob energy
 ==========  ===================================================  =====  =====
 
+Targets are regions (:mod:`st_agent.targets`, re-exported here): indices 2-3
+hold the nominal point and 4-5 the vector from the estimate to the nearest
+point of the region (0 inside it; for a point target exactly target -
+estimate). ``calm`` is one-sided (arousal at or below -0.5 is inside).
+
 A non-finite estimate is replaced by the latest finite one in the history (or
 0), the confidence is set to 0 and the NaN flag to 1, so the vector is always
 finite.
 
 Action: a vector in [-1, 1]^3, the change of (valence, tempo, energy) knobs as
 a fraction of :attr:`SafetyBounds.max_delta` per phrase, clipped to the bounds.
+
+Silence is playable: a phrase with ``energy <= REST_ENERGY`` (0.02) is a rest
+of 4 bars at the tempo (:func:`is_rest`, :func:`rest_phrase_sec`); a
+therapist who does not want rests sets ``SafetyBounds(energy=(0.05, 1))``.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from st_agent.targets import (
+    TARGET_PRESETS,
+    TARGET_REGIONS,
+    Target,
+    TargetPoint,
+    region_distance,
+    region_error,
+    resolve_target,
+)
 from st_agent.types import EmotionState, Knobs
 
 __all__ = [
@@ -49,16 +66,24 @@ __all__ = [
     "JAM_MAX_PERFORMERS",
     "KNOB_NAMES",
     "OBS_SIZE",
+    "REST_ENERGY",
     "TARGET_PRESETS",
+    "TARGET_REGIONS",
     "HistoryEntry",
     "SafetyBounds",
     "Target",
+    "TargetPoint",
     "action_to_knobs",
     "build_jam_observations",
     "build_observation",
+    "build_observations",
+    "is_rest",
     "observation_bounds",
     "observation_size",
+    "region_distance",
+    "region_error",
     "resolve_target",
+    "rest_phrase_sec",
 ]
 
 #: Knob order of actions and observations.
@@ -69,98 +94,18 @@ HISTORY_LEN = 3
 _HEAD = 11  # entries before the history
 _PER_HIST = 5  # valence, arousal, 3 knobs
 
-#: Named targets, ``name -> (valence, arousal)`` in the estimator's units
-#: (change from the listener's calibrated rest, about [-1, 1]).
-TARGET_PRESETS: dict[str, tuple[float, float]] = {
-    "calm": (0.2, -0.5),
-    "focus": (0.1, 0.2),
-    "uplift": (0.5, 0.2),
-    "energize": (0.3, 0.6),
-}
+#: A phrase whose energy knob is at or below this is a rest: silence (4 bars at the tempo).
+REST_ENERGY = 0.02
 
 
-def _check_point(name: str, v: float, a: float) -> tuple[float, float]:
-    for axis, x in (("valence", v), ("arousal", a)):
-        if isinstance(x, bool) or not isinstance(x, int | float | np.floating) \
-                or not (math.isfinite(x) and -1.0 <= x <= 1.0):
-            raise ValueError(f"{name} {axis} must be a number in [-1, 1], got {x!r}")
-    return float(v), float(a)
+def is_rest(knobs: Knobs) -> bool:
+    """Whether ``knobs`` ask for a rest phrase (silence): ``energy <= REST_ENERGY``."""
+    return knobs.energy <= REST_ENERGY
 
 
-@dataclass(frozen=True)
-class Target:
-    """A target point, or a schedule of points, in the (valence, arousal) plane.
-
-    Parameters
-    ----------
-    schedule : tuple of (start_sec, valence, arousal)
-        Piecewise-constant schedule: from ``start_sec`` on the target is
-        ``(valence, arousal)``. The first start must be 0; starts increase.
-    name : str
-        Label for logs.
-
-    Examples
-    --------
-    >>> Target.point(0.2, -0.5).at(100.0)
-    (0.2, -0.5)
-    >>> Target(((0.0, 0.0, 0.5), (60.0, 0.2, -0.5))).at(90.0)
-    (0.2, -0.5)
-    """
-
-    schedule: tuple[tuple[float, float, float], ...]
-    name: str = "custom"
-
-    def __post_init__(self) -> None:
-        sched = tuple(tuple(float(x) for x in row) for row in self.schedule)
-        if not sched or any(len(row) != 3 for row in sched):
-            raise ValueError(f"schedule must be a non-empty sequence of (start_sec, valence, "
-                             f"arousal), got {self.schedule!r}")
-        if sched[0][0] != 0.0:
-            raise ValueError(f"the first schedule entry must start at 0 s, got {sched[0][0]!r}")
-        starts = [row[0] for row in sched]
-        if any(b <= a for a, b in itertools.pairwise(starts)):
-            raise ValueError(f"schedule start times must increase, got {starts}")
-        for row in sched:
-            _check_point("target", row[1], row[2])
-        object.__setattr__(self, "schedule", sched)
-
-    @classmethod
-    def point(cls, valence: float, arousal: float, name: str = "custom") -> Target:
-        """A constant target."""
-        return cls(((0.0, valence, arousal),), name=name)
-
-    def at(self, t_sec: float) -> tuple[float, float]:
-        """The target ``(valence, arousal)`` at time ``t_sec`` (seconds)."""
-        cur = self.schedule[0]
-        for row in self.schedule:
-            if row[0] <= t_sec:
-                cur = row
-        return cur[1], cur[2]
-
-
-def resolve_target(spec: str | Target | Sequence[float]) -> Target:
-    """Turn a preset name, a ``(valence, arousal)`` pair or a Target into a Target.
-
-    Raises
-    ------
-    ValueError
-        For an unknown preset name (the message lists the presets) or a point
-        outside [-1, 1]^2.
-    """
-    if isinstance(spec, Target):
-        return spec
-    if isinstance(spec, str):
-        if spec not in TARGET_PRESETS:
-            raise ValueError(f"unknown target preset {spec!r}; choose one of "
-                             f"{sorted(TARGET_PRESETS)} or give (valence, arousal)")
-        return Target.point(*TARGET_PRESETS[spec], name=spec)
-    try:
-        v, a = spec
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"target must be a preset name {sorted(TARGET_PRESETS)}, a "
-                         f"(valence, arousal) pair or a Target, got {spec!r}") from e
-    return Target.point(*_check_point("target", v, a))
-
+def rest_phrase_sec(knobs: Knobs, bars: int = 4, beats_per_bar: int = 4) -> float:
+    """Length of a rest phrase at the knobs' tempo, seconds (``bars * beats * 60 / bpm``)."""
+    return bars * beats_per_bar * 60.0 / knobs.bpm
 
 @dataclass(frozen=True)
 class SafetyBounds:
@@ -291,8 +236,10 @@ def build_observation(state: EmotionState | Sequence[float] | None,
     ----------
     state : EmotionState or (valence, arousal) or None
         The latest estimate; ``None`` or NaN entries are treated as missing.
-    target : (float, float)
-        Target ``(valence, arousal)``.
+    target : (float, float) or TargetPoint
+        Target ``(valence, arousal)``; a :class:`TargetPoint` (what
+        :meth:`Target.at` returns) also carries its region, and the error
+        entries then point to the region's nearest point.
     knobs : Knobs
         The knobs now playing.
     confidence : float
@@ -333,10 +280,11 @@ def build_observation(state: EmotionState | Sequence[float] | None,
     if nan or bad_c:
         conf = 0.0
     tv, ta = target
+    v_lo, v_hi, a_lo, a_hi = getattr(target, "region", (tv, tv, ta, ta))
     obs = np.empty(n, dtype=np.float64)
     obs[0:2] = v, a
     obs[2:4] = tv, ta
-    obs[4:6] = tv - v, ta - a
+    obs[4:6] = min(max(v, v_lo), v_hi) - v, min(max(a, a_lo), a_hi) - a
     obs[6:9] = knobs.as_tuple()
     obs[9] = conf
     obs[10] = float(nan)
@@ -356,7 +304,8 @@ def build_observation(state: EmotionState | Sequence[float] | None,
 
 def build_observations(est: np.ndarray, target: np.ndarray, knobs: np.ndarray,
                        confidence: np.ndarray, hist_est: np.ndarray, hist_knobs: np.ndarray,
-                       hist_count: np.ndarray, history_len: int = HISTORY_LEN) -> np.ndarray:
+                       hist_count: np.ndarray, history_len: int = HISTORY_LEN,
+                       regions: np.ndarray | None = None) -> np.ndarray:
     """:func:`build_observation` for N sessions at once (same rules, NumPy arrays).
 
     Parameters
@@ -373,6 +322,8 @@ def build_observations(est: np.ndarray, target: np.ndarray, knobs: np.ndarray,
     hist_count : ndarray of int, shape (N,)
         Number of valid history entries per row (<= M).
     history_len : int
+    regions : ndarray, shape (N, 4), optional
+        Target regions ``(v_lo, v_hi, a_lo, a_hi)``; default the points ``target``.
 
     Returns
     -------
@@ -382,36 +333,48 @@ def build_observations(est: np.ndarray, target: np.ndarray, knobs: np.ndarray,
     est = np.asarray(est, dtype=np.float64)
     n, m = est.shape[0], hist_est.shape[1]
     count = np.minimum(np.asarray(hist_count, dtype=int), m)
-    valid = np.arange(m)[None, :] < count[:, None]  # (N, M)
-    fin = valid & np.all(np.isfinite(hist_est), axis=-1)
-    has = fin.any(axis=1)
-    first = np.argmax(fin, axis=1)
     rows = np.arange(n)
-    fb = np.where(has[:, None], hist_est[rows, first], 0.0)  # latest finite past estimate
-    bad = ~np.isfinite(est)
-    cur = np.where(bad, fb, est)
-    nan = bad.any(axis=1)
     conf = np.asarray(confidence, dtype=np.float64)
-    conf = np.where(nan | ~np.isfinite(conf), 0.0, conf)
+    if np.isfinite(est).all():  # the usual case: nothing to hold
+        cur, nan = est, np.zeros(n, dtype=bool)
+        if not np.isfinite(conf).all():
+            conf = np.where(np.isfinite(conf), conf, 0.0)
+    else:
+        valid = np.arange(m)[None, :] < count[:, None]  # (N, M)
+        fin = valid & np.all(np.isfinite(hist_est), axis=-1)
+        has = fin.any(axis=1)
+        first = np.argmax(fin, axis=1)
+        fb = np.where(has[:, None], hist_est[rows, first], 0.0)  # latest finite past estimate
+        bad = ~np.isfinite(est)
+        cur = np.where(bad, fb, est)
+        nan = bad.any(axis=1)
+        conf = np.where(nan | ~np.isfinite(conf), 0.0, conf)
     target = np.asarray(target, dtype=np.float64)
     obs = np.empty((n, n_obs), dtype=np.float64)
     obs[:, 0:2] = cur
     obs[:, 2:4] = target
-    obs[:, 4:6] = target - cur
+    obs[:, 4:6] = target - cur if regions is None else region_error(cur, np.asarray(regions))
     obs[:, 6:9] = knobs
     obs[:, 9] = conf
     obs[:, 10] = nan
     if history_len:
-        k = np.arange(history_len)[None, :]
-        j = np.minimum(k, np.maximum(count, 1)[:, None] - 1)  # (N, H)
-        empty = (count == 0)[:, None]
-        he = hist_est[rows[:, None], j]  # (N, H, 2)
-        hk = hist_knobs[rows[:, None], j]
-        he = np.where(empty[..., None] | ~np.isfinite(he), cur[:, None, :], he)
-        hk = np.where(empty[..., None], np.asarray(knobs, dtype=np.float64)[:, None, :], hk)
+        if m >= history_len and count.min() >= history_len:  # every history is full
+            he, hk = hist_est[:, :history_len], hist_knobs[:, :history_len]
+            if not np.isfinite(he).all():
+                he = np.where(np.isfinite(he), he, cur[:, None, :])
+        else:
+            k = np.arange(history_len)[None, :]
+            j = np.minimum(k, np.maximum(count, 1)[:, None] - 1)  # (N, H)
+            empty = (count == 0)[:, None]
+            he = hist_est[rows[:, None], j]  # (N, H, 2)
+            hk = hist_knobs[rows[:, None], j]
+            he = np.where(empty[..., None] | ~np.isfinite(he), cur[:, None, :], he)
+            hk = np.where(empty[..., None], np.asarray(knobs, dtype=np.float64)[:, None, :], hk)
         obs[:, _HEAD:] = np.concatenate([he, hk], axis=-1).reshape(n, -1)
     low, high = _bounds(history_len)
-    return np.clip(obs, low, high).astype(np.float32)
+    np.maximum(obs, low, out=obs)
+    np.minimum(obs, high, out=obs)
+    return obs.astype(np.float32)
 
 
 #: Performers a jam observation can describe (the one-hot block's size).

@@ -75,6 +75,10 @@ def test_train_generator_tiny_run(tmp_path: Path):
 
     bundle = load_generator(run_dir)
     assert bundle.model.config.n_layer == 1 and len(bundle.tokenizer) == 300
+    from transformers import AutoTokenizer  # the checkpoint's tokenizer, not GPT-2's fallback
+
+    auto = AutoTokenizer.from_pretrained(str(run_dir / "checkpoint"))
+    assert (auto.bos_token, len(auto), auto.model_max_length) == ("<|bos|>", 300, 64)
 
 
 def _tiny_session(folder: Path) -> Path:

@@ -154,3 +154,83 @@ def test_pickled_weights_are_refused(tmp_path):
 def test_bundled_checkpoint_is_small():
     total = sum(p.stat().st_size for p in BUNDLED_COMPOSER.iterdir())
     assert total < 25 * 2**20
+
+
+def test_from_pretrained_loads_a_checkpoint_folder(tmp_path):
+    ck = tmp_path / "ck"
+    shutil.copytree(BUNDLED_COMPOSER, ck)
+    c = Composer.from_pretrained(ck, candidates=2)
+    assert c.checkpoint == ck and c.config.candidates == 2
+    assert check_many([c.compose(Knobs(0.3, 0.4, 0.5), seed=0).abc])[0].ok
+    run = tmp_path / "run"
+    shutil.copytree(BUNDLED_COMPOSER, run / "checkpoint")
+    assert Composer.from_pretrained(str(run)).checkpoint == run / "checkpoint"  # a run folder
+    with pytest.raises(TypeError, match="unknown ComposerConfig settings"):
+        Composer.from_pretrained(ck, temprature=0.5)
+    with pytest.raises(TypeError, match="str or Path"):
+        Composer.from_pretrained(3)
+    (ck / "model.safetensors").unlink()
+    (ck / "pytorch_model.bin").write_bytes(b"not even loaded")
+    with pytest.raises(FileNotFoundError, match="pickled weights are refused"):
+        Composer.from_pretrained(ck)
+
+
+PROPERTY_GRID = [Knobs(v, t, e) for v in (0.1, 0.6) for t in (0.0, 0.5, 1.0)
+                 for e in (0.0, 0.5, 1.0)]
+
+
+@pytest.mark.slow
+def test_meter_aware_decoding_never_emits_an_invalid_bar(composer):
+    """Property over many seeds and knob settings: the bars are the model's own (no
+    re-barring), four full bars each, read the same by music21 and abc2midi."""
+    from st_agent.music.bar_grammar import bars_are_valid
+
+    assert composer.config.meter_aware
+    phrases = [composer.compose(k, seed=100 + i) for i, k in enumerate(PROPERTY_GRID)]
+    phrases.append(composer.compose(Knobs(0.3, 0.2, 0.2), bars=8, seed=7,
+                                    context=phrases[0]))
+    for p in phrases:
+        assert p.extra["raw_body"] == p.body  # nothing was repaired
+        for line in p.body.splitlines():
+            assert bars_are_valid(line, 0.5, 4.0, 4), line
+        score = music21.converter.parse(p.abc, format="abc")
+        measures = list(score.parts[0].getElementsByClass("Measure"))
+        assert len(measures) == p.bars, p.abc
+        assert all(m.duration.quarterLength == 4.0 for m in measures), p.abc
+    reports = check_many([p.abc for p in phrases])
+    assert [r.errors for r in reports] == [()] * len(phrases)
+
+
+def test_free_sampling_with_rebarring_is_still_available():
+    from st_agent.music.bar_grammar import bars_are_valid
+
+    c = Composer(ComposerConfig(meter_aware=False))
+    p = c.compose(Knobs(0.4, 0.5, 0.5), seed=1)
+    assert check_many([p.abc])[0].ok and len(split_bars(p.body)) == 4
+    assert bars_are_valid(p.body, 0.5, 4.0, 4)  # re-barred: valid after the repair
+    assert p.extra["meter_aware"] is False and "raw_body" in p.extra
+
+
+def test_calm_corner_repetition_bound(composer):
+    """The calm corner (61 BPM, energy 0.1) on a seeded sample: no run of 6+ repeated
+    notes, and the penalty never picks a longer run of 4+ than no penalty would (the
+    candidates are the same, only the ranking differs)."""
+    from fractions import Fraction
+
+    from st_agent.tokenizer.abc_text import body_stats
+
+    def longest(c: Composer) -> list[int]:
+        out = []
+        for s in range(8):
+            p = c.compose(Knobs(0.2 if s % 2 else 0.8, 0.1, 0.1), seed=s)
+            out.append(body_stats(p.body, Fraction(p.unit),
+                                  parse_key(p.key).accidentals()).longest_repeat)
+        return out
+
+    with_penalty = longest(composer)
+    without = longest(Composer(ComposerConfig(repeat_penalty=0.0)))
+    assert max(with_penalty) <= 5
+    excess = [[max(0, r - 3) for r in runs] for runs in (with_penalty, without)]
+    assert all(a <= b for a, b in zip(*excess, strict=True))
+    with pytest.raises(ValueError, match="repeat_penalty"):
+        ComposerConfig(repeat_penalty=-1.0)

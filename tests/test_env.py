@@ -189,8 +189,10 @@ def test_fixed_listener_list_and_random_target(bank):
 @pytest.mark.slow
 def test_full_fidelity_steps(bank):
     env = ClosedLoopEnv(fidelity="full", phrase_bank=bank, calibration_sec=6.0,
-                        max_steps=3)
+                        max_steps=4, families=["entrainment"],
+                        start_knobs=Knobs(0.5, 0.5, 0.25))
     obs, info = env.reset(seed=0)
+    assert info["family"] == "entrainment"  # the raw-signal listener renders any family
     assert env.observation_space.contains(obs)
     obs, r, _, _, info = env.step(np.zeros(3, np.float32))
     assert env.observation_space.contains(obs) and np.isfinite(r)
@@ -207,4 +209,158 @@ def test_full_fidelity_steps(bank):
     obs, r, _, _, info2 = env.step(np.zeros(3, np.float32))
     assert info2["composer_failed"] and info2["abc"] == info["abc"]
     assert env.observation_space.contains(obs) and np.isfinite(r)
+    # energy 0: a rest (silence at the tempo), no composer call
+    obs, r, _, _, info3 = env.step(np.array([0.0, 0.0, -1.0], np.float32))
+    assert info3["rest"] and info3["abc"] is None and info3["features"] is None
+    assert env.observation_space.contains(obs) and np.isfinite(r)
     env.close()
+
+
+# ------------------------------------------------------------------ families, regions, rests
+
+
+@pytest.mark.parametrize("family", ["first_order", "two_timescale", "adaptation",
+                                    "entrainment"])
+def test_checkers_clean_for_every_family(bank_path, family):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env = gym.make(CLOSED_LOOP_ID, phrase_bank=bank_path, families=[family]).unwrapped
+        check_env(env)
+    for seed in range(4):
+        assert env.reset(seed=seed)[1]["family"] == family
+
+
+def test_default_population_mixes_every_family(bank):
+    env = ClosedLoopEnv(phrase_bank=bank)
+    seen = {env.reset(seed=s)[1]["family"] for s in range(40)}
+    assert seen == {"first_order", "two_timescale", "adaptation", "entrainment"}
+
+
+def test_seeded_runs_identical_with_families(bank):
+    def roll(seed):
+        env = ClosedLoopEnv(phrase_bank=bank, families=["adaptation", "entrainment"],
+                            max_steps=6)
+        out = [env.reset(seed=seed)[0]]
+        for a in np.random.default_rng(0).uniform(-1, 1, (10, 3)).astype(np.float32):
+            obs, r, _, trunc, _ = env.step(a)
+            out += [obs, [r]]
+            if trunc:
+                out.append(env.reset()[0])
+        return np.concatenate([np.ravel(x) for x in out])
+
+    assert np.array_equal(roll(3), roll(3)) and not np.array_equal(roll(3), roll(4))
+
+
+def test_a_family_listener_is_accepted_and_bad_families_named(bank):
+    from st_agent.listener.entrainment import EntrainmentParams
+
+    env = ClosedLoopEnv(phrase_bank=bank, listener=EntrainmentParams())
+    assert env.reset(seed=0)[1]["family"] == "entrainment"
+    with pytest.raises(ValueError, match=r"unknown listener family 'sleepy'.*entrainment"):
+        ClosedLoopEnv(phrase_bank=bank, families=["sleepy"])
+    with pytest.raises(ValueError, match="either listener or families"):
+        ClosedLoopEnv(phrase_bank=bank, listener=EntrainmentParams(), families=["adaptation"])
+    with pytest.raises(TypeError, match="first_order"):
+        ClosedLoopEnv(phrase_bank=bank, listener=[{"baseline_valence": 0.0}])
+
+
+def test_energy_zero_plays_a_rest_that_calms_after_music(bank):
+    from st_agent.contract import rest_phrase_sec
+
+    p = ListenerParams(noise_std=0.0, drift_std=0.0, habituation_strength=0.0,
+                       silence_arousal=-0.6, exposure_tau_sec=20.0)
+    env = ClosedLoopEnv(target="calm", phrase_bank=bank, listener=p, rest_sec=0.0,
+                        start_knobs=Knobs(0.5, 1.0, 1.0), max_steps=40,
+                        bounds=SafetyBounds(max_delta=1.0))
+    env.reset(seed=0)
+    for _ in range(8):  # fast, loud music
+        _, _, _, _, info = env.step(np.zeros(3, np.float32))
+    assert not info["rest"] and info["phrase"] >= 0
+    assert env.latent_state[1] > p.rest_state[1]
+    for _ in range(6):  # energy to 0: rest phrases
+        _, _, _, _, info = env.step(np.array([0.0, 0.0, -1.0], np.float32))
+    assert info["rest"] and info["phrase"] == -1 and info["knobs"].energy == 0.0
+    assert info["phrase_sec"] == pytest.approx(rest_phrase_sec(info["knobs"]))
+    assert env.latent_state[1] < p.rest_state[1] - 0.1  # a pause after music: below rest
+
+
+def test_calm_is_one_sided_calmer_costs_nothing(bank):
+    env = ClosedLoopEnv(target="calm", phrase_bank=bank)
+    env.reset(seed=0)
+    v_lo, v_hi, a_lo, a_hi = env.region_at_t()
+    assert (v_lo, v_hi, a_lo, a_hi) == pytest.approx((0.0, 0.4, -1.0, -0.5))
+    assert env.target.distance((0.2, -0.95)) == 0.0  # much calmer than -0.5: inside
+    assert env.target.distance((0.2, -0.3)) == pytest.approx(0.2)  # above: the distance
+    # the observation's error is 0 inside the region, points back into it outside
+    below = build_observation((0.2, -0.9), env.target.at(0.0), Knobs(0.5, 0.5, 0.5))
+    above = build_observation((0.6, -0.2), env.target.at(0.0), Knobs(0.5, 0.5, 0.5))
+    assert below[4:6] == pytest.approx([0.0, 0.0])
+    assert above[4:6] == pytest.approx([-0.2, -0.3])
+
+
+def test_absolute_target_is_mapped_per_listener(bank):
+    p = ListenerParams(baseline_valence=0.3, baseline_arousal=-0.2)
+    tgt = Target.region(valence=(0.2, 0.4), arousal=(-1.0, -0.4), relative=False)
+    env = ClosedLoopEnv(target=tgt, phrase_bank=bank, listener=p)
+    env.reset(seed=0)
+    g, rest = env.noise.gain, np.asarray(p.rest_state)
+    assert env.target.relative
+    assert env.target.at(0.0) == pytest.approx(tuple(np.clip(g * (np.array([0.3, -0.4])
+                                                                  - rest), -1, 1)))
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"valence": (0.4, 0.2), "arousal": -0.5}, r"valence band is inverted: lo=0.4 > hi=0.2"),
+    ({"valence": 0.2, "arousal": (-0.5, -0.5)}, r"arousal band is empty: lo == hi == -0.5"),
+    ({"valence": 0.2, "arousal": (-1.5, -0.5)}, r"arousal band lo must be a number in \[-1, 1\]"),
+    ({"valence": 1.2, "arousal": 0.0}, r"valence must be a number in \[-1, 1\].*1.2"),
+    ({"valence": (0.0, float("nan")), "arousal": 0.0}, r"valence band hi must be"),
+])
+def test_bad_regions_name_the_value_and_the_allowed_range(kw, match):
+    with pytest.raises(ValueError, match=match):
+        Target.region(**kw)
+    with pytest.raises(ValueError, match="inverted band"):
+        Target(((0.0, 0.2, -0.5),), band=(0.1, -0.1, 0.0, 0.0))
+
+
+def test_target_point_pickles_with_its_region():
+    pt = resolve_target("calm").at(0.0)
+    back = pickle.loads(pickle.dumps(pt))
+    assert back == (0.2, -0.5) and back.region == pt.region
+
+
+def test_rgb_array_frame_and_make_vec_env(bank_path):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the checker renders every mode through the spec
+        check_env(gym.make(CLOSED_LOOP_ID, phrase_bank=bank_path,
+                           render_mode="rgb_array").unwrapped)
+    env = ClosedLoopEnv(phrase_bank=bank_path, render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.shape == (128, 176, 3)
+    calm_start = frame.copy()
+    env.step(np.array([1.0, 1.0, 1.0], np.float32))
+    assert not np.array_equal(env.render(), calm_start)  # the knob bars moved
+    # stable-baselines3's helper asks for rgb_array (it used to crash on it)
+    venv = make_vec_env("st_agent.envs:SonicTelegram/ClosedLoop-v0", n_envs=2, seed=0,
+                        env_kwargs={"phrase_bank": bank_path})
+    obs = venv.reset()
+    assert obs.shape == (2, OBS_SIZE)
+    obs, r, _, infos = venv.step(np.zeros((2, 3), np.float32))
+    assert np.isfinite(r).all() and infos[0]["family"]
+    assert venv.render().ndim == 3
+    venv.close()
+    with pytest.raises(ValueError, match=r"render_mode must be one of \['ansi', 'rgb_array'\]"):
+        ClosedLoopEnv(phrase_bank=bank_path, render_mode="human")
+
+
+def test_predict_latent_is_privileged_noise_free_lookahead(bank):
+    env = ClosedLoopEnv(phrase_bank=bank, families=["two_timescale"])
+    env.reset(seed=1)
+    env.step(np.zeros(3, np.float32))
+    x, dur = bank.expected(env.knobs)
+    before = env.latent_state
+    traj = env.predict_latent(np.tile(x, (3, 1)), dur)
+    assert traj.shape == (3, 2) and np.array_equal(env.latent_state, before)

@@ -158,7 +158,12 @@ def test_state_is_a_moving_average_of_the_per_window_drives():
         a = math.exp(-(e.state.t_sec - t_prev) / tau)  # 0.5 s hops; longer across bad ones
         t_prev = e.state.t_sec
         d_v = 0.5 * e.z["eeg/faa"]
-        d_a = 0.5 * e.z["eeg/log_beta_alpha"]  # no heart channel: beta/alpha alone
+        # no heart channel: the EEG arousal markers, weighted as the calibration set them
+        weights = est.arousal_weights()
+        assert set(weights) == {"eeg/log_beta_alpha", "eeg/alpha_post_lrel"}
+        assert weights["eeg/log_beta_alpha"] > 0 > weights["eeg/alpha_post_lrel"]
+        d_a = 0.5 * sum(w * e.z[k] for k, w in weights.items()) / sum(
+            abs(w) for w in weights.values())
         m_v = d_v if m_v is None else a * m_v + (1 - a) * d_v
         m_a = d_a if m_a is None else a * m_a + (1 - a) * d_a
         assert e.state.valence == pytest.approx(math.tanh(m_v), abs=1e-9)
@@ -210,7 +215,8 @@ def _calibrated() -> tuple[StateEstimator, int]:
     return est, 2750
 
 
-@pytest.mark.parametrize("artifact", ["nan", "inf", "flat", "saturation", "blink", "muscle"])
+@pytest.mark.parametrize("artifact", ["nan", "inf", "flat", "saturation", "eye_movement",
+                                      "muscle"])
 def test_bad_windows_hold_the_state(artifact):
     est, start = _calibrated()
     held = est.state
@@ -224,8 +230,9 @@ def test_bad_windows_hold_the_state(artifact):
         x[:5] = 0.0
     elif artifact == "saturation":
         x[:5, 200:] = 2e-3  # 2 mV: the amplifier's rail
-    elif artifact == "blink":
-        x[:2] += 300e-6 * np.exp(-0.5 * ((t - 1.0) / 0.1) ** 2)
+    elif artifact == "eye_movement":  # a flurry of three blinks covers most of the window
+        for b in (0.35, 1.0, 1.65):
+            x[:2] += 300e-6 * np.exp(-0.5 * ((t - b) / 0.07) ** 2)
     elif artifact == "muscle":
         x += np.random.default_rng(4).normal(0, 1, x.shape) * 80e-6 * np.sin(
             2 * np.pi * 40 * t)
@@ -235,7 +242,7 @@ def test_bad_windows_hold_the_state(artifact):
     flags = out[-1].quality
     expected = {"nan": flags["nonfinite"], "inf": flags["nonfinite"],
                 "flat": bool(flags["flat"]), "saturation": bool(flags["saturated"]),
-                "blink": flags["blink"], "muscle": flags["muscle"]}[artifact]
+                "eye_movement": flags["blink"], "muscle": flags["muscle"]}[artifact]
     assert expected
     prev = held
     for e in out:  # a bad window never moves the state; it only loses confidence
@@ -244,7 +251,10 @@ def test_bad_windows_hold_the_state(artifact):
             assert e.state.confidence < prev.confidence or prev.confidence == 0
         prev = e.state
     _, q = features_from_window(x, SFREQ, NAMES, TYPES, _config())
-    assert q["bad"]
+    if artifact == "eye_movement":  # one window alone has no running scale of the eye proxy:
+        assert q["eye_excluded"] > 0.2  # its own spread sets the threshold, so less is found
+    else:
+        assert q["bad"]
 
 
 def test_gap_in_first_sample_gives_bad_windows_not_bridged():

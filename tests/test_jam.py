@@ -152,6 +152,20 @@ def test_stream_dropout_holds_knobs_and_records_gap(bank: JamBank):
     assert env.gaps[0]["start_step"] == 0 and env.gaps[0]["end_step"] == 3
 
 
+def test_fork_copies_the_jam_with_fresh_noise(bank: JamBank):
+    env = parallel_env(performers=2, jam_bank=bank, max_steps=8)
+    env.reset(seed=0)
+    hold = {a: np.zeros(3) for a in env.possible_agents}
+    env.step(hold)
+    f1, f2 = env.fork(np.random.default_rng(1)), env.fork(np.random.default_rng(2))
+    for f in (f1, f2):
+        assert np.array_equal(f.knobs, env.knobs)
+        assert np.array_equal(f.clean_state, env.clean_state)
+    o1, o2 = f1.step(hold)[0], f2.step(hold)[0]
+    assert not np.allclose(o1["performer_0"], o2["performer_0"])  # not the same noise
+    assert env.n_steps == 1 and f1.n_steps == 2  # the original did not move
+
+
 def test_group_reward_and_clashes_are_reported(bank: JamBank):
     env = parallel_env(performers=4, jam_bank=bank, group_target="calm", max_steps=8)
     env.reset(seed=2)

@@ -98,19 +98,46 @@ def test_blend_weights_own_voice() -> None:
     assert b.bpm == 100.0
 
 
+def _one_line(text: str) -> str:
+    """The CLI's error text without the box tyro draws around it and its line breaks."""
+    return " ".join(text.translate(str.maketrans("│╭╮╰╯─", "      ")).split())
+
+
 @pytest.mark.parametrize("args, match", [
     (["--boards", "synthetic"], "--boards names 1 board"),
     (["--boards", ",".join(["virtual"] * 9)], "--boards names 9 board"),
     (["--boards", "virtual,virtual,virtual", "--targets", "calm,focus"],
      "--targets names 2 targets but --boards names 3"),
+    (["--boards", "virtual,virtual", "--targets", "calm,sleepy"],
+     "unknown target preset 'sleepy'"),
     (["--boards", "virtual,virtual", "--inject-dropout", "2", "1", "1"],
      "--inject-dropout performer must be in [0, 1]"),
-    (["--boards", "virtual,virtual", "--policy", "nope"], "unknown jam policy 'nope'"),
+    (["--boards", "virtual,synthetic", "--accelerated"],
+     "--accelerated needs every board to be 'virtual'"),
+    (["--boards", "virtual,virtual", "--minutes", "0"], "minutes must be a positive number"),
+    (["--boards", "virtual,virtual", "--own-weight", "1.5"],
+     "own_weight must be a number in [0, 1]"),
+    (["--boards", "virtual,virtual", "--max-delta", "2"], "max_delta must be in (0, 1]"),
 ])
-def test_bad_jam_settings_are_named(tmp_path: Path, args: list[str], match: str) -> None:
-    r = _cli("--record", str(tmp_path), *args, timeout=120)
-    assert r.returncode == 2
-    assert match in r.stderr
+def test_bad_jam_settings_are_named(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                    args: list[str], match: str) -> None:
+    """In process, through the command line's entry point: refused before anything loads
+    or is created."""
+    from st_agent.cli import main
+
+    record = tmp_path / "jams"
+    assert main(["jam", "--record", str(record), *args]) == 2
+    assert match in _one_line(capsys.readouterr().err)
+    assert not record.exists()
+
+
+def test_unknown_jam_policy_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from st_agent.cli import main
+
+    assert main(["jam", "--record", str(tmp_path), "--boards", "virtual,virtual", "--policy",
+                 "nope"]) == 2
+    assert "unknown jam policy 'nope'" in _one_line(capsys.readouterr().err)
+    assert not any(tmp_path.iterdir())  # no jam folder
 
 
 @pytest.mark.slow
@@ -120,11 +147,12 @@ def test_jam_recordings_are_encrypted_at_rest_with_a_key_file(tmp_path: Path) ->
     key = tmp_path / "keys" / "jam.key"
     cfg = JamConfig(boards="virtual,virtual", minutes=0.4, calibration_sec=4.0,
                     accelerated=True, record=tmp_path / "jams", name="enc", key_file=key,
-                    report=False)
+                    report=False, consent="record,store_local,export")
     choice = make_jam_controller("pid", 2)
     res = run_jam(cfg, choice.act, choice.name)
     for pf in res.performer_folders:
-        assert read_session(pf, key=key).meta.encrypted
+        meta = read_session(pf, key=key).meta
+        assert meta.encrypted and meta.consent.scopes == ("record", "store_local", "export")
         assert b"valence" not in (pf / "events.jsonl").read_bytes()
         with pytest.raises(EncryptionKeyError):
             read_session(pf)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -84,9 +85,13 @@ def test_gymnasium_make_by_module_id_and_sb3_make_vec_env(tmp_path: Path):
 def test_installed_wheel_coexists_with_packages_named_tokenizer_and_envs(tmp_path: Path):
     """A real install (wheel) beside other distributions called ``tokenizer`` and ``envs``."""
     wheels, site, other = tmp_path / "wheels", tmp_path / "site", tmp_path / "other"
+    # build from a copy: setuptools writes build/ and *.egg-info beside the sources
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "runs", "build", "*.egg-info", "__pycache__", ".*_cache"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     r = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                        str(REPO)], capture_output=True, text=True, timeout=600)
+                        str(src)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     (wheel,) = wheels.glob("sonic_telegram_agent-*.whl")
     r = subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],

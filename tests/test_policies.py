@@ -1,4 +1,4 @@
-"""Baselines' predict, a tiny PPO run, safetensors round trip, evaluation."""
+"""Baselines' predict, a tiny PPO run, safetensors round trip, evaluation of a run."""
 
 from __future__ import annotations
 
@@ -51,10 +51,15 @@ def test_tiny_ppo_run_and_safetensors_round_trip(bank_path, tmp_path):
     pol = load_policy(run)
     a, _ = pol.predict(np.zeros(OBS_SIZE, np.float32))
     assert a.shape == (3,) and np.all(np.abs(a) <= 1)
+    out = tmp_path / "eval"
     res = evaluate(EvaluateConfig(policy=str(run), n_listeners=2, max_steps=4,
-                                  phrase_bank=bank_path))
-    assert set(res) == {"ppo", "random", "fixed", "pid", "oracle"}
-    assert (run / "evaluation.png").is_file() and (run / "results.json").is_file()
+                                  phrase_bank=bank_path, holdout="draws",
+                                  families=("first_order",), tune_listeners=4,
+                                  adaptive_trials=1, n_boot=50, out=str(out),
+                                  controllers=("random", "fixed", "pid", "oracle")))
+    assert list(res["sets"]["draws"]["controllers"]) == ["random", "fixed", "pid", "oracle",
+                                                         str(run)]
+    assert (out / "evaluation.png").is_file() and (out / "results.json").is_file()
 
 
 def test_load_policy_rejects_bad_files(tmp_path):
@@ -66,9 +71,11 @@ def test_load_policy_rejects_bad_files(tmp_path):
         load_policy(tmp_path)
 
 
-def test_evaluate_rejects_unknown_baseline(bank_path):
-    with pytest.raises(ValueError, match="unknown baselines"):
-        evaluate(EvaluateConfig(baselines=("magic",), phrase_bank=bank_path))
+def test_evaluate_rejects_unknown_controller(bank_path):
+    with pytest.raises(ValueError, match="unknown controllers"):
+        evaluate(EvaluateConfig(controllers=("magic",), phrase_bank=bank_path))
+    with pytest.raises(ValueError, match=r"unknown listener family 'nope'"):
+        evaluate(EvaluateConfig(families=("nope",), phrase_bank=bank_path))
 
 
 def test_bundled_calm_policy_loads_without_pickle_and_beats_random(bank_path, monkeypatch):
@@ -112,8 +119,11 @@ def test_train_and_evaluate_commands_in_a_subprocess(bank_path, tmp_path):
     run = tmp_path / "cli"
     assert (run / "policy.safetensors").is_file() and (run / "config.json").is_file()
     r = st_agent("evaluate", str(run), "--listeners", "2", "--max-steps", "4",
-                 "--phrase-bank", bank_path, "--baselines", "random", "pid")
+                 "--phrase-bank", bank_path, "--controllers", "random", "pid",
+                 "--holdout", "draws", "--families", "first_order", "--tune-listeners", "4",
+                 "--adaptive-trials", "1", "--out", str(tmp_path / "eval"))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "ppo" in r.stdout and "pid" in r.stdout and (run / "evaluation.png").is_file()
+    assert str(run) in r.stdout and "pid" in r.stdout
+    assert (tmp_path / "eval" / "evaluation.png").is_file()
     r = st_agent("evaluate", "--target", "nap", "--phrase-bank", bank_path)
     assert r.returncode == 2 and "unknown target preset 'nap'" in r.stderr

@@ -245,16 +245,65 @@ def test_play_without_audio_device_falls_back_to_the_wav(tmp_path: Path) -> None
     assert (tmp_path / "p" / "session.wav").is_file()
 
 
+def _one_line(text: str) -> str:
+    """The CLI's error text without the box tyro draws around it and its line breaks."""
+    return " ".join(text.translate(str.maketrans("│╭╮╰╯─", "      ")).split())
+
+
 @pytest.mark.parametrize("args, match", [
     (["--target", "sleepy"], "unknown target preset 'sleepy'"),
     (["--tempo-range", "0.6", "0.2"], "tempo bounds must satisfy"),
     (["--board", "synthetic", "--accelerated"], "--accelerated needs --board virtual"),
     (["--minutes", "0"], "minutes must be a positive number"),
+    (["--knobs", "1.5", "0.5", "0.5"], "--knobs takes three knobs"),
+    (["--start-knobs", "0.5", "-0.1", "0.5"], "--start-knobs takes three knobs"),
+    (["--max-delta", "0"], "max_delta must be in (0, 1]"),
+    (["--calibration-sec", "-1"], "calibration_sec must be a number of seconds >= 0"),
+    (["--min-confidence", "2"], "min_confidence must be a number in [0, 1]"),
+    (["--status-sec", "0"], "status_sec must be a number of seconds > 0"),
+    (["--board", "virtual", "--accelerated", "--inject-dropout", "5", "2"],
+     "--inject-dropout needs a real-time session"),
+    (["--inject-dropout", "5", "0"], "--inject-dropout needs start_sec >= 0 and duration_sec > 0"),
+    (["--board", "virtual", "--listener", "no-such-listener.json"],
+     "--listener no-such-listener.json does not exist"),
+    (["--board", "synthetic", "--listener", "listener.json"], "needs --board virtual"),
 ])
-def test_bad_session_settings_are_named(tmp_path: Path, args: list[str], match: str) -> None:
-    r = _cli("session", "--record", str(tmp_path), *args)
-    assert r.returncode == 2
-    assert match in r.stderr
+def test_bad_session_settings_are_named(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                        args: list[str], match: str) -> None:
+    """In process, through the command line's entry point: refused before anything loads
+    or is created."""
+    from st_agent.cli import main
+
+    record = tmp_path / "sessions"
+    assert main(["session", "--record", str(record), *args]) == 2
+    assert match in _one_line(capsys.readouterr().err)
+    assert not record.exists()
+
+
+def test_live_configs_import_without_heavy_libraries() -> None:
+    """``st-agent session|demo|jam|report --help`` read these modules' configs."""
+    code = ("import sys, st_agent.live.session, st_agent.live.jam, st_agent.live.report; "
+            "print([m for m in ('torch', 'mne', 'brainflow', 'transformers', "
+            "'stable_baselines3') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--target", "sleepy"], "unknown target preset 'sleepy'"),
+    (["--minutes", "-1"], "minutes must be a positive number"),
+    (["--calibration-sec", "-5"], "calibration_sec must be a number of seconds >= 0"),
+])
+def test_bad_demo_settings_are_named(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                     args: list[str], match: str) -> None:
+    from st_agent.cli import main
+
+    out = tmp_path / "runs"
+    assert main(["demo", "--out", str(out), *args]) == 2
+    assert match in _one_line(capsys.readouterr().err)
+    assert not out.exists()
 
 
 @pytest.mark.slow
@@ -276,3 +325,66 @@ def test_session_simulates_a_fitted_listener(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not an st-agent-listener"):
         _run(SessionConfig(board="virtual", accelerated=True, listener=path, record=tmp_path,
                            name="bad"))
+
+
+@pytest.mark.slow
+def test_cli_demo_records_its_consent_and_exports_to_edf(tmp_path: Path) -> None:
+    """A session recorded by the command line exports by the command line (issue 16)."""
+    import mne
+
+    from st_agent.cli import main
+
+    out = tmp_path / "runs"
+    assert main(["demo", "--minutes", "0.5", "--calibration-sec", "5", "--out", str(out),
+                 "--name", "plain"]) == 0
+    folder = out / "plain"
+    sess = read_session(folder)
+    assert sess.meta.consent.scopes == ("record", "store_local", "export")
+    assert main(["export", str(folder), "--format", "edf"]) == 0
+    edf = sorted((folder / "export" / "edf").glob("*.edf"))
+    assert len(edf) == 1
+    raw = mne.io.read_raw_edf(edf[0], preload=True, verbose="error")
+    assert raw.ch_names == sess.raw.ch_names
+    assert abs(raw.n_times / raw.info["sfreq"] - sess.raw.n_times / sess.raw.info["sfreq"]) < 1.0
+
+
+@pytest.mark.slow
+def test_cli_encrypted_demo_writes_its_report_and_export_needs_consent(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--key-file``: the report is written with the key; a session recorded without
+    consent to export is refused with the reason and the fix."""
+    from st_agent.biometrics.recording import EncryptionKeyError
+    from st_agent.cli import main
+
+    key = tmp_path / "keys" / "demo.key"
+    out = tmp_path / "runs"
+    assert main(["demo", "--minutes", "0.5", "--calibration-sec", "5", "--out", str(out),
+                 "--name", "enc", "--key-file", str(key), "--consent",
+                 "record,store_local"]) == 0
+    folder = out / "enc"
+    assert (folder / "report.html").read_text().count('src="data:image/png;base64,') == 4
+    with pytest.raises(EncryptionKeyError):
+        read_session(folder)
+    sess = read_session(folder, key=key)
+    assert sess.meta.encrypted and sess.meta.consent.scopes == ("record", "store_local")
+    assert b"valence" not in (folder / "events.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(["export", str(folder), "--format", "edf", "--key-file", str(key)]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "'export'" in err and "--consent record,store_local,export" in err
+    assert not (folder / "export").exists()
+
+
+@pytest.mark.parametrize("consent, match", [
+    ("record,sell", "unknown scope(s) ['sell']"),
+    ("store_local,export", "does not include 'record'"),
+])
+def test_bad_consent_is_refused_before_anything(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                consent: str, match: str) -> None:
+    from st_agent.cli import main
+
+    for cmd in (["session", "--record"], ["demo", "--out"], ["jam", "--record"]):
+        where = tmp_path / cmd[0]
+        assert main([*cmd, str(where), "--consent", consent]) == 2
+        assert match in _one_line(capsys.readouterr().err)
+        assert not where.exists()

@@ -219,3 +219,54 @@ def test_quarters_fast_agrees_with_body_stats(corpus):
     assert len(phrases) > 1000
     for p, unit in phrases:
         assert quarters_fast(p, float(unit) * 4) == pytest.approx(body_stats(p, unit).quarters)
+
+
+def test_auto_tokenizer_loads_the_shipped_tokenizer(corpus):
+    import json
+
+    from transformers import AutoTokenizer
+
+    ours = load_tokenizer(BUNDLED_COMPOSER)
+    auto = AutoTokenizer.from_pretrained(str(BUNDLED_COMPOSER))
+    texts = [t.training_text() for t in corpus.test[:50]]
+    assert auto(texts, add_special_tokens=False)["input_ids"] == \
+        ours(texts, add_special_tokens=False)["input_ids"]
+    controls = Controls(1, 0, 2).tokens() + "A2FA dAFA|\n"
+    assert auto(controls, add_special_tokens=False)["input_ids"] == \
+        ours(controls, add_special_tokens=False)["input_ids"]
+    for name in ("bos", "eos", "pad"):
+        assert getattr(auto, f"{name}_token") == f"<|{name}|>"
+        assert getattr(auto, f"{name}_token_id") == getattr(ours, f"{name}_token_id")
+    n_positions = json.loads((BUNDLED_COMPOSER / "config.json").read_text())["n_positions"]
+    assert auto.model_max_length == n_positions
+
+
+def test_saved_tokenizer_wins_over_the_model_type_fallback(tmp_path):
+    from transformers import AutoTokenizer, GPT2Config
+
+    from st_agent.tokenizer.bpe import TOKENIZER_FILES, save_tokenizer, to_transformers
+
+    # A GPT-2 config.json alone makes AutoTokenizer fall back to GPT-2's own tokenizer.
+    GPT2Config(vocab_size=300).save_pretrained(tmp_path)
+    tok = to_transformers(train_tokenizer([REEL, A_MINOR_AIR] * 5, vocab_size=300))
+    written = save_tokenizer(tok, tmp_path, model_max_length=64)
+    assert [p.name for p in written] == list(TOKENIZER_FILES)
+    auto = AutoTokenizer.from_pretrained(str(tmp_path))
+    text = "<|v1|><|t0|><|e2|><|phrase|>A2FA dAFA|\n<|eos|>"
+    assert auto(text, add_special_tokens=False)["input_ids"] == \
+        tok(text, add_special_tokens=False)["input_ids"]
+    assert (auto.bos_token, auto.eos_token, auto.pad_token) == ("<|bos|>", "<|eos|>", "<|pad|>")
+    assert load_tokenizer(tmp_path)(text)["input_ids"] == auto(text)["input_ids"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        save_tokenizer(tok, tmp_path / "missing")
+
+
+def test_model_card_has_metadata_and_sections():
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(BUNDLED_COMPOSER / "README.md")
+    assert card.data.license == "mit" and card.data.library_name == "transformers"
+    assert "music" in card.data.tags and card.data.datasets == ["music21 ABC corpus"]
+    for heading in ("## Training data", "## Intended use", "## Limits (measured)",
+                    "## How to load", "## Figures"):
+        assert heading in card.text

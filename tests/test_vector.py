@@ -10,10 +10,11 @@ import pytest
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecNormalize
 
-from st_agent.contract import build_observation, build_observations
+from st_agent.contract import Target, build_observation, build_observations
 from st_agent.envs.closed_loop import ClosedLoopEnv
 from st_agent.envs.phrase_bank import PhraseBank, build_phrase_bank
 from st_agent.envs.vector import VecClosedLoopEnv
+from st_agent.listener.family import FAMILY_NAMES, family_of, sample_population
 from st_agent.listener.model import EstimatorNoise, sample_listeners
 from st_agent.types import Knobs
 
@@ -39,6 +40,14 @@ def test_build_observations_matches_single():
     conf = rng.uniform(0, 1, n)
     count = rng.integers(0, m + 1, n)
     got = build_observations(est, target, knobs, conf, hist_est, hist_knobs, count, hl)
+    # and the fast path: finite estimates, full histories
+    fin_est, full = np.nan_to_num(est), np.full(n, m)
+    fast = build_observations(fin_est, target, knobs, conf, hist_est, hist_knobs, full, hl)
+    for i in range(n):
+        hist = [(hist_est[i, k, 0], hist_est[i, k, 1], Knobs(*hist_knobs[i, k])) for k in range(m)]
+        want = build_observation(tuple(fin_est[i]), tuple(target[i]), Knobs(*knobs[i]), conf[i],
+                                 hist, hl)
+        np.testing.assert_allclose(fast[i], want, atol=1e-6)
     for i in range(n):
         hist = [(hist_est[i, k, 0], hist_est[i, k, 1], Knobs(*hist_knobs[i, k]))
                 for k in range(count[i])]
@@ -47,18 +56,25 @@ def test_build_observations_matches_single():
         np.testing.assert_allclose(got[i], want, atol=1e-6)
 
 
-def _quiet(bank: PhraseBank, n: int = 3):
+def _quiet(bank: PhraseBank, n: int = 3, mixed: bool = False):
     """Noise-free listeners and estimator: both envs must then agree exactly."""
-    ps = [dataclasses.replace(p, noise_std=0.0, drift_std=0.0)
-          for p in sample_listeners(n, rng=3)]
+    drawn = sample_population(40, rng=3) if mixed else sample_listeners(n, rng=3)
+    if mixed:  # one of each family
+        drawn = [next(p for p in drawn if family_of(p) == f) for f in FAMILY_NAMES]
+    ps = [dataclasses.replace(p, noise_std=0.0, drift_std=0.0) for p in drawn]
     noise = EstimatorNoise(std_valence=0.0, std_arousal=0.0)
     return ps, noise
 
 
-def test_matches_single_envs_step_by_step(bank):
-    ps, noise = _quiet(bank)
-    start = Knobs(0.5, 0.5, 0.5)
-    kw = {"phrase_bank": bank, "noise": noise, "start_knobs": start, "max_steps": 5}
+@pytest.mark.parametrize(("mixed", "target"), [
+    (False, "calm"), (True, "calm"),
+    (True, Target.region(valence=(0.0, 0.5), arousal=(-1.0, -0.3), relative=False))],
+    ids=["first_order", "families", "families-absolute-target"])
+def test_matches_single_envs_step_by_step(bank, mixed, target):
+    ps, noise = _quiet(bank, mixed=mixed)
+    start = Knobs(0.5, 0.5, 0.25)
+    kw = {"phrase_bank": bank, "noise": noise, "start_knobs": start, "max_steps": 5,
+          "target": target}
     singles = [ClosedLoopEnv(listener=p, **kw) for p in ps]
     obs1 = np.stack([e.reset(seed=0)[0] for e in singles])
     venv = VecClosedLoopEnv(len(ps), seed=0, listener=ps, **kw)
@@ -68,15 +84,18 @@ def test_matches_single_envs_step_by_step(bank):
     venv.dist = venv._distance()
     obsv = venv._obs()
     np.testing.assert_allclose(obsv, obs1, atol=1e-6)
+    venv._fl.t_sec = np.zeros(len(ps))
     rng = np.random.default_rng(1)
     for t in range(5):
         a = rng.uniform(-1.5, 1.5, (len(ps), 3)).astype(np.float32)
+        a[0, 2] = -1.0  # session 0 turns energy to 0: rest phrases
         outs = [e.step(a[i]) for i, e in enumerate(singles)]
         ov, rv, dv, infos = venv.step(a)
         r1 = np.array([o[1] for o in outs])
         np.testing.assert_allclose(rv, r1, rtol=1e-5, atol=1e-6)
         dist1 = np.array([o[4]["distance"] for o in outs])
         np.testing.assert_allclose([i["distance"] for i in infos], dist1, atol=1e-9)
+        assert [i["phrase"] for i in infos] == [o[4]["phrase"] for o in outs]
         if t < 4:
             np.testing.assert_allclose(ov, np.stack([o[0] for o in outs]), atol=1e-6)
             assert not dv.any()
@@ -138,3 +157,17 @@ def test_bad_arguments(bank):
         VecClosedLoopEnv(2, phrase_bank=bank, fidelity="full")
     with pytest.raises(ValueError, match="max_steps"):
         VecClosedLoopEnv(2, phrase_bank=bank, max_steps=0)
+
+
+def test_families_argument_restricts_the_population(bank):
+    venv = VecClosedLoopEnv(64, seed=0, phrase_bank=bank, families=["adaptation",
+                                                                    "entrainment"])
+    venv.reset()
+    assert set(venv.families) == {"adaptation", "entrainment"}
+    everyone = VecClosedLoopEnv(64, seed=0, phrase_bank=bank)
+    everyone.reset()
+    assert set(everyone.families) == set(FAMILY_NAMES)  # the default: every family
+    for _ in range(3):  # auto-reset re-draws listeners, families included
+        everyone.step(np.zeros((64, 3)))
+    with pytest.raises(ValueError, match="unknown listener family"):
+        VecClosedLoopEnv(2, phrase_bank=bank, families=["nope"])

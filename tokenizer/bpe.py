@@ -10,6 +10,7 @@ special tokens: never split, never merged.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,7 +20,8 @@ from transformers import PreTrainedTokenizerFast
 
 from st_agent.tokenizer.corpus import BOS, EOS, PAD, SPECIAL_TOKENS
 
-__all__ = ["load_tokenizer", "train_tokenizer"]
+__all__ = ["TOKENIZER_FILES", "load_tokenizer", "save_tokenizer", "to_transformers",
+           "train_tokenizer"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +61,73 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1000) -> Tokenizer:
     return tok
 
 
-def to_transformers(tok: Tokenizer) -> PreTrainedTokenizerFast:
-    """Wrap a trained tokenizer as a ``transformers`` fast tokenizer."""
+def to_transformers(tok: Tokenizer, model_max_length: int | None = None
+                    ) -> PreTrainedTokenizerFast:
+    """Wrap a trained tokenizer as a ``transformers`` fast tokenizer.
+
+    Parameters
+    ----------
+    tok : tokenizers.Tokenizer
+        From :func:`train_tokenizer` or ``tokenizer.json``.
+    model_max_length : int, optional
+        Longest sequence (tokens) the model takes; transformers' "very large"
+        default when None.
+    """
+    extra = {} if model_max_length is None else {"model_max_length": int(model_max_length)}
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
         additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in (BOS, EOS, PAD)],
-        clean_up_tokenization_spaces=False,
+        clean_up_tokenization_spaces=False, **extra,
     )
+
+
+#: What :func:`save_tokenizer` writes into a checkpoint folder.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def save_tokenizer(tok: PreTrainedTokenizerFast, folder: Path,
+                   model_max_length: int | None = None) -> list[Path]:
+    """Write a tokenizer so that ``transformers.AutoTokenizer`` loads it as it is.
+
+    Without ``tokenizer_config.json``, ``AutoTokenizer.from_pretrained`` on a
+    checkpoint folder falls back to the tokenizer of the model type (GPT-2's,
+    with other special tokens) and encodes ABC differently. This writes
+    ``tokenizer.json`` (the BPE model, as :func:`load_tokenizer` reads it),
+    ``tokenizer_config.json`` (class ``PreTrainedTokenizerFast``, the special
+    tokens, ``model_max_length``) and ``special_tokens_map.json``.
+
+    Parameters
+    ----------
+    tok : PreTrainedTokenizerFast
+        From :func:`to_transformers` or :func:`load_tokenizer`.
+    folder : Path
+        An existing folder (a checkpoint).
+    model_max_length : int, optional
+        The model's context in tokens (``n_positions``).
+
+    Returns
+    -------
+    paths : list of Path
+        The files written (:data:`TOKENIZER_FILES`).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder {folder} does not exist; create it first")
+    if not isinstance(tok, PreTrainedTokenizerFast):
+        raise TypeError(f"tok must be a PreTrainedTokenizerFast, got {type(tok).__name__}")
+    if model_max_length is not None:
+        tok.model_max_length = int(model_max_length)
+    tok.save_pretrained(str(folder))
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    # The class name every transformers version resolves to the fast tokenizer.
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    others = [t for t in SPECIAL_TOKENS if t not in (BOS, EOS, PAD)]
+    special = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
+               "additional_special_tokens": others}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+    return [folder / name for name in TOKENIZER_FILES]
 
 
 def load_tokenizer(path: Path) -> PreTrainedTokenizerFast:

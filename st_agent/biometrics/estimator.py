@@ -1,506 +1,130 @@
-"""State estimation: biosignal windows -> features -> EmotionState.
+"""State estimation: biosignal windows -> markers -> EmotionState.
 
 Pipeline
 --------
 1. **Windows.** Chunks from a :class:`~st_agent.biometrics.sources.BiometricSource` are
    buffered; every ``hop_sec`` (0.5 s) the last ``window_sec`` (2 s) of EEG is
-   analysed, and the last ``hr_window_sec`` (8 s) of ECG/PPG for heart rate.
-   A gap in ``first_sample`` is filled with NaN, so windows across it are bad.
-2. **Features** (:func:`features_from_window`), names as logged:
-
-   ========================  =============================================================
-   ``eeg/<band>_power``      Welch band power (µV², mean over good EEG channels); bands
-                             δ 1–4, θ 4–8, α 8–13, β 13–30, γ 30–45 Hz
-   ``eeg/<band>_rel``        band power / total 1–45 Hz power
-   ``eeg/<band>_de``         differential entropy ½·ln(2πe·P) of the band-limited signal
-                             (Gaussian assumption; Duan et al. 2013), mean over channels
-   ``eeg/faa``               frontal alpha asymmetry ln α(F4) − ln α(F3) (or AF8/AF7,
-                             AF4/AF3, Fp2/Fp1, F8/F7: the first pair the montage has)
-   ``eeg/beta_alpha``        β/α power ratio; ``eeg/log_beta_alpha`` its natural log
-   ``eeg/engagement``        β/(α+θ), Pope et al. 1995's engagement index
-   ``hr/bpm``, ``hr/rmssd_ms``  heart rate and RMSSD from R peaks (ECG) or pulse peaks (PPG)
-   ``emg/rms_uv``            EMG RMS; ``eda/level_us`` mean skin conductance
-   ``reference/mindfulness``, ``reference/restfulness``  BrainFlow's own models
-   ========================  =============================================================
-
-3. **Gating.** Per channel: non-finite samples, flat lines (std < ``flat_uv``),
-   saturation (excursions > ``max_abs_uv`` or samples stuck at the rails).
-   Per window: blinks (frontal 0.5–5 Hz peak-to-peak > ``blink_uv``), muscle
-   (γ share of power > ``muscle_ratio``, or EMG RMS > ``emg_burst_uv``), too few
-   good channels. A bad window never moves the estimate: the previous state is
-   held and its confidence multiplied by ``confidence_decay``.
-4. **Calibration.** The first ``calibration_sec`` of good windows (a rest
-   baseline) give each feature's mean and standard deviation for this
-   listener; afterwards features are z-scored against it.
+   analysed. A gap in ``first_sample`` is filled with NaN, so windows across it are bad.
+2. **Markers.** EEG (:mod:`~st_agent.biometrics.eeg_markers`): band powers, posterior
+   alpha at the occipital/parietal sites in the listener's own alpha band, frontal
+   alpha asymmetry, beta/alpha. Heart, breathing, skin (:mod:`~st_agent.biometrics.cardiac`,
+   NeuroKit2): heart rate, RMSSD, HF power and ECG/PPG-derived breathing rate, EDA tonic
+   level, recomputed every ``hr_update_sec`` (EDA: ``eda_update_sec``) on their own,
+   longer windows (:mod:`~st_agent.biometrics.slow_markers`; at most one of these slow
+   updates per hop, so no hop pays for all). EMG RMS.
+3. **Artifacts** (:mod:`~st_agent.biometrics.artifacts`): blinks and eye movements cost
+   their samples, not the window; bad channels leave the means; a window is rejected
+   only for a gap, for too little eye-free data, muscle, or too many bad channels. A
+   rejected window never moves the estimate: the previous state is held and its
+   confidence multiplied by ``confidence_decay``. :meth:`StateEstimator.gate_report`
+   gives the share lost per gate.
+4. **Calibration** (:mod:`~st_agent.biometrics.calibration`): the first
+   ``calibration_sec`` of good windows (rest) give each marker's mean and SD for this
+   listener, the peak alpha frequency and the arousal weights; afterwards markers are
+   z-scored against them. It warns while it falls behind (naming the gate) and falls
+   back to the best data available after ``calibration_timeout_sec``, with the state's
+   confidence reduced accordingly (:meth:`StateEstimator.calibration_status`).
 5. **Mapping** to Russell's circumplex, both in [-1, 1]::
 
        valence = tanh(gain · z(eeg/faa))
-       arousal = tanh(gain · mean(z(eeg/log_beta_alpha), hr_weight · z(hr/bpm)))
+       arousal = tanh(gain · Σ_k w_k z_k / Σ_k |w_k|)     (markers k present)
 
-   (weighted mean, weights 1 and ``hr_weight``; each drive is averaged over
-   time first, step 6).
+   **What drives ``calm``** (low arousal; ``w_k`` are the signed priors of
+   :data:`AROUSAL_PRIORS` for the markers the montage has and the calibration saw,
+   see :mod:`~st_agent.biometrics.calibration`): *more* posterior relative alpha
+   (``eeg/alpha_post_lrel``, −1; alpha is the idling rhythm, largest with eyes closed and
+   relaxed, Klimesch 1999; Barry et al. 2007), *less* beta relative to alpha
+   (``eeg/log_beta_alpha``, +1; Pope, Bogart & Bartolome 1995), *lower* heart rate
+   (``hr/bpm``, ``hr_weight``), *higher* vagal heart-rate variability (``hr/ln_rmssd``
+   and ``hr/ln_hf``, −0.25 each; Task Force 1996; Thayer et al. 2012), *slower*
+   breathing (``resp/rate_bpm``, +0.25; Boiten, Frijda & Wientjes 1994), *lower*
+   tonic skin conductance (``eda/tonic_us``, +0.5; Boucsein 2012) and *less* muscle
+   tension (``emg/ln_rms``, +0.25). A montage contributes the markers it has. With a
+   per-listener supervised map (:meth:`StateEstimator.set_supervised`,
+   :mod:`~st_agent.biometrics.supervised`) its score replaces that weighted mean.
 
-   *Valence* follows Davidson's approach/withdrawal model (Davidson 1992;
-   Coan & Allen 2004): alpha power is inversely related to cortical
-   activity, so relatively more right-frontal alpha (higher
-   ln α_right − ln α_left) means relatively more left-frontal activity,
-   associated with approach and positive affect. *Arousal* follows the
-   engagement literature: beta rises and alpha falls with alertness and
-   mental load (Pope, Bogart & Bartolome 1995; alpha as the idling/relaxation
-   rhythm, Klimesch 1999), and heart rate rises with sympathetic arousal.
-   Both are weak, listener-specific correlates; that is why they are z-scored
+   ``confidence`` = share of good EEG channels × share of the window free of eye
+   artifacts and spikes × (0.5 without a frontal pair) × the calibration's confidence
+   (1, or less after a fallback).
+
+   *Valence* follows Davidson's approach/withdrawal model (Davidson 1992; Coan & Allen
+   2004): relatively more right-frontal alpha means relatively more left-frontal
+   activity, associated with approach. Both axes are weak, listener-specific correlates
+   (frontal asymmetry in particular replicates poorly); that is why they are z-scored
    per listener and why ``confidence`` is reported.
-6. **Smoothing.** One 2 s window is a noisy reading (its error is correlated
-   over only a second or two), while the state it reflects changes over tens
-   of seconds. So each drive ``d`` inside the ``tanh`` above (``gain · z(faa)``
-   and ``gain · mean(...)``) goes through an exponential moving average with
-   time constant ``τ = smoothing_sec`` before the ``tanh``::
+6. **Smoothing.** Each drive inside the ``tanh`` goes through an exponential moving
+   average with time constant ``τ = smoothing_sec``, ``m <- a·m + (1 - a)·d`` with
+   ``a = exp(-Δt/τ)``, ``Δt`` the time since the last good window. Bad windows never
+   enter it; the first good window after calibration, :meth:`StateEstimator.reset`,
+   :meth:`~StateEstimator.calibrate` or :meth:`~StateEstimator.set_baseline` starts it
+   afresh. The mean delay is about ``τ - hop_sec/2``; τ = 4 s was chosen on 50
+   simulated listeners (``benchmarks/bench_listener.py``): mean r with the latent state
+   0.78/0.66 (arousal/valence) per window, 0.86/0.85 at 4 s, 0.82/0.84 at 12 s.
+   ``smoothing_sec=0`` gives the per-window state; each :class:`Estimate` also carries
+   the unsmoothed ``raw_state`` and the raw ``features`` and ``z``.
 
-       m <- a · m + (1 - a) · d,   a = exp(-Δt / τ)
-
-   where ``Δt`` is the time since the last good window that updated ``m``.
-   It is one multiply-add per hop. Bad windows never enter it (the state and
-   ``m`` are held); after a run of them ``Δt`` is longer, so the new window
-   weighs more, since the held value is stale. The first good window after
-   calibration, :meth:`StateEstimator.reset`, :meth:`~StateEstimator.calibrate`
-   or :meth:`~StateEstimator.set_baseline` starts ``m`` afresh.
-   **Lag**: the average's mean delay is about ``τ - hop_sec/2`` (0.5 s hops);
-   a step in the signals reaches 63 % of its effect after ``τ`` and 95 %
-   after ``3τ`` (on top of the ``window_sec/2`` = 1 s centre of the window).
-   The default τ = 4 s was chosen by measurement
-   (``benchmarks/bench_listener.py``, 50 simulated listeners, 8 min each):
-   mean r with the latent state went from 0.78 (arousal) and 0.66 (valence)
-   per window to 0.83/0.75 at τ = 1 s, 0.86/0.85 at 4 s, 0.86/0.86 at 6 s and
-   0.82/0.84 at 12 s. 4 s is the arousal optimum; longer adds lag for at
-   most 0.01 on valence.
-   ``smoothing_sec=0`` gives the per-window state; each
-   :class:`Estimate` also carries that unsmoothed ``raw_state`` and the raw
-   ``features`` and ``z`` for logging.
-
-Valence and arousal are 0 with confidence 0 until the baseline is complete.
+Valence and arousal are 0 with confidence 0 until the baseline is complete. What the
+estimator cannot compute (no occipital channel, no ECG, a PPG too slow for beat-to-beat
+markers, a flat or saturated channel) it logs once and lists in
+:meth:`StateEstimator.marker_status`, and goes on with the rest.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import signal
 
+from st_agent.biometrics.artifacts import EyeScale, GateCounter, GateReport
+from st_agent.biometrics.calibration import (
+    Baseline,
+    CalibrationStatus,
+    Calibrator,
+    EstimatorEvent,
+)
+from st_agent.biometrics.eeg_markers import BANDS, alpha_markers, eeg_features
+from st_agent.biometrics.estimator_config import AROUSAL_PRIORS, EstimatorConfig
+from st_agent.biometrics.montage import (
+    _LABELS,
+    FAA_PAIRS,
+    Montage,
+    montage,
+    normalize_ch_name,
+)
+from st_agent.biometrics.slow_markers import SlowMarkers
+from st_agent.biometrics.supervised import SupervisedMap
+from st_agent.biometrics.window import (
+    BrainFlowReference,
+    features_from_window,
+    is_bad,
+    other_features,
+)
 from st_agent.types import EmotionState, SignalChunk
 
 __all__ = [
+    "AROUSAL_PRIORS",
     "BANDS",
+    "FAA_PAIRS",
     "Baseline",
+    "CalibrationStatus",
     "Estimate",
     "EstimatorConfig",
+    "EstimatorEvent",
+    "GateReport",
     "StateEstimator",
     "features_from_window",
     "normalize_ch_name",
 ]
 
+_ = _LABELS  # re-exported for callers that list 10-20 labels
+
 logger = logging.getLogger(__name__)
 
-#: Default EEG bands in Hz, ``name -> (low, high)``.
-BANDS: dict[str, tuple[float, float]] = {
-    "delta": (1.0, 4.0),
-    "theta": (4.0, 8.0),
-    "alpha": (8.0, 13.0),
-    "beta": (13.0, 30.0),
-    "gamma": (30.0, 45.0),
-}
 
-#: Right/left pairs for frontal alpha asymmetry, in order of preference.
-FAA_PAIRS = (("F4", "F3"), ("AF8", "AF7"), ("AF4", "AF3"), ("FP2", "FP1"), ("F8", "F7"))
-
-_REFERENCE_SITES = ("A1", "A2", "M1", "M2")
-
-# -------------------------------------------------------------------- channel names
-
-_ROWS = ("FP", "AF", "F", "FC", "FT", "C", "T", "TP", "CP", "P", "PO", "O", "I", "N")
-_LABELS = frozenset(
-    [f"{r}{i}" for r in _ROWS for i in range(1, 11)] + [f"{r}Z" for r in _ROWS]
-    + ["T3", "T4", "T5", "T6", "A1", "A2", "M1", "M2", "NZ", "IZ"]
-)
-
-
-def normalize_ch_name(name: str) -> str | None:
-    """Return the 10-20/10-10 label of a channel name, upper case, or ``None``.
-
-    Prefixes (``EEG``), reference suffixes (``-REF``, ``-A1``, ``-LE``),
-    trailing dots and case are ignored: ``"EEG Fp1"``, ``"Fc5."``, ``"FP1"``,
-    ``"Fp1-REF"`` give ``"FP1"``, ``"FC5"``, ``"FP1"``, ``"FP1"``.
-
-    Parameters
-    ----------
-    name : str
-        Channel name as the device or file spells it.
-
-    Returns
-    -------
-    label : str or None
-        Upper-case label (``"FP1"``, ``"FC5"``, ``"CZ"``), or ``None`` when the
-        name is not a 10-20/10-10 position (``"ECG ECG"``, ``"EEG1"``).
-
-    Examples
-    --------
-    >>> normalize_ch_name("EEG Fp1"), normalize_ch_name("Fc5."), normalize_ch_name("ECG")
-    ('FP1', 'FC5', None)
-    """
-    s = name.strip().upper()
-    s = re.sub(r"^(EEG|EXG)[\s_:\-]*", "", s)
-    s = s.strip(" ._-")
-    s = re.split(r"[\s\-_/:]", s, maxsplit=1)[0].rstrip(".")
-    return s if s in _LABELS else None
-
-
-# -------------------------------------------------------------------- config
-
-
-@dataclass
-class EstimatorConfig:
-    """Settings of the state estimator; each field documented below."""
-
-    window_sec: float = 2.0
-    """Length of the analysis window, seconds."""
-    hop_sec: float = 0.5
-    """Step between windows, seconds (one estimate per hop)."""
-    bands: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(BANDS))
-    """EEG bands, name -> (low, high) Hz; must include alpha, beta and theta."""
-    calibration_sec: float = 60.0
-    """Rest baseline length, seconds of good windows (0 disables z-scoring)."""
-    hr_window_sec: float = 8.0
-    """Cardiac window for heart rate and RMSSD, seconds."""
-    hr_update_sec: float = 1.0
-    """Heart rate and RMSSD are recomputed at most this often (s of stream time);
-    the windows in between reuse the last values. An 8 s window moves little in
-    one hop, and peak detection is the estimator's costliest step. 0 = every hop."""
-    gain: float = 0.5
-    """z-score multiplier before tanh: z = 2 maps to tanh(1) ≈ 0.76."""
-    hr_weight: float = 0.5
-    """Weight of heart rate beside beta/alpha in arousal (0 ignores it)."""
-    smoothing_sec: float = 4.0
-    """Time constant (s) of the exponential moving average of the state's z-scored
-    drives (module docstring, step 6); 0 disables it. Adds about this much lag."""
-    flat_uv: float = 0.5
-    """A channel whose standard deviation is below this (µV) is flat."""
-    max_abs_uv: float = 500.0
-    """A channel that departs further than this (µV) from its median is saturated."""
-    clip_fraction: float = 0.05
-    """A channel with at least this share of samples at its extreme value is clipped."""
-    blink_uv: float = 150.0
-    """Peak-to-peak (µV) of 0.5–5 Hz frontal activity above which a blink is flagged."""
-    muscle_ratio: float = 0.35
-    """Gamma share of 1–45 Hz power above which muscle artifact is flagged."""
-    emg_burst_uv: float = 100.0
-    """EMG RMS (µV) above which a muscle burst is flagged."""
-    max_bad_channel_fraction: float = 0.5
-    """A window with a larger share of bad EEG channels is bad."""
-    confidence_decay: float = 0.7
-    """Confidence multiplier per bad window while the previous state is held."""
-    reference_model: bool = True
-    """Also compute BrainFlow's mindfulness/restfulness models (``reference/*``)."""
-
-    def __post_init__(self) -> None:
-        for name in ("window_sec", "hop_sec", "hr_window_sec", "gain", "flat_uv",
-                     "max_abs_uv", "blink_uv", "emg_burst_uv"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if self.hop_sec > self.window_sec:
-            raise ValueError(f"hop_sec ({self.hop_sec}) must be <= window_sec "
-                             f"({self.window_sec})")
-        if not (isinstance(self.hr_update_sec, int | float) and math.isfinite(self.hr_update_sec)
-                and self.hr_update_sec >= 0):
-            raise ValueError(f"hr_update_sec must be a number >= 0, got {self.hr_update_sec!r}")
-        if not (isinstance(self.calibration_sec, int | float) and self.calibration_sec >= 0):
-            raise ValueError(f"calibration_sec must be >= 0, got {self.calibration_sec!r}")
-        if not (isinstance(self.smoothing_sec, int | float) and math.isfinite(self.smoothing_sec)
-                and self.smoothing_sec >= 0):
-            raise ValueError(f"smoothing_sec must be a number >= 0, got {self.smoothing_sec!r}")
-        for name in ("clip_fraction", "muscle_ratio", "max_bad_channel_fraction",
-                     "confidence_decay", "hr_weight"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and 0 <= value <= 1):
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-        missing = {"theta", "alpha", "beta"} - set(self.bands)
-        if missing:
-            raise ValueError(f"bands must include theta, alpha and beta; missing {missing}")
-        for band, (lo, hi) in self.bands.items():
-            if not 0 <= lo < hi:
-                raise ValueError(f"band {band!r} must satisfy 0 <= low < high, got ({lo}, {hi})")
-
-
-# -------------------------------------------------------------------- montage
-
-
-@dataclass(frozen=True)
-class _Montage:
-    """Which rows play which part, worked out once per channel layout."""
-
-    eeg: np.ndarray
-    eeg_names: tuple[str, ...]
-    frontal: np.ndarray  # positions within ``eeg``
-    faa: tuple[int, int] | None  # positions within ``eeg``: (right, left)
-    faa_names: tuple[str, str] | None
-    cardiac: np.ndarray
-    cardiac_type: str | None
-    emg: np.ndarray
-    eda: np.ndarray
-
-
-@functools.lru_cache(maxsize=64)
-def _montage(ch_names: tuple[str, ...], ch_types: tuple[str, ...]) -> _Montage:
-    types = np.asarray(ch_types)
-    eeg = np.flatnonzero(types == "eeg")
-    labels = [normalize_ch_name(ch_names[i]) for i in eeg]
-    scalp = [k for k, lab in enumerate(labels) if lab not in _REFERENCE_SITES]
-    if len(scalp) >= 2 and len(scalp) < len(eeg):
-        eeg = eeg[scalp]
-        labels = [labels[k] for k in scalp]
-    pos = {lab: k for k, lab in enumerate(labels) if lab is not None}
-    frontal = [k for k, lab in enumerate(labels)
-               if lab is not None and lab.startswith(("FP", "AF"))]
-    if not frontal:
-        frontal = [k for k, lab in enumerate(labels)
-                   if lab is not None and re.fullmatch(r"F([1-9]|10|Z)", lab)]
-    faa = faa_names = None
-    for right, left in FAA_PAIRS:
-        if right in pos and left in pos:
-            faa, faa_names = (pos[right], pos[left]), (right, left)
-            break
-    ecg, ppg = np.flatnonzero(types == "ecg"), np.flatnonzero(types == "ppg")
-    cardiac, cardiac_type = (ecg[:1], "ecg") if ecg.size else (
-        (ppg[:1], "ppg") if ppg.size else (ecg, None))
-    return _Montage(eeg, tuple(ch_names[i] for i in eeg), np.asarray(frontal, dtype=int),
-                    faa, faa_names, cardiac, cardiac_type,
-                    np.flatnonzero(types == "emg"), np.flatnonzero(types == "eda"))
-
-
-@functools.lru_cache(maxsize=16)
-def _sos(kind: str, sfreq: float) -> np.ndarray:
-    nyq = sfreq / 2
-    if kind == "blink":
-        return signal.butter(2, [0.5, min(5.0, 0.9 * nyq)], "bandpass", fs=sfreq, output="sos")
-    if kind == "ecg":
-        return signal.butter(2, [5.0, min(25.0, 0.9 * nyq)], "bandpass", fs=sfreq, output="sos")
-    return signal.butter(2, [0.5, min(5.0, 0.9 * nyq)], "bandpass", fs=sfreq, output="sos")
-
-
-# -------------------------------------------------------------------- features
-
-
-def _eeg_features(x: np.ndarray, sfreq: float, mont: _Montage, cfg: EstimatorConfig,
-                  ) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:
-    """Vectorised EEG features and quality for a batch of windows.
-
-    Parameters
-    ----------
-    x : ndarray, shape (n_windows, n_eeg, n_times)
-        EEG in volts.
-    """
-    n_win, n_ch, n_times = x.shape
-    uv = x * 1e6
-    finite = np.isfinite(uv)
-    nonfinite_ch = ~finite.all(axis=-1)  # (W, C)
-    uv = np.where(finite, uv, 0.0)
-    med = np.median(uv, axis=-1, keepdims=True)
-    uv = uv - uv.mean(axis=-1, keepdims=True)
-    std = uv.std(axis=-1)
-    flat = std < cfg.flat_uv
-    hi, lo = uv.max(axis=-1), uv.min(axis=-1)
-    at_rail = np.maximum((uv >= hi[..., None]).mean(-1), (uv <= lo[..., None]).mean(-1))
-    saturated = (np.abs(x * 1e6 - med).max(axis=-1, initial=0, where=finite)
-                 > cfg.max_abs_uv) | ((at_rail >= cfg.clip_fraction) & ~flat)
-    bad_ch = nonfinite_ch | flat | saturated
-    good = ~bad_ch
-    n_good = good.sum(axis=-1)  # (W,)
-
-    nperseg = min(n_times, round(sfreq))
-    freqs, psd = signal.welch(uv, fs=sfreq, nperseg=nperseg, axis=-1)  # (W, C, F) µV²/Hz
-    df = freqs[1] - freqs[0]
-    total_mask = (freqs >= 1.0) & (freqs < 45.0)
-    total = psd[..., total_mask].sum(-1) * df  # (W, C)
-    bp = {}
-    for band, (f_lo, f_hi) in cfg.bands.items():
-        mask = (freqs >= f_lo) & (freqs < f_hi)
-        bp[band] = psd[..., mask].sum(-1) * df if mask.any() else np.full((n_win, n_ch), np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gmean = {b: np.where(good, p, 0).sum(-1) / np.maximum(n_good, 1) for b, p in bp.items()}
-        tot_mean = np.where(good, total, 0).sum(-1) / np.maximum(n_good, 1)
-        de = {b: np.where(good, 0.5 * np.log(2 * np.pi * np.e * np.maximum(p, 1e-12)), 0)
-              .sum(-1) / np.maximum(n_good, 1) for b, p in bp.items()}
-        gamma = bp.get("gamma")
-        muscle = (gamma is not None) & (
-            np.where(good, gamma / np.maximum(total, 1e-12), 0).sum(-1)
-            / np.maximum(n_good, 1) > cfg.muscle_ratio)
-    blink = np.zeros(n_win, dtype=bool)
-    if mont.frontal.size and n_times > 15:
-        fr = signal.sosfiltfilt(_sos("blink", sfreq), uv[:, mont.frontal], axis=-1)
-        ptp = np.ptp(fr, axis=-1)
-        blink = (np.where(good[:, mont.frontal], ptp, 0) > cfg.blink_uv).any(-1)
-
-    feats: list[dict[str, float]] = []
-    quals: list[dict[str, Any]] = []
-    names = np.asarray(mont.eeg_names)
-    for w in range(n_win):
-        f: dict[str, float] = {}
-        for b in cfg.bands:
-            f[f"eeg/{b}_power"] = float(gmean[b][w])
-            f[f"eeg/{b}_rel"] = float(gmean[b][w] / tot_mean[w]) if tot_mean[w] > 0 else math.nan
-            f[f"eeg/{b}_de"] = float(de[b][w])
-        a, b_, t = gmean["alpha"][w], gmean["beta"][w], gmean["theta"][w]
-        f["eeg/beta_alpha"] = float(b_ / a) if a > 0 else math.nan
-        f["eeg/log_beta_alpha"] = float(math.log(b_ / a)) if a > 0 and b_ > 0 else math.nan
-        f["eeg/engagement"] = float(b_ / (a + t)) if a + t > 0 else math.nan
-        faa_ok = mont.faa is not None and bool(good[w, list(mont.faa)].all())
-        if faa_ok:
-            r, lft = bp["alpha"][w, mont.faa[0]], bp["alpha"][w, mont.faa[1]]
-            f["eeg/faa"] = float(math.log(r) - math.log(lft)) if r > 0 and lft > 0 else math.nan
-        f["eeg/good_channels"] = float(n_good[w])
-        good_frac = float(n_good[w] / n_ch) if n_ch else 0.0
-        q = {
-            "nonfinite": bool(nonfinite_ch[w].any()),
-            "flat": names[flat[w]].tolist(),
-            "saturated": names[saturated[w] & ~flat[w]].tolist(),
-            "blink": bool(blink[w]),
-            "muscle": bool(muscle[w]),
-            "good_fraction": good_frac,
-            "faa_pair": mont.faa_names if faa_ok else None,
-        }
-        q["bad_channels"] = bool((1 - good_frac) > cfg.max_bad_channel_fraction
-                                 or n_good[w] == 0)
-        feats.append(f)
-        quals.append(q)
-    return feats, quals
-
-
-def _heart(x: np.ndarray, sfreq: float, kind: str) -> dict[str, float]:
-    """Heart rate (bpm) and RMSSD (ms) from one ECG (V) or PPG (a.u.) trace."""
-    if x.size < 3 * sfreq or not np.isfinite(x).all():
-        return {}
-    y = signal.sosfiltfilt(_sos(kind, sfreq), x - x.mean())
-    if kind == "ecg" and abs(y.min()) > abs(y.max()):
-        y = -y  # inverted lead
-    spread = np.percentile(y, 99) - np.median(y)
-    if spread <= 0:
-        return {}
-    peaks, _ = signal.find_peaks(y, distance=max(1, round(0.33 * sfreq)),
-                                 prominence=0.4 * spread)
-    rr = np.diff(peaks) / sfreq
-    rr = rr[(rr > 0.33) & (rr < 1.5)]
-    if rr.size < 2:
-        return {}
-    out = {"hr/bpm": float(60.0 / rr.mean())}
-    if rr.size >= 3:
-        out["hr/rmssd_ms"] = float(np.sqrt(np.mean(np.diff(rr) ** 2)) * 1e3)
-    return out
-
-
-def _other_features(data: np.ndarray, mont: _Montage, cfg: EstimatorConfig,
-                    ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Features of the EMG and EDA channels of one window (heart rate: :func:`_heart`)."""
-    f: dict[str, float] = {}
-    q: dict[str, Any] = {"emg_burst": False}
-    if mont.emg.size:
-        emg = data[mont.emg] * 1e6
-        if np.isfinite(emg).all():
-            rms = float(np.sqrt(np.mean((emg - emg.mean(-1, keepdims=True)) ** 2)))
-            f["emg/rms_uv"] = rms
-            q["emg_burst"] = rms > cfg.emg_burst_uv
-    if mont.eda.size:
-        eda = data[mont.eda]
-        if np.isfinite(eda).all():
-            f["eda/level_us"] = float(eda.mean() * 1e6)
-    return f, q
-
-
-def _is_bad(q: dict[str, Any]) -> bool:
-    return bool(q["nonfinite"] or q["blink"] or q["muscle"] or q["bad_channels"]
-                or q.get("emg_burst", False))
-
-
-def features_from_window(data: np.ndarray, sfreq: float, ch_names: list[str] | tuple[str, ...],
-                         ch_types: list[str] | tuple[str, ...],
-                         config: EstimatorConfig | None = None,
-                         ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Features and quality flags of one window (pure function, for offline use).
-
-    Parameters
-    ----------
-    data : ndarray, shape (n_channels, n_times)
-        Samples in SI units (volts for eeg/emg/ecg).
-    sfreq : float
-        Sampling rate in Hz.
-    ch_names, ch_types : sequence of str
-        One per row of ``data``; EEG channels are picked by type and matched to
-        10-20 positions by :func:`normalize_ch_name`.
-    config : EstimatorConfig, optional
-        Bands and gating thresholds.
-
-    Returns
-    -------
-    features : dict of str to float
-        Named features (see the module docstring); cardiac features use the
-        whole window.
-    quality : dict
-        Flags: ``nonfinite``, ``flat`` and ``saturated`` (channel names),
-        ``blink``, ``muscle``, ``emg_burst``, ``good_fraction``, ``bad``.
-
-    Raises
-    ------
-    ValueError
-        If shapes disagree or there is no EEG channel.
-    """
-    cfg = config or EstimatorConfig()
-    data = np.asarray(data, dtype=np.float64)
-    if data.ndim != 2 or data.shape[0] != len(ch_names) or len(ch_names) != len(ch_types):
-        raise ValueError(f"data must have shape (n_channels, n_times) with one name and type "
-                         f"per row; got {data.shape}, {len(ch_names)} names, "
-                         f"{len(ch_types)} types")
-    mont = _montage(tuple(ch_names), tuple(ch_types))
-    if mont.eeg.size == 0:
-        raise ValueError(f"no EEG channel among types {sorted(set(ch_types))}")
-    feats, quals = _eeg_features(data[None, mont.eeg], float(sfreq), mont, cfg)
-    f, q = _other_features(data, mont, cfg)
-    if mont.cardiac.size and mont.cardiac_type is not None:
-        f.update(_heart(data[mont.cardiac[0]], float(sfreq), mont.cardiac_type))
-    feats[0].update(f)
-    quals[0].update(q)
-    quals[0]["bad"] = _is_bad(quals[0])
-    return feats[0], quals[0]
-
-
-# -------------------------------------------------------------------- estimator
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """Per-listener feature statistics from the rest calibration.
-
-    Parameters
-    ----------
-    mean, std : dict of str to float
-        Mean and standard deviation of each feature over the good rest windows.
-    n_windows : int
-        Number of windows they come from.
-    """
-
-    mean: dict[str, float]
-    std: dict[str, float]
-    n_windows: int
-
-    def z(self, name: str, value: float) -> float:
-        """z-score of one feature; NaN if the feature has no baseline."""
-        mu, sd = self.mean.get(name), self.std.get(name)
-        if mu is None or sd is None or not math.isfinite(value):
-            return math.nan
-        return (value - mu) / sd
+# -------------------------------------------------------------------- outputs
 
 
 @dataclass
@@ -512,10 +136,10 @@ class Estimate:
     state : EmotionState
         Valence, arousal, confidence and the time of the window's end.
     features : dict of str to float
-        Named features of the window (for logging).
+        Named markers of the window (for logging).
     quality : dict
         Signal-quality flags (see :func:`features_from_window`) plus
-        ``calibrating`` and ``gap``.
+        ``calibrating``.
     bad : bool
         The window was rejected; ``state`` is the previous one, held.
     z : dict of str to float
@@ -533,47 +157,12 @@ class Estimate:
     bad: bool
     z: dict[str, float] = field(default_factory=dict)
     raw_state: EmotionState | None = None
+    log_bands: np.ndarray | None = None
+    """ln band power (µV²) per EEG channel and band, shape (n_eeg, n_bands); NaN for bad
+    channels. What :mod:`~st_agent.biometrics.supervised` fits."""
 
 
-class _Reference:
-    """BrainFlow's mindfulness and restfulness models, loaded once."""
-
-    def __init__(self) -> None:
-        from st_agent.biometrics.sources import load_brainflow
-
-        load_brainflow()
-        from brainflow.ml_model import (
-            BrainFlowClassifiers,
-            BrainFlowMetrics,
-            BrainFlowModelParams,
-            MLModel,
-        )
-
-        self.models = {}
-        for name, metric in (("mindfulness", BrainFlowMetrics.MINDFULNESS),
-                             ("restfulness", BrainFlowMetrics.RESTFULNESS)):
-            model = MLModel(BrainFlowModelParams(metric.value,
-                                                 BrainFlowClassifiers.DEFAULT_CLASSIFIER.value))
-            model.prepare()
-            self.models[name] = model
-
-    def __call__(self, eeg_uv: np.ndarray, sfreq: float) -> dict[str, float]:
-        from brainflow.data_filter import DataFilter
-
-        data = np.ascontiguousarray(eeg_uv, dtype=np.float64)
-        avg, std = DataFilter.get_avg_band_powers(data, list(range(data.shape[0])),
-                                                  round(sfreq), True)
-        vec = np.concatenate([avg, std])
-        return {f"reference/{k}": float(np.ravel(m.predict(vec))[0])
-                for k, m in self.models.items()}
-
-    def close(self) -> None:
-        for model in self.models.values():
-            try:
-                model.release()
-            except Exception as e:  # released already or never prepared
-                logger.debug("releasing BrainFlow model: %s", e)
-        self.models = {}
+# -------------------------------------------------------------------- estimator
 
 
 class StateEstimator:
@@ -593,13 +182,20 @@ class StateEstimator:
     ...     for chunk in src.iter_chunks():
     ...         for e in est.push(chunk):
     ...             print(e.state)
+    ...     print(est.calibration_status().message, est.gate_report().summary())
     """
 
     def __init__(self, config: EstimatorConfig | None = None,
                  baseline: Baseline | None = None) -> None:
+        if config is not None and not isinstance(config, EstimatorConfig):
+            raise TypeError(f"config must be an EstimatorConfig, got {type(config).__name__}")
         self.config = config or EstimatorConfig()
         self._baseline = baseline
-        self._calib: list[dict[str, float]] = []
+        self._stored = baseline is not None
+        self._calibrator = Calibrator(self.config, self._priors(), self.config.marker_windows())
+        self._gates = GateCounter()
+        self._events: list[EstimatorEvent] = []
+        self._unavailable: dict[str, str] = {}
         self._layout: tuple[float, tuple[str, ...], tuple[str, ...]] | None = None
         self._buf = np.empty((0, 0))
         self._buf_start = 0
@@ -608,9 +204,17 @@ class StateEstimator:
         self._state = EmotionState(0.0, 0.0, 0.0, 0.0)
         # (value, t_sec) of the moving average of each drive, valence and arousal
         self._ema: list[tuple[float, float] | None] = [None, None]
-        self._hr_cache: tuple[int, dict[str, float]] | None = None  # (window end, features)
-        self._reference: _Reference | None = None
+        self._reset_stream()
+        self._reference: BrainFlowReference | None = None
         self._reference_failed = False
+        self._supervised: SupervisedMap | None = None
+
+    def _priors(self) -> dict[str, float]:
+        return self.config.priors()
+
+    def _reset_stream(self) -> None:
+        self._eye_scale = EyeScale()
+        self._slow: SlowMarkers | None = None
 
     # -- calibration
     @property
@@ -620,7 +224,7 @@ class StateEstimator:
 
     @property
     def is_calibrated(self) -> bool:
-        """Whether features are z-scored against a baseline."""
+        """Whether markers are z-scored against a baseline (or calibration is off)."""
         return self._baseline is not None or self.config.calibration_sec == 0
 
     def calibrate(self, duration_sec: float | None = None) -> None:
@@ -634,7 +238,8 @@ class StateEstimator:
                 raise ValueError(f"duration_sec must be > 0 seconds, got {duration_sec!r}")
             self.config.calibration_sec = float(duration_sec)
         self._baseline = None
-        self._calib = []
+        self._stored = False
+        self._calibrator = Calibrator(self.config, self._priors(), self.config.marker_windows())
         self._ema = [None, None]
 
     def set_baseline(self, baseline: Baseline) -> None:
@@ -642,23 +247,75 @@ class StateEstimator:
         if not isinstance(baseline, Baseline):
             raise TypeError(f"baseline must be a Baseline, got {type(baseline).__name__}")
         self._baseline = baseline
-        self._calib = []
+        self._stored = True
         self._ema = [None, None]
 
-    def _n_calib(self) -> int:
-        return max(2, math.ceil(self.config.calibration_sec / self.config.hop_sec))
+    def set_supervised(self, mapping: SupervisedMap | None) -> None:
+        """Use a per-listener supervised map for arousal (None: back to the markers).
 
-    def _finish_calibration(self) -> None:
-        keys = set().union(*self._calib)
-        mean, std = {}, {}
-        for k in sorted(keys):
-            v = np.array([f[k] for f in self._calib if k in f and math.isfinite(f[k])])
-            if v.size >= 2:
-                mean[k] = float(v.mean())
-                std[k] = float(max(v.std(ddof=1), 1e-6 * abs(v.mean()), 1e-12))
-        self._baseline = Baseline(mean, std, len(self._calib))
-        logger.info("calibration done: %d windows, %d features", len(self._calib), len(mean))
-        self._calib = []
+        Parameters
+        ----------
+        mapping : SupervisedMap or None
+            From :func:`~st_agent.biometrics.supervised.fit_supervised`, fitted on
+            this stream's ``Estimate.log_bands``.
+        """
+        if mapping is not None and not isinstance(mapping, SupervisedMap):
+            raise TypeError(f"mapping must be a SupervisedMap or None, got "
+                            f"{type(mapping).__name__}")
+        self._supervised = mapping
+        self._ema[1] = None
+
+    def calibration_status(self) -> CalibrationStatus:
+        """Progress of the calibration, what blocks it, the confidence it implies.
+
+        Returns
+        -------
+        status : CalibrationStatus
+            ``phase`` (calibrating / done / fallback / stored / disabled),
+            ``progress`` in [0, 1], ``blocking_gate`` and its share, ``confidence``
+            and a one-line ``message`` for the user.
+        """
+        if self.config.calibration_sec == 0 and self._baseline is None:
+            return self._calibrator.status(phase="disabled")
+        return self._calibrator.status(self._baseline, "stored" if self._stored else None)
+
+    def gate_report(self) -> GateReport:
+        """Windows rejected per gate and eye-artifact samples removed, since the start."""
+        return self._gates.report()
+
+    def marker_status(self) -> dict[str, str]:
+        """Markers this stream cannot provide (or provides only in a fallback form), and why."""
+        out = dict(self._unavailable)
+        tracker = self._slow.tracker if self._slow is not None else None
+        if tracker is not None:  # what the heart channel lacks now, not in the past
+            for k in ("hr/bpm", "hr/rmssd_ms", "hr/hf_ms2", "resp/rate_bpm"):
+                if k not in tracker.unavailable:
+                    out.pop(k, None)
+            out.update(tracker.unavailable)
+        out.update({k: v for k, v in self._calibrator.notes.items() if k == "eeg/paf_hz"})
+        return out
+
+    def arousal_weights(self) -> dict[str, float]:
+        """Signed weights of the arousal markers in use (the priors until calibrated)."""
+        base = self._baseline
+        if base is not None and base.weights:
+            return dict(base.weights)
+        return {k: w for k, w in self._priors().items() if w != 0}
+
+    def pop_events(self) -> list[EstimatorEvent]:
+        """Events since the last call (calibration warnings and results, missing markers)."""
+        out = self._events + self._calibrator.events
+        self._events, self._calibrator.events = [], []
+        return out
+
+    def _note(self, marker: str, reason: str, t_sec: float, warn: bool) -> None:
+        """Record, once per marker and reason, that a marker is unavailable."""
+        if self._unavailable.get(marker) == reason:
+            return
+        self._unavailable[marker] = reason
+        (logger.warning if warn else logger.info)("%s unavailable: %s", marker, reason)
+        self._events.append(EstimatorEvent("marker_unavailable", t_sec, f"{marker}: {reason}",
+                                           {"marker": marker}))
 
     # -- streaming
     def reset(self) -> None:
@@ -666,18 +323,39 @@ class StateEstimator:
         self._layout = None
         self._state = EmotionState(0.0, 0.0, 0.0, 0.0)
         self._ema = [None, None]
-        self._hr_cache = None
+        self._reset_stream()
 
     def _start_layout(self, chunk: SignalChunk) -> None:
-        mont = _montage(chunk.ch_names, chunk.ch_types)
+        mont = montage(chunk.ch_names, chunk.ch_types)
         if mont.eeg.size == 0:
             raise ValueError(f"the stream has no EEG channel; types: {sorted(set(chunk.ch_types))}")
         self._layout = (chunk.sfreq, chunk.ch_names, chunk.ch_types)
         self._buf = np.empty((len(chunk.ch_names), 0))
         self._buf_start = chunk.first_sample
         self._next_end = chunk.first_sample + self._n_win
-        logger.info("estimator: %d EEG channels, FAA pair %s, cardiac %s", mont.eeg.size,
+        self._reset_stream()
+        self._slow = SlowMarkers(self.config, mont, chunk.sfreq)
+        logger.info("estimator: %d EEG channels, alpha at %s (%s), FAA pair %s, cardiac %s",
+                    mont.eeg.size, ", ".join(mont.alpha_names), mont.alpha_source,
                     mont.faa_names, mont.cardiac_type)
+        self._note_montage(mont, chunk.t0_sec)
+
+    def _note_montage(self, mont: Montage, t_sec: float) -> None:
+        if mont.alpha_source != "occipital/parietal":
+            self._note("eeg/alpha_post_lrel", f"no occipital/parietal channel; alpha from "
+                       f"{', '.join(mont.alpha_names)} ({mont.alpha_source})", t_sec, True)
+        if mont.faa is None:
+            self._note("eeg/faa", "no frontal pair (F4/F3, AF8/AF7, AF4/AF3, Fp2/Fp1, F8/F7): "
+                       "valence holds at 0", t_sec, True)
+        if mont.frontal.size == 0:
+            self._note("eye_artifacts", "no frontal channel: blinks cannot be detected",
+                       t_sec, True)
+        if mont.cardiac_type is None:
+            self._note("hr/bpm", "no ECG or PPG channel", t_sec, False)
+            if mont.resp.size == 0:
+                self._note("resp/rate_bpm", "no respiration belt, ECG or PPG", t_sec, False)
+        if mont.eda.size == 0:
+            self._note("eda/tonic_us", "no EDA channel", t_sec, False)
 
     @property
     def _n_win(self) -> int:
@@ -707,13 +385,11 @@ class StateEstimator:
             self._start_layout(chunk)
         elif (chunk.sfreq, chunk.ch_names, chunk.ch_types) != self._layout:
             raise ValueError("chunk layout changed (rate, names or types); call reset() first")
-        sfreq = self._layout[0]
         buf_end = self._buf_start + self._buf.shape[1]
         data = chunk.data
         if chunk.first_sample > buf_end:  # gap: NaN, never bridged
             n_gap = chunk.first_sample - buf_end
-            keep = self._keep
-            fill = min(n_gap, keep)
+            fill = min(n_gap, self._keep)
             self._buf = np.concatenate(
                 [self._buf, np.full((self._buf.shape[0], fill), np.nan)], axis=1)
             self._buf_start += n_gap - fill
@@ -731,7 +407,7 @@ class StateEstimator:
             self._next_end += self._n_hop
         out: list[Estimate] = []
         for i in range(0, len(ends), 256):  # batches bound the memory for long pushes
-            out += self._estimate(ends[i:i + 256], sfreq)
+            out += self._estimate(ends[i:i + 256])
         # keep what the next windows need
         drop = max(0, buf_end - self._keep - self._buf_start)
         drop = min(drop, max(0, self._next_end - self._n_win - self._buf_start))
@@ -742,53 +418,76 @@ class StateEstimator:
 
     @property
     def _keep(self) -> int:
-        sfreq = self._layout[0]
-        return max(self._n_win, round(self.config.hr_window_sec * sfreq))
+        sfreq, cfg = self._layout[0], self.config
+        sec = max(cfg.window_sec, cfg.hr_window_sec, cfg.eda_window_sec)
+        if montage(self._layout[1], self._layout[2]).resp.size:
+            sec = max(sec, cfg.hrv_window_sec)
+        return round(sec * sfreq)
 
-    def _estimate(self, ends: list[int], sfreq: float) -> list[Estimate]:
+    def _alpha_band(self) -> tuple[float, float]:
+        base = self._baseline
+        return (base.alpha_band if base is not None and base.alpha_band is not None
+                else tuple(self.config.bands["alpha"]))
+
+    def _estimate(self, ends: list[int]) -> list[Estimate]:
         if not ends:
             return []
-        mont = _montage(self._layout[1], self._layout[2])
+        sfreq = self._layout[0]
+        mont = montage(self._layout[1], self._layout[2])
         n_win = self._n_win
         rel = np.asarray(ends) - self._buf_start
         idx = rel[:, None] - n_win + np.arange(n_win)[None, :]  # (W, n_win)
         windows = self._buf[mont.eeg[None, :, None], idx[:, None, :]]  # (W, C, n_win)
-        feats, quals = _eeg_features(windows, sfreq, mont, self.config)
-        n_hr = round(self.config.hr_window_sec * sfreq)
+        batch = eeg_features(windows, sfreq, mont, self.config, self._eye_scale,
+                             self._alpha_band())
+        slow = self._slow
+        if slow.tracker is not None and len(ends) > 1:  # offline: one beat search per batch
+            slow.update_beats(self._buf, self._buf_start, int(rel[-1]))
         out = []
         for w, end in enumerate(ends):
-            r = rel[w]
-            seg = self._buf[:, max(0, r - n_win):r]
-            f, q = _other_features(seg, mont, self.config)
-            if mont.cardiac.size and mont.cardiac_type is not None:
-                f.update(self._heart_features(end, self._buf[mont.cardiac[0], max(0, r - n_hr):r],
-                                              sfreq, mont.cardiac_type))
-            feats[w].update(f)
-            quals[w].update(q)
+            r = int(rel[w])
+            f, q = other_features(self._buf[:, max(0, r - n_win):r], mont, self.config)
+            f.update(slow.features(self._buf, self._buf_start, end, streaming=len(ends) == 1))
+            feats, qual = batch.features[w], batch.quality[w]
+            feats.update(f)
+            qual.update(q)
             t_sec = self._t_ref[1] + (end - self._t_ref[0]) / sfreq
-            bad = _is_bad(quals[w])
-            quals[w]["bad"] = bad
+            if slow.tracker is not None:
+                for marker, why in slow.tracker.unavailable.items():
+                    self._note(marker, why, t_sec, True)
+            bad = is_bad(qual)
+            qual["bad"] = bad
+            self._gates.add(qual)
+            self._note_channels(qual, t_sec)
             if not bad and self.config.reference_model:
-                feats[w].update(self._reference_scores(windows[w], sfreq))
-            out.append(self._update(feats[w], quals[w], bad, t_sec))
+                feats.update(self._reference_scores(windows[w], sfreq))
+            est = self._update(feats, qual, bad, t_sec, batch.alpha_psd[w], batch.freqs,
+                               batch.log_bands[w])
+            est.log_bands = batch.log_bands[w]
+            out.append(est)
         return out
 
-    def _heart_features(self, end: int, cardiac: np.ndarray, sfreq: float, kind: str
-                        ) -> dict[str, float]:
-        """Heart rate of the window ending at sample ``end``, recomputed every
-        ``hr_update_sec`` (the windows in between reuse it)."""
-        every = round(self.config.hr_update_sec * sfreq)
-        cache = self._hr_cache
-        if cache is None or not 0 <= end - cache[0] < max(every, 1):
-            cache = self._hr_cache = (end, _heart(cardiac, sfreq, kind))
-        return cache[1]
+    def _note_channels(self, qual: dict[str, Any], t_sec: float) -> None:
+        """Flat or saturated channels: one line for those new in this window."""
+        fresh = []
+        for key in ("flat", "saturated"):
+            for ch in qual[key]:
+                marker, reason = f"channel {ch}", f"{key}: left out of the EEG means while it lasts"
+                if self._unavailable.get(marker) != reason:
+                    self._unavailable[marker] = reason
+                    fresh.append(f"{ch} ({key})")
+        if fresh:
+            msg = "channels left out of the EEG means while bad: " + ", ".join(fresh)
+            logger.warning("%s", msg)
+            self._events.append(EstimatorEvent("marker_unavailable", t_sec, msg,
+                                               {"channels": fresh}))
 
     def _reference_scores(self, eeg_v: np.ndarray, sfreq: float) -> dict[str, float]:
         if self._reference_failed:
             return {}
         try:
             if self._reference is None:
-                self._reference = _Reference()
+                self._reference = BrainFlowReference()
             return self._reference(eeg_v * 1e6, sfreq)
         except Exception as e:  # the reference is optional; never let it stop estimation
             logger.warning("BrainFlow reference model unavailable: %s", e)
@@ -796,45 +495,61 @@ class StateEstimator:
             return {}
 
     def _update(self, feats: dict[str, float], qual: dict[str, Any], bad: bool,
-                t_sec: float) -> Estimate:
+                t_sec: float, alpha_psd: np.ndarray, freqs: np.ndarray,
+                log_bands: np.ndarray) -> Estimate:
         cfg = self.config
         prev = self._state
         qual["calibrating"] = not self.is_calibrated
+        held = EmotionState(prev.valence, prev.arousal, prev.confidence * cfg.confidence_decay,
+                            t_sec)
+        if qual["calibrating"]:
+            base = self._calibrator.add(t_sec, feats, qual, bad, alpha_psd, freqs)
+            if base is not None:
+                self._baseline = base
+                self._ema = [None, None]
+            self._state = held if bad else EmotionState(0.0, 0.0, 0.0, t_sec)
+            return Estimate(self._state, feats, qual, bad)
         if bad:
-            self._state = EmotionState(prev.valence, prev.arousal,
-                                       prev.confidence * cfg.confidence_decay, t_sec)
+            self._state = held
             return Estimate(self._state, feats, qual, True)
-        if not self.is_calibrated:
-            self._calib.append(feats)
-            if len(self._calib) >= self._n_calib():
-                self._finish_calibration()
-            self._state = EmotionState(0.0, 0.0, 0.0, t_sec)
-            return Estimate(self._state, feats, qual, False)
         base = self._baseline or Baseline({}, {}, 0)
+        if base.alpha_band is not None:  # the listener's band (the batch may predate it)
+            feats.update({k: float(v[0]) for k, v in
+                          alpha_markers(alpha_psd[None], freqs, base.alpha_band).items()})
         z = {k: base.z(k, v) for k, v in feats.items() if k in base.mean}
-        if not base.mean:  # calibration disabled: raw features
-            z = {k: v for k, v in feats.items()}
-        z_faa = z.get("eeg/faa", math.nan)
-        terms, weights = [], []
-        for key, wt in (("eeg/log_beta_alpha", 1.0), ("hr/bpm", cfg.hr_weight)):
-            if math.isfinite(z.get(key, math.nan)) and wt > 0:
-                terms.append(wt * z[key])
-                weights.append(wt)
-        drives = (cfg.gain * z_faa if math.isfinite(z_faa) else math.nan,
-                  cfg.gain * sum(terms) / sum(weights) if terms else math.nan)
-        raw = [math.tanh(d) if math.isfinite(d) else held
-               for d, held in zip(drives, (prev.valence, prev.arousal), strict=True)]
+        if not base.mean:  # calibration disabled: raw markers
+            z = dict(feats)
+        drives = self._drives(z, log_bands)
+        raw = [math.tanh(d) if math.isfinite(d) else h
+               for d, h in zip(drives, (prev.valence, prev.arousal), strict=True)]
         smooth = list(raw)
         for k, d in enumerate(drives):  # a missing drive holds its axis and its average
             if math.isfinite(d):
                 smooth[k] = math.tanh(self._smooth(k, d, t_sec))
-        confidence = float(np.clip(qual["good_fraction"] * (1.0 if math.isfinite(z_faa) else 0.5),
-                                   0, 1))
+        confidence = float(np.clip(qual["good_fraction"] * (1.0 - qual["excluded"])
+                                   * (1.0 if math.isfinite(drives[0]) else 0.5)
+                                   * base.confidence, 0, 1))
         self._state = EmotionState(float(np.clip(smooth[0], -1, 1)),
                                    float(np.clip(smooth[1], -1, 1)), confidence, t_sec)
         raw_state = EmotionState(float(np.clip(raw[0], -1, 1)), float(np.clip(raw[1], -1, 1)),
                                  confidence, t_sec)
         return Estimate(self._state, feats, qual, False, z, raw_state)
+
+    def _drives(self, z: dict[str, float], log_bands: np.ndarray) -> tuple[float, float]:
+        """``gain · z(faa)`` and ``gain · Σ w z / Σ |w|`` (NaN where nothing is present);
+        with a supervised map, ``gain`` times its score for the arousal drive."""
+        gain = self.config.gain
+        z_faa = z.get("eeg/faa", math.nan)
+        drive_v = gain * z_faa if math.isfinite(z_faa) else math.nan
+        if self._supervised is not None:
+            return drive_v, gain * self._supervised.score(log_bands)
+        num = den = 0.0
+        for key, w in self.arousal_weights().items():
+            v = z.get(key, math.nan)
+            if math.isfinite(v) and w != 0:
+                num += w * v
+                den += abs(w)
+        return drive_v, gain * num / den if den > 0 else math.nan
 
     def _smooth(self, k: int, drive: float, t_sec: float) -> float:
         """Exponential moving average of drive ``k`` (0 valence, 1 arousal); O(1)."""
@@ -847,7 +562,6 @@ class StateEstimator:
             value = a * last[0] + (1 - a) * drive
         self._ema[k] = (value, t_sec)
         return value
-
 
     @property
     def state(self) -> EmotionState:

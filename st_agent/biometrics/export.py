@@ -45,7 +45,9 @@ def _exportable(folder: Path, fmt: str, key: bytes | str | Path | None, task: st
     meta = session.meta
     if not meta.consent.allows("export"):
         raise ValueError(f"consent scopes {meta.consent.scopes} of session {meta.session_id} "
-                         f"do not include 'export'; exporting needs the subject's consent")
+                         f"do not include 'export'; exporting needs the subject's consent, "
+                         f"given when the session is recorded: `st-agent session|demo|jam "
+                         f"--consent record,store_local,export`")
     if session.raw is None:
         raise ValueError(f"session {meta.session_id} has no samples to export")
     return session

@@ -50,6 +50,7 @@ from typing import Annotated, Any
 import numpy as np
 import tyro
 
+from st_agent.listener.family import AnyListenerParams, params_from_dict
 from st_agent.listener.model import (
     PARAM_RANGES,
     EstimatorNoise,
@@ -458,12 +459,17 @@ def fit_listener(sessions: list[SessionData], start: ListenerParams | None = Non
                      [s.name for s in sessions], sessions[0].dt_sec, score_block_sec)
 
 
-def load_fit(path: str | Path) -> ListenerParams:
-    """Read the parameters of a ``listener.json`` written by :func:`run_fit_listener`."""
+def load_fit(path: str | Path) -> AnyListenerParams:
+    """Read the parameters of a ``listener.json`` written by :func:`run_fit_listener`.
+
+    The fit writes first-order parameters; a file whose ``params`` carry a
+    ``"family"`` key (:func:`~st_agent.listener.family.params_to_dict`) holds a
+    listener of that family.
+    """
     doc = json.loads(Path(path).read_text(encoding="utf-8"))
     if doc.get("format") != FORMAT or doc.get("version") != 1:
         raise ValueError(f"{path} is not an {FORMAT} version 1 file")
-    return ListenerParams.from_dict(doc["params"])
+    return params_from_dict(doc["params"])
 
 
 # --------------------------------------------------------------------------- entry point

@@ -1,6 +1,6 @@
 """A simulated listener as a biometric source: raw EEG, ECG or PPG, and EMG.
 
-:class:`VirtualListenerSource` holds a latent state (:mod:`st_agent.listener.model`)
+:class:`VirtualListenerSource` holds a latent state (:mod:`st_agent.listener.family`)
 that the music it hears (:meth:`VirtualListenerSource.hear`) drives, and
 synthesises, chunk by chunk, what a headset would record from such a person.
 The real :class:`~st_agent.biometrics.estimator.StateEstimator` runs on these chunks
@@ -24,17 +24,26 @@ converted to volts once, in the chunk)
   exp(beta_arousal * arousal)`` (Pope, Bogart & Bartolome 1995).
 - **Theta** (4-8 Hz): frontal-midline, ``theta_uv * exp(theta_valence *
   valence)`` (pleasant music raises frontal midline theta; Sammler et al. 2007).
-- **Blinks**: Poisson, ``blink_rate_per_min`` (relaxed listening; blinking
-  ranges from ~5/min reading to ~17/min at rest, Bentivoglio et al. 1997),
-  300 ms, ``blink_uv`` at Fp1/Fp2 falling off backwards; large enough that
+- **Blinks**: Poisson, ``blink_rate_per_min`` (17/min: the mean at rest
+  in Bentivoglio et al. 1997, who report ~4.5/min while reading and ~26/min
+  in conversation), 300 ms, ``blink_uv`` at Fp1/Fp2 falling off backwards; large enough that
   the estimator's blink gate rejects the windows they touch.
 - **Line noise**: ``line_uv`` at ``line_freq`` (50 Hz) on every EEG channel.
 - **Heart**: rate ``hr_rest_bpm + hr_arousal_bpm * arousal`` (per-listener
   resting rate drawn around ``hr_rest_bpm``) with respiratory sinus
-  arrhythmia; ECG (QRS and T waves, volts) or PPG (systolic and dicrotic
-  waves, arbitrary units).
+  arrhythmia at the listener's breathing rate (the ``entrainment`` family's
+  breathing state; other families breathe faster with arousal); ECG (QRS
+  and T waves, volts) or PPG (systolic and dicrotic waves, arbitrary units).
 - **EMG**: 20-110 Hz noise whose RMS is ``emg_rest_uv * (1 + emg_tension *
   tension)``, ``tension = clip(0.5 + 0.4 arousal - 0.2 valence, 0, 1)``.
+- **Respiration** (``respiration=True``): a ``RESP`` belt channel (arbitrary
+  units), a sine at the breathing rate.
+
+Any member of the listener-model family (:mod:`st_agent.listener.family`)
+can be rendered: the latent state is advanced by that family's kernel
+(:class:`~st_agent.listener.fast.FastListeners` of one listener, full noise
+and drift), so the full-fidelity loop sees exactly the dynamics the fast
+mode simulates.
 """
 
 from __future__ import annotations
@@ -50,7 +59,10 @@ import numpy as np
 from scipy import signal
 
 from st_agent.biometrics.sources import BiometricSource
-from st_agent.listener.model import ListenerParams, ListenerState, initial_state, step
+from st_agent.listener.family import AnyListenerParams, family_of
+from st_agent.listener.fast import EstimatorNoise, FastListeners
+from st_agent.listener.features import feature_vector
+from st_agent.listener.first_order import ListenerState
 from st_agent.types import MusicFeatures, SignalChunk
 
 __all__ = ["MONTAGE", "SignalModel", "VirtualListenerSource"]
@@ -98,8 +110,8 @@ class SignalModel:
     alpha_shared: float = 0.5
     """Share of alpha variance common to all channels; of the rest, frontal sites
     with a left/right partner (Fp1/Fp2, F3/F4...) share 80% with each other."""
-    blink_rate_per_min: float = 4.0
-    """Mean blinks per minute (0 for none)."""
+    blink_rate_per_min: float = 17.0
+    """Mean blinks per minute (0 for none); 17/min at rest (Bentivoglio et al. 1997)."""
     blink_uv: float = 250.0
     """Blink peak at Fp1/Fp2."""
     line_freq: float = 50.0
@@ -121,6 +133,8 @@ class SignalModel:
     """EMG RMS grows by this factor per unit tension."""
     chunk_sec: float = 0.25
     """Length of each chunk :meth:`VirtualListenerSource.read` returns."""
+    respiration: bool = False
+    """Add a ``RESP`` (respiration belt) channel after the EMG."""
 
     def __post_init__(self) -> None:
         for name in ("sfreq", "background_uv", "alpha_uv", "beta_uv", "theta_uv",
@@ -181,8 +195,8 @@ class VirtualListenerSource(BiometricSource):
 
     Parameters
     ----------
-    params : ListenerParams
-        The listener (e.g. from :func:`~st_agent.listener.model.sample_listeners`).
+    params : listener parameters of any family
+        The listener (e.g. from :func:`~st_agent.listener.family.sample_population`).
     model : SignalModel, optional
         Montage, amplitudes and how the state shows in the signals.
     rng : numpy.random.Generator or int or None
@@ -194,18 +208,17 @@ class VirtualListenerSource(BiometricSource):
 
     Examples
     --------
-    >>> from st_agent.listener.model import ListenerParams
+    >>> from st_agent.listener.first_order import ListenerParams
     >>> with VirtualListenerSource(ListenerParams(), rng=0) as src:
     ...     chunk = src.read()
     >>> chunk.sfreq, chunk.ch_names[:3]
     (250.0, ('Fp1', 'Fp2', 'F3'))
     """
 
-    def __init__(self, params: ListenerParams, model: SignalModel | None = None,
+    def __init__(self, params: AnyListenerParams, model: SignalModel | None = None,
                  rng: np.random.Generator | int | None = None, realtime: bool = False) -> None:
         super().__init__()
-        if not isinstance(params, ListenerParams):
-            raise TypeError(f"params must be a ListenerParams, got {type(params).__name__}")
+        self.family = family_of(params)  # TypeError for anything else
         self.params = params
         self.model = model or SignalModel()
         self.realtime = bool(realtime)
@@ -213,8 +226,10 @@ class VirtualListenerSource(BiometricSource):
         m = self.model
         self._sfreq = float(m.sfreq)
         # EEG montage, then ECG or PPG, then EMG
-        self._ch_names = (*m.montage, "ECG" if m.cardiac == "ecg" else "PPG", "EMG")
-        self._ch_types = ("eeg",) * len(m.montage) + (m.cardiac, "emg")
+        resp = ("RESP",) if m.respiration else ()
+        self._ch_names = (*m.montage, "ECG" if m.cardiac == "ecg" else "PPG", "EMG", *resp)
+        self._ch_types = ("eeg",) * len(m.montage) + (m.cardiac, "emg") + \
+            (("resp",) if m.respiration else ())
         self._n_eeg = len(m.montage)
         (self._g_alpha, self._g_beta, self._g_theta, self._g_blink,
          self._side) = _topography(m.montage)
@@ -223,7 +238,8 @@ class VirtualListenerSource(BiometricSource):
         self.alpha_peak_hz = float(self.rng.uniform(9.0, 11.5))
         self.hr_rest_bpm = float(m.hr_rest_bpm + self.rng.uniform(-6.0, 6.0))
         self._line_phase = self.rng.uniform(0, 2 * np.pi, self._n_eeg)
-        self.state: ListenerState = initial_state(params)
+        # the latent dynamics: this family's kernel, noise and drift from our generator
+        self.sim = FastListeners([params], rng=self.rng, noise=EstimatorNoise())
         self._queue: deque[tuple[MusicFeatures | None, float]] = deque()
         self._reset_signal_state()
 
@@ -301,13 +317,30 @@ class VirtualListenerSource(BiometricSource):
 
     @property
     def latent(self) -> tuple[float, float]:
-        """Current latent ``(valence, arousal)``."""
-        return self.state.valence, self.state.arousal
+        """Current latent ``(valence, arousal)`` (any family)."""
+        v, a = self.sim.state[0]
+        return float(v), float(a)
+
+    @property
+    def breathing_per_min(self) -> float:
+        """Current breathing rate, breaths per minute."""
+        return float(self.sim.breathing_per_min[0])
+
+    @property
+    def state(self) -> ListenerState:
+        """The latent state as a :class:`ListenerState` snapshot (any family).
+
+        For a first-order listener every field is its state; for the other
+        families ``familiar`` is zeros (they keep no such memory) and the
+        full state is in :attr:`sim` (:meth:`FastListeners.listener_state`).
+        """
+        return self.sim.listener_state(0)
 
     @property
     def tension(self) -> float:
         """Muscle tension in [0, 1] that drives the EMG."""
-        return float(np.clip(0.5 + 0.4 * self.state.arousal - 0.2 * self.state.valence, 0, 1))
+        v, a = self.latent
+        return float(np.clip(0.5 + 0.4 * a - 0.2 * v, 0, 1))
 
     # -- internals
     def _advance(self, dt: float) -> None:
@@ -316,14 +349,14 @@ class VirtualListenerSource(BiometricSource):
             if self._queue:
                 feats, left = self._queue[0]
                 d = min(dt, left)
-                self.state = step(self.params, self.state, feats, d, self.rng)
+                self.sim.advance(feature_vector(feats), d)
                 if left - d <= 1e-12:
                     self._queue.popleft()
                 else:
                     self._queue[0] = (feats, left - d)
             else:
                 d = dt
-                self.state = step(self.params, self.state, None, d, self.rng)
+                self.sim.advance(np.zeros(6), d)
             dt -= d
 
     def _reset_signal_state(self) -> None:
@@ -344,6 +377,7 @@ class VirtualListenerSource(BiometricSource):
         self._mayer_phase = float(self.rng.uniform(0, 2 * np.pi))
         self._gains = self._state_gains()
         self._heart_phase = float(self.rng.uniform(0, 1))
+        self._breath_phase = 0.0
         self._next_blink = self._draw_blink_gap()
         self._blinks: list[tuple[int, float]] = []  # (start sample, µV) of blinks in progress
         self._blink_len = round(0.3 * fs)
@@ -356,8 +390,8 @@ class VirtualListenerSource(BiometricSource):
         return math.inf if rate <= 0 else float(self.rng.exponential(1 / rate))
 
     def _state_gains(self) -> np.ndarray:
-        """Amplitudes (alpha, beta, theta, hr, emg, asym) for the current latent state."""
-        m, v, a = self.model, self.state.valence, self.state.arousal
+        """Amplitudes (alpha, beta, theta, hr, emg, asym), breathing, for the latent state."""
+        m, (v, a) = self.model, self.latent
         return np.array([
             m.alpha_uv * math.exp(-m.alpha_arousal * a),
             m.beta_uv * math.exp(m.beta_arousal * a),
@@ -365,6 +399,7 @@ class VirtualListenerSource(BiometricSource):
             self.hr_rest_bpm + m.hr_arousal_bpm * a + self._hr_ou,
             m.emg_rest_uv * (1 + m.emg_tension * self.tension),
             m.faa_valence * v,
+            self.breathing_per_min / 60.0,
         ])
 
     def _synthesise(self, n: int) -> np.ndarray:
@@ -377,8 +412,8 @@ class VirtualListenerSource(BiometricSource):
         g1 = self._state_gains()
         self._gains = g1
         ramp = (np.arange(1, n + 1) / n)[None, :]
-        g = g0[:, None] + (g1 - g0)[:, None] * ramp  # (6, n): smooth within the chunk
-        alpha_amp, beta_amp, theta_amp, hr, emg_amp, asym = g
+        g = g0[:, None] + (g1 - g0)[:, None] * ramp  # (7, n): smooth within the chunk
+        alpha_amp, beta_amp, theta_amp, hr, emg_amp, asym, breath_hz = g
 
         white = rng.standard_normal((4 * c + 5, n))
         bg, al_w, be_w = white[:c], white[c:2 * c + 2], white[2 * c + 2:3 * c + 2]
@@ -400,23 +435,34 @@ class VirtualListenerSource(BiometricSource):
         eeg += m.line_uv * np.sin(2 * np.pi * m.line_freq * t[None, :] + self._line_phase[:, None])
         eeg += self._blink_wave(n)
 
-        # heart: integrate the instantaneous rate (with respiratory sinus arrhythmia)
-        rate_hz = (hr + 2.0 * np.sin(2 * np.pi * 0.25 * t)
+        # breathing phase (integrated rate), then the heart with sinus arrhythmia on it
+        bphase = self._breath_phase + np.cumsum(breath_hz) / fs
+        self._breath_phase = float(bphase[-1] % 1.0)
+        heart = self._heart(hr, t, bphase, heart_w)
+        emg = emg_amp * self._f_emg(emg_w)[0]
+        rows = [eeg * 1e-6, heart[None, :], emg[None, :] * 1e-6]
+        if m.respiration:  # belt: a sine at the breathing rate, a little noise
+            rows.append((np.sin(2 * np.pi * bphase) + 0.05 * heart_w)[None, :])
+        return np.vstack(rows)
+
+    def _heart(self, hr: np.ndarray, t: np.ndarray, breath_phase: np.ndarray,
+               white: np.ndarray) -> np.ndarray:
+        """ECG (volts) or PPG (a.u.) at rate ``hr`` (bpm, shape (n,)), with RSA and Mayer waves."""
+        fs = self.model.sfreq
+        # integrate the instantaneous rate (respiratory sinus arrhythmia: +-2 bpm with breathing)
+        rate_hz = (hr + 2.0 * np.sin(2 * np.pi * breath_phase)
                    + 1.5 * np.sin(2 * np.pi * 0.1 * t + self._mayer_phase)) / 60.0
         phase = self._heart_phase + np.cumsum(rate_hz) / fs
         self._heart_phase = float(phase[-1] % 1.0)
         tau = (phase % 1.0) / rate_hz  # seconds since the last beat
-        if m.cardiac == "ecg":
+        if self.model.cardiac == "ecg":
             heart = 1e-3 * (np.exp(-0.5 * ((tau - 0.05) / 0.010) ** 2)
                             - 0.15 * np.exp(-0.5 * ((tau - 0.07) / 0.008) ** 2)
                             + 0.25 * np.exp(-0.5 * ((tau - 0.30) / 0.040) ** 2))
-            heart += 2e-5 * heart_w
-        else:
-            heart = (np.exp(-0.5 * ((tau - 0.15) / 0.06) ** 2)
-                     + 0.4 * np.exp(-0.5 * ((tau - 0.40) / 0.08) ** 2))
-            heart += 0.02 * heart_w
-        emg = emg_amp * self._f_emg(emg_w)[0]
-        return np.vstack([eeg * 1e-6, heart[None, :], emg[None, :] * 1e-6])
+            return heart + 2e-5 * white
+        heart = (np.exp(-0.5 * ((tau - 0.15) / 0.06) ** 2)
+                 + 0.4 * np.exp(-0.5 * ((tau - 0.40) / 0.08) ** 2))
+        return heart + 0.02 * white
 
     def _blink_wave(self, n: int) -> np.ndarray:
         """Blink artefacts of the next ``n`` samples, µV, shape (n_eeg, n)."""

@@ -21,7 +21,6 @@ phrase, time with the signal lost, decision latency and phrase lead time.
 
 from __future__ import annotations
 
-import base64
 import html
 import itertools
 import json
@@ -33,6 +32,8 @@ from typing import Annotated, Any
 
 import numpy as np
 import tyro
+
+from st_agent.live.common import png_base64
 
 __all__ = ["ReportConfig", "session_metrics", "write_report"]
 
@@ -111,11 +112,6 @@ def session_metrics(events: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _png(fig: Any, path: Path) -> str:
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    return base64.b64encode(path.read_bytes()).decode("ascii")
-
-
 def _window_features(raw: Any, step_sec: float = 2.0, win_sec: float = 8.0
                      ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Band powers and heart rate in sliding windows of the recording."""
@@ -144,6 +140,13 @@ def _window_features(raw: Any, step_sec: float = 2.0, win_sec: float = 8.0
 def write_report(folder: str | Path, key_file: str | Path | None = None) -> Path:
     """Write ``report.html`` (and its PNGs) into a session folder; return its path.
 
+    Parameters
+    ----------
+    folder : str or Path
+        A session folder (``session.json``; ``summary.json`` when the session ended).
+    key_file : str or Path, optional
+        Key file of an encrypted session.
+
     Raises
     ------
     ValueError
@@ -152,7 +155,6 @@ def write_report(folder: str | Path, key_file: str | Path | None = None) -> Path
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from st_agent.biometrics.recording import is_session, read_session
 
@@ -165,10 +167,20 @@ def write_report(folder: str | Path, key_file: str | Path | None = None) -> Path
     summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     metrics = session_metrics(events)
-    t_music = metrics["music_start_sec"]
-    imgs: dict[str, str] = {}
+    imgs = {"state": _plot_state(events, metrics["music_start_sec"], folder / "state.png"),
+            "knobs": _plot_knobs(events, folder / "knobs.png")}
+    imgs |= _plot_signals(sess.raw, folder)
+    path = folder / "report.html"
+    path.write_text(_html(folder.name, summary, metrics, _series(events, "decision"), imgs,
+                          sess), encoding="utf-8")
+    logger.info("wrote %s", path)
+    return path
 
-    # -- state against target
+
+def _plot_state(events: list[dict[str, Any]], t_music: float, path: Path) -> str:
+    """Estimated state against the target over time, and the path in the plane."""
+    import matplotlib.pyplot as plt
+
     states = _series(events, "state")
     decisions = _series(events, "decision")
     ts = np.array([e["onset_sec"] for e in states])
@@ -200,10 +212,15 @@ def write_report(folder: str | Path, key_file: str | Path | None = None) -> Path
         fig.colorbar(sc, ax=ax2, label="time (s)")
     ax2.set(xlim=(-1, 1), ylim=(-1, 1), xlabel="valence", ylabel="arousal",
             title="Valence/arousal path", aspect="equal")
-    imgs["state"] = _png(fig, folder / "state.png")
+    img = png_base64(fig, path)
     plt.close(fig)
+    return img
 
-    # -- knobs
+
+def _plot_knobs(events: list[dict[str, Any]], path: Path) -> str:
+    """The three knobs over time (one step per phrase)."""
+    import matplotlib.pyplot as plt
+
     starts = _series(events, "phrase_start")
     fig, ax = plt.subplots(figsize=(12, 2.8))
     if starts:
@@ -215,12 +232,17 @@ def write_report(folder: str | Path, key_file: str | Path | None = None) -> Path
     ax.set(xlabel="time (s)", ylabel="knob", ylim=(-0.02, 1.02), title="Knobs (one step per "
            "phrase)")
     ax.legend(fontsize=8)
-    imgs["knobs"] = _png(fig, folder / "knobs.png")
+    img = png_base64(fig, path)
     plt.close(fig)
+    return img
 
-    # -- band powers and heart rate from the raw signals
-    tw, wf = (_window_features(sess.raw) if sess.raw is not None
-              else (np.zeros(0), {}))
+
+def _plot_signals(raw: Any, folder: Path) -> dict[str, str]:
+    """Band powers and heart rate from the raw signals: ``{"bands": .., "heart": ..}``."""
+    import matplotlib.pyplot as plt
+
+    tw, wf = _window_features(raw) if raw is not None else (np.zeros(0), {})
+    imgs = {}
     fig, ax = plt.subplots(figsize=(12, 2.8))
     for band, c in (("theta", "tab:purple"), ("alpha", "tab:blue"), ("beta", "tab:red")):
         y = wf.get(f"eeg/{band}_power", np.zeros(0))
@@ -228,7 +250,7 @@ def write_report(folder: str | Path, key_file: str | Path | None = None) -> Path
             ax.semilogy(tw, y, color=c, label=band)
     ax.set(xlabel="time (s)", ylabel="power (µV²)", title="EEG band powers (mean over channels)")
     ax.legend(fontsize=8)
-    imgs["bands"] = _png(fig, folder / "bands.png")
+    imgs["bands"] = png_base64(fig, folder / "bands.png")
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(12, 2.4))
     hr = wf.get("hr/bpm", np.zeros(0))
@@ -238,14 +260,9 @@ def write_report(folder: str | Path, key_file: str | Path | None = None) -> Path
         ax.text(0.5, 0.5, "no ECG/PPG channel, or no detectable beats", ha="center",
                 transform=ax.transAxes)
     ax.set(xlabel="time (s)", ylabel="bpm", title="Heart rate")
-    imgs["heart"] = _png(fig, folder / "heart.png")
+    imgs["heart"] = png_base64(fig, folder / "heart.png")
     plt.close(fig)
-
-    path = folder / "report.html"
-    path.write_text(_html(folder.name, summary, metrics, decisions, imgs, sess),
-                    encoding="utf-8")
-    logger.info("wrote %s", path)
-    return path
+    return imgs
 
 
 def _fmt(x: Any, unit: str = "", nd: int = 2) -> str:

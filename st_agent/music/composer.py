@@ -12,19 +12,23 @@ How a phrase is made
    wrong key).
 3. The prompt is ``<|bos|>`` + ``M: L: K:`` + the context phrases with their
    own control tokens + the new control tokens. The GPT-2 samples ``candidates``
-   continuations in one batch until each writes a newline (end of phrase).
-4. While sampling, the end of the phrase is refused until the candidate has
-   written four bars of music (counted from note lengths). Each candidate is
-   then checked: no inline fields; markers of first/second endings are dropped;
-   its bar lines are drawn again from the note lengths (the model's own are not
-   trusted) and the first four bars kept (a lone note across a bar line is
-   split and tied; a chord, tuplet or dotted pair across one rejects the
-   candidate); then ``abc2midi`` (an independent parser) must accept it
-   without errors.
+   continuations in one batch.
+4. **Meter-aware decoding** (default, :mod:`st_agent.music.bar_grammar`): at
+   every step each candidate may only sample tokens that keep its bars valid
+   (every bar line closes exactly one bar of the meter, no repeat signs,
+   endings, chords, decorations or stray text, ties on one pitch); a candidate
+   finishes at its fourth bar line. The bar lines are the model's own: nothing
+   is re-barred. Each candidate is checked again as written, then ``abc2midi``
+   (an independent parser) must accept it without errors. With
+   ``meter_aware=False`` the model samples freely until it has written four
+   bars of music and its bar lines are drawn again from the note lengths (the
+   repair of earlier versions, kept for comparison).
 5. Among the valid candidates, the one closest to the requested energy
    (melody onsets per quarter note vs. :meth:`Composer.target_density`) and
-   register wins. When no candidate is valid, another batch is sampled, up to
-   ``max_tries`` batches; past that :class:`ComposerError` is raised.
+   register wins; long runs of one repeated pitch cost ``repeat_penalty`` per
+   note beyond three, and abc2midi warnings 0.5. When no candidate is valid,
+   another batch is sampled, up to ``max_tries`` batches; past that
+   :class:`ComposerError` is raised.
 
 The ``Q:`` field is set from the tempo knob; the renderer plays at that tempo.
 """
@@ -35,13 +39,15 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from st_agent.music.abc import check_many
+from st_agent.music.bar_grammar import BarGrammar, BarHook, bars_are_valid
 from st_agent.music.config import ComposerConfig
 from st_agent.music.decoding import CachedDecoder
 from st_agent.music.generator import load_generator
@@ -54,7 +60,6 @@ __all__ = ["Composer", "ComposerConfig", "ComposerError"]
 
 logger = logging.getLogger(__name__)
 
-_REPEAT_RE = re.compile(r":*\|+:*|::")
 
 
 class ComposerError(RuntimeError):
@@ -66,7 +71,60 @@ class _Candidate:
     body: str
     score: float
     reason: str = ""
+    raw: str = ""  # the text as sampled, before any repair
+    raw_valid: bool = False  # its own bars are valid as sampled
     details: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Outcome:
+    """One phrase's winner and what sampling it took."""
+
+    body: str = ""
+    raw: str = ""
+    tries: int = 0
+    sampled: int = 0
+    raw_valid: int = 0
+    reasons: dict = field(default_factory=dict)
+
+    def count(self, cands: list[_Candidate]) -> None:
+        """Count the finished candidates of a batch (the cut-off ones apart)."""
+        finished = [c for c in cands if not c.reason.startswith("cut")]
+        self.sampled += len(finished)
+        self.raw_valid += sum(c.raw_valid for c in finished)
+        for c in cands:
+            if c.reason:
+                tag = c.reason.split(":")[0]
+                self.reasons[tag] = self.reasons.get(tag, 0) + 1
+
+
+def _sampling_record(outcomes: list[_Outcome], meter_aware: bool) -> dict:
+    """What sampling a piece took, for ``Phrase.extra`` (benchmarks read it)."""
+    reasons: dict[str, int] = {}
+    for o in outcomes:
+        for tag, k in o.reasons.items():
+            reasons[tag] = reasons.get(tag, 0) + k
+    return {"meter_aware": meter_aware, "raw_body": "\n".join(o.raw.strip() for o in outcomes),
+            "samples": sum(o.sampled for o in outcomes),
+            "raw_valid_samples": sum(o.raw_valid for o in outcomes), "rejections": reasons}
+
+
+def _rebarred(text: str, unit: Fraction, bar_len: Fraction) -> tuple[str, str]:
+    """The re-barring repair (``meter_aware=False``): the model's bar lines are
+    drawn again from the note lengths and the first four bars kept.
+
+    Returns the body and "" or "" and the reason for rejecting it.
+    """
+    if re.search(r"\[[A-Za-z]:", text):
+        return "", "field: inline field in the phrase"
+    # First/second endings mean nothing in a 4-bar phrase that is played once:
+    # drop their markers and keep the music.
+    text = re.sub(r"\[\d+(?:[,-]\d+)*", "", text)
+    text = re.sub(r"(:*\|+:*)\s*\d+(?:[,-]\d+)*", r"\1", text)
+    try:
+        return "".join(rebar(text, unit, bar_len, 4)), ""
+    except ValueError as e:
+        return "", f"bars: {e}"
 
 
 class _BarCounter:
@@ -92,12 +150,16 @@ class _BarCounter:
         self.closed_q = [0.0] * n  # quarters before the last bar line
         self.tail = [""] * n  # text after the last bar line
         self.finished = [False] * n
+        self.complete = [False] * n  # finished by itself, not cut off
         self.bias = torch.zeros((n, len(token_text)))
 
     def __call__(self, tokens: list[int]) -> tuple[torch.Tensor, list[bool]]:
         self.bias.zero_()
         for i, t in enumerate(tokens):
             if self.finished[i]:
+                continue
+            if t in self.end_ids:  # the sampler stops it at its end of phrase
+                self.finished[i] = self.complete[i] = True
                 continue
             tail = self.tail[i] + self.token_text[t]
             cut = tail.rfind("|")
@@ -110,7 +172,7 @@ class _BarCounter:
                 self.bias[i, self.end_ids] = float("-inf")
             elif q > self.phrase_q + 1e-9 or tail[-1:] in (" ", "]", ":") or (
                     cut >= 0 and not tail):
-                self.finished[i] = True
+                self.finished[i] = self.complete[i] = True
         if sum(self.finished) >= self.done_quota:
             self.finished = [True] * len(self.finished)
         return self.bias, list(self.finished)
@@ -159,6 +221,47 @@ class Composer:
         self._token_text = [self.tokenizer.decode([i], skip_special_tokens=False)
                             for i in range(len(self.tokenizer))]
         self._banned_ids = set(special) - {self.tokenizer.eos_token_id}
+        self._grammars: dict[tuple[str, str], BarGrammar] = {}  # per (meter, unit)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **settings: object) -> Composer:
+        """A composer over the checkpoint folder ``path``.
+
+        Parameters
+        ----------
+        path : str or Path
+            A checkpoint folder written by ``st-agent train-generator``
+            (``runs/<name>/checkpoint``, or the run folder holding it), or the
+            bundled :data:`~st_agent.music.generator.BUNDLED_COMPOSER`. Only
+            ``model.safetensors`` is read: pickled weights are refused.
+        **settings
+            Other :class:`ComposerConfig` fields (``candidates=4``, ...).
+
+        Returns
+        -------
+        composer : Composer
+
+        Raises
+        ------
+        TypeError
+            For a path that is not a str or Path, or a setting that is not a
+            :class:`ComposerConfig` field.
+        FileNotFoundError, ValueError
+            For a missing folder or file, pickled or corrupt weights (as
+            :func:`~st_agent.music.generator.load_generator`).
+
+        Examples
+        --------
+        >>> composer = Composer.from_pretrained("runs/my-composer/checkpoint")  # doctest: +SKIP
+        """
+        if not isinstance(path, str | Path):
+            raise TypeError(f"path must be a str or Path to a checkpoint folder, got "
+                            f"{type(path).__name__}")
+        names = {f.name for f in fields(ComposerConfig)} - {"checkpoint"}
+        unknown = sorted(set(settings) - names)
+        if unknown:
+            raise TypeError(f"unknown ComposerConfig settings {unknown}; allowed: {sorted(names)}")
+        return cls(ComposerConfig(checkpoint=Path(path), **settings))
 
     # ------------------------------------------------------------------
     def choose_key(self, knobs: Knobs, context: Phrase | None) -> str:
@@ -217,25 +320,24 @@ class Composer:
         if context is not None and context.key == key:
             ctx_controls = Controls.from_knobs(context.knobs)
             history = [(ctx_controls, line) for line in context.body.splitlines() if line]
-        lines: list[str] = []
-        tries = 0
         controls = Controls.from_knobs(knobs)
         threads = torch.get_num_threads()
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         try:
+            outcomes = []
             for _ in range(bars // 4):
-                body, n = self._compose_phrase(controls, knobs, key, meter, unit, history, gen)
-                tries += n
-                lines.append(body)
-                history.append((controls, body))
+                outcomes.append(self._compose_phrase(controls, knobs, key, meter, unit, history,
+                                                     gen))
+                history.append((controls, outcomes[-1].body))
         finally:
             torch.set_num_threads(threads)
-        body = "\n".join(lines)
+        body = "\n".join(o.body for o in outcomes)
         abc = self.tune_text(body, key=key, meter=meter, unit=unit, bpm=knobs.bpm)
         return Phrase(abc=abc, body=body, knobs=knobs, meter=meter, unit=unit, key=key,
-                      bars=bars, tries=tries,
-                      extra={"compose_sec": time.perf_counter() - t0, "controls": controls})
+                      bars=bars, tries=sum(o.tries for o in outcomes),
+                      extra={"compose_sec": time.perf_counter() - t0, "controls": controls,
+                             **_sampling_record(outcomes, self.config.meter_aware)})
 
     @staticmethod
     def tune_text(body: str, key: str, meter: str, unit: str, bpm: float, title: str = ""
@@ -262,19 +364,20 @@ class Composer:
             kept = kept[1:]
 
     def _compose_phrase(self, controls: Controls, knobs: Knobs, key: str, meter: str, unit: str,
-                        history: list[tuple[Controls, str]], gen: torch.Generator
-                        ) -> tuple[str, int]:
+                        history: list[tuple[Controls, str]], gen: torch.Generator) -> _Outcome:
         cfg = self.config
         prompt = self._prompt(controls, key, meter, unit, history)
-        reasons: dict[str, int] = {}
+        outcome = _Outcome()
         for attempt in range(1, cfg.max_tries + 1):
-            hook = _BarCounter(self._token_text, (self._newline_id, self.tokenizer.eos_token_id),
-                               cfg.candidates, Fraction(unit), 4 * parse_meter(meter), cfg.enough)
+            hook, first_bias = self._hook(meter, unit)
             outs = self.decoder.sample(
                 prompt, cfg.candidates, cfg.max_new_tokens, self._stop_ids,
-                self._banned_ids, cfg.temperature, cfg.top_k, gen, step_hook=hook)
+                self._banned_ids, cfg.temperature, cfg.top_k, gen, step_hook=hook,
+                first_bias=first_bias)
             target = self.target_density(knobs.energy)
-            cands = [self._screen(o, controls, target, key, meter, unit) for o in outs]
+            cands = [self._screen(o, controls, target, key, meter, unit) if done else
+                     _Candidate("", math.inf, "cut: unfinished when enough candidates were")
+                     for o, done in zip(outs, hook.complete, strict=True)]
             ok = [c for c in cands if not c.reason]
             if ok:
                 tunes = [self.tune_text(c.body, key, meter, unit, 120.0) for c in ok]
@@ -283,21 +386,47 @@ class Composer:
                         c.reason = "abc2midi: " + "; ".join(report.errors)[:80]
                     elif report.warnings:
                         c.score += 0.5  # prefer phrases abc2midi has nothing to say about
-            for c in cands:
-                if c.reason:
-                    tag = c.reason.split(":")[0]
-                    reasons[tag] = reasons.get(tag, 0) + 1
+            outcome.count(cands)
             ok = [c for c in ok if not c.reason]
             if ok:
                 best = min(ok, key=lambda c: c.score)
-                return best.body, attempt
-            logger.debug("batch %d: no valid candidate (%s)", attempt, reasons)
+                outcome.body, outcome.raw, outcome.tries = best.body, best.raw, attempt
+                return outcome
+            logger.debug("batch %d: no valid candidate (%s)", attempt, outcome.reasons)
         raise ComposerError(
             f"no valid {key} phrase for {controls} after {cfg.max_tries} batches of "
-            f"{cfg.candidates} candidates (rejections: {reasons}); raise "
+            f"{cfg.candidates} candidates (rejections: {outcome.reasons}); raise "
             "ComposerConfig.max_tries or candidates, or check the checkpoint "
             f"{self.checkpoint}"
         )
+
+    def grammar(self, meter: str, unit: str) -> BarGrammar:
+        """The bar grammar of ``meter`` and ``unit`` over this composer's vocabulary,
+        with the checkpoint's precomputed tables when it ships them
+        (:mod:`st_agent.music.bar_tables`)."""
+        grammar = self._grammars.get((meter, unit))
+        if grammar is None:
+            from st_agent.music.bar_tables import load_tables, tables_path
+
+            grammar = BarGrammar(self._token_text, float(Fraction(unit)) * 4,
+                                 float(parse_meter(meter)) * 4,
+                                 excluded_ids=self._banned_ids | self._stop_ids)
+            if self.config.bar_tables:
+                n = load_tables(grammar, tables_path(self.checkpoint, meter, unit))
+                logger.debug("%d precomputed bar tables for M:%s L:%s", n, meter, unit)
+            self._grammars[(meter, unit)] = grammar
+        return grammar
+
+    def _hook(self, meter: str, unit: str) -> tuple[BarHook | _BarCounter, np.ndarray | None]:
+        """The step hook of one batch and its first-token bias."""
+        cfg = self.config
+        if not cfg.meter_aware:
+            hook = _BarCounter(self._token_text, (self._newline_id, self.tokenizer.eos_token_id),
+                               cfg.candidates, Fraction(unit), 4 * parse_meter(meter), cfg.enough)
+            return hook, None
+        grammar = self.grammar(meter, unit)
+        bar_hook = BarHook(grammar, cfg.candidates, 4, cfg.enough)
+        return bar_hook, bar_hook.first_bias()
 
     def target_density(self, energy: float) -> float:
         """Melody onsets per quarter note the energy knob asks for: the corpus
@@ -313,29 +442,30 @@ class Composer:
             ids = ids[:-1]
         text = self.tokenizer.decode(ids, skip_special_tokens=False)
         if "<|" in text or "\n" in text:
-            return _Candidate("", math.inf, "special: control token inside the phrase")
-        if re.search(r"\[[A-Za-z]:", text):
-            return _Candidate("", math.inf, "field: inline field in the phrase")
-        # First/second endings mean nothing in a 4-bar phrase that is played once:
-        # drop their markers and keep the music.
-        text = re.sub(r"\[\d+(?:[,-]\d+)*", "", text)
-        text = re.sub(r"(:*\|+:*)\s*\d+(?:[,-]\d+)*", r"\1", text)
-        u = Fraction(unit)
-        try:
-            # The model's own bar lines are not trusted: the bar lines are
-            # drawn again from the note lengths, and the first four bars kept.
-            bars = rebar(text, u, parse_meter(meter), 4)
-        except ValueError as e:
-            return _Candidate("", math.inf, f"bars: {e}")
-        body = "".join(bars)
+            return _Candidate("", math.inf, "special: control token inside the phrase", raw=text)
+        u, bar_len = Fraction(unit), parse_meter(meter)
+        raw_valid = bars_are_valid(text, float(u) * 4, float(bar_len) * 4, 4)
+        if self.config.meter_aware:
+            if not raw_valid:
+                return _Candidate("", math.inf, "bars: not 4 full bars as sampled (a dead end "
+                                  "or max_new_tokens reached)", raw=text)
+            body = text.strip()
+        else:
+            body, reason = _rebarred(text, u, bar_len)
+            if reason:
+                return _Candidate("", math.inf, reason, raw=text)
         stats = body_stats(body, u, parse_key(key).accidentals())
         score = abs(stats.notes_per_quarter - target) / max(target, 1e-6)
         high = controls.valence % 2 == 1
         if math.isfinite(stats.mean_pitch) and (stats.mean_pitch >= self.labels.register_median
                                                 ) != high:
             score += 0.25
-        return _Candidate(body, score, details={"notes_per_quarter": stats.notes_per_quarter,
-                                               "mean_pitch": stats.mean_pitch})
+        # long runs of one repeated pitch (the calm corner's weakness)
+        score += self.config.repeat_penalty * max(0, stats.longest_repeat - 3)
+        return _Candidate(body, score, raw=text, raw_valid=raw_valid,
+                          details={"notes_per_quarter": stats.notes_per_quarter,
+                                   "mean_pitch": stats.mean_pitch,
+                                   "longest_repeat": stats.longest_repeat})
 
     def __repr__(self) -> str:
         return f"Composer(checkpoint={str(self.checkpoint)!r}, candidates={self.config.candidates})"

@@ -51,6 +51,21 @@ class ComposerConfig:
     """Torch threads while composing (restored afterwards); small batches decode
     fastest on one thread, which leaves the other cores to audio and estimation.
     0 leaves torch's setting alone."""
+    meter_aware: bool = True
+    """Meter-aware decoding: while sampling, only tokens that keep every bar
+    exactly full are allowed, so the model's own bar lines are kept
+    (:mod:`st_agent.music.bar_grammar`). False samples freely and redraws the
+    bar lines from the note lengths afterwards (the repair of earlier versions)."""
+    bar_tables: bool = True
+    """Start meter-aware decoding with the bar-grammar tables the checkpoint ships
+    (``bar_grammar_*.npz``); False computes every table when first needed."""
+    repeat_penalty: float = 0.5
+    """Ranking penalty per note beyond 3 in a candidate's longest run of one
+    repeated pitch (0 = off); keeps slow, sparse phrases from sitting on one note."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.repeat_penalty, int | float) and self.repeat_penalty >= 0):
+            raise ValueError(f"repeat_penalty must be a number >= 0, got {self.repeat_penalty!r}")
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import GPT2LMHeadModel
@@ -23,9 +24,10 @@ from transformers import GPT2LMHeadModel
 __all__ = ["CachedDecoder", "StepHook"]
 
 #: Called after each sampled step with the new token of every continuation;
-#: returns an additive logit bias for the next step, shape (n, V), or None, and
-#: which continuations are finished (they stop as if they had hit a stop id).
-StepHook = Callable[[list[int]], tuple["torch.Tensor | None", list[bool]]]
+#: returns an additive logit bias for the next step, shape (n, V) (a tensor or a
+#: float32 array), or None, and which continuations are finished (they stop as
+#: if they had hit a stop id).
+StepHook = Callable[[list[int]], tuple["torch.Tensor | np.ndarray | None", list[bool]]]
 
 
 class CachedDecoder:
@@ -110,6 +112,33 @@ class CachedDecoder:
         return self._forward(ids, 0, k, v)[0]
 
     # -- sampling ---------------------------------------------------------
+    def _prefill(self, prompt_ids: Sequence[int], n: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run the prompt once at batch 1 and copy its cache to ``n`` rows.
+
+        Returns the next-token logits (n, V) and the caches (L, n, H, max_len, D).
+        """
+        T0 = len(prompt_ids)
+        k1, v1 = self._new_cache(1)
+        logits = self._forward(torch.tensor([list(prompt_ids)], device=self.wte.device), 0, k1, v1)
+        k_cache, v_cache = self._new_cache(n)
+        k_cache[:, :, :, :T0] = k1[:, :, :, :T0]  # broadcast over the batch
+        v_cache[:, :, :, :T0] = v1[:, :, :, :T0]
+        return logits.expand(n, -1), k_cache, v_cache
+
+    @staticmethod
+    def _pick(scores: torch.Tensor, temperature: float, top_k: int,
+              generator: torch.Generator | None) -> torch.Tensor:
+        """One token per row (n,) from the scores (n, V)."""
+        if 0 < top_k < scores.shape[-1]:
+            # Sample among the top k only: a softmax over (n, k), not (n, V).
+            top, idx = torch.topk(scores, top_k, dim=-1)
+            pick = torch.multinomial(torch.softmax(top.float() / temperature, dim=-1), 1,
+                                     generator=generator)
+            return idx.gather(1, pick)[:, 0]
+        return torch.multinomial(torch.softmax(scores.float() / temperature, dim=-1), 1,
+                                 generator=generator)[:, 0]
+
     @torch.inference_mode()
     def sample(
         self,
@@ -122,6 +151,7 @@ class CachedDecoder:
         top_k: int = 0,
         generator: torch.Generator | None = None,
         step_hook: StepHook | None = None,
+        first_bias: torch.Tensor | np.ndarray | None = None,
     ) -> list[list[int]]:
         """Sample ``n`` continuations of one prompt.
 
@@ -146,6 +176,9 @@ class CachedDecoder:
         step_hook : StepHook, optional
             Steers decoding from outside (e.g. no end of phrase before four
             bars of music); see :data:`StepHook`.
+        first_bias : tensor or ndarray, shape (n, V) or (V,), optional
+            Additive logit bias for the first new token (a step hook's bias
+            applies from the second on).
 
         Returns
         -------
@@ -166,12 +199,7 @@ class CachedDecoder:
                 f"context of {self.max_len} tokens; shorten the context"
             )
         device = self.wte.device
-        k1, v1 = self._new_cache(1)
-        logits = self._forward(torch.tensor([list(prompt_ids)], device=device), 0, k1, v1)
-        k_cache, v_cache = self._new_cache(n)
-        k_cache[:, :, :, :T0] = k1[:, :, :, :T0]  # broadcast over the batch
-        v_cache[:, :, :, :T0] = v1[:, :, :, :T0]
-        logits = logits.expand(n, -1)
+        logits, k_cache, v_cache = self._prefill(prompt_ids, n)
         bias = torch.zeros(self.vocab_size, device=device)
         if banned_ids:
             bias[list(banned_ids)] = float("-inf")
@@ -180,22 +208,15 @@ class CachedDecoder:
         out = torch.empty((n, max_new_tokens), dtype=torch.long, device=device)
         done = torch.zeros(n, dtype=torch.bool, device=device)
         lengths = torch.full((n,), max_new_tokens, dtype=torch.long, device=device)
-        extra: torch.Tensor | None = None
+        extra = _as_bias(first_bias, device)
         for step in range(max_new_tokens):
             scores = logits + bias if extra is None else logits + bias + extra
-            if 0 < top_k < self.vocab_size:
-                # Sample among the top k only: a softmax over (n, k), not (n, V).
-                top, idx = torch.topk(scores, top_k, dim=-1)
-                pick = torch.multinomial(torch.softmax(top.float() / temperature, dim=-1), 1,
-                                         generator=generator)
-                tok = idx.gather(1, pick)[:, 0]
-            else:
-                tok = torch.multinomial(torch.softmax(scores.float() / temperature, dim=-1), 1,
-                                        generator=generator)[:, 0]
+            tok = self._pick(scores, temperature, top_k, generator)
             out[:, step] = tok
             newly = stop[tok] & ~done
             if step_hook is not None:
-                extra, finished = step_hook(tok.tolist())
+                hook_bias, finished = step_hook(tok.tolist())
+                extra = _as_bias(hook_bias, device)
                 newly |= torch.tensor(finished, dtype=torch.bool, device=device) & ~done
             lengths[newly] = step + 1
             done |= newly
@@ -203,3 +224,11 @@ class CachedDecoder:
                 break
             logits = self._forward(tok[:, None], T0 + step, k_cache, v_cache)
         return [out[i, :int(lengths[i])].tolist() for i in range(n)]
+
+
+def _as_bias(bias: torch.Tensor | np.ndarray | None, device: torch.device
+             ) -> torch.Tensor | None:
+    """A step hook's bias as a tensor on ``device`` (arrays are shared, not copied)."""
+    if bias is None or torch.is_tensor(bias):
+        return bias
+    return torch.from_numpy(np.asarray(bias, dtype=np.float32)).to(device)

@@ -4,7 +4,9 @@ A checkpoint is a folder that carries everything needed to use it, so loading
 needs only a path (as nanoGPT stores ``model_args`` beside the weights):
 
 - ``config.json`` and ``model.safetensors``: ``GPT2LMHeadModel.save_pretrained``
-- ``tokenizer.json``: the BPE tokenizer with control tokens
+- ``tokenizer.json``: the BPE tokenizer with control tokens, with
+  ``tokenizer_config.json`` and ``special_tokens_map.json`` so that
+  ``transformers.AutoTokenizer.from_pretrained(folder)`` returns it as it is
 - ``labels.json``: the corpus statistics the control labels were binned with
 - ``train_config.json``: the :class:`TrainGeneratorConfig` that produced it
 
@@ -64,19 +66,8 @@ def _batch(data: np.ndarray, block: int, batch: int, rng: np.random.Generator,
     return torch.from_numpy(x).to(device)
 
 
-def train_generator(cfg: TrainGeneratorConfig) -> Path:
-    """Train the tokenizer and the GPT-2; return the run folder.
-
-    The run folder ``<runs_dir>/<name>/`` receives ``config.json`` (this
-    config), TensorBoard events under ``tb/``, and the best checkpoint (by
-    validation loss) under ``checkpoint/``, loadable with :func:`load_generator`.
-    """
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
-
-    from st_agent.tokenizer.bpe import to_transformers, train_tokenizer
-    from st_agent.tokenizer.corpus import load_corpus
-
+def _check_train_config(cfg: TrainGeneratorConfig) -> torch.device:
+    """Validate the settings; return the training device."""
     if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.block_size < 8:
         raise ValueError(
             f"max_steps ({cfg.max_steps}) and batch_size ({cfg.batch_size}) must be >= 1 "
@@ -84,24 +75,32 @@ def train_generator(cfg: TrainGeneratorConfig) -> Path:
         )
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be one of ('auto', 'cpu', 'cuda'), got {cfg.device!r}")
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if cfg.device == "auto" else cfg.device))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run = Path(cfg.runs_dir) / cfg.name
-    ckpt = run / "checkpoint"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    return torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                        else ("cpu" if cfg.device == "auto" else cfg.device))
+
+
+def _prepare_data(cfg: TrainGeneratorConfig, ckpt: Path
+                  ) -> tuple[PreTrainedTokenizerFast, np.ndarray, np.ndarray]:
+    """Load the corpus, train the tokenizer, write it and the label statistics
+    into the checkpoint folder, and pack the training and validation tokens."""
+    from st_agent.tokenizer.bpe import save_tokenizer, to_transformers, train_tokenizer
+    from st_agent.tokenizer.corpus import load_corpus
 
     corpus = load_corpus(extra_dirs=cfg.extra_abc_dirs)
     train_texts = [t.training_text() for t in corpus.train]
     val_texts = [t.training_text() for t in corpus.validation]
     tok = to_transformers(train_tokenizer(train_texts, cfg.vocab_size))
-    tok.backend_tokenizer.save(str(ckpt / "tokenizer.json"))
+    # tokenizer.json plus tokenizer_config.json: AutoTokenizer loads it as it is
+    save_tokenizer(tok, ckpt, model_max_length=2 * cfg.block_size)
     corpus.stats.save(ckpt / "labels.json")
     train_ids, val_ids = _pack(train_texts, tok), _pack(val_texts, tok)
     logger.info("training tokens %d, validation tokens %d", len(train_ids), len(val_ids))
+    return tok, train_ids, val_ids
 
+
+def _new_model(cfg: TrainGeneratorConfig, tok: PreTrainedTokenizerFast, device: torch.device
+               ) -> tuple[GPT2LMHeadModel, torch.optim.Optimizer]:
+    """A GPT-2 initialised from ``cfg.seed`` and its AdamW (decay on matrices only)."""
     torch.manual_seed(cfg.seed)
     config = GPT2Config(
         vocab_size=len(tok), n_positions=2 * cfg.block_size, n_embd=cfg.n_embd,
@@ -116,36 +115,62 @@ def train_generator(cfg: TrainGeneratorConfig) -> Path:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
                             betas=(0.9, 0.95))
+    return model, opt
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        frac = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
+def _lr_at(cfg: TrainGeneratorConfig, step: int) -> float:
+    """Linear warm-up to ``cfg.lr``, then cosine decay to ``cfg.lr / 10``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+@torch.no_grad()
+def _val_loss(model: GPT2LMHeadModel, val_ids: np.ndarray, cfg: TrainGeneratorConfig,
+              device: torch.device, autocast: torch.autocast) -> float:
+    """Mean loss (nats per token) on the same ``eval_batches`` validation batches each time."""
+    model.eval()
+    vr = np.random.default_rng(cfg.seed + 1)
+    losses = []
+    for _ in range(cfg.eval_batches):
+        x = _batch(val_ids, cfg.block_size, cfg.batch_size, vr, device)
+        with autocast:
+            losses.append(model(input_ids=x, labels=x).loss.item())
+    model.train()
+    return float(np.mean(losses))
+
+
+def train_generator(cfg: TrainGeneratorConfig) -> Path:
+    """Train the tokenizer and the GPT-2; return the run folder.
+
+    The run folder ``<runs_dir>/<name>/`` receives ``config.json`` (this
+    config), TensorBoard events under ``tb/``, and the best checkpoint (by
+    validation loss) under ``checkpoint/``, loadable with :func:`load_generator`,
+    :meth:`st_agent.music.composer.Composer.from_pretrained` and, for the
+    tokenizer, ``transformers.AutoTokenizer.from_pretrained``.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+
+    device = _check_train_config(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = Path(cfg.runs_dir) / cfg.name
+    ckpt = run / "checkpoint"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    tok, train_ids, val_ids = _prepare_data(cfg, ckpt)
+    model, opt = _new_model(cfg, tok, device)
     rng = np.random.default_rng(cfg.seed)
-    val_rng_seed = cfg.seed + 1
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     writer = SummaryWriter(str(run / "tb"))
-
-    @torch.no_grad()
-    def val_loss() -> float:
-        model.eval()
-        vr = np.random.default_rng(val_rng_seed)
-        losses = []
-        for _ in range(cfg.eval_batches):
-            x = _batch(val_ids, cfg.block_size, cfg.batch_size, vr, device)
-            with autocast:
-                losses.append(model(input_ids=x, labels=x).loss.item())
-        model.train()
-        return float(np.mean(losses))
-
     best = float("inf")
     t0 = time.monotonic()
     bar = tqdm(range(cfg.max_steps), desc="train-generator", unit="step")
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = _lr_at(cfg, step)
         x = _batch(train_ids, cfg.block_size, cfg.batch_size, rng, device)
         with autocast:
             loss = model(input_ids=x, labels=x).loss
@@ -155,14 +180,14 @@ def train_generator(cfg: TrainGeneratorConfig) -> Path:
         opt.step()
         elapsed = time.monotonic() - t0
         writer.add_scalar("train/loss", loss.item(), step)
-        writer.add_scalar("train/lr", lr_at(step), step)
+        writer.add_scalar("train/lr", _lr_at(cfg, step), step)
         writer.add_scalar("train/tokens_per_sec",
                           (step + 1) * cfg.batch_size * cfg.block_size / elapsed, step)
         bar.set_postfix(loss=f"{loss.item():.3f}", best_val=f"{best:.3f}")
         last = step == cfg.max_steps - 1
         out_of_time = cfg.max_minutes > 0 and elapsed > 60 * cfg.max_minutes
         if (step + 1) % cfg.eval_every == 0 or last or out_of_time:
-            vl = val_loss()
+            vl = _val_loss(model, val_ids, cfg, device, autocast)
             writer.add_scalar("val/loss", vl, step)
             writer.add_scalar("val/perplexity", math.exp(vl), step)
             logger.info("step %d train %.3f val %.3f (ppl %.2f)", step + 1, loss.item(), vl,

@@ -1,0 +1,535 @@
+"""The loop of one live session: acquisition, estimation, decisions, music, recording.
+
+One loop, four jobs (see ``DESIGN.md`` and :mod:`st_agent.live.session`)::
+
+    source.read() ─▶ recorder.write_chunk ─▶ estimator.push ─▶ latest state
+                                                                   │  (a lead before the
+                                                                   ▼   current phrase ends)
+    music: phrase k plays ◀── composer thread writes phrase k+1 ◀── policy: next knobs
+
+Each turn of :meth:`LiveSession._loop` runs named steps: acquire a chunk,
+watch the signal, calibrate (then the first phrase), decide when the lead is
+reached, queue the next phrase for live audio, hand over to it when the
+current one ends, and show the status.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from st_agent.contract import Target, action_to_knobs, build_observation, resolve_target
+from st_agent.live.audio import session_score, write_session_wav
+from st_agent.live.common import (
+    Playing,
+    check_writable,
+    explain_change,
+    jsonable,
+    load_or_create_key,
+    open_player,
+    read_first_chunk,
+)
+from st_agent.live.composing import PhraseMaker
+from st_agent.live.inputs import estimator_config, open_source
+from st_agent.types import EmotionState, Knobs, Phrase, SignalChunk
+
+if TYPE_CHECKING:
+    from st_agent.live.session import SessionConfig
+
+__all__ = ["LiveSession", "SessionResult", "SessionStatus", "session_folder"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionStatus:
+    """What the terminal shows, once per ``status_sec`` of session time."""
+
+    t_sec: float
+    phase: str
+    state: EmotionState | None
+    target: tuple[float, float]
+    knobs: Knobs
+    signal: str
+    phrases: int
+    note: str = ""
+    """While calibrating: the estimator's progress and what holds it up."""
+
+    def line(self) -> str:
+        """One line of text."""
+        if self.phase == "calibrating" and self.note:
+            return f"{self.t_sec:7.1f}s calibrating {self.note}  signal {self.signal}"
+        st = ("  --    --  " if self.state is None else
+              f"{self.state.valence:+.2f} {self.state.arousal:+.2f} c{self.state.confidence:.1f}")
+        k = self.knobs
+        return (f"{self.t_sec:7.1f}s {self.phase:<11} state {st}  target "
+                f"{self.target[0]:+.2f} {self.target[1]:+.2f}  knobs v{k.valence:.2f} "
+                f"t{k.tempo:.2f} e{k.energy:.2f}  signal {self.signal:<8} phrases {self.phrases}")
+
+
+@dataclass
+class SessionResult:
+    """Where a session's outputs are and its headline figures."""
+
+    folder: Path
+    wav_path: Path | None
+    score_path: Path
+    report_path: Path | None
+    summary: dict[str, Any]
+
+
+def session_folder(cfg: SessionConfig) -> Path:
+    """The folder the session will write, checked before anything starts.
+
+    Raises
+    ------
+    ValueError
+        When the folder exists and is not empty.
+    OSError
+        When ``cfg.record`` cannot hold a recording.
+    """
+    folder = Path(cfg.record) / (
+        cfg.name or "session-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S"))
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"session folder {folder} exists and is not empty; choose "
+                         "another --name")
+    check_writable(Path(cfg.record))
+    return folder
+
+
+@dataclass
+class _Parts:
+    """What the loop works with (opened by :meth:`LiveSession.run`)."""
+
+    source: Any
+    estimator: Any
+    maker: PhraseMaker
+    recorder: Any
+    player: Any
+    played: list[Playing]
+    wall0: float  # monotonic time at which the loop started
+
+
+@dataclass
+class _LoopState:
+    """Everything the loop carries from one turn to the next."""
+
+    knobs: Knobs
+    chunk: SignalChunk | None
+    t_stream: float
+    t_read: float
+    last_data_wall: float
+    history: deque = field(default_factory=lambda: deque(maxlen=8))
+    latest: EmotionState | None = None
+    latest_ok: bool = False
+    signal: str = "ok"
+    lost_since: float | None = None
+    calibrated_at: float | None = None
+    calib_deadline: float | None = None
+    current: Playing | None = None
+    pending: concurrent.futures.Future | None = None
+    pending_reason: str = ""
+    queued: bool = False  # the pending phrase is already in the live player's queue
+    music_end: float = math.inf
+    next_status: float = 0.0
+    context: Phrase | None = None
+
+
+class LiveSession:
+    """The closed loop with a wall clock (or an accelerated simulated clock).
+
+    Parameters
+    ----------
+    config : SessionConfig
+    controller : object
+        Anything with ``predict(obs, deterministic=True) -> (action, state)``: a
+        trained policy or a baseline (:func:`st_agent.policies.controllers.make_controller`
+        builds the one ``config.policy`` names).
+    controller_name : str
+        How the report names it.
+    on_status : callable, optional
+        Called with a :class:`SessionStatus` every ``config.status_sec``.
+
+    Use :meth:`run`; :meth:`request_stop` (thread-safe, also what SIGINT does
+    under :func:`st_agent.live.session.run_session`) ends the session cleanly
+    with a fade-out.
+    """
+
+    def __init__(self, config: SessionConfig, controller: Any, controller_name: str = "",
+                 on_status: Callable[[SessionStatus], None] | None = None) -> None:
+        cfg = config
+        cfg.check()  # the config may have changed since it was built
+        self.config = cfg
+        self.bounds = cfg.bounds()
+        self.target: Target = resolve_target(cfg.target)
+        if not callable(getattr(controller, "predict", None)):
+            raise TypeError(f"controller must have a predict(obs) method, got "
+                            f"{type(controller).__name__}")
+        self.controller = controller
+        self.controller_name = controller_name or type(controller).__name__
+        self.on_status = on_status
+        self.folder = session_folder(cfg)
+        if cfg.soundfont is not None or cfg.play:
+            from st_agent.music.render import find_soundfont
+
+            find_soundfont(cfg.soundfont)
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self.latencies_ms: list[float] = []
+        self.leads_sec: list[float] = []
+        self.gap_detect_sec: list[float] = []
+        self._music_end_wall = time.monotonic()
+        self._last_chunk = (0.0, time.monotonic())  # (source-clock end, wall time read)
+        self._stopped_at: float | None = None
+        self._calibrated_at: float | None = None
+        self._estimator_report: dict[str, Any] = {}
+        self._maker_errors: list[str] = []
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether :meth:`request_stop` was called."""
+        return self._stop.is_set()
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """End the session at the next loop turn, fading the music out."""
+        self._stop_reason = self._stop_reason or reason
+        self._stop.set()
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> SessionResult:
+        """Run the session to its end (or a stop); write WAV, score and report."""
+        from st_agent.biometrics.estimator import StateEstimator
+
+        cfg = self.config
+        source = open_source(cfg)
+        maker = PhraseMaker(cfg.seed)
+        estimator = StateEstimator(estimator_config(cfg))
+        player = open_player(cfg.soundfont) if cfg.play else None
+        played: list[Playing] = []
+        recorder = None
+        wall0 = time.monotonic()
+        self._maker_errors = maker.errors
+        try:
+            self._start_source(source)
+            first = read_first_chunk(source, f"the board {cfg.board!r}")
+            recorder = self._open_recorder(first)
+            self._loop(_Parts(source, estimator, maker, recorder, player, played,
+                              time.monotonic()), first)
+        finally:
+            self._close(source, maker, estimator, player, recorder)
+        # what the estimator rejected and how its calibration went, for the summary
+        self._estimator_report = {"gates": estimator.gate_report().as_dict(),
+                                  "calibration": asdict(estimator.calibration_status()),
+                                  "markers_unavailable": estimator.marker_status()}
+        return self._finish(played, time.monotonic() - wall0)
+
+    def _start_source(self, source: Any) -> None:
+        try:
+            source.start()
+        except Exception as e:
+            from st_agent.biometrics.sources import SourceError
+
+            if isinstance(e, SourceError):
+                raise SourceError(f"{e}. `st-agent boards` lists the boards and their "
+                                  "ids; --board virtual needs no hardware") from e
+            raise
+
+    def _open_recorder(self, first: SignalChunk) -> Any:
+        from st_agent.biometrics.recording import ConsentRecord, SessionMeta, SessionRecorder
+
+        cfg = self.config
+        key = load_or_create_key(cfg.key_file)
+        meta = SessionMeta.from_chunk(first, ConsentRecord(cfg.consent_version,
+                                                           scopes=cfg.consent_scopes()))
+        recorder = SessionRecorder(self.folder, meta, key=key)
+        recorder.write_marker("session_start", first.t0_sec, board=cfg.board,
+                              policy=self.controller_name, target=self.target.name,
+                              bounds=asdict(self.bounds), config=jsonable(asdict(cfg)))
+        return recorder
+
+    def _close(self, source: Any, maker: PhraseMaker, estimator: Any, player: Any,
+               recorder: Any) -> None:
+        """Stop everything; the music fades out on a stop, else plays to its end."""
+        maker.close()
+        source.stop()
+        if player is not None:
+            if self._stop.is_set():
+                player.fade_out(self.config.fade_sec)
+            else:
+                player.wait(timeout_sec=max(0.0, self._music_end_wall - time.monotonic()))
+            player.close()
+        if recorder is not None:
+            for ev in source.pop_events():
+                recorder.write_source_event(ev)
+            recorder.write_marker("session_end", None, reason=self._stop_reason or "time up")
+            recorder.close()
+        estimator.close()
+
+    def _clock(self, t_stream: float, wall0: float) -> float:
+        """Session time, seconds: the stream's on an accelerated clock, else the wall's."""
+        if self.config.accelerated:
+            return t_stream
+        return time.monotonic() - wall0
+
+    # ------------------------------------------------------------------ loop
+    def _loop(self, parts: _Parts, first: SignalChunk) -> None:
+        cfg = self.config
+        self._last_chunk = (first.t0_sec, parts.wall0)
+        st = _LoopState(knobs=self.bounds.clip(Knobs(*cfg.start_knobs)), chunk=first,
+                        t_stream=(first.first_sample + first.n_times) / first.sfreq,
+                        t_read=time.monotonic(), last_data_wall=time.monotonic())
+        self._music_end_wall = time.monotonic()
+        while True:
+            self._acquire(st, parts)
+            now = self._clock(st.t_stream, parts.wall0)
+            self._watch_signal(st, parts)
+            if st.calibrated_at is None:
+                self._calibrate(st, parts, now)
+            elif st.current is not None:
+                self._decide_if_due(st, parts, now)
+                self._queue_live(st, parts)
+                if now >= st.current.end_sec:  # the next phrase takes over
+                    if st.current.end_sec >= st.music_end or self._stop.is_set():
+                        break
+                    self._next_phrase(st, parts)
+            if self._stop.is_set():
+                break
+            self._show_status(st, parts, now)
+            st.chunk = parts.source.read(timeout_sec=0.1)
+            st.t_read = time.monotonic()
+            if st.chunk is None and cfg.accelerated:
+                raise RuntimeError("the virtual listener stopped delivering")
+        self._stopped_at = now
+        self._calibrated_at = st.calibrated_at
+
+    def _acquire(self, st: _LoopState, parts: _Parts) -> None:
+        """Record the chunk read last turn, then estimate from it."""
+        chunk, recorder = st.chunk, parts.recorder
+        if chunk is not None:
+            recorder.write_chunk(chunk)
+            st.t_stream = (chunk.first_sample + chunk.n_times) / chunk.sfreq
+            if st.signal == "lost":
+                gap = time.monotonic() - (st.lost_since or time.monotonic())
+                recorder.write_event("signal_restored", self._source_now(),
+                                     detail=f"samples again after {gap:.1f} s")
+                logger.warning("signal restored after %.1f s", gap)
+                st.signal = "ok"
+            st.last_data_wall = st.t_read
+            self._last_chunk = (chunk.t0_sec + chunk.n_times / chunk.sfreq, st.t_read)
+            for est in parts.estimator.push(chunk):
+                recorder.write_state(est.state)
+                if not est.quality.get("calibrating"):
+                    st.latest = est.state
+                    st.latest_ok = (not est.bad
+                                    and est.state.confidence >= self.config.min_confidence)
+            # calibration warnings and fallbacks, markers the montage cannot give
+            for ev in parts.estimator.pop_events():
+                recorder.write_event(ev.kind, ev.t_sec, detail=ev.detail, **ev.payload)
+        for ev in parts.source.pop_events():
+            recorder.write_source_event(ev)
+
+    def _watch_signal(self, st: _LoopState, parts: _Parts) -> None:
+        """No samples for ``signal_timeout_sec``: lost; a poor estimate: unusable."""
+        cfg = self.config
+        # silent: the last read brought nothing, and nothing came for signal_timeout_sec
+        # (the time this turn spent on a chunk that did arrive is not silence)
+        silent = time.monotonic() - st.last_data_wall
+        if st.chunk is None and not cfg.accelerated and st.signal != "lost" \
+                and silent > cfg.signal_timeout_sec:
+            st.signal = "lost"
+            st.lost_since = st.last_data_wall
+            self.gap_detect_sec.append(time.monotonic() - st.last_data_wall)
+            parts.recorder.write_event("signal_lost", self._source_now(), detail=(
+                f"no samples for {time.monotonic() - st.last_data_wall:.1f} s; knobs hold"))
+            logger.warning("signal lost: no samples for %.1f s; the music holds its knobs",
+                           time.monotonic() - st.last_data_wall)
+        if st.signal != "lost":
+            st.signal = "ok" if st.latest_ok or st.calibrated_at is None else "unusable"
+
+    def _calibrate(self, st: _LoopState, parts: _Parts, now: float) -> None:
+        """Wait for the rest baseline (or its deadline), then play the first phrase."""
+        cfg, estimator = self.config, parts.estimator
+        if st.calib_deadline is None:
+            st.calib_deadline = now + 2 * cfg.calibration_sec + 10.0
+        if not (estimator.is_calibrated or cfg.calibration_sec == 0 or now > st.calib_deadline):
+            return
+        if not estimator.is_calibrated and cfg.calibration_sec > 0:
+            logger.warning("calibration incomplete after %.0f s (signal unusable?); "
+                           "starting without a baseline", now)
+        st.calibrated_at = now
+        parts.recorder.write_marker("calibration_done", None, t_session=now)
+        phrase, feats, pm, _ = parts.maker.submit(st.knobs, None).result()
+        st.context = phrase
+        st.current = self._start_phrase(
+            Playing(phrase, feats, pm, now, "first phrase at the start knobs"), st.knobs, parts,
+            parts.player)
+        st.music_end = now + 60.0 * cfg.minutes
+
+    def _decide_if_due(self, st: _LoopState, parts: _Parts, now: float) -> None:
+        """A lead before the current phrase ends: choose the knobs, start composing."""
+        cfg, cur = self.config, st.current
+        assert cur is not None and st.calibrated_at is not None
+        if st.pending is not None or self._stop.is_set() \
+                or now < cur.end_sec - cfg.decision_lead_sec or cur.end_sec >= st.music_end:
+            return
+        target = self.target.at(now - st.calibrated_at)
+        latest = st.latest
+        usable = st.signal == "ok" and latest is not None
+        obs = build_observation(latest if usable else None, target, st.knobs,
+                                latest.confidence if usable else 0.0, list(st.history))
+        if usable:
+            action, _ = self.controller.predict(obs, deterministic=True)
+            new = action_to_knobs(np.asarray(action).reshape(-1), st.knobs, self.bounds)
+            words = explain_change(st.knobs, new, (latest.valence, latest.arousal),
+                                   target) or ["knobs unchanged: the policy holds"]
+        else:
+            new = st.knobs
+            words = [f"knobs hold: signal {st.signal}"]
+        latency_ms = (time.monotonic() - st.t_read) * 1e3
+        if usable and st.chunk is not None:
+            self.latencies_ms.append(latency_ms)
+        st.history.appendleft((latest.valence if latest else math.nan,
+                               latest.arousal if latest else math.nan, st.knobs))
+        parts.recorder.write_knobs(new, None)
+        parts.recorder.write_event("decision", None, t_session=now, reasons=words,
+                                   latency_ms=latency_ms, signal=st.signal,
+                                   knobs=new.as_tuple(), target=target)
+        for w in words:
+            logger.debug("t=%.1fs %s", now, w)
+        st.knobs = new
+        st.pending = parts.maker.submit(st.knobs, st.context)
+        st.pending_reason = "; ".join(words)
+
+    def _queue_live(self, st: _LoopState, parts: _Parts) -> None:
+        """Live audio: queue the next phrase as soon as it is ready, so the player joins
+        it to the current one without a gap."""
+        if parts.player is not None and st.pending is not None and st.pending.done() \
+                and not st.queued:
+            parts.player.play(st.pending.result()[2])
+            st.queued = True
+
+    def _next_phrase(self, st: _LoopState, parts: _Parts) -> None:
+        """The current phrase ended: the composed one (or, without a decision, one at the
+        same knobs) starts; its lead time is measured."""
+        cur = st.current
+        assert cur is not None
+        if st.pending is None:  # no decision yet (e.g. stop raced): hold knobs
+            st.pending = parts.maker.submit(st.knobs, st.context)
+            st.pending_reason = "knobs hold"
+        phrase, feats, pm, ready_wall = st.pending.result()
+        lead = self._lead(cur, ready_wall, parts.wall0)
+        self.leads_sec.append(lead)
+        if lead < 0:
+            parts.recorder.write_event("late_phrase", None, lead_sec=lead)
+            logger.warning("phrase ready %.2f s late", -lead)
+        st.pending = None
+        st.context = phrase
+        if parts.player is not None and not st.queued:
+            parts.player.play(pm)
+        st.queued = False
+        st.current = self._start_phrase(
+            Playing(phrase, feats, pm, cur.end_sec, st.pending_reason), st.knobs, parts, None)
+
+    def _show_status(self, st: _LoopState, parts: _Parts, now: float) -> None:
+        if self.on_status is not None and now >= st.next_status:
+            st.next_status = now + self.config.status_sec
+            phase = "calibrating" if st.calibrated_at is None else "music"
+            note = parts.estimator.calibration_status().message if phase == "calibrating" \
+                else ""
+            self.on_status(SessionStatus(now, phase, st.latest, self.target.at(now), st.knobs,
+                                         st.signal, len(parts.played), note))
+
+    def _source_now(self) -> float:
+        """Now on the source's clock: the last chunk's end plus the wall time since."""
+        t_end, wall = self._last_chunk
+        return t_end + (time.monotonic() - wall)
+
+    def _lead(self, current: Playing, ready_wall: float, wall0: float) -> float:
+        """Seconds between the next phrase being ready and the current one ending."""
+        if self.config.accelerated:
+            return math.nan
+        return (wall0 + current.end_sec) - ready_wall
+
+    def _start_phrase(self, p: Playing, knobs: Knobs, parts: _Parts, player: Any) -> Playing:
+        """``p`` starts: record it; the (virtual) listener hears it; ``player`` plays it."""
+        parts.played.append(p)
+        parts.recorder.write_phrase(p.phrase, None, duration_sec=p.features.duration_sec,
+                                    features=p.features)
+        parts.recorder.write_event("phrase_start", None, t_session=p.start_sec,
+                                   index=len(parts.played) - 1, knobs=knobs.as_tuple(),
+                                   reason=p.reason)
+        source = parts.source
+        hear = getattr(getattr(source, "inner", source), "hear", None)
+        if hear is not None:  # a virtual listener hears what plays
+            hear(p.features)
+        if player is not None:
+            player.play(p.pm)
+        self._music_end_wall = time.monotonic() + max(0.0, p.end_sec - p.start_sec)
+        return p
+
+    # ------------------------------------------------------------------ outputs
+    def _finish(self, played: list[Playing], wall_sec: float) -> SessionResult:
+        """Write the score, the WAV, ``summary.json`` and (``config.report``) the report."""
+        from st_agent.biometrics.recording import read_session
+        from st_agent.live.report import session_metrics
+
+        cfg = self.config
+        folder = self.folder
+        score = folder / "score.abc"
+        score.write_text(session_score(played, title=f"st-agent session {folder.name}"),
+                         encoding="utf-8")
+        wav = None
+        if played:
+            music_sec = played[-1].end_sec - played[0].start_sec
+            if self._stop.is_set() and self._stopped_at is not None:
+                music_sec = min(music_sec, self._stopped_at - played[0].start_sec + cfg.fade_sec)
+            wav = write_session_wav(folder / "session.wav", played, music_sec, cfg.fade_sec,
+                                    cfg.soundfont)
+        summary = self._summary(played, wall_sec)
+        summary["metrics"] = session_metrics(read_session(folder, key=cfg.key_file).events)
+        (folder / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n",
+                                             encoding="utf-8")
+        report = None
+        if cfg.report:
+            from st_agent.live.report import write_report
+
+            report = write_report(folder, key_file=cfg.key_file)
+        if cfg.key_file is not None:
+            logger.info("the recording in %s is encrypted with %s; its derived files "
+                        "(session.wav, score.abc, summary.json, report.html, *.png) are "
+                        "plaintext", folder, cfg.key_file)
+        return SessionResult(folder, wav, score, report, summary)
+
+    def _summary(self, played: list[Playing], wall_sec: float) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ms)
+        leads = np.asarray([x for x in self.leads_sec if math.isfinite(x)])
+        music = (played[-1].end_sec - played[0].start_sec) if played else 0.0
+        return {
+            "board": self.config.board, "policy": self.controller_name,
+            "target": self.target.name, "target_point": self.target.at(0.0),
+            "phrases": len(played), "music_sec": music,
+            "calibration_end_sec": self._calibrated_at,
+            "stopped": self._stop.is_set(), "stop_reason": self._stop_reason or "time up",
+            "wall_sec": wall_sec, "accelerated": self.config.accelerated,
+            "decision_latency_ms": {"n": int(lat.size),
+                                    "p50": float(np.percentile(lat, 50)) if lat.size else None,
+                                    "p95": float(np.percentile(lat, 95)) if lat.size else None},
+            "lead_time_sec": {"n": int(leads.size),
+                              "min": float(leads.min()) if leads.size else None,
+                              "p5": float(np.percentile(leads, 5)) if leads.size else None},
+            "signal_lost_detect_sec": self.gap_detect_sec,
+            "composer_repeats": len(self._maker_errors),
+            "estimator": self._estimator_report,
+        }
