@@ -23,8 +23,9 @@ bars         model-level bar validity without re-barring, before (free sampling,
              the corpus lexer, and music21's measures), raw samples rejected, abc2midi
              errors and warnings, and compose+render latency of each.
 repetition   the calm corner (61 BPM, energy 0.1): phrases with 4+ and 6+ repeated notes
-             in a row, repetition penalty off vs. on (meter-aware decoding), against the
-             held-out corpus phrases with the slow and sparsest labels.
+             in a row (consecutive onsets on one pitch; tied continuations are no onsets)
+             for the composer before (re-barring, no penalty), meter-aware without and
+             with the repetition penalty, against held-out corpus phrases by label.
 
     .venv/bin/python benchmarks/bench_composer.py --sections bars repetition --phrases 200
 """
@@ -244,26 +245,31 @@ def section_repetition(n: int) -> None:
                          for b, u, k in bodies_keys])
 
     corpus = load_corpus()
-    calm = [(p, t.tune.unit, t.tune.key) for t in corpus.test
-            for p, c in zip(t.tune.phrases, t.controls, strict=True)
-            if c.tempo == 0 and c.energy == 0]
-    every = [(p, t.tune.unit, t.tune.key) for t in corpus.test for p in t.tune.phrases]
-    ref_calm, ref_all = runs(calm), runs(every)
-    print(f"repetition: held-out corpus, slow+sparsest phrases (n={len(calm)}): 4+ repeated notes "
-          f"in {np.mean(ref_calm >= 4):.1%}, 6+ in {np.mean(ref_calm >= 6):.1%}; all held-out "
-          f"phrases (n={len(every)}): 4+ {np.mean(ref_all >= 4):.1%}, "
-          f"6+ {np.mean(ref_all >= 6):.1%}")
+    groups = {
+        "slowest tempo label": lambda c: c.tempo == 0,
+        "sparsest energy label": lambda c: c.energy == 0,
+        "slow and sparsest": lambda c: c.tempo == 0 and c.energy == 0,
+        "all": lambda c: True,
+    }
+    for name, keep in groups.items():
+        ref = runs([(p, t.tune.unit, t.tune.key) for t in corpus.test
+                    for p, c in zip(t.tune.phrases, t.controls, strict=True) if keep(c)])
+        print(f"repetition: held-out corpus phrases, {name} (n={len(ref)}): 4+ repeated notes "
+              f"in {np.mean(ref >= 4):.1%}, 6+ in {np.mean(ref >= 6):.1%}")
     tempo = (61 - 50) / 110  # 61 BPM
-    for penalty in (0.0, ComposerConfig().repeat_penalty):
-        comp = Composer(ComposerConfig(repeat_penalty=penalty))
+    settings = {"re-barring, no penalty (the composer before)": (False, 0.0),
+                "meter-aware, no penalty": (True, 0.0),
+                "meter-aware, repeat_penalty (now)": (True, ComposerConfig().repeat_penalty)}
+    for name, (aware, penalty) in settings.items():
+        comp = Composer(ComposerConfig(meter_aware=aware, repeat_penalty=penalty))
         got = []
         for i in range(n):
             p = comp.compose(Knobs(0.2 if i % 2 else 0.8, tempo, 0.1), seed=i)
             got.append((p.body, p.unit, p.key))
         r = runs(got)
-        print(f"  calm corner (61 BPM, energy 0.1, valence 0.2/0.8 alternating, n={n}), "
-              f"repeat_penalty {penalty}: 4+ repeated notes in {np.mean(r >= 4):.1%}, "
-              f"6+ in {np.mean(r >= 6):.1%}, longest run mean {r.mean():.2f}, max {r.max()}")
+        print(f"  calm corner (61 BPM, energy 0.1, valence 0.2/0.8 alternating, n={n}), {name}: "
+              f"4+ repeated notes in {np.mean(r >= 4):.1%}, 6+ in {np.mean(r >= 6):.1%}, "
+              f"longest run mean {r.mean():.2f}, max {r.max()}")
 
 
 def main() -> None:

@@ -59,9 +59,12 @@ class ComposerConfig:
     bar_tables: bool = True
     """Start meter-aware decoding with the bar-grammar tables the checkpoint ships
     (``bar_grammar_*.npz``); False computes every table when first needed."""
-    repeat_penalty: float = 0.5
+    repeat_penalty: float = 0.1
     """Ranking penalty per note beyond 3 in a candidate's longest run of one
-    repeated pitch (0 = off); keeps slow, sparse phrases from sitting on one note."""
+    repeated pitch (0 = off; the density score is a relative error, so 0.1 weighs
+    a 4-note run like a 10 % density miss); keeps slow, sparse phrases from
+    sitting on one note without going below the corpus' own share of 4-note runs
+    (``benchmarks/bench_composer.py --sections repetition``)."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.repeat_penalty, int | float) and self.repeat_penalty >= 0):
