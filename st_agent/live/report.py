@@ -57,6 +57,15 @@ def _series(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e for e in events if e["kind"] == kind]
 
 
+def _region_of(payload: dict[str, Any]) -> tuple[float, float, float, float]:
+    """A decision's target region; a recorded point is a region of zero size."""
+    region = payload.get("target_region")
+    if region is not None and len(region) == 4:
+        return tuple(float(x) for x in region)
+    v, a = payload["target"][:2]
+    return (float(v), float(v), float(a), float(a))
+
+
 def session_metrics(events: list[dict[str, Any]]) -> dict[str, Any]:
     """Distance, time to target, knob change and signal loss from a session's events.
 
@@ -68,7 +77,8 @@ def session_metrics(events: list[dict[str, Any]]) -> dict[str, Any]:
     Returns
     -------
     metrics : dict
-        ``distance_last_half``, ``time_to_target_sec`` (None if never),
+        ``distance_last_half`` (to the target region, 0 inside),
+        ``time_to_target_sec`` (None if never),
         ``knob_change_per_phrase``, ``signal_lost_sec``, ``decisions``,
         ``music_start_sec``.
     """
@@ -78,7 +88,9 @@ def session_metrics(events: list[dict[str, Any]]) -> dict[str, Any]:
              and e["payload"].get("label") == "calibration_done"]
     t_music = calib[0] if calib else (starts[0]["onset_sec"] if starts else 0.0)
     states = [e for e in _series(events, "state") if e["onset_sec"] >= t_music]
-    targets = [(e["onset_sec"], tuple(e["payload"]["target"])) for e in decisions]
+    # the target region of each decision (v_lo, v_hi, a_lo, a_hi); older recordings
+    # carry only the point, which is a region of zero size
+    targets = [(e["onset_sec"], _region_of(e["payload"])) for e in decisions]
     first_target = targets[0][1] if targets else None
     d, t = [], []
     for e in states:
@@ -89,7 +101,9 @@ def session_metrics(events: list[dict[str, Any]]) -> dict[str, Any]:
         if tgt is None:
             continue
         p = e["payload"]
-        d.append(math.hypot(p["valence"] - tgt[0], p["arousal"] - tgt[1]))
+        dv = max(tgt[0] - p["valence"], 0.0, p["valence"] - tgt[1])
+        da = max(tgt[2] - p["arousal"], 0.0, p["arousal"] - tgt[3])
+        d.append(math.hypot(dv, da))
         t.append(e["onset_sec"])
     d_arr, t_arr = np.asarray(d), np.asarray(t)
     enter = None

@@ -405,7 +405,8 @@ class LiveSession:
         parts.recorder.write_knobs(new, None)
         parts.recorder.write_event("decision", None, t_session=now, reasons=words,
                                    latency_ms=latency_ms, signal=st.signal,
-                                   knobs=new.as_tuple(), target=target)
+                                   knobs=new.as_tuple(), target=tuple(target),
+                                   target_region=getattr(target, "region", None))
         for w in words:
             logger.debug("t=%.1fs %s", now, w)
         st.knobs = new

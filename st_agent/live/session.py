@@ -106,8 +106,9 @@ class SessionConfig:
     minutes: float = 20.0
     """Length of the music part of the session, minutes (after calibration)."""
     policy: str = "calm"
-    """Controller: a bundled policy name (calm), a trained policy folder
-    (policy.safetensors + policy.json), or a baseline: pid, random, fixed."""
+    """Controller: a shipped preset (calm, focus, uplift, energize: the adaptive
+    controller), adaptive, a trained policy folder (policy.safetensors + policy.json),
+    or a baseline: pid (tuned), random, fixed."""
     knobs: tuple[float, float, float] | None = None
     """Manual override: hold these (valence, tempo, energy) knobs instead of the policy
     (reached at the rate limit)."""
@@ -229,7 +230,8 @@ class DemoConfig:
     a few minutes of session on an accelerated clock."""
 
     policy: str = "calm"
-    """Controller: calm (the bundled PPO policy), pid, random, fixed, or a policy folder."""
+    """Controller: a shipped preset (calm, focus, uplift, energize: the adaptive controller),
+    adaptive, pid (tuned), random, fixed, or a trained run folder."""
     target: str = "calm"
     """Target preset: calm, focus, uplift or energize."""
     minutes: float = 5.0

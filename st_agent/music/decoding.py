@@ -126,6 +126,20 @@ class CachedDecoder:
         v_cache[:, :, :, :T0] = v1[:, :, :, :T0]
         return logits.expand(n, -1), k_cache, v_cache
 
+    def _check_sample_args(self, prompt_ids: Sequence[int], n: int, max_new_tokens: int,
+                           temperature: float) -> None:
+        if not prompt_ids:
+            raise ValueError("prompt_ids must hold at least one token")
+        if n < 1 or max_new_tokens < 1:
+            raise ValueError(f"n ({n}) and max_new_tokens ({max_new_tokens}) must be >= 1")
+        if not temperature > 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if len(prompt_ids) + max_new_tokens > self.max_len:
+            raise ValueError(
+                f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
+                f"the context of {self.max_len} tokens; shorten the context"
+            )
+
     @staticmethod
     def _pick(scores: torch.Tensor, temperature: float, top_k: int,
               generator: torch.Generator | None) -> torch.Tensor:
@@ -186,18 +200,8 @@ class CachedDecoder:
             ``n`` lists of new tokens; one that did not stop within
             ``max_new_tokens`` does not end with a stop id.
         """
-        if not prompt_ids:
-            raise ValueError("prompt_ids must hold at least one token")
-        if n < 1 or max_new_tokens < 1:
-            raise ValueError(f"n ({n}) and max_new_tokens ({max_new_tokens}) must be >= 1")
-        if not temperature > 0 or not math.isfinite(temperature):
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self._check_sample_args(prompt_ids, n, max_new_tokens, temperature)
         T0 = len(prompt_ids)
-        if T0 + max_new_tokens > self.max_len:
-            raise ValueError(
-                f"prompt ({T0} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
-                f"context of {self.max_len} tokens; shorten the context"
-            )
         device = self.wte.device
         logits, k_cache, v_cache = self._prefill(prompt_ids, n)
         bias = torch.zeros(self.vocab_size, device=device)
