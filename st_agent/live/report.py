@@ -213,7 +213,14 @@ def _plot_state(events: list[dict[str, Any]], t_music: float, path: Path) -> str
         ax1.step(td, [x[1] for x in tv], where="post", color="tab:blue", ls="--",
                  label="target arousal")
         ax2.plot(tv[0][0], tv[0][1], "k*", ms=14, label="target")
-        ax2.add_patch(plt.Circle(tuple(tv[0]), TARGET_RADIUS, fill=False, ls="--"))
+        v_lo, v_hi, a_lo, a_hi = _region_of(decisions[0]["payload"])
+        if v_hi > v_lo or a_hi > a_lo:  # a region: shade it (one-sided bands reach the edge)
+            for lo, hi, color in ((v_lo, v_hi, "tab:orange"), (a_lo, a_hi, "tab:blue")):
+                ax1.axhspan(lo, hi, color=color, alpha=0.08, lw=0)
+            ax2.add_patch(plt.Rectangle((v_lo, a_lo), v_hi - v_lo, a_hi - a_lo, fill=True,
+                                        alpha=0.12, color="k", lw=0, label="target region"))
+        else:
+            ax2.add_patch(plt.Circle(tuple(tv[0]), TARGET_RADIUS, fill=False, ls="--"))
     for lo in _series(events, "signal_lost"):
         ax1.axvline(lo["onset_sec"], color="red", lw=0.8)
     ax1.axvline(t_music, color="grey", ls=":", label="music starts")
