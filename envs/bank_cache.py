@@ -11,16 +11,20 @@ ever written into the checkout or site-packages.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any, TypeVar
 
 from st_agent.paths import cache_dir
 
-__all__ = ["bank_path", "build_lock", "shipped_bank"]
+__all__ = ["bank_path", "build_lock", "load_or_build", "shipped_bank"]
 
 logger = logging.getLogger(__name__)
+
+Bank = TypeVar("Bank")
 
 
 def shipped_bank(filename: str) -> Path | None:
@@ -59,3 +63,39 @@ def build_lock(path: Path, timeout_sec: float = 3600.0) -> Iterator[None]:
     except Timeout as e:
         raise TimeoutError(f"another process has been building {path} for over "
                            f"{timeout_sec:.0f} s; remove {path}.lock if it died") from e
+
+
+def load_or_build(path: Path, grid: int, overwrite: bool, load: Callable[[Path], Bank],
+                  build: Callable[[], Bank], extra: dict[str, Any]) -> Bank:
+    """Load the bank at ``path`` if it has this ``grid``; else build it once, under a lock.
+
+    Parameters
+    ----------
+    path : Path
+        The bank's JSON file.
+    grid : int
+        Points per knob axis the caller wants (a file with another grid is rebuilt).
+    overwrite : bool
+        Rebuild even when the file exists.
+    load, build : callable
+        ``load(path)`` reads a bank (with ``.grid``); ``build()`` composes one (with
+        ``.to_json()``).
+    extra : dict
+        Written into the JSON beside the bank (how it was built).
+    """
+    if path.is_file() and not overwrite:
+        bank = load(path)
+        if bank.grid == grid:
+            return bank
+        logger.warning("%s has grid %d, not %d: rebuilding", path, bank.grid, grid)
+        overwrite = True
+    with build_lock(path):
+        if path.is_file() and not overwrite:  # another process built it while we waited
+            return load(path)
+        bank = build()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(bank.to_json() | extra), encoding="utf-8")
+        tmp.replace(path)
+    logger.info("bank of %d^3 grid points -> %s", grid, path)
+    return bank

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from st_agent.envs.bank_cache import bank_path, build_lock
+from st_agent.envs.bank_cache import bank_path, load_or_build
 from st_agent.envs.phrase_bank import PhraseBank
 from st_agent.music.ensemble import STEPS_PER_QUARTER, voice_masks
 from st_agent.types import Knobs
@@ -153,23 +153,9 @@ def build_jam_bank(path: str | Path | None = None, grid: int = 5, per_point: int
         raise ValueError(f"per_point must be an int >= 1, got {per_point!r}")
     if path is None:  # a rebuild goes to the user cache, never over the shipped copy
         path = bank_path(f"jam_bank_g{grid}_p{per_point}_s{seed}.json", for_writing=overwrite)
-    path = Path(path)
-    if path.is_file() and not overwrite:
-        bank = JamBank.load(path)
-        if bank.grid == grid:
-            return bank
-        logger.warning("%s has grid %d, not %d: rebuilding", path, bank.grid, grid)
-    with build_lock(path):
-        if path.is_file() and not overwrite:  # another process built it while we waited
-            return JamBank.load(path)
-        bank = _compose_jam_bank(grid, per_point, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(bank.to_json() | {"per_point": per_point, "seed": seed}),
-                       encoding="utf-8")
-        tmp.replace(path)
-    logger.info("jam bank: %d phrases on a %d^3 grid -> %s", len(bank.bank.features), grid, path)
-    return bank
+    return load_or_build(Path(path), grid, overwrite, JamBank.load,
+                         lambda: _compose_jam_bank(grid, per_point, seed),
+                         {"per_point": per_point, "seed": seed})
 
 
 def _compose_jam_bank(grid: int, per_point: int, seed: int) -> JamBank:

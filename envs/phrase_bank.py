@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from st_agent.envs.bank_cache import bank_path, build_lock
+from st_agent.envs.bank_cache import bank_path, load_or_build
 from st_agent.listener.model import feature_vector
 from st_agent.types import Knobs, MusicFeatures
 
@@ -163,23 +163,9 @@ def build_phrase_bank(path: str | Path | None = None, grid: int = 5, per_point: 
         raise ValueError(f"per_point must be an int >= 1, got {per_point!r}")
     if path is None:  # a rebuild goes to the user cache, never over the shipped copy
         path = bank_path(f"bank_g{grid}_p{per_point}_s{seed}.json", for_writing=overwrite)
-    path = Path(path)
-    if path.is_file() and not overwrite:
-        bank = PhraseBank.load(path)
-        if bank.grid == grid:
-            return bank
-        logger.warning("%s has grid %d, not %d: rebuilding", path, bank.grid, grid)
-    with build_lock(path):
-        if path.is_file() and not overwrite:  # another process built it while we waited
-            return PhraseBank.load(path)
-        bank = _compose_bank(grid, per_point, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        doc = bank.to_json() | {"per_point": per_point, "seed": seed}
-        tmp.write_text(json.dumps(doc), encoding="utf-8")
-        tmp.replace(path)
-    logger.info("phrase bank: %d phrases on a %d^3 grid -> %s", len(bank.features), grid, path)
-    return bank
+    return load_or_build(Path(path), grid, overwrite, PhraseBank.load,
+                         lambda: _compose_bank(grid, per_point, seed),
+                         {"per_point": per_point, "seed": seed})
 
 
 def _compose_bank(grid: int, per_point: int, seed: int) -> PhraseBank:

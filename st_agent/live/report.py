@@ -247,9 +247,11 @@ def _plot_knobs(events: list[dict[str, Any]], path: Path) -> str:
     if starts:
         tk = [e["onset_sec"] for e in starts]
         kn = np.array([e["payload"]["knobs"] for e in starts])
-        for i, (name, c) in enumerate((("valence", "tab:orange"), ("tempo", "tab:green"),
-                                       ("energy", "tab:red"))):
-            ax.step(tk, kn[:, i], where="post", color=c, label=name)
+        # distinct widths and dashes: knobs often sit on the same value
+        for i, (name, c, ls, lw) in enumerate((("valence", "tab:orange", "-", 1.5),
+                                               ("tempo", "tab:green", "-", 3.0),
+                                               ("energy", "tab:red", "--", 1.5))):
+            ax.step(tk, kn[:, i], where="post", color=c, ls=ls, lw=lw, label=name)
     ax.set(xlabel="time (s)", ylabel="knob", ylim=(-0.02, 1.02), title="Knobs (one step per "
            "phrase)")
     ax.legend(fontsize=8)
