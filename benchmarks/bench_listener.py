@@ -19,8 +19,13 @@
    (signals only, and signals + estimator) and in fast mode (10,000 listeners
    vectorised, 0.5 s steps), for each family alone and for the mixed population.
 
+``--compare`` also runs the *previous* estimator settings (:data:`PREVIOUS`: the
+arousal weights and smoothing before issue 14's re-weighting) on the same signals and
+prints the paired difference of the per-listener r with a bootstrap 95 % CI.
+``--no-speed`` skips part 3.
+
 Run: ``python benchmarks/bench_listener.py [--listeners 50] [--minutes 8]
-[--families first_order,adaptation] [--write-noise]``
+[--families first_order,adaptation] [--write-noise] [--compare] [--no-speed]``
 """
 
 from __future__ import annotations
@@ -46,9 +51,25 @@ NOISE_PATH = (Path(__file__).resolve().parents[1] / "st_agent" / "listener" / "a
               / "estimator_noise.json")
 
 
+#: The estimator's arousal settings before they were re-weighted (issue 14): the
+#: literature priors, heart rate 0.5, one 4 s moving average for both axes.
+PREVIOUS = {"arousal_weights": {"eeg/log_beta_alpha": 1.0, "eeg/alpha_post_lrel": -1.0,
+                                "hr/ln_rmssd": -0.25, "hr/ln_hf": -0.25, "resp/rate_bpm": 0.25,
+                                "eda/tonic_us": 0.5, "emg/ln_rms": 0.25},
+            "hr_weight": 0.5, "arousal_smoothing_sec": 4.0}
+
+
 def run_listener(params, seed: int, minutes: float, rest_sec: float = 60.0,
                  model: SignalModel | None = None) -> dict:
     """One simulated session through the real estimator; latent and estimates per window."""
+    return run_listener_configs(params, seed, minutes, [{}], rest_sec, model)[0]
+
+
+def run_listener_configs(params, seed: int, minutes: float, overrides: list[dict],
+                         rest_sec: float = 60.0, model: SignalModel | None = None,
+                         ) -> list[dict]:
+    """One simulated session, the same chunks through one estimator per settings override
+    (``EstimatorConfig`` fields); one result dict per override."""
     rng = np.random.default_rng(10_000 + seed)
     src = VirtualListenerSource(params, model=model, rng=seed)
     src.hear(None, rest_sec)
@@ -58,24 +79,38 @@ def run_listener(params, seed: int, minutes: float, rest_sec: float = 60.0,
         feats = random_features(rng)
         src.hear(feats, seg)
         t += seg
-    est = StateEstimator(EstimatorConfig(reference_model=False, calibration_sec=rest_sec))
-    lat, out, rest_lat = [], [], []
-    n_bad = n_all = 0
+    ests = [StateEstimator(EstimatorConfig(reference_model=False, calibration_sec=rest_sec,
+                                           **o)) for o in overrides]
+    acc = [{"lat": [], "out": [], "rest": [], "bad": 0, "all": 0} for _ in overrides]
     end_sec = rest_sec + minutes * 60
     with src:
         while src._next_sample / src.sfreq < end_sec:
-            for e in est.push(src.read()):
-                n_all += 1
-                if not est.is_calibrated or e.state.confidence == 0:
-                    rest_lat.append(src.latent)
-                    continue
-                if e.bad:
-                    n_bad += 1
-                    continue
-                lat.append(src.latent)
-                out.append((e.state.valence, e.state.arousal))
-    return {"latent": np.array(lat), "est": np.array(out), "rest": np.mean(rest_lat, axis=0),
-            "bad_fraction": n_bad / max(n_all, 1)}
+            chunk = src.read()
+            for est, a in zip(ests, acc, strict=True):
+                for e in est.push(chunk):
+                    a["all"] += 1
+                    if not est.is_calibrated or e.state.confidence == 0:
+                        a["rest"].append(src.latent)
+                        continue
+                    if e.bad:
+                        a["bad"] += 1
+                        continue
+                    a["lat"].append(src.latent)
+                    a["out"].append((e.state.valence, e.state.arousal))
+    return [{"latent": np.array(a["lat"]), "est": np.array(a["out"]),
+             "rest": np.mean(a["rest"], axis=0), "bad_fraction": a["bad"] / max(a["all"], 1)}
+            for a in acc]
+
+
+def paired_ci(d: np.ndarray, seed: int = 0, n_boot: int = 10_000) -> tuple[float, float]:
+    """Bootstrap 95 % CI of the mean of paired differences ``d`` (over listeners)."""
+    rng = np.random.default_rng(seed)
+    means = rng.choice(d, (n_boot, d.size)).mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _r(runs: list[dict], k: int) -> np.ndarray:
+    return np.array([np.corrcoef(r["latent"][:, k], r["est"][:, k])[0, 1] for r in runs])
 
 
 def noise_stats(runs: list[dict], max_lag: int = 120) -> dict:
@@ -150,16 +185,20 @@ def main() -> None:
                     help="blinks per minute of the virtual listeners")
     ap.add_argument("--write-noise", action="store_true",
                     help=f"store the measured estimator noise in {NOISE_PATH}")
+    ap.add_argument("--compare", action="store_true",
+                    help="also run the PREVIOUS settings on the same signals (paired CI)")
+    ap.add_argument("--no-speed", action="store_true", help="skip the speed figures")
     args = ap.parse_args()
 
     families = check_families(args.families.split(","))
     t0 = time.perf_counter()
     listeners = sample_population(args.listeners, rng=args.seed, families=families)
     model = SignalModel(blink_rate_per_min=args.blink_rate)
-    runs = [run_listener(p, args.seed * 1000 + i, args.minutes, model=model)
+    overrides = [{}, PREVIOUS] if args.compare else [{}]
+    both = [run_listener_configs(p, args.seed * 1000 + i, args.minutes, overrides, model=model)
             for i, p in enumerate(listeners)]
-    rv = np.array([np.corrcoef(r["latent"][:, 0], r["est"][:, 0])[0, 1] for r in runs])
-    ra = np.array([np.corrcoef(r["latent"][:, 1], r["est"][:, 1])[0, 1] for r in runs])
+    runs = [b[0] for b in both]
+    rv, ra = _r(runs, 0), _r(runs, 1)
     bad = np.array([r["bad_fraction"] for r in runs])
     lat_sd = np.array([r["latent"].std(axis=0) for r in runs])
     pooled = [np.corrcoef(np.concatenate([r["latent"][:, k] - r["rest"][k] for r in runs]),
@@ -167,7 +206,8 @@ def main() -> None:
     cfg = EstimatorConfig()
     print(f"recovery over {args.listeners} listeners ({','.join(families)}), 60 s rest + "
           f"{args.minutes:g} min music each, {args.blink_rate:g} blinks/min, estimator "
-          f"smoothing_sec={cfg.smoothing_sec:g} "
+          f"smoothing_sec={cfg.smoothing_sec:g}, arousal_smoothing_sec="
+          f"{cfg.arousal_smoothing_sec} "
           f"({time.perf_counter() - t0:.0f} s):")
     print(f"  MEAN r over all {len(runs)} listeners: arousal {ra.mean():.3f} (target >= 0.8), "
           f"valence {rv.mean():.3f} (target >= 0.6)")
@@ -184,6 +224,14 @@ def main() -> None:
     print(f"  latent std within a session: valence {lat_sd[:, 0].mean():.3f}, "
           f"arousal {lat_sd[:, 1].mean():.3f}; windows rejected (blinks...) "
           f"{100 * bad.mean():.1f}%")
+    if args.compare:
+        prev = [b[1] for b in both]
+        for k, axis in ((1, "arousal"), (0, "valence")):
+            new, old = _r(runs, k), _r(prev, k)
+            lo, hi = paired_ci(new - old, args.seed)
+            print(f"  {axis} r, current minus PREVIOUS settings, same listeners and signals: "
+                  f"{(new - old).mean():+.3f} (95 % CI {lo:+.3f} .. {hi:+.3f}); PREVIOUS mean "
+                  f"{old.mean():.3f}")
     stats = noise_stats(runs)
     print("  estimator noise (fast mode):", json.dumps({k: round(v, 4) for k, v in stats.items()}))
     if args.write_noise:
@@ -196,6 +244,8 @@ def main() -> None:
                "recovery_r_valence_mean": float(rv.mean())}
         NOISE_PATH.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         print(f"  wrote {NOISE_PATH}")
+    if args.no_speed:
+        return
     synth, both = speed_raw()
     print(f"raw mode: {synth:,.0f} listener-s/s (signals only), {both:,.0f} listener-s/s "
           f"(signals + estimator), one listener")

@@ -61,14 +61,17 @@ def load_listener_file(path: str | Path) -> AnyListenerParams:
     ValueError
         When it is not a fitted-listener file.
     """
+    from st_agent.errors import DataError
     from st_agent.listener.fitting import load_fit
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"listener file {path} does not exist; write one with "
                                 "`st-agent fit-listener`")
     try:
         return load_fit(path)
+    except DataError:
+        raise  # already names the file and the field (ListenerFileError)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"cannot read listener file {path}: {e}") from e
 

@@ -13,63 +13,102 @@ Names
 - ``constant``: the best constant knobs of the target (``assets/constant/<target>.json``).
 - ``fixed``: the target's hand-set preset knobs; ``random``: random knob changes.
 - a folder: a trained PPO run (``st-agent train``) or a residual PPO run.
+
+Only what works in a single-listener session is offered (:func:`session_policies`):
+a shipped *jam* policy (``jam3``, or a ``train-jam`` folder) is refused with a
+:class:`~st_agent.errors.UsageError` that points to ``st-agent jam``. Every file read
+here is validated first (:mod:`st_agent.policies.schema`; failures are
+:class:`~st_agent.policies.schema.PolicyFileError`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from pydantic import BaseModel
 
 from st_agent.contract import HISTORY_LEN, TARGET_PRESETS, SafetyBounds
+from st_agent.errors import UsageError
 from st_agent.policies.adaptive import AdaptiveConfig, AdaptiveController, ResponsePrior
 from st_agent.policies.baselines import FIXED_KNOBS, FixedPolicy, PIDPolicy, RandomPolicy
-from st_agent.policies.loading import BUNDLED_DIR, bundled_policies, load_bundled_policy
+from st_agent.policies.loading import (
+    BUNDLED_DIR,
+    bundled_format,
+    bundled_policies,
+    load_bundled_policy,
+)
+from st_agent.policies.schema import (
+    AdaptiveSettings,
+    ConstantKnobsDoc,
+    ControllerManifest,
+    PIDGainsDoc,
+    PolicyFileError,
+    PolicyFileMissing,
+    check_format,
+    read_json_file,
+    validate_doc,
+)
 from st_agent.types import Knobs
 
 __all__ = ["BASELINE_POLICIES", "CONTROLLER_FORMAT", "JamControllerChoice", "adaptive_for",
            "constant_for", "load_controller", "make_controller", "make_jam_controller",
-           "pid_for", "shipped_controllers"]
+           "pid_for", "session_policies", "shipped_controllers"]
 
 logger = logging.getLogger(__name__)
 
 #: Policies that are baselines or model-based controllers rather than trained networks.
 BASELINE_POLICIES = ("pid", "random", "fixed", "constant", "adaptive")
 CONTROLLER_FORMAT = "st-agent-controller"
-_KINDS = ("adaptive", "residual")
+#: ``format`` of jam policies (:data:`st_agent.policies.jam.JAM_POLICY_FORMAT`, whose
+#: module imports the training stack; a test checks they agree).
+JAM_POLICY_FORMAT = "st-agent-jam-policy"
 
 
-def _asset(sub: str, target: str) -> dict[str, Any]:
-    """``assets/<sub>/<target>.json`` (``calm``'s for a custom target)."""
+#: The schema of each folder of shipped settings (``assets/<sub>/<target>.json``).
+_ASSET_SCHEMAS: dict[str, type[BaseModel]] = {
+    "pid": PIDGainsDoc, "constant": ConstantKnobsDoc, "adaptive": AdaptiveSettings}
+
+
+def _asset(sub: str, target: str) -> Any:
+    """``assets/<sub>/<target>.json`` (``calm``'s for a custom target), validated.
+
+    Raises
+    ------
+    PolicyFileError
+        When the file is missing or fails its schema (:mod:`st_agent.policies.schema`).
+    """
     name = target if target in TARGET_PRESETS else "calm"
     path = BUNDLED_DIR / sub / f"{name}.json"
-    if not path.is_file():
-        raise ValueError(f"no shipped {sub} settings for target {name!r} at {path}; write "
-                         "them with benchmarks/ship_controllers.py")
-    return json.loads(path.read_text(encoding="utf-8"))
+    hint = "write them with benchmarks/ship_controllers.py"
+    doc = read_json_file(path, f"shipped {sub} settings", hint)
+    return validate_doc(_ASSET_SCHEMAS[sub], doc, path, f"{sub} settings file")
 
 
 def pid_for(target: str) -> PIDPolicy:
     """PID with the gains tuned for ``target`` on the tuning stream (shipped)."""
     d = _asset("pid", target)
-    return PIDPolicy(d["kp"], d["ki"], d["kd"])
+    return PIDPolicy(d.kp, d.ki, d.kd)
 
 
 def constant_for(target: str, bounds: SafetyBounds) -> FixedPolicy:
     """The best constant knobs of ``target`` (shipped), clipped into ``bounds``."""
-    knobs = bounds.clip(Knobs(*_asset("constant", target)["knobs"]))
+    knobs = bounds.clip(Knobs(*_asset("constant", target).knobs))
     return FixedPolicy(knobs.as_tuple(), bounds)
 
 
 def adaptive_for(target: str, bounds: SafetyBounds) -> AdaptiveController:
     """The adaptive controller with the shipped prior and settings of ``target``."""
     d = _asset("adaptive", target)
-    return AdaptiveController(ResponsePrior.from_json(d["prior"]), bounds,
-                              AdaptiveConfig(**d["config"]))
+    path = BUNDLED_DIR / "adaptive" / f"{target if target in TARGET_PRESETS else 'calm'}.json"
+    try:
+        prior = ResponsePrior.from_json(d.prior.model_dump())
+    except ValueError as e:
+        raise PolicyFileError(f"{path}: field prior: {e}") from e
+    return AdaptiveController(prior, bounds, AdaptiveConfig(**d.config.model_dump()))
 
 
 def shipped_controllers() -> list[str]:
@@ -79,15 +118,30 @@ def shipped_controllers() -> list[str]:
 
 def _load_shipped(name: str, bounds: SafetyBounds) -> tuple[Any, str]:
     path = BUNDLED_DIR / name / "controller.json"
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    if doc.get("format") != CONTROLLER_FORMAT or doc.get("kind") not in _KINDS:
-        raise ValueError(f"{path} is not a {CONTROLLER_FORMAT} manifest with kind in {_KINDS}")
-    if doc["kind"] == "adaptive":
+    raw = read_json_file(path, "controller manifest")
+    check_format(raw, path, CONTROLLER_FORMAT, (1,))
+    doc = validate_doc(ControllerManifest, raw, path, f"{CONTROLLER_FORMAT} manifest")
+    if doc.kind == "adaptive":
         return adaptive_for(name, bounds), f"shipped {name!r}: adaptive model-based controller"
     from st_agent.policies.residual import load_residual
 
-    return (load_residual(BUNDLED_DIR / name / doc["run"], bounds),
+    return (load_residual(BUNDLED_DIR / name / str(doc.run), bounds),
             f"shipped {name!r}: residual PPO on the adaptive controller")
+
+
+def session_policies() -> list[str]:
+    """Every name ``make_controller`` (a single-listener session) accepts, sorted.
+
+    Shipped presets, single-listener bundled PPO policies and the baselines; shipped
+    *jam* policies (``jam3``) are not among them: they run with ``st-agent jam``.
+    """
+    return sorted(set(shipped_controllers()) | set(bundled_policies()) | set(BASELINE_POLICIES))
+
+
+def _jam_policy_error(policy: str) -> UsageError:
+    return UsageError(f"{policy!r} is a jam policy (several performers): run it with "
+                      f"`st-agent jam --policy {policy}`; a single-listener session takes "
+                      f"{session_policies()} or a trained policy folder (st-agent train)")
 
 
 def load_controller(name: str, bounds: SafetyBounds, target: str = "calm", seed: int = 0
@@ -115,8 +169,11 @@ def make_controller(policy: str, bounds: SafetyBounds, target: str = "calm",
 
     Raises
     ------
-    ValueError
-        For an unknown policy name, or a policy folder that does not validate.
+    UsageError
+        For an unknown policy name, or a jam policy (``jam3``: ``st-agent jam`` runs it).
+    PolicyFileError
+        For a policy folder or shipped file that does not validate (both are
+        ``ValueError``).
     """
     if override is not None:
         knobs = bounds.clip(override)
@@ -138,7 +195,9 @@ def make_controller(policy: str, bounds: SafetyBounds, target: str = "calm",
     path = Path(policy)
     if path.is_dir():
         return _load_run(path, bounds)
-    raise ValueError(f"unknown policy {policy!r}; choose a shipped controller "
+    if bundled_format(policy) is not None:
+        raise _jam_policy_error(policy)
+    raise UsageError(f"unknown policy {policy!r}; choose a shipped controller "
                      f"{sorted(set(shipped_controllers()) | set(bundled_policies()))}, "
                      f"a baseline {list(BASELINE_POLICIES)}, or the folder of a trained "
                      "policy (st-agent train)")
@@ -150,11 +209,14 @@ def _load_run(path: Path, bounds: SafetyBounds) -> tuple[Any, str]:
 
     js = path / "policy.json"
     if js.is_file():
-        fmt = json.loads(js.read_text(encoding="utf-8")).get("format")
+        doc = read_json_file(js, "policy.json")
+        fmt = doc.get("format") if isinstance(doc, dict) else None
         from st_agent.policies.residual import RESIDUAL_FORMAT, load_residual
 
         if fmt == RESIDUAL_FORMAT:
             return load_residual(path, bounds), f"residual PPO {path}"
+        if fmt == JAM_POLICY_FORMAT:
+            raise _jam_policy_error(str(path))
     return load_policy(path), f"PPO policy {path}"
 
 
@@ -193,7 +255,12 @@ def make_jam_controller(policy: str, performers: int, seed: int = 0) -> JamContr
     ValueError
         For an unknown name or a policy that does not validate.
     """
-    from st_agent.policies.jam import load_jam_policy, per_performer_controller, shared_controller
+    from st_agent.policies.jam import (
+        bundled_jam_policies,
+        load_jam_policy,
+        per_performer_controller,
+        shared_controller,
+    )
 
     if policy == "pid":
         return JamControllerChoice(per_performer_controller(lambda i: PIDPolicy(), performers),
@@ -209,9 +276,9 @@ def make_jam_controller(policy: str, performers: int, seed: int = 0) -> JamContr
             "independent single-listener policies (calm)", single.history_len)
     try:
         shared = load_jam_policy(policy)
-    except FileNotFoundError as e:
-        raise ValueError(f"unknown jam policy {policy!r} ({e}); choose a bundled jam policy "
-                         "(jam3), a jam policy folder (st-agent train-jam), independent, pid "
-                         "or random") from e
+    except PolicyFileMissing as e:
+        raise UsageError(f"unknown jam policy {policy!r} ({e}); choose a bundled jam policy "
+                         f"{bundled_jam_policies()}, a jam policy folder (st-agent train-jam), "
+                         "independent, pid or random") from e
     return JamControllerChoice(shared_controller(shared), f"shared jam policy {policy!r}",
                                shared.history_len)

@@ -34,28 +34,55 @@ from typing import Any
 
 import numpy as np
 import torch
-from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
 
 from st_agent.contract import HISTORY_LEN, TARGET_PRESETS, observation_size
-from st_agent.envs.jam import JamBank, JamEnv, build_jam_bank, jam_history_len
+from st_agent.envs.jam import (
+    JamBank,
+    JamEnv,
+    build_jam_bank,
+    jam_history_len,
+    jam_observation_size,
+)
 from st_agent.listener.model import sample_listeners
 from st_agent.paths import runs_dir
 from st_agent.policies.baselines import PIDPolicy, RandomPolicy
 from st_agent.policies.config import CombineJamConfig, EvaluateJamConfig, TrainJamConfig
-from st_agent.policies.loading import BUNDLED_DIR, PolicyEnsemble, TrainedPolicy
+from st_agent.policies.loading import (
+    BUNDLED_DIR,
+    PolicyEnsemble,
+    PolicyFileError,
+    TrainedPolicy,
+    actor_critic_shapes,
+    build_actor_critic,
+    bundled_format,
+    check_param_count,
+    load_weights,
+    policy_files,
+    self_check,
+)
+from st_agent.policies.schema import (
+    HISTORY_LEN_MAX,
+    JamMemberDoc,
+    JamPolicyDocV1,
+    JamPolicyDocV2,
+    check_format,
+    read_json_file,
+    validate_doc,
+)
 
 __all__ = ["JAM_POLICY_FORMAT", "CombineJamConfig", "EvaluateJamConfig", "TrainJamConfig",
-           "combine_jam", "combine_jam_policies", "evaluate_jam",
+           "bundled_jam_policies", "combine_jam", "combine_jam_policies", "evaluate_jam",
            "format_jam_table", "heldout_groups", "load_jam_policy", "make_supersuit_venv",
            "per_performer_controller", "save_jam_policy", "shared_controller", "train_jam"]
 
 logger = logging.getLogger(__name__)
 
 JAM_POLICY_FORMAT = "st-agent-jam-policy"
+#: Parameters all members of an ensemble jam policy may have together.
+ENSEMBLE_PARAMS_MAX = 2 ** 23
 #: Seed offset of held-out jam groups (training draws from other streams).
 HELDOUT_JAM_OFFSET = 2_000_003
 
@@ -81,23 +108,22 @@ def save_jam_policy(model: PPO, vecnorm: VecNormalize, path: str | Path, cfg: Tr
     return path
 
 
+def bundled_jam_policies() -> list[str]:
+    """Names of the jam policies shipped in :data:`BUNDLED_DIR` (``jam3``)."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir()
+                  if bundled_format(p.name) == JAM_POLICY_FORMAT)
+
+
 def _jam_policy_files(path: str | Path) -> tuple[Path, Path]:
     """``(policy.json, policy.safetensors)`` of a bundled name, run folder or file stem."""
     path = Path(path)
     if not path.exists() and not path.with_suffix(".json").exists() \
-            and (BUNDLED_DIR / str(path)).is_dir():
+            and str(path) in bundled_jam_policies():
         path = BUNDLED_DIR / str(path)
-    if path.is_dir():
-        path = path / "policy"
-    path = path.with_suffix("")
-    js, st = path.with_suffix(".json"), path.with_suffix(".safetensors")
-    for p in (js, st):
-        if not p.is_file():
-            bundled = sorted(p.name for p in BUNDLED_DIR.iterdir()) if BUNDLED_DIR.is_dir() \
-                else []
-            raise FileNotFoundError(f"{p} does not exist; give a run folder of st-agent "
-                                    f"train-jam or a bundled policy ({bundled})")
-    return js, st
+    return policy_files(path, "give a run folder of st-agent train-jam or a bundled jam "
+                              f"policy ({bundled_jam_policies()})")
 
 
 #: What each member of a jam policy file keeps (version 1 files are one member).
@@ -105,39 +131,65 @@ _MEMBER_KEYS = ("step", "config", "obs_size", "net_arch", "obs_mean", "obs_var",
                 "epsilon")
 
 
-def _read_jam_policy(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Member documents and their state dicts, from a version 1 or 2 jam policy file."""
-    from safetensors.torch import load_file
-
-    js, st = _jam_policy_files(path)
+def _check_jam_obs(js: Path, members: Sequence[JamMemberDoc]) -> int:
+    """The ``history_len`` of the members' observation size (bounded), or raise."""
+    n = members[0].obs_size
     try:
-        doc = json.loads(js.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{js} is not valid JSON ({e}); is it a jam policy?") from e
-    if not isinstance(doc, dict) or doc.get("format") != JAM_POLICY_FORMAT \
-            or doc.get("version") not in (1, 2):
-        raise ValueError(f"{js} is not a {JAM_POLICY_FORMAT} version 1 or 2 file "
-                         "(single-listener policies are evaluated with `st-agent evaluate`)")
-    tensors = load_file(str(st))
-    if doc["version"] == 1:
-        return [doc], [tensors]
-    states: list[dict[str, Any]] = [{} for _ in doc["members"]]
-    for key, value in tensors.items():
-        member, _, name = key.partition("/")
-        states[int(member.removeprefix("member"))][name] = value
-    return list(doc["members"]), states
+        h = jam_history_len(n)
+    except ValueError as e:
+        raise PolicyFileError(f"{js}: field obs_size = {n}: {e}") from None
+    if h > HISTORY_LEN_MAX:
+        top = jam_observation_size(HISTORY_LEN_MAX)
+        raise PolicyFileError(f"{js}: field obs_size = {n} means history_len {h}; at most "
+                              f"{HISTORY_LEN_MAX} (obs_size <= {top})")
+    return h
 
 
-def _member(doc: dict[str, Any], state: dict[str, Any]) -> TrainedPolicy:
+def _read_jam_policy(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Member documents and their checked float32 state dicts, from a version 1 or 2 file.
+
+    ``policy.json`` is validated (:class:`~st_agent.policies.schema.JamPolicyDocV1` or
+    ``V2``) before anything is allocated, then the weights by
+    :func:`~st_agent.policies.loading.load_weights`.
+
+    Raises
+    ------
+    PolicyFileMissing, PolicyFileError
+    """
+    js, st = _jam_policy_files(path)
+    raw = read_json_file(js, "jam policy.json", "train one with `st-agent train-jam`")
+    check_format(raw, js, JAM_POLICY_FORMAT, (1, 2),
+                 "single-listener policies are evaluated with `st-agent evaluate`")
+    if raw["version"] == 1:
+        members = [validate_doc(JamPolicyDocV1, raw, js, f"{JAM_POLICY_FORMAT} version 1 file")]
+        prefixes = [""]
+    else:
+        doc = validate_doc(JamPolicyDocV2, raw, js, f"{JAM_POLICY_FORMAT} version 2 file")
+        members = list(doc.members)
+        prefixes = [f"member{k}/" for k in range(len(members))]
+    _check_jam_obs(js, members)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for m, prefix in zip(members, prefixes, strict=True):
+        one = actor_critic_shapes(m.obs_size, m.net_arch, prefix)
+        check_param_count(js, one)
+        shapes.update(one)
+    check_param_count(js, shapes, ENSEMBLE_PARAMS_MAX)
+    tensors = load_weights(st, shapes)
+    states = [{k.removeprefix(p): v for k, v in tensors.items() if k.startswith(p)}
+              for p in prefixes] if len(prefixes) > 1 else [tensors]
+    docs = [m.model_dump(include={*_MEMBER_KEYS, "source"}) for m in members]
+    return docs, states
+
+
+def _member(doc: dict[str, Any], state: dict[str, Any], path: Path | None = None
+            ) -> TrainedPolicy:
+    """A checked member document and state dict (:func:`_read_jam_policy`) as a policy."""
+    where = path or Path("<jam policy>")
     n_obs = int(doc["obs_size"])
-    obs_space = spaces.Box(-np.inf, np.inf, (n_obs,), dtype=np.float32)
-    act_space = spaces.Box(-1.0, 1.0, (3,), dtype=np.float32)
-    arch = list(doc["net_arch"])
-    policy = ActorCriticPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0,
-                               net_arch={"pi": arch, "vf": arch})
-    policy.load_state_dict(state)
-    return TrainedPolicy(policy, np.asarray(doc["obs_mean"]), np.asarray(doc["obs_var"]),
-                         doc["clip_obs"], doc["epsilon"], jam_history_len(n_obs))
+    policy = build_actor_critic(where, n_obs, doc["net_arch"], state)
+    return self_check(TrainedPolicy(policy, np.asarray(doc["obs_mean"]),
+                                    np.asarray(doc["obs_var"]), doc["clip_obs"],
+                                    doc["epsilon"], jam_history_len(n_obs)), where)
 
 
 def load_jam_policy(path: str | Path) -> TrainedPolicy | PolicyEnsemble:
@@ -148,13 +200,14 @@ def load_jam_policy(path: str | Path) -> TrainedPolicy | PolicyEnsemble:
 
     Raises
     ------
-    FileNotFoundError
-        When the files are missing.
-    ValueError
-        When the JSON is not a jam policy.
+    PolicyFileMissing
+        When the files are missing (also a ``FileNotFoundError``).
+    PolicyFileError
+        When a file is not a valid jam policy (types, ranges, shapes, finiteness).
     """
     docs, states = _read_jam_policy(path)
-    members = [_member(d, s) for d, s in zip(docs, states, strict=True)]
+    st = _jam_policy_files(path)[1]
+    members = [_member(d, s, st) for d, s in zip(docs, states, strict=True)]
     return members[0] if len(members) == 1 else PolicyEnsemble(members)
 
 

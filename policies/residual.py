@@ -244,34 +244,61 @@ def _save(model: Any, vecnorm: Any, run: Path, cfg: ResidualConfig, prior: Respo
 def load_residual(path: str | Path, bounds: SafetyBounds | None = None) -> ResidualController:
     """Load a residual PPO run folder without unpickling anything.
 
+    ``policy.json`` is validated (:class:`~st_agent.policies.schema.ResidualPolicyDoc`)
+    and the weights checked (:func:`~st_agent.policies.loading.load_weights`) before
+    use.
+
     Raises
     ------
-    FileNotFoundError
-        When the files are missing.
-    ValueError
-        When ``policy.json`` is not a residual PPO description.
+    PolicyFileMissing
+        When the files are missing (also a ``FileNotFoundError``).
+    PolicyFileError
+        When ``policy.json`` or the weights are not a valid residual PPO policy (a
+        ``ValueError``, naming the file and the field).
     """
-    from safetensors.torch import load_file
     from stable_baselines3.common.policies import ActorCriticPolicy
 
-    path = Path(path)
-    js, st = path / "policy.json", path / "policy.safetensors"
-    for p in (js, st):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} does not exist; train a residual PPO run first")
-    doc = json.loads(js.read_text(encoding="utf-8"))
-    if doc.get("format") != RESIDUAL_FORMAT or doc.get("version") != 1:
-        raise ValueError(f"{js} is not a {RESIDUAL_FORMAT} version 1 file")
-    cfg = ResidualConfig(**{k: (tuple(v) if isinstance(v, list) else v)
-                            for k, v in doc["config"].items()})
-    n = int(doc["obs_size"])
+    from st_agent.policies.loading import (
+        actor_critic_shapes,
+        check_param_count,
+        load_weights,
+        policy_files,
+    )
+    from st_agent.policies.schema import (
+        PolicyFileError,
+        ResidualPolicyDoc,
+        check_format,
+        read_json_file,
+        validate_doc,
+    )
+
+    hint = "train a residual PPO run first"
+    js, st = policy_files(path, hint)  # typed errors naming what the paths are
+    raw = read_json_file(js, "policy.json", hint)
+    check_format(raw, js, RESIDUAL_FORMAT, (1,))
+    checked = validate_doc(ResidualPolicyDoc, raw, js, f"{RESIDUAL_FORMAT} file")
+    n = checked.obs_size
+    if n != OBS_SIZE + EXTRA_SIZE:
+        raise PolicyFileError(f"{js}: field obs_size = {n}; a residual policy takes "
+                              f"{OBS_SIZE + EXTRA_SIZE} (contract + adaptive action + belief)")
+    try:
+        cfg = ResidualConfig(**{k: (tuple(v) if isinstance(v, list) else v)
+                                for k, v in raw["config"].items()})
+    except TypeError as e:
+        raise PolicyFileError(f"{js}: field config: {e}") from e
+    shapes = actor_critic_shapes(n, cfg.net_arch)
+    check_param_count(js, shapes)
+    state = load_weights(st, shapes)
     obs_space = spaces.Box(-np.inf, np.inf, (n,), dtype=np.float32)
     act_space = spaces.Box(-1.0, 1.0, (3,), dtype=np.float32)
     policy = ActorCriticPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0,
                                **_policy_kwargs(cfg))
-    policy.load_state_dict(load_file(str(st)))
-    adaptive = AdaptiveController(ResponsePrior.from_json(doc["prior"]), bounds,
-                                  AdaptiveConfig(**doc["adaptive"]))
-    return ResidualController(policy, adaptive, np.asarray(doc["obs_mean"]),
-                              np.asarray(doc["obs_var"]), doc["clip_obs"], doc["epsilon"],
+    policy.load_state_dict(state)
+    try:
+        prior = ResponsePrior.from_json(checked.prior.model_dump())
+    except ValueError as e:
+        raise PolicyFileError(f"{js}: field prior: {e}") from e
+    adaptive = AdaptiveController(prior, bounds, AdaptiveConfig(**checked.adaptive.model_dump()))
+    return ResidualController(policy, adaptive, np.asarray(checked.obs_mean),
+                              np.asarray(checked.obs_var), checked.clip_obs, checked.epsilon,
                               cfg.scale)

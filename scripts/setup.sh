@@ -12,6 +12,9 @@ TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
 need=()
 dpkg -s libfluidsynth3 >/dev/null 2>&1 || need+=(libfluidsynth3)
 command -v abc2midi >/dev/null 2>&1 || need+=(abcmidi)
+# a real browser for the tests of the pages (visuals, report): headless Chromium
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if ((${#need[@]})); then
   echo "setup: installing Debian packages: ${need[*]}"
   sudo=""

@@ -6,6 +6,14 @@ The command line answers at once: ``st-agent --help``, ``st-agent <command>
 torch, transformers, mne, brainflow or stable-baselines3). The module that does
 the work is imported when the command runs. This is also the one place that
 ties ``st_agent`` to ``st_agent.envs`` and ``st_agent.policies``.
+
+An error the user can fix is printed as one line, ``st-agent <command>: error:
+<message>``, and the command exits with the status of :mod:`st_agent.errors`
+(:data:`EXIT_STATUS_HELP`): the project's typed errors carry their own
+(``UsageError`` 2, ``DataError`` 3, ``DeviceError`` 4); a plain ``ValueError``,
+``OSError``, ``RuntimeError`` or ``ImportError`` from a module that does not
+raise typed errors yet is a usage error (2), as before. Anything else is a bug
+and keeps its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -19,13 +27,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from st_agent import __version__
+from st_agent.errors import EXIT_INTERRUPTED, EXIT_USAGE, STAgentError
 
-__all__ = ["COMMANDS", "Command", "app", "main"]
+__all__ = ["COMMANDS", "EXIT_STATUS_HELP", "Command", "app", "main"]
 
 logger = logging.getLogger("st_agent")
 
-#: Exit status of a usage error (bad option, unknown command) and of a refused run.
-EXIT_USAGE = 2
+#: The exit statuses, as ``st-agent --help`` lists them (see :mod:`st_agent.errors`).
+EXIT_STATUS_HELP = """exit status:
+  0    done
+  1    an unexpected error (a bug: please report it with the traceback)
+  2    usage: a bad option or value, an unknown command
+  3    data: a file you handed (recording, session, policy, model, ABC, key)
+       is missing, malformed or unsafe
+  4    device: a board, audio or MIDI device, a stream or a system tool is
+       missing or failed
+  130  interrupted before the session could stop cleanly (Ctrl-C twice)
+Errors you can fix are printed as one line: st-agent <command>: error: <message>
+"""
 
 
 @dataclass(frozen=True)
@@ -62,6 +81,8 @@ COMMANDS: tuple[Command, ...] = (
             "Several performers, one piece: one board and one agent each."),
     Command("report", "st_agent.live.report:ReportConfig", f"{_H}:run_report",
             "Rebuild a session's report.html from its recording."),
+    Command("render-video", "st_agent.live.visuals:RenderVideoConfig", f"{_H}:run_render_video",
+            "A recorded session as a video with its music, or a page that plays it."),
     Command("boards", "st_agent.commands:BoardsConfig", f"{_H}:run_boards",
             "List the BrainFlow boards `session --board` accepts."),
     Command("generate", "st_agent.music.config:GenerateConfig", f"{_H}:run_generate",
@@ -72,6 +93,9 @@ COMMANDS: tuple[Command, ...] = (
             "Export a recorded session (EDF+, FIF, BIDS)."),
     Command("delete", "st_agent.biometrics.recording:DeleteConfig", f"{_H}:run_delete_command",
             "Delete a recorded session (all its files)."),
+    Command("calibrate", "st_agent.biometrics.calibrate_protocol:CalibrateConfig",
+            f"{_H}:run_calibrate_command",
+            "Play calm and energetic blocks, fit this listener's arousal map (JSON)."),
     Command("fit-listener", "st_agent.listener.fitting:FitListenerConfig",
             f"{_H}:run_fit_listener_command",
             "Fit a simulated listener to a person's recorded sessions."),
@@ -107,8 +131,8 @@ def _usage() -> str:
              "commands:"]
     lines += [f"  {c.name:<{width}}  {c.summary}" for c in COMMANDS]
     lines += ["", "options:", "  -h, --help  show this message and exit",
-              "  --version   show the version and exit"]
-    return "\n".join(lines) + "\n"
+              "  --version   show the version and exit", "", EXIT_STATUS_HELP]
+    return "\n".join(lines)
 
 
 def _unknown(name: str) -> int:
@@ -124,8 +148,35 @@ def _setup_logging() -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
 
 
+def _one_line(e: BaseException) -> str:
+    """The message of a user-facing error on one line, naming the file of an ``OSError``."""
+    if isinstance(e, OSError) and not isinstance(e, STAgentError) and e.filename \
+            and str(e.filename) not in str(e.strerror or ""):
+        text = f"{e.filename}: {e.strerror or e}"
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
+
+
+def _typed_cause(e: BaseException) -> STAgentError | None:
+    """The project's typed error that led to ``e``, if any (its context chain)."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, STAgentError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _fail(command: str, e: BaseException, code: int) -> int:
+    sys.stderr.write(f"st-agent {command}: error: {_one_line(e)}\n")
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``st-agent``; returns the exit status."""
+    """Entry point of ``st-agent``; returns the exit status (see :data:`EXIT_STATUS_HELP`)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         (sys.stdout if args else sys.stderr).write(_usage())
@@ -144,17 +195,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         # before any model or device is loaded.
         cfg = tyro.cli(config_cls, args=args[1:], prog=f"st-agent {command.name}")
     except SystemExit as e:  # --help (0) or a usage error (tyro exits 2)
-        return int(e.code or 0)
-    except ValueError as e:
-        sys.stderr.write(f"st-agent {command.name}: error: {e}\n")
-        return EXIT_USAGE
+        # tyro shows a config's own validation error in its box and exits 2; a typed
+        # error (a DataError for a malformed file) keeps its documented status
+        typed = _typed_cause(e)
+        return typed.exit_code if typed is not None else int(e.code or 0)
+    except STAgentError as e:
+        return _fail(command.name, e, e.exit_code)
+    except (ValueError, OSError) as e:
+        return _fail(command.name, e, EXIT_USAGE)
     _setup_logging()
     try:
         command.load_handler()(cfg)
+    except STAgentError as e:
+        # User-facing errors: one clear line, no traceback, the documented status.
+        return _fail(command.name, e, e.exit_code)
     except (ValueError, OSError, RuntimeError, ImportError) as e:
-        # User-facing errors: one clear line, no traceback.
-        sys.stderr.write(f"st-agent: error: {e}\n")
-        return EXIT_USAGE
+        # Modules that do not raise typed errors yet: a usage error, as before.
+        return _fail(command.name, e, EXIT_USAGE)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"st-agent {command.name}: interrupted\n")
+        return EXIT_INTERRUPTED
     return 0
 
 

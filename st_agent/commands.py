@@ -2,8 +2,9 @@
 
 Every handler takes its parsed config, imports the modules that do the work
 (so the command line itself stays light, :mod:`st_agent.cli`), runs them and
-writes a short summary to stdout. Errors a user can fix are raised as
-``ValueError``/``OSError``/``RuntimeError`` and printed by the CLI as one line.
+writes a short summary to stdout. Errors a user can fix are raised as the
+project's typed errors (:mod:`st_agent.errors`; older modules: ``ValueError``/
+``OSError``/``RuntimeError``) and printed by the CLI as one line.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from st_agent.biometrics.calibrate_protocol import CalibrateConfig
     from st_agent.biometrics.recording import DeleteConfig, ExportConfig
     from st_agent.listener.fitting import FitListenerConfig
     from st_agent.live.jam import JamConfig
     from st_agent.live.report import ReportConfig
     from st_agent.live.session import DemoConfig, SessionConfig, SessionResult, SessionStatus
+    from st_agent.live.visuals import RenderVideoConfig
     from st_agent.music.config import GenerateConfig, TrainGeneratorConfig
     from st_agent.music.piece_config import BrainVoicesConfig, SonifyConfig, TransitionConfig
     from st_agent.policies.config import (
@@ -62,6 +65,9 @@ def _session_lines(result: SessionResult) -> list[str]:
         f"  report     {result.report_path}" if result.report_path else "",
         f"  audio      {result.wav_path}" if result.wav_path else "",
         f"  score      {result.score_path}",
+        *(f"  {label:<10} {result.folder / name}"
+          for label, name in (("midi", "session.mid"), ("visuals", "visuals.html"))
+          if (result.folder / name).is_file()),
         f"  {s['phrases']} phrases, {s['music_sec']:.0f} s of music with {s['policy']}, "
         f"target {s['target']} {tuple(round(x, 2) for x in s['target_point'])}",
     ]
@@ -78,12 +84,14 @@ def _session_lines(result: SessionResult) -> list[str]:
 
 def run_session_command(cfg: SessionConfig) -> SessionResult:
     """``st-agent session``: choose the controller, run the loop, summarise."""
+    from st_agent.live.common import check_key_file
     from st_agent.live.inputs import check_board
     from st_agent.live.runtime import session_folder
     from st_agent.live.session import run_session
 
-    # what the user can fix is refused before a model loads
+    # what the user can fix is refused before a model loads or a folder is made
     check_board(cfg.board)
+    check_key_file(cfg.key_file)
     session_folder(cfg)
     from st_agent.policies.controllers import make_controller
     from st_agent.types import Knobs
@@ -103,13 +111,15 @@ def run_demo(cfg: DemoConfig) -> SessionResult:
 
 def run_jam_command(cfg: JamConfig) -> None:
     """``st-agent jam``: one board and one agent per performer, one piece."""
+    from st_agent.live.common import check_key_file
     from st_agent.live.inputs import check_board
     from st_agent.live.jam import jam_folder, run_jam
 
-    # the config validated its values when built; boards and folder before a model loads
+    # the config validated its values when built; boards, key and folder before a model loads
     boards = cfg.board_list()
     for board in boards:
         check_board(board)
+    check_key_file(cfg.key_file)
     jam_folder(cfg)
     n = len(boards)
     from st_agent.policies.controllers import make_jam_controller
@@ -291,3 +301,44 @@ def run_brain_voices(cfg: BrainVoicesConfig) -> None:
                      + ("n/a" if r["density"] is None else f"{r['density']:+.2f}"))
     _out(lines)
 
+
+def run_render_video(cfg: RenderVideoConfig) -> None:
+    """``st-agent render-video``: the video (with its music) and/or the page of a session."""
+    from st_agent.live.visuals import load_timeline, write_visuals_page
+
+    timeline = load_timeline(cfg.folder, cfg.key_file)
+    lines = []
+    if cfg.format == "mp4":
+        from st_agent.live.video import render_video
+
+        res = render_video(timeline, cfg.folder / "session.wav", cfg.video_path(), fps=cfg.fps,
+                           size=cfg.size, start_sec=cfg.start_sec, end_sec=cfg.end_sec)
+        lines.append(f"wrote {res.path}: {res.seconds:.1f} s, {res.frames} frames at {cfg.fps} "
+                     f"fps in {res.render_sec:.1f} s")
+    if cfg.format == "html" or cfg.html:
+        lines.append(f"wrote {write_visuals_page(cfg.folder, timeline)} (open it in a browser; "
+                     "it plays session.wav beside it)")
+    _out(lines)
+
+
+def run_calibrate_command(cfg: CalibrateConfig) -> None:
+    """``st-agent calibrate``: record the calm/energetic protocol, fit and check the map."""
+    from st_agent.biometrics.calibrate_protocol import run_calibration
+    from st_agent.live.common import check_key_file
+    from st_agent.live.inputs import check_board
+    from st_agent.live.runtime import session_folder
+
+    scfg = cfg.session_config()
+    check_board(scfg.board)
+    check_key_file(scfg.key_file)
+    session_folder(scfg)
+    out = run_calibration(cfg, _status_printer())
+    sys.stderr.write("\n")
+    cv = out.figures["cv"]
+    _out([f"calibration recorded in {out.folder}",
+          f"  {out.figures['blocks_found']} blocks, {cv['n_windows']} windows; time-blocked CV "
+          f"AUC {cv['auc']:.3f} (95 % CI {cv['auc_ci'][0]:.3f}-{cv['auc_ci'][1]:.3f}), "
+          f"accuracy {cv['accuracy']:.3f} ({cv['accuracy_ci'][0]:.3f}-"
+          f"{cv['accuracy_ci'][1]:.3f})",
+          f"  markers besides band powers: {', '.join(out.figures['markers']) or 'none'}",
+          f"  map written to {cfg.out}: use it with st-agent session --calibration {cfg.out}"])

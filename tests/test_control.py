@@ -267,5 +267,5 @@ def test_residual_ppo_trains_saves_and_loads(bank_path, tmp_path):
     _, desc = make_controller(str(run), SafetyBounds())
     assert "residual" in desc
     (run / "policy.json").write_text(json.dumps({"format": "other"}))
-    with pytest.raises(ValueError, match="is not a st-agent-residual-ppo"):
+    with pytest.raises(ValueError, match="is not an st-agent-residual-ppo"):
         load_residual(run)

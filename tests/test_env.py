@@ -160,7 +160,7 @@ def test_reward_improves_toward_target(bank):
 def test_bad_listener_file(tmp_path, bank):
     bad = tmp_path / "listener.json"
     bad.write_text(json.dumps({"format": "something-else"}), encoding="utf-8")
-    with pytest.raises(ValueError, match="cannot read listener file"):
+    with pytest.raises(ValueError, match="is not an st-agent-listener version 1 file"):
         ClosedLoopEnv(phrase_bank=bank, listener=bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ClosedLoopEnv(phrase_bank=bank, listener=tmp_path / "missing.json")

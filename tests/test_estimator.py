@@ -144,9 +144,10 @@ def test_right_frontal_alpha_moves_valence_up():
 
 
 def test_state_is_a_moving_average_of_the_per_window_drives():
-    """smoothing_sec: EMA of gain·z before tanh, exp(-Δt/τ) per hop; raw_state unsmoothed."""
-    tau = 4.0
-    est = StateEstimator(_config(smoothing_sec=tau))
+    """smoothing_sec: EMA of gain·z before tanh, exp(-Δt/τ) per hop; raw_state unsmoothed;
+    arousal with its own τ (arousal_smoothing_sec)."""
+    tau, tau_a = 4.0, 2.5
+    est = StateEstimator(_config(smoothing_sec=tau, arousal_smoothing_sec=tau_a))
     _run(est, _eeg(8.0, seed=1))
     est.reset()  # the average starts afresh with the next window
     x = np.hstack([_eeg(6.0, seed=2), _eeg(6.0, alpha_uv=7, beta_uv=4, seed=3)])
@@ -156,6 +157,7 @@ def test_state_is_a_moving_average_of_the_per_window_drives():
     t_prev = out[0].state.t_sec
     for e in out:
         a = math.exp(-(e.state.t_sec - t_prev) / tau)  # 0.5 s hops; longer across bad ones
+        b = math.exp(-(e.state.t_sec - t_prev) / tau_a)
         t_prev = e.state.t_sec
         d_v = 0.5 * e.z["eeg/faa"]
         # no heart channel: the EEG arousal markers, weighted as the calibration set them
@@ -165,7 +167,7 @@ def test_state_is_a_moving_average_of_the_per_window_drives():
         d_a = 0.5 * sum(w * e.z[k] for k, w in weights.items()) / sum(
             abs(w) for w in weights.values())
         m_v = d_v if m_v is None else a * m_v + (1 - a) * d_v
-        m_a = d_a if m_a is None else a * m_a + (1 - a) * d_a
+        m_a = d_a if m_a is None else b * m_a + (1 - b) * d_a
         assert e.state.valence == pytest.approx(math.tanh(m_v), abs=1e-9)
         assert e.state.arousal == pytest.approx(math.tanh(m_a), abs=1e-9)
         assert e.raw_state.arousal == pytest.approx(math.tanh(d_a), abs=1e-9)
@@ -177,7 +179,7 @@ def test_state_is_a_moving_average_of_the_per_window_drives():
 
 
 def test_smoothing_off_gives_the_per_window_state_and_bad_config_is_named():
-    est = StateEstimator(_config(smoothing_sec=0))
+    est = StateEstimator(_config(smoothing_sec=0, arousal_smoothing_sec=None))
     _run(est, _eeg(8.0, seed=1))
     out = [e for e in _run(est, _eeg(4.0, seed=2), start=2000) if not e.bad]
     assert out and all(e.state == e.raw_state for e in out)
@@ -185,6 +187,8 @@ def test_smoothing_off_gives_the_per_window_state_and_bad_config_is_named():
         EstimatorConfig(smoothing_sec=-1.0)
     with pytest.raises(ValueError, match="smoothing_sec"):
         EstimatorConfig(smoothing_sec=math.nan)
+    with pytest.raises(ValueError, match="arousal_smoothing_sec"):
+        EstimatorConfig(arousal_smoothing_sec=-1.0)
 
 
 def test_smoothing_restarts_after_reset_and_recalibration():

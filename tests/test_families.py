@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from st_agent.listener.adaptation import AdaptationParams
+from st_agent.listener.base import logu, uniform_block
 from st_agent.listener.entrainment import EntrainmentParams
 from st_agent.listener.family import (
     FAMILY_NAMES,
@@ -19,6 +20,7 @@ from st_agent.listener.family import (
     params_to_dict,
     sample_family,
     sample_population,
+    sample_population_columns,
 )
 from st_agent.listener.fast import EstimatorNoise, FastListeners
 from st_agent.listener.features import feature_vector, is_silence
@@ -316,3 +318,28 @@ def test_pickled_and_copied_groups_step_like_the_original():
         want = g.step(_music(bpm=140), 7.0)
         for t in twins:
             np.testing.assert_array_equal(t.step(_music(bpm=140), 7.0), want)
+
+
+@pytest.mark.parametrize("families", [None, ["entrainment"], ["first_order", "adaptation"]])
+def test_population_columns_are_the_population_draws(families):
+    """The array path (vectorised env resets) draws exactly what the objects hold."""
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    objs = sample_population(23, rng=a, families=families)
+    seen = 0
+    for name, rows, cols in sample_population_columns(23, rng=b, families=families):
+        assert set(cols) == set(PARAMS_CLASSES[name].RANGES)
+        for j, r in enumerate(rows):
+            assert family_of(objs[r]) == name
+            assert objs[r].as_dict() == {k: float(v[j]) for k, v in cols.items()}
+            seen += 1
+    assert seen == 23
+    assert a.random() == b.random()  # the generators advanced alike
+
+
+def test_uniform_block_is_the_uniform_calls_one_after_another():
+    spec = (("a", -0.5, 0.25, False), ("b", 10.0, 400.0, True), ("c", 0.0, 1.0, False))
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    block = uniform_block(a, spec, 17)
+    want = [b.uniform(-0.5, 0.25, 17), logu(b, 10.0, 400.0, 17), b.uniform(0.0, 1.0, 17)]
+    np.testing.assert_array_equal(block, np.stack(want))  # bit for bit
+    assert a.random() == b.random()

@@ -67,7 +67,7 @@ def test_load_policy_rejects_bad_files(tmp_path):
         load_policy(tmp_path)
     (tmp_path / "policy.json").write_text("{}")
     (tmp_path / "policy.safetensors").write_bytes(b"")
-    with pytest.raises(ValueError, match="is not a st-agent-ppo-policy"):
+    with pytest.raises(ValueError, match="is not an st-agent-ppo-policy"):
         load_policy(tmp_path)
 
 

@@ -158,7 +158,8 @@ def test_sigint_mid_session_leaves_a_readable_recording_and_a_report(tmp_path: P
     folder = tmp_path / "sigint"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until the music has started
-        if folder.is_dir() and b"phrase_start" in (folder / "events.jsonl").read_bytes():
+        events = folder / "events.jsonl"  # the recorder creates the folder, then this file
+        if events.is_file() and b"phrase_start" in events.read_bytes():
             break
         time.sleep(0.5)
     time.sleep(4.0)
@@ -203,7 +204,7 @@ def test_unknown_board_says_how_to_list_boards(tmp_path: Path) -> None:
 def test_board_that_cannot_be_opened_says_why(tmp_path: Path) -> None:
     r = _cli("session", "--board", "cyton", "--serial-port", "/dev/ttyNOPE", "--record",
              str(tmp_path))
-    assert r.returncode == 2
+    assert r.returncode == 4  # a device error (st_agent.errors.EXIT_DEVICE)
     assert "cannot open board 'cyton'" in r.stderr and "/dev/ttyNOPE" in r.stderr
     assert "st-agent boards" in r.stderr
 

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,17 +21,22 @@ import numpy as np
 from st_agent.biometrics.sources import (
     BOARD_REQUIREMENTS,
     BiometricSource,
+    BoardError,
     MissingParameterError,
     SourceError,
+    SourceEvent,
     load_brainflow,
-    nan_fill,
     resolve_board,
 )
 from st_agent.types import CH_TYPES, SignalChunk
 
-__all__ = ["BrainFlowSource", "board_channels"]
+__all__ = ["BrainFlowSource", "CounterCheck", "PackageCounter", "board_channels",
+           "check_counter", "nan_fill"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between two warning events about invalid package counter values.
+_COUNTER_WARN_SEC = 10.0
 
 # Channel types whose BrainFlow unit is µV (-> V) or µS (-> S).
 _MICRO_TYPES = ("eeg", "emg", "ecg", "eda")
@@ -96,31 +102,186 @@ def brainflow_scales(ch_types: tuple[str, ...] | list[str]) -> np.ndarray:
     return np.array([1e-6 if t in _MICRO_TYPES else 1.0 for t in ch_types])[:, None]
 
 
+@dataclass(frozen=True)
+class CounterCheck:
+    """What a block's package counter says, once the values that cannot be trusted are out.
+
+    Attributes
+    ----------
+    jumps : tuple of (int, int)
+        ``(column, n_missing)`` for each drop the counter shows: ``n_missing``
+        samples (1 to ``modulus - 2``) are missing before ``column``.
+    n_values : int
+        Counter values checked.
+    n_invalid : int
+        Values that are not integers in ``[0, modulus)`` (NaN, fractions,
+        negative, too large).
+    n_unconfirmed : int
+        Valid values that do not fit the counting around them (a corrupt value,
+        or a duplicated row), not taken for drops.
+    n_steps : int
+        Steps between two valid values.
+    n_plus_one : int
+        Of those, steps of exactly +1 (the counter of an intact stream).
+    """
+
+    jumps: tuple[tuple[int, int], ...]
+    n_values: int
+    n_invalid: int = 0
+    n_unconfirmed: int = 0
+    n_steps: int = 0
+    n_plus_one: int = 0
+
+    @property
+    def n_missing(self) -> int:
+        """Samples the trusted jumps add."""
+        return sum(n for _, n in self.jumps)
+
+    def problem(self, min_plus_one: float = 0.5) -> str | None:
+        """Why the whole counter cannot be trusted, or None.
+
+        Parameters
+        ----------
+        min_plus_one : float
+            Least share of +1 steps (and of valid values) of a counter that counts.
+        """
+        if self.n_values and self.n_invalid > (1 - min_plus_one) * self.n_values:
+            return (f"{self.n_invalid} of {self.n_values} package counter values are not "
+                    "integers in the board's counter range")
+        if self.n_steps and self.n_plus_one < min_plus_one * self.n_steps:
+            return (f"only {self.n_plus_one} of {self.n_steps} package counter steps are +1 "
+                    f"(a counting counter has at least {min_plus_one:.0%})")
+        return None
+
+
+def check_counter(counter: np.ndarray, modulus: int = 256, prev: int | None = None,
+                  confirm: int = 0) -> CounterCheck:
+    """Find the drops a package counter shows, ignoring values that cannot be trusted.
+
+    The counter is cut into runs of steady counting (+1 steps). A run of at
+    least ``confirm`` +1 steps is an anchor; between two anchors, the samples
+    missing are what the second anchor's first value says beyond the rows in
+    between. Values outside the anchors (NaN, garbage, a duplicated row) are
+    never turned into drops: one corrupt value in steady counting costs nothing.
+
+    Parameters
+    ----------
+    counter : ndarray, shape (n_times,)
+        Package counter of a block, as BrainFlow delivers it (floats).
+    modulus : int
+        Counter period (BrainFlow boards: 256); valid values are integers in
+        ``[0, modulus)``.
+    prev : int, optional
+        Last valid counter value before the block (an anchor just before its
+        first column), or None.
+    confirm : int
+        Least +1 steps of an anchor run (a run that reaches the end of the block
+        short of it is not one). 0 takes every valid value for an anchor (a live
+        chunk may end right after a drop).
+
+    Returns
+    -------
+    check : CounterCheck
+    """
+    c = np.asarray(counter, dtype=float).ravel()
+    n = c.size
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(c) & (c >= 0) & (c < modulus) & (c == np.floor(c))
+    ci = np.where(valid, c, 0).astype(np.int64)
+    plus = np.zeros(n, dtype=bool)
+    plus[1:] = valid[1:] & valid[:-1] & ((ci[1:] - ci[:-1]) % modulus == 1)
+    starts = np.flatnonzero(valid & ~plus)
+    breaks = np.flatnonzero(~plus)
+    ends = np.append(breaks, n)[np.searchsorted(breaks, starts, side="right")] - 1
+    anchor = (ends - starts) >= confirm
+    last_end, last_val = (-1, int(prev)) if prev is not None and 0 <= prev < modulus \
+        else (None, None)
+    jumps, unconfirmed = [], int((ends - starts + 1)[~anchor].sum())
+    for s, e in zip(starts[anchor], ends[anchor], strict=True):
+        if last_end is not None:
+            missing = int((ci[s] - last_val - (s - last_end)) % modulus)
+            if missing == modulus - 1:  # one count short: a duplicated row, not 255 lost
+                unconfirmed += 1
+            elif missing:
+                jumps.append((int(s), missing))
+        last_end, last_val = int(e), int(ci[e])
+    n_steps = int((valid[1:] & valid[:-1]).sum()) + int(bool(valid[0]) and prev is not None) \
+        if n else 0
+    return CounterCheck(tuple(jumps), n, int(n - valid.sum()), unconfirmed, n_steps,
+                        int(plus.sum()))
+
+
 class PackageCounter:
-    """Finds dropped samples from a wrapping package counter.
+    """Finds dropped samples from a wrapping package counter, block after block.
+
+    Values that are not integers in ``[0, modulus)`` (NaN, garbage) are never
+    turned into drops; :attr:`last_check` says how many there were.
 
     Parameters
     ----------
     modulus : int
         Counter period (BrainFlow boards: 256).
+    confirm : int
+        See :func:`check_counter`.
     """
 
-    def __init__(self, modulus: int = 256) -> None:
+    def __init__(self, modulus: int = 256, confirm: int = 0) -> None:
         self.modulus = modulus
-        self.last: float | None = None
+        self.confirm = confirm
+        self.last: int | None = None
+        self.last_check: CounterCheck | None = None
 
     def reset(self) -> None:
+        """Forget the last value (after a reconnection)."""
         self.last = None
 
     def split(self, counter: np.ndarray) -> list[tuple[int, int]]:
-        """Return ``(column, n_missing)`` for each jump in ``counter``."""
-        counter = np.asarray(counter, dtype=np.int64)
-        prev = np.concatenate([[counter[0] - 1 if self.last is None else self.last],
-                               counter[:-1]])
-        step = (counter - prev) % self.modulus
-        self.last = int(counter[-1])
-        cols = np.flatnonzero(step != 1)
-        return [(int(c), int((step[c] - 1) % self.modulus)) for c in cols]
+        """Return ``(column, n_missing)`` for each drop ``counter`` shows."""
+        counter = np.asarray(counter, dtype=float)
+        if counter.size == 0:
+            return []
+        first = counter[0] - 1 if self.last is None else self.last
+        check = check_counter(counter, self.modulus, None if not np.isfinite(first)
+                              else int(first) % self.modulus, self.confirm)
+        self.last_check = check
+        end = counter[-1]
+        self.last = int(end) if (np.isfinite(end) and 0 <= end < self.modulus
+                                 and end == int(end)) else None
+        return list(check.jumps)
+
+
+def nan_fill(data: np.ndarray, jumps: list[tuple[int, int]], events: list[SourceEvent],
+             first_sample: int, t_sec: float, what: str) -> np.ndarray:
+    """Insert NaN columns for samples missing inside a block; never interpolate.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_channels, n_times)
+        The samples that arrived.
+    jumps : list of (int, int)
+        ``(column, n_missing)``: ``n_missing`` samples are missing before ``column``.
+    events : list of SourceEvent
+        A ``"dropped"`` event per jump is appended here.
+    first_sample : int
+        Stream index of ``data[:, 0]``.
+
+    Returns
+    -------
+    filled : ndarray, shape (n_channels, n_times + sum(n_missing))
+    """
+    pieces, start, out_pos = [], 0, 0
+    for col, n in jumps:
+        pieces.append(data[:, start:col])
+        out_pos += col - start
+        events.append(SourceEvent("dropped", t_sec, first_sample + out_pos, n,
+                                  f"{what} skipped {n} samples; NaN-filled, not bridged"))
+        logger.warning("%s skipped %d samples at stream sample %d; NaN-filled", what, n,
+                       first_sample + out_pos)
+        pieces.append(np.full((data.shape[0], n), np.nan))
+        out_pos += n
+        start = col
+    pieces.append(data[:, start:])
+    return np.concatenate(pieces, axis=1)
 
 
 # --------------------------------------------------------------------------- BrainFlow
@@ -238,6 +399,8 @@ class BrainFlowSource(BiometricSource):
         self._failures = 0
         self._next_attempt = 0.0
         self._stalled_since: float | None = None
+        self._bad_counter_values = 0
+        self._counter_warned_at = -math.inf
 
     @property
     def board(self) -> Any:
@@ -283,7 +446,7 @@ class BrainFlowSource(BiometricSource):
 
         Raises
         ------
-        SourceError
+        BoardError
             If the board cannot be opened; the message carries BrainFlow's
             error and the connection parameters.
         """
@@ -295,7 +458,7 @@ class BrainFlowSource(BiometricSource):
             self._open()
         except BrainFlowError as e:
             self._board = None
-            raise SourceError(
+            raise BoardError(
                 f"cannot open board {self.board_name!r} (id {self.board_id}) with "
                 f"serial_port={self._params.serial_port!r}, "
                 f"mac_address={self._params.mac_address!r}: {e}; check that the device "
@@ -325,7 +488,7 @@ class BrainFlowSource(BiometricSource):
             logger.warning("reconnecting %s failed (%d): %s; next try in %.2f s",
                            self.board_name, self._failures, e, wait)
             if self.max_reconnects is not None and self._failures >= self.max_reconnects:
-                raise SourceError(
+                raise BoardError(
                     f"board {self.board_name!r} stopped delivering and {self._failures} "
                     f"reconnection attempts failed; last error: {e}"
                 ) from e
@@ -364,30 +527,53 @@ class BrainFlowSource(BiometricSource):
         now = time.monotonic()
         ts = raw[self._ts_row] if self._ts_row is not None else None
         if self._stalled_since is not None:
-            # back after a stall: the samples lost are those the timestamps skip
-            if ts is not None and self._last_ts is not None:
-                n_missing = max(0, round((ts[0] - self._last_ts) * self._sfreq) - 1)
-            else:
-                n_missing = max(0, round((now - self._stalled_since) * self._sfreq))
-            self._event("gap", time.time(), n_missing,
-                        f"no data for {now - self._stalled_since:.2f} s; "
-                        f"{n_missing} samples lost")
-            self._stalled_since = None
-            if self._counter is not None:
-                self._counter.reset()
+            self._stall_gap(now, ts)
         data = raw[self._rows] * self._scale
-        t0 = float(ts[0]) if ts is not None else time.time() - raw.shape[1] / self._sfreq
+        t0 = time.time() - raw.shape[1] / self._sfreq
+        if ts is not None and math.isfinite(ts[0]):
+            t0 = float(ts[0])
         if self._counter is not None:
             jumps = [(c, n) for c, n in self._counter.split(raw[self._counter_row]) if n > 0]
+            self._warn_counter(self._counter.last_check)
             if jumps and jumps[0][0] == 0:
                 n = jumps.pop(0)[1]
                 self._event("dropped", time.time(), n,
                             f"package counter skipped {n} samples before this chunk")
             if jumps:
                 data = nan_fill(data, jumps, self._events, self._next_sample, t0,
-                                 f"board {self.board_name!r}: package counter")
+                                f"board {self.board_name!r}: package counter")
         self._last_data_wall = now
-        if ts is not None:
+        if ts is not None and math.isfinite(ts[-1]):
             self._last_ts = float(ts[-1])
         return self._chunk(data, t0)
 
+    def _stall_gap(self, now: float, ts: np.ndarray | None) -> None:
+        """Back after a stall: report the samples lost, those the timestamps skip.
+
+        The count is bounded by the stall's wall-clock length (twice it, plus a
+        second): a timestamp that jumps by hours is a clock change, not a loss.
+        """
+        wall_missing = max(0, round((now - self._stalled_since) * self._sfreq))
+        n_missing = wall_missing
+        if ts is not None and self._last_ts is not None and math.isfinite(ts[0]):
+            n_missing = max(0, round((ts[0] - self._last_ts) * self._sfreq) - 1)
+            n_missing = min(n_missing, 2 * wall_missing + round(self._sfreq))
+        self._event("gap", time.time(), n_missing,
+                    f"no data for {now - self._stalled_since:.2f} s; {n_missing} samples lost")
+        self._stalled_since = None
+        if self._counter is not None:
+            self._counter.reset()
+
+    def _warn_counter(self, check: CounterCheck | None) -> None:
+        """A warning event (at most one per ``_COUNTER_WARN_SEC``) for counter values that
+        are not integers in the counter's range: they are ignored, never taken for drops."""
+        if check is None or not check.n_invalid:
+            return
+        self._bad_counter_values += check.n_invalid
+        now = time.monotonic()
+        if now - self._counter_warned_at < _COUNTER_WARN_SEC:
+            return
+        self._counter_warned_at = now
+        self._event("warning", time.time(), detail=(
+            f"board {self.board_name!r}: {self._bad_counter_values} package counter values "
+            "so far are not integers in [0, 256); ignored there (no drops inferred)"))

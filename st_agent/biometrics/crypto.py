@@ -64,12 +64,30 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"st-agent key id\x00" + key).hexdigest()[:16]
 
 
-def _check_key(key: object) -> bytes:
+def _check_key(key: object, source: str = "key") -> bytes:
     if not isinstance(key, bytes | bytearray) or len(key) != _KEY_LEN:
         shown = f"{len(key)} bytes" if isinstance(key, bytes | bytearray) else type(key).__name__
-        raise EncryptionKeyError(f"key must be {_KEY_LEN} bytes (AES-256), got {shown}; "
-                                 f"make one with create_key_file()")
+        raise EncryptionKeyError(f"{source} must be {_KEY_LEN} bytes (AES-256), got {shown}; "
+                                 "the key file is damaged, or make a new one with "
+                                 "create_key_file() (`--key-file NEW_PATH`)")
     return bytes(key)
+
+
+#: A key file is a small JSON object; anything larger is not one (and is not read).
+_MAX_KEY_FILE_BYTES = 4096
+_EXPECTED = ("expected a key file written by st-agent (a JSON object with \"cipher\", "
+             "\"key_id\" and \"key\", e.g. made by `st-agent session --key-file NEW_PATH`)")
+
+
+def _path_problem(path: Path) -> str | None:
+    """What makes ``path`` unusable as an existing key file, in words; None if it is a file."""
+    if path.is_dir():
+        return "is a folder, not a key file"
+    if not path.exists():
+        return ("does not exist (a dangling link)" if path.is_symlink() else "does not exist")
+    if not path.is_file():
+        return "is not a regular file (a device, socket or pipe)"
+    return None
 
 
 def create_key_file(path: str | Path) -> bytes:
@@ -89,15 +107,30 @@ def create_key_file(path: str | Path) -> bytes:
     Raises
     ------
     FileExistsError
-        If ``path`` exists (a key is never overwritten: that would make the
-        sessions encrypted with it unreadable).
+        If ``path`` is an existing file (a key is never overwritten: that would
+        make the sessions encrypted with it unreadable).
+    EncryptionKeyError
+        If ``path`` is a folder or another non-file, or cannot be created
+        (permissions, read-only disk); the message names the path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        raise EncryptionKeyError(f"cannot create key file {path}: it {_path_problem(path)}; "
+                                 "give the path of a new file, e.g. "
+                                 f"{default_key_file('SESSION')}")
     key = secrets.token_bytes(_KEY_LEN)
     doc = {"cipher": "AES-256-GCM", "key_id": key_id(key),
            "key": base64.b64encode(key).decode("ascii")}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise FileExistsError(f"key file {path} exists already; a key is never overwritten "
+                              "(sessions encrypted with it would become unreadable): use it "
+                              "as it is, or give a new path") from None
+    except OSError as e:
+        raise EncryptionKeyError(f"cannot create key file {path}: {e.strerror or e}; choose a "
+                                 "writable path for --key-file") from e
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(doc, f)
         f.flush()
@@ -122,19 +155,41 @@ def load_key_file(path: str | Path) -> bytes:
     Raises
     ------
     EncryptionKeyError
-        If the file is missing or not a key file.
+        If the path is missing, a folder, a device, unreadable, larger than a key
+        file, or not a key file (not JSON, fields missing, a key of the wrong
+        length or not matching its ``key_id``); the message names the path, what
+        it is and what was expected.
     """
     path = Path(path)
+    problem = _path_problem(path)
+    if problem is not None:
+        raise EncryptionKeyError(f"key file {path} {problem}; {_EXPECTED}")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            raw = f.read(_MAX_KEY_FILE_BYTES + 1)
+    except OSError as e:
+        raise EncryptionKeyError(f"cannot read key file {path}: {e.strerror or e}; check "
+                                 "its permissions (it should be yours, mode 600)") from e
+    if len(raw) > _MAX_KEY_FILE_BYTES:
+        raise EncryptionKeyError(f"{path} is larger than {_MAX_KEY_FILE_BYTES} bytes, not a "
+                                 f"key file; {_EXPECTED}")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+        if not isinstance(doc, dict):
+            raise TypeError(f"the file holds a JSON {type(doc).__name__}, not an object")
         key = base64.b64decode(doc["key"], validate=True)
-    except FileNotFoundError as e:
-        raise EncryptionKeyError(f"key file {path} does not exist") from e
-    except (ValueError, KeyError, TypeError) as e:
-        raise EncryptionKeyError(f"{path} is not an st-agent key file: {e}") from e
+    except KeyError:
+        raise EncryptionKeyError(f"{path} has no \"key\" field; {_EXPECTED}") from None
+    except (ValueError, TypeError) as e:  # UnicodeDecodeError, JSONDecodeError, binascii
+        raise EncryptionKeyError(f"{path} is not an st-agent key file ({e}); "
+                                 f"{_EXPECTED}") from e
     if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         logger.warning("key file %s is readable by others; chmod 600 it", path)
-    return _check_key(key)
+    key = _check_key(key, f"the key in {path}")
+    if "key_id" in doc and doc["key_id"] != key_id(key):
+        raise EncryptionKeyError(f"{path}: the key does not match the file's key_id "
+                                 f"{doc['key_id']!r}; the key file is damaged")
+    return key
 
 
 def resolve_key(key: bytes | str | Path | None, folder: Path) -> bytes | None:

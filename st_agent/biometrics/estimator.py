@@ -31,17 +31,23 @@ Pipeline
 
    **What drives ``calm``** (low arousal; ``w_k`` are the signed priors of
    :data:`AROUSAL_PRIORS` for the markers the montage has and the calibration saw,
-   see :mod:`~st_agent.biometrics.calibration`): *more* posterior relative alpha
-   (``eeg/alpha_post_lrel``, −1; alpha is the idling rhythm, largest with eyes closed and
+   see :mod:`~st_agent.biometrics.calibration`; signs from the literature, sizes
+   fitted on simulated listeners, see :data:`AROUSAL_PRIORS`): *lower* heart rate
+   (``hr/bpm``, ``hr_weight`` 1.0), *more* posterior relative alpha
+   (``eeg/alpha_post_lrel``, −0.7; alpha is the idling rhythm, largest with eyes closed and
    relaxed, Klimesch 1999; Barry et al. 2007), *less* beta relative to alpha
-   (``eeg/log_beta_alpha``, +1; Pope, Bogart & Bartolome 1995), *lower* heart rate
-   (``hr/bpm``, ``hr_weight``), *higher* vagal heart-rate variability (``hr/ln_rmssd``
-   and ``hr/ln_hf``, −0.25 each; Task Force 1996; Thayer et al. 2012), *slower*
-   breathing (``resp/rate_bpm``, +0.25; Boiten, Frijda & Wientjes 1994), *lower*
-   tonic skin conductance (``eda/tonic_us``, +0.5; Boucsein 2012) and *less* muscle
-   tension (``emg/ln_rms``, +0.25). A montage contributes the markers it has. With a
-   per-listener supervised map (:meth:`StateEstimator.set_supervised`,
-   :mod:`~st_agent.biometrics.supervised`) its score replaces that weighted mean.
+   (``eeg/log_beta_alpha``, +0.7; Pope, Bogart & Bartolome 1995), *less* muscle
+   tension (``emg/ln_rms``, +0.65), *lower* tonic skin conductance (``eda/tonic_us``,
+   +0.5; Boucsein 2012), and a little: *higher* vagal heart-rate variability
+   (``hr/ln_hf`` −0.1, ``hr/ln_rmssd`` −0.05; Task Force 1996; Thayer et al. 2012) and
+   *slower* breathing (``resp/rate_bpm``, +0.05; Boiten, Frijda & Wientjes 1994).
+   A montage contributes the markers it has. With a
+   per-listener supervised map (:meth:`StateEstimator.set_supervised`, or
+   ``EstimatorConfig.supervised``: ``st-agent calibrate`` fits one and ``st-agent
+   session --calibration`` loads it; :mod:`~st_agent.biometrics.supervised`) its score
+   *minus its mean over this session's rest calibration* (the map's own rest score with a
+   stored baseline) replaces that weighted mean, so that rest is arousal 0 either way.
+   A map fitted on other EEG channels than the stream's is not used (an event says so).
 
    ``confidence`` = share of good EEG channels × share of the window free of eye
    artifacts and spikes × (0.5 without a frontal pair) × the calibration's confidence
@@ -57,9 +63,10 @@ Pipeline
    ``a = exp(-Δt/τ)``, ``Δt`` the time since the last good window. Bad windows never
    enter it; the first good window after calibration, :meth:`StateEstimator.reset`,
    :meth:`~StateEstimator.calibrate` or :meth:`~StateEstimator.set_baseline` starts it
-   afresh. The mean delay is about ``τ - hop_sec/2``; τ = 4 s was chosen on 50
+   afresh. The mean delay is about ``τ - hop_sec/2``; τ = 4 s (valence) was chosen on 50
    simulated listeners (``benchmarks/bench_listener.py``): mean r with the latent state
-   0.78/0.66 (arousal/valence) per window, 0.86/0.85 at 4 s, 0.82/0.84 at 12 s.
+   0.66 per window, 0.85 at 4 s, 0.84 at 12 s. Arousal has its own τ
+   (``arousal_smoothing_sec``, 2.5 s, fitted with its weights).
    ``smoothing_sec=0`` gives the per-window state; each :class:`Estimate` also carries
    the unsmoothed ``raw_state`` and the raw ``features`` and ``z``.
 
@@ -95,7 +102,7 @@ from st_agent.biometrics.montage import (
     normalize_ch_name,
 )
 from st_agent.biometrics.slow_markers import SlowMarkers
-from st_agent.biometrics.supervised import SupervisedMap
+from st_agent.biometrics.supervised import SupervisedDrive, SupervisedMap
 from st_agent.biometrics.window import (
     BrainFlowReference,
     features_from_window,
@@ -207,7 +214,9 @@ class StateEstimator:
         self._reset_stream()
         self._reference: BrainFlowReference | None = None
         self._reference_failed = False
-        self._supervised: SupervisedMap | None = None
+        self._supervised: SupervisedDrive | None = None
+        if self.config.supervised is not None:
+            self.set_supervised(self.config.supervised)
 
     def _priors(self) -> dict[str, float]:
         return self.config.priors()
@@ -262,8 +271,19 @@ class StateEstimator:
         if mapping is not None and not isinstance(mapping, SupervisedMap):
             raise TypeError(f"mapping must be a SupervisedMap or None, got "
                             f"{type(mapping).__name__}")
-        self._supervised = mapping
+        self._supervised = None if mapping is None else SupervisedDrive(mapping)
         self._ema[1] = None
+        if mapping is not None and self._layout is not None:
+            self._check_supervised(montage(self._layout[1], self._layout[2]),
+                                   self._state.t_sec)
+
+    def _check_supervised(self, mont: Montage, t_sec: float) -> None:
+        """Drop a supervised map fitted on other EEG channels than the stream's."""
+        why = self._supervised.mismatch(tuple(self._layout[1][i] for i in mont.eeg),
+                                        len(self.config.bands))
+        if why:
+            self._supervised = None
+            self._note("supervised_map", why, t_sec, True)
 
     def calibration_status(self) -> CalibrationStatus:
         """Progress of the calibration, what blocks it, the confidence it implies.
@@ -335,6 +355,8 @@ class StateEstimator:
         self._next_end = chunk.first_sample + self._n_win
         self._reset_stream()
         self._slow = SlowMarkers(self.config, mont, chunk.sfreq)
+        if self._supervised is not None:
+            self._check_supervised(mont, chunk.t0_sec)
         logger.info("estimator: %d EEG channels, alpha at %s (%s), FAA pair %s, cardiac %s",
                     mont.eeg.size, ", ".join(mont.alpha_names), mont.alpha_source,
                     mont.faa_names, mont.cardiac_type)
@@ -504,9 +526,13 @@ class StateEstimator:
                             t_sec)
         if qual["calibrating"]:
             base = self._calibrator.add(t_sec, feats, qual, bad, alpha_psd, freqs)
+            if self._supervised is not None and not bad:
+                self._supervised.add_rest(log_bands, feats)
             if base is not None:
                 self._baseline = base
                 self._ema = [None, None]
+                if self._supervised is not None:
+                    self._supervised.end_rest()
             self._state = held if bad else EmotionState(0.0, 0.0, 0.0, t_sec)
             return Estimate(self._state, feats, qual, bad)
         if bad:
@@ -519,7 +545,7 @@ class StateEstimator:
         z = {k: base.z(k, v) for k, v in feats.items() if k in base.mean}
         if not base.mean:  # calibration disabled: raw markers
             z = dict(feats)
-        drives = self._drives(z, log_bands)
+        drives = self._drives(z, log_bands, feats)
         raw = [math.tanh(d) if math.isfinite(d) else h
                for d, h in zip(drives, (prev.valence, prev.arousal), strict=True)]
         smooth = list(raw)
@@ -535,14 +561,15 @@ class StateEstimator:
                                  confidence, t_sec)
         return Estimate(self._state, feats, qual, False, z, raw_state)
 
-    def _drives(self, z: dict[str, float], log_bands: np.ndarray) -> tuple[float, float]:
+    def _drives(self, z: dict[str, float], log_bands: np.ndarray,
+                feats: dict[str, float] | None = None) -> tuple[float, float]:
         """``gain · z(faa)`` and ``gain · Σ w z / Σ |w|`` (NaN where nothing is present);
-        with a supervised map, ``gain`` times its score for the arousal drive."""
+        with a supervised map, ``gain`` times its score less its rest mean."""
         gain = self.config.gain
         z_faa = z.get("eeg/faa", math.nan)
         drive_v = gain * z_faa if math.isfinite(z_faa) else math.nan
         if self._supervised is not None:
-            return drive_v, gain * self._supervised.score(log_bands)
+            return drive_v, gain * self._supervised.drive(log_bands, feats)
         num = den = 0.0
         for key, w in self.arousal_weights().items():
             v = z.get(key, math.nan)
@@ -553,7 +580,10 @@ class StateEstimator:
 
     def _smooth(self, k: int, drive: float, t_sec: float) -> float:
         """Exponential moving average of drive ``k`` (0 valence, 1 arousal); O(1)."""
-        tau = self.config.smoothing_sec
+        cfg = self.config
+        tau = cfg.smoothing_sec
+        if k == 1 and cfg.arousal_smoothing_sec is not None:
+            tau = cfg.arousal_smoothing_sec
         last = self._ema[k]
         if tau <= 0 or last is None:
             value = drive

@@ -21,16 +21,23 @@
         48+n   4     CRC32 of the body
 
     NaN samples are stored as they are. Consecutive segments need not be
-    contiguous: a jump in ``first_sample`` is a gap.
+    contiguous: a jump in ``first_sample`` is a gap. A segment holds at most
+    ``SessionMeta.segment_samples`` (one second) of samples; the recorder writes
+    one at least every ``flush_sec`` (0.5 s by default).
 ``events.jsonl``
     One JSON object per line, ``fsync``-ed per line:
     ``{"seq", "t_sec", "kind", "wall_unix", "payload"}``. Encrypted sessions
     store ``{"seq", "nonce", "ct"}`` per line (base64; AES-256-GCM over the plain
     line, associated data = b"st-agent-evt" + session id + seq).
 
-Reading never goes past the first bad segment and never modifies the file;
-:class:`DropReport` says what could not be read. Samples are raw
-little-endian floats read with ``np.frombuffer``; nothing is unpickled.
+Reading (:mod:`st_agent.biometrics.segment_scan`) never modifies the file. A
+segment that is torn, fails its checksum or authentication is lost alone: the
+reader resynchronises on the next intact header (found by its magic and header
+CRC) and keeps every segment that verifies; :class:`DropReport` lists each lost
+span (:class:`LostSpan`). Every length and gap read from disk is bounded by what
+the file can hold (see :data:`MAX_FILL_RATIO`); beyond that the file is refused
+with :class:`~st_agent.biometrics.session_meta.CorruptSessionError`. Samples are
+raw little-endian floats read with ``np.frombuffer``; nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -40,10 +47,10 @@ import json
 import os
 import struct
 import zlib
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -55,10 +62,10 @@ from st_agent.biometrics.crypto import (
     segment_aad,
     unseal,
 )
-from st_agent.biometrics.session_meta import FORMAT_VERSION, SessionMeta
+from st_agent.biometrics.session_meta import FORMAT_VERSION
 from st_agent.types import Knobs
 
-__all__ = ["DropReport"]
+__all__ = ["FILL_ALLOWANCE_VALUES", "MAX_FILL_RATIO", "DropReport", "LostSpan"]
 
 MAGIC = b"STSG"
 _HEAD = struct.Struct("<4sHHQQdIII")  # 44 bytes, followed by its CRC32
@@ -67,9 +74,75 @@ _U32 = struct.Struct("<I")
 HEADER_LEN = _HEAD.size + 4  # 48
 _FLAG_ENCRYPTED = 1
 _FLAG_FLOAT64 = 2
+#: Longest event line read, bytes (a phrase event with its ABC text is a few kB).
+MAX_EVENT_LINE_BYTES = 1 << 20
 
 #: One segment read back: (first_sample, t0_sec, data of shape (n_channels, n_times)).
 Segment = tuple[int, float, np.ndarray]
+
+#: Bound on the NaN fill (gaps and lost spans between the first and the last good
+#: segment) a reader allocates: at most this many times the samples the good
+#: segments hold, plus :data:`FILL_ALLOWANCE_VALUES` values (samples x channels).
+#: So reading costs at most about (1 + ratio) x the data the file holds plus
+#: 128 MiB of float64. Sessions the recorder writes stay far inside it (a source
+#: gap is recorded as it happens; a 1 h session at 250 Hz x 16 channels may hold
+#: over an hour of gaps); a larger jump in ``first_sample`` is refused.
+MAX_FILL_RATIO = 1.0
+#: See :data:`MAX_FILL_RATIO`: 2**24 values (128 MiB of float64).
+FILL_ALLOWANCE_VALUES = 2**24
+
+
+@dataclass(frozen=True)
+class LostSpan:
+    """A run of samples that was written but cannot be read (torn, corrupt, forged).
+
+    Parameters
+    ----------
+    first_sample : int
+        Stream index of the first sample of the span.
+    n_samples : int
+        Samples per channel lost in it.
+    start_sec : float
+        Start relative to the session's first readable sample (``Session.raw``'s
+        time 0), seconds; negative for a span before it.
+    duration_sec : float
+        ``n_samples / sfreq``, seconds.
+    n_segments : int
+        Segments lost in the span (from the sequence numbers around it; 1 for a
+        torn last segment).
+    byte_offset : int
+        Where the unreadable bytes start in ``samples.seg``.
+    n_bytes : int
+        How many bytes are unreadable.
+    exact : bool
+        True when the span's place and length come from intact headers (or fill
+        the whole stretch between good segments); False when ``n_samples`` is
+        estimated from the byte count and the span lies somewhere in
+        ``[first_sample, first_sample + extent)`` (``extent`` the stretch).
+    reason : str
+        What was wrong with the first unreadable segment.
+    stream : str
+        Which stream was hit (``"samples"``; event lines are counted in
+        :attr:`DropReport.bad_event_line_numbers`).
+    """
+
+    first_sample: int
+    n_samples: int
+    start_sec: float
+    duration_sec: float
+    n_segments: int
+    byte_offset: int
+    n_bytes: int
+    exact: bool
+    reason: str
+    stream: str = "samples"
+
+    def __str__(self) -> str:
+        approx = "" if self.exact else "about "
+        return (f"{approx}{self.n_samples} samples ({self.duration_sec:.3f} s) from sample "
+                f"{self.first_sample} (t={self.start_sec:.3f} s), {self.n_segments} "
+                f"segment(s), bytes {self.byte_offset}-{self.byte_offset + self.n_bytes}: "
+                f"{self.reason}")
 
 
 @dataclass
@@ -83,17 +156,20 @@ class DropReport:
     n_samples : int
         Samples per channel read from them.
     dropped_samples : int
-        Samples per channel written but not read: in the bad segment where
-        reading stopped and in any later segment whose header is intact.
+        Samples per channel written but not read: the sum over :attr:`lost`.
     dropped_bytes : int
-        Bytes of ``samples.seg`` after the last good segment.
+        Bytes of ``samples.seg`` in no good segment.
     approximate : bool
-        True when some dropped bytes had no readable header, so
-        ``dropped_samples`` was estimated from their size.
+        True when some lost span had no readable header, so its
+        ``n_samples`` was estimated from its size.
     reason : str or None
-        Why reading stopped early (None: the file ended cleanly).
+        What was wrong with the first unreadable segment (None: all verified).
     bad_event_lines : int
         Event lines that were torn, not JSON, or failed authentication.
+    lost : list of LostSpan
+        Every span of samples that could not be read, in stream order.
+    bad_event_line_numbers : list of int
+        1-based line numbers of the bad event lines.
     closed_cleanly : bool
         The recorder's :meth:`~st_agent.biometrics.recording.SessionRecorder.close`
         ran (False after a crash).
@@ -110,6 +186,8 @@ class DropReport:
     bad_event_lines: int = 0
     closed_cleanly: bool = True
     stop_reason: str | None = None
+    lost: list[LostSpan] = field(default_factory=list)
+    bad_event_line_numbers: list[int] = field(default_factory=list)
 
 
 def sample_dtype(dtype: str) -> np.dtype:
@@ -242,137 +320,30 @@ def decode_event_line(line: bytes, aead: Any, session_id: bytes) -> dict[str, An
     Raises
     ------
     ValueError, KeyError, TypeError
-        If the line is torn, not JSON, lacks a field or fails authentication.
+        If the line is torn, not JSON, nested too deeply, lacks a field or fails
+        authentication.
     """
-    doc = json.loads(line)
+    if len(line) > MAX_EVENT_LINE_BYTES:
+        raise ValueError(f"line of {len(line)} bytes is over {MAX_EVENT_LINE_BYTES}")
+    try:
+        doc = json.loads(line)
+    except RecursionError as e:
+        raise ValueError("nested too deeply") from e
+    if not isinstance(doc, dict):
+        raise TypeError(f"an event line must be a JSON object, got {type(doc).__name__}")
     if aead is not None:
         sealed = base64.b64decode(doc["nonce"]) + base64.b64decode(doc["ct"])
         plain = unseal(aead, sealed, event_aad(session_id, int(doc["seq"])))
         if plain is None:
             raise ValueError("fails authentication")
-        doc = json.loads(plain)
+        try:
+            doc = json.loads(plain)
+        except RecursionError as e:
+            raise ValueError("nested too deeply") from e
+        if not isinstance(doc, dict):
+            raise TypeError(f"an event must be a JSON object, got {type(doc).__name__}")
+    payload = doc.get("payload") or {}
+    if not isinstance(payload, dict):
+        raise TypeError(f"payload must be a JSON object, got {type(payload).__name__}")
     return {"seq": int(doc["seq"]), "kind": str(doc["kind"]), "t_sec": float(doc["t_sec"]),
-            "wall_unix": doc.get("wall_unix"), "payload": dict(doc.get("payload") or {})}
-
-
-class _Header(NamedTuple):
-    seq: int
-    first_sample: int
-    t0_sec: float
-    n_times: int
-    body_len: int
-
-
-class _Scanner:
-    """Reads segment records of one session out of ``samples.seg``'s bytes."""
-
-    def __init__(self, buf: bytes, meta: SessionMeta, aead: Any) -> None:
-        self.buf = buf
-        self.n_ch = meta.n_channels
-        self.dtype = sample_dtype(meta.dtype)
-        self.flags = segment_flags(meta.encrypted, meta.dtype)
-        self.overhead = SEAL_OVERHEAD if meta.encrypted else 0
-        self.aead = aead
-        self.sid = meta.session_id.encode("ascii")
-
-    def header(self, at: int) -> _Header | None:
-        """The header at byte ``at`` if it is complete, intact and fits this session."""
-        buf = self.buf
-        if len(buf) - at < HEADER_LEN:
-            return None
-        head = buf[at:at + _HEAD.size]
-        (crc,) = _U32.unpack_from(buf, at + _HEAD.size)
-        if zlib.crc32(head) != crc:
-            return None
-        magic, version, flags, seq, first, t0, nc, nt, blen = _HEAD.unpack(head)
-        want = nc * nt * self.dtype.itemsize + self.overhead
-        if magic != MAGIC or version != FORMAT_VERSION or flags != self.flags \
-                or nc != self.n_ch or blen != want:
-            return None
-        return _Header(seq, first, t0, nt, blen)
-
-    def segment(self, pos: int, seq: int, next_first: int
-                ) -> tuple[Segment | None, int, str | None]:
-        """Read the segment at ``pos``: (segment, end byte, None) or (None, pos, why not)."""
-        buf = self.buf
-        h = self.header(pos)
-        if h is None:
-            return None, pos, (f"incomplete segment header at byte {pos}"
-                               if len(buf) - pos < HEADER_LEN
-                               else f"bad segment header at byte {pos}")
-        end = pos + HEADER_LEN + h.body_len + 4
-        if end > len(buf):
-            return None, pos, f"segment {h.seq} at byte {pos} is truncated"
-        body = buf[pos + HEADER_LEN:pos + HEADER_LEN + h.body_len]
-        (crc,) = _U32.unpack_from(buf, end - 4)
-        if zlib.crc32(body) != crc:
-            return None, pos, f"segment {h.seq} at byte {pos} fails its checksum"
-        if h.seq != seq or h.first_sample < next_first:
-            return None, pos, (f"segment at byte {pos} is out of order (sequence {h.seq}, "
-                               f"first_sample {h.first_sample}; expected sequence {seq})")
-        if self.aead is not None:
-            aad = segment_aad(self.sid, buf[pos:pos + HEADER_LEN])
-            plain = unseal(self.aead, body, aad)
-            if plain is None:
-                return None, pos, f"segment {h.seq} at byte {pos} fails authentication"
-            body = plain
-        data = np.frombuffer(body, dtype=self.dtype).reshape(self.n_ch, h.n_times)
-        return (h.first_sample, h.t0_sec, data), end, None
-
-    def count_dropped(self, pos: int, report: DropReport) -> None:
-        """Count what lies after the stop: headers that still parse give exact counts."""
-        buf = self.buf
-        report.dropped_bytes = len(buf) - pos
-        frame = self.n_ch * self.dtype.itemsize
-        at, unparsed = pos, 0
-        while at < len(buf):
-            h = self.header(at)
-            if h is not None:
-                report.dropped_samples += h.n_times
-                at += HEADER_LEN + h.body_len + 4
-                continue
-            nxt = buf.find(MAGIC, at + 1)
-            nxt = len(buf) if nxt < 0 else nxt
-            unparsed += nxt - at
-            at = nxt
-        if unparsed > HEADER_LEN + 4:
-            report.approximate = True
-            report.dropped_samples += (unparsed - HEADER_LEN - 4) // frame
-
-
-def scan_segments(buf: bytes, meta: SessionMeta, aead: Any
-                  ) -> tuple[list[Segment], DropReport]:
-    """Parse segment records until the first bad one; never past it.
-
-    Parameters
-    ----------
-    buf : bytes
-        Contents of ``samples.seg``.
-    meta : SessionMeta
-        The session's metadata (channels, dtype, encryption).
-    aead : AESGCM or None
-        Cipher of an encrypted session (its key already checked).
-
-    Returns
-    -------
-    segments : list of (int, float, ndarray)
-        ``(first_sample, t0_sec, data)``, data shape (n_channels, n_times).
-    report : DropReport
-        Segments and samples read, and what was dropped after the stop.
-    """
-    scanner = _Scanner(buf, meta, aead)
-    segments: list[Segment] = []
-    report = DropReport()
-    pos, seq, next_first = 0, 0, -1
-    while pos < len(buf):
-        seg, end, reason = scanner.segment(pos, seq, next_first)
-        if seg is None:
-            report.reason = reason
-            break
-        segments.append(seg)
-        report.n_segments += 1
-        report.n_samples += seg[2].shape[1]
-        seq, next_first, pos = seq + 1, seg[0] + seg[2].shape[1], end
-    if pos < len(buf):
-        scanner.count_dropped(pos, report)
-    return segments, report
+            "wall_unix": doc.get("wall_unix"), "payload": dict(payload)}

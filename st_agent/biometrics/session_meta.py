@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from st_agent import __version__
+from st_agent.errors import DataError
 from st_agent.types import CH_TYPES, SignalChunk
 
 __all__ = [
@@ -24,13 +25,17 @@ __all__ = [
     "EVENTS_FILE",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "MAX_CHANNELS",
     "META_FILE",
     "SAMPLES_FILE",
+    "SFREQ_RANGE_HZ",
     "ConsentRecord",
+    "CorruptSessionError",
     "DiskFullError",
     "EncryptionKeyError",
     "RecordingError",
     "SessionMeta",
+    "SessionNotFoundError",
     "new_pseudonym",
     "new_session_id",
 ]
@@ -47,6 +52,18 @@ _GIVEN_BY = ("participant", "legal_guardian", "participant_and_guardian")
 #: Sample types a recording may store.
 DTYPES = ("float32", "float64")
 
+#: Sampling rates a recording may have, Hz (inclusive). Lower end: the estimator's
+#: windows are 2 s (``st_agent.biometrics.estimator_config``), so below 1 Hz a window
+#: holds under 2 samples; slow sensors the project reads are above it (EDA at 4 Hz on
+#: the Empatica E4, its data sheet). Upper end: the fastest EEG amplifiers sample at
+#: 16 kHz (BioSemi ActiveTwo) and 38.4 kHz (g.tec g.HIamp), per their data sheets;
+#: 100 kHz leaves margin. Anything outside is a corrupt or crafted file.
+SFREQ_RANGE_HZ = (1.0, 100_000.0)
+#: Most channels a recording may have: high-density EEG caps have 256 electrodes
+#: (EGI HydroCel GSN 256); 1024 leaves margin for auxiliary channels.
+MAX_CHANNELS = 1024
+_MAX_NAME_LEN = 64  # characters per channel name (EDF allows 16, FIF 15; margin)
+
 _PSEUDONYM_RE = re.compile(r"^[A-Za-z0-9]{3,32}$")
 _SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -59,8 +76,17 @@ class DiskFullError(RecordingError):
     """The disk filled up (ENOSPC, EFBIG, EDQUOT); recording stopped, data so far kept."""
 
 
-class EncryptionKeyError(RecordingError):
+class EncryptionKeyError(RecordingError, DataError):
     """An encrypted session was opened without its key, or with another key."""
+
+
+class CorruptSessionError(RecordingError, DataError):
+    """A session file (``session.json``, ``samples.seg``) is malformed or holds values
+    out of range; the message names the file, the place (field or segment) and the value."""
+
+
+class SessionNotFoundError(DataError, FileNotFoundError):
+    """The folder does not exist or holds no ``session.json``."""
 
 
 # --------------------------------------------------------------------------- identifiers
@@ -238,16 +264,22 @@ class SessionMeta:
         if not isinstance(self.consent, ConsentRecord):
             raise TypeError(f"consent must be a ConsentRecord, got "
                             f"{type(self.consent).__name__}")
-        if not (isinstance(self.sfreq, int | float) and math.isfinite(self.sfreq)
-                and self.sfreq > 0):
-            raise ValueError(f"sfreq must be a positive number of Hz, got {self.sfreq!r}")
+        lo, hi = SFREQ_RANGE_HZ
+        if not (_is_number(self.sfreq) and math.isfinite(self.sfreq)
+                and lo <= self.sfreq <= hi):
+            raise ValueError(f"sfreq must be a number of Hz in [{lo:g}, {hi:g}] "
+                             f"(SFREQ_RANGE_HZ), got {self.sfreq!r}")
         object.__setattr__(self, "sfreq", float(self.sfreq))
         names, types = tuple(self.ch_names), tuple(self.ch_types)
         object.__setattr__(self, "ch_names", names)
         object.__setattr__(self, "ch_types", types)
-        if not names or len(names) != len(types):
-            raise ValueError(f"need one type per channel name and at least one channel, got "
-                             f"{len(names)} names and {len(types)} types")
+        if not names or len(names) != len(types) or len(names) > MAX_CHANNELS:
+            raise ValueError(f"need one type per channel name and 1-{MAX_CHANNELS} channels "
+                             f"(MAX_CHANNELS), got {len(names)} names and {len(types)} types")
+        bad_names = [n for n in names if not isinstance(n, str) or not 0 < len(n) <= _MAX_NAME_LEN]
+        if bad_names:
+            raise ValueError(f"ch_names must be strings of 1-{_MAX_NAME_LEN} characters, got "
+                             f"{bad_names[:3]!r}")
         if len(set(names)) != len(names):
             raise ValueError(f"channel names must be unique, got {names}")
         bad = sorted(set(types) - set(CH_TYPES))
@@ -258,10 +290,12 @@ class SessionMeta:
         check_iso("created_utc", self.created_utc)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if self.line_freq is not None and not (math.isfinite(self.line_freq)
-                                               and self.line_freq > 0):
+        if self.line_freq is not None and not (_is_number(self.line_freq)
+                                               and math.isfinite(self.line_freq)
+                                               and 0 < self.line_freq <= hi):
             raise ValueError(f"line_freq must be None or a positive number of Hz, got "
                              f"{self.line_freq!r}")
+        _check_bookkeeping(self)
 
     @classmethod
     def from_chunk(cls, chunk: SignalChunk, consent: ConsentRecord, **kwargs: Any) -> SessionMeta:
@@ -293,10 +327,89 @@ class SessionMeta:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> SessionMeta:
-        """Inverse of :meth:`to_json`; validates every field."""
+    def from_json(cls, d: dict[str, Any], source: str = META_FILE) -> SessionMeta:
+        """Inverse of :meth:`to_json`; validates the type and range of every field.
+
+        Parameters
+        ----------
+        d : dict
+            The ``"meta"`` block of ``session.json``.
+        source : str
+            The file it came from, named in errors.
+
+        Raises
+        ------
+        CorruptSessionError
+            If a field is missing, unknown, of the wrong type or out of range; the
+            message names ``source``, the field, the value and what is allowed.
+        """
+        if not isinstance(d, dict):
+            raise CorruptSessionError(f"{source}: 'meta' must be an object, got "
+                                      f"{type(d).__name__}")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown session meta fields {unknown}; known: {sorted(known)}")
-        return cls(**d)
+            raise CorruptSessionError(f"{source}: unknown session meta fields {unknown}; "
+                                      f"known: {sorted(known)}")
+        missing = sorted(n for n in _REQUIRED_FIELDS if n not in d)
+        if missing:
+            raise CorruptSessionError(f"{source}: session meta lacks the fields {missing}")
+        for name, value in d.items():
+            kinds, allowed = _FIELD_TYPES[name]
+            if not _has_kind(value, kinds):
+                raise CorruptSessionError(f"{source}: field 'meta.{name}' is {value!r:.80}; "
+                                          f"allowed: {allowed}")
+        try:
+            return cls(**d)
+        except (ValueError, TypeError) as e:
+            raise CorruptSessionError(f"{source}: {e}") from e
+
+
+def _is_number(x: object) -> bool:
+    """A real int or float (not a bool)."""
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _has_kind(value: object, kinds: tuple[str, ...]) -> bool:
+    checks = {"number": _is_number, "int": lambda v: isinstance(v, int)
+              and not isinstance(v, bool), "str": lambda v: isinstance(v, str),
+              "bool": lambda v: isinstance(v, bool), "none": lambda v: v is None,
+              "dict": lambda v: isinstance(v, dict),
+              "strs": lambda v: isinstance(v, list | tuple)
+              and all(isinstance(x, str) for x in v)}
+    return any(checks[k](value) for k in kinds)
+
+
+#: Type of each ``session.json`` meta field, and the message saying what is allowed.
+_FIELD_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
+    "sfreq": (("number",), f"a number of Hz in [{SFREQ_RANGE_HZ[0]:g}, "
+                           f"{SFREQ_RANGE_HZ[1]:g}]"),
+    "ch_names": (("strs",), f"a list of 1-{MAX_CHANNELS} strings"),
+    "ch_types": (("strs",), f"a list of strings from {CH_TYPES}"),
+    "consent": (("dict",), "an object with text_version, scopes, given_at_utc, given_by"),
+    "subject_id": (("str",), "a pseudonym string"),
+    "session_id": (("str",), "a session id string"),
+    "created_utc": (("str",), "an ISO 8601 time string"),
+    "software": (("str",), "a string"),
+    "line_freq": (("number", "none"), "null or a number of Hz"),
+    "encrypted": (("bool",), "true or false"),
+    "key_id": (("str", "none"), "null or a key fingerprint string"),
+    "dtype": (("str",), f"one of {DTYPES}"),
+    "segment_samples": (("int",), "a whole number of samples, 0 to sfreq"),
+}
+_REQUIRED_FIELDS = ("sfreq", "ch_names", "ch_types", "consent")
+
+
+def _check_bookkeeping(meta: SessionMeta) -> None:
+    """Fields the recorder sets: types and ranges (a segment holds at most one second)."""
+    if not isinstance(meta.encrypted, bool):
+        raise ValueError(f"encrypted must be true or false, got {meta.encrypted!r}")
+    if meta.encrypted and not isinstance(meta.key_id, str):
+        raise ValueError(f"key_id must be the key's fingerprint in an encrypted session, got "
+                         f"{meta.key_id!r}")
+    n = meta.segment_samples
+    if not (isinstance(n, int) and not isinstance(n, bool)
+            and 0 <= n <= max(1, round(meta.sfreq))):
+        raise ValueError(f"segment_samples must be a whole number in [0, "
+                         f"{max(1, round(meta.sfreq))}] (one second at {meta.sfreq:g} Hz), "
+                         f"got {n!r}")

@@ -3,14 +3,16 @@
 :func:`read_session` returns a :class:`Session`: the samples as an MNE
 ``RawArray`` (gaps NaN and annotated), the events table, the metadata and a
 :class:`~st_agent.biometrics.segments.DropReport` of what could not be read
-(after a crash: at most the last, incomplete segment). MNE is imported only
-when a session with samples is read.
+(after a crash: at most the last, incomplete segment; after damage: each
+corrupt segment alone, see :mod:`~st_agent.biometrics.segment_scan`). MNE is
+imported only when a session with samples is read.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from st_agent.biometrics.crypto import aead_for, default_key_file, key_id, resolve_key
+from st_agent.biometrics.segment_scan import scan_segments
 from st_agent.biometrics.segments import (
     DropReport,
+    LostSpan,
     Segment,
     decode_event_line,
-    scan_segments,
 )
 from st_agent.biometrics.session_meta import (
     EVENTS_FILE,
@@ -31,9 +34,11 @@ from st_agent.biometrics.session_meta import (
     FORMAT_VERSION,
     META_FILE,
     SAMPLES_FILE,
+    CorruptSessionError,
     EncryptionKeyError,
     RecordingError,
     SessionMeta,
+    SessionNotFoundError,
 )
 
 if TYPE_CHECKING:
@@ -46,6 +51,7 @@ logger = logging.getLogger(__name__)
 # MNE has no "ppg" or "eda" channel types; these are its nearest ones ("bio" would be
 # taken as volts and scaled to µV on EDF export).
 _MNE_CH_TYPE = {"ppg": "misc", "eda": "gsr"}  # ppg is in arbitrary units, not volts
+_MAX_META_BYTES = 1 << 20  # session.json is about 1 kB; a larger one is not ours
 
 
 @dataclass
@@ -60,8 +66,9 @@ class Session:
         Its metadata.
     raw : mne.io.RawArray or None
         Samples in SI units from the first recorded sample (time 0) to the
-        last. Gaps are NaN and annotated ``BAD_gap``; runs of NaN inside recorded
-        segments are annotated ``BAD_nan``; events are annotations (see
+        last. Gaps are NaN and annotated ``BAD_gap``; lost (corrupt) segments
+        between good ones are NaN and annotated ``BAD_lost``; runs of NaN inside
+        recorded segments are annotated ``BAD_nan``; events are annotations (see
         :func:`read_session`). None when no sample was recorded.
     events : list of dict
         One row per event: ``seq``, ``kind``, ``t_sec`` (source clock),
@@ -94,54 +101,65 @@ def load_meta_doc(folder: Path) -> dict[str, Any]:
 
     Raises
     ------
-    FileNotFoundError
-        If ``folder`` does not exist or holds no ``session.json``.
-    RecordingError
-        If ``session.json`` is not JSON, not a recording's, or of another format version.
+    SessionNotFoundError
+        If ``folder`` does not exist or holds no ``session.json`` (a
+        ``FileNotFoundError``).
+    CorruptSessionError
+        If ``session.json`` is not JSON, too large, not a recording's, of another
+        format version, or its ``closed`` block is malformed.
     """
     path = folder / META_FILE
     if not folder.is_dir():
-        raise FileNotFoundError(f"session folder {folder} does not exist")
+        raise SessionNotFoundError(f"session folder {folder} does not exist")
     try:
+        if path.stat().st_size > _MAX_META_BYTES:
+            raise CorruptSessionError(f"{path} is {path.stat().st_size} bytes; a session's "
+                                      f"meta file is at most {_MAX_META_BYTES}")
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{folder} is not a session folder: no {META_FILE}") from e
-    except json.JSONDecodeError as e:
-        raise RecordingError(f"{path} is not valid JSON: {e}") from e
+        raise SessionNotFoundError(f"{folder} is not a session folder: no {META_FILE}") from e
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+        raise CorruptSessionError(f"{path} is not valid UTF-8 JSON: {e}") from e
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
-        raise RecordingError(f"{path} is not an {FORMAT_NAME} meta file")
+        raise CorruptSessionError(f"{path} is not an {FORMAT_NAME} meta file")
     if doc.get("format_version") != FORMAT_VERSION:
-        raise RecordingError(f"{path} has format version {doc.get('format_version')!r}; this "
-                             f"software reads version {FORMAT_VERSION}")
+        raise CorruptSessionError(f"{path} has format version "
+                                  f"{doc.get('format_version')!r:.40}; this software reads "
+                                  f"version {FORMAT_VERSION}")
+    closed = doc.get("closed")
+    if closed is not None and not (isinstance(closed, dict) and isinstance(
+            closed.get("stop_reason"), str | None)):
+        raise CorruptSessionError(f"{path}: field 'closed' must be null or an object whose "
+                                  f"stop_reason is null or a string, got {closed!r:.80}")
     return doc
 
 
 def is_session(folder: str | Path) -> bool:
     """Whether ``folder`` holds a recording (a valid ``session.json``)."""
     try:
-        load_meta_doc(Path(folder))
-    except (FileNotFoundError, RecordingError):
+        SessionMeta.from_json(load_meta_doc(Path(folder)).get("meta"))
+    except (FileNotFoundError, RecordingError, OSError):
         return False
     return True
 
 
 def _read_events(path: Path, meta: SessionMeta, aead: Any
-                 ) -> tuple[list[dict[str, Any]], int]:
+                 ) -> tuple[list[dict[str, Any]], list[int]]:
     """Rows of ``events.jsonl`` and the number of bad lines (a torn last line included)."""
     rows: list[dict[str, Any]] = []
-    bad = 0
+    bad: list[int] = []
     try:
         raw_lines = path.read_bytes().split(b"\n")
     except FileNotFoundError:
-        return rows, 0
+        return rows, bad
     sid = meta.session_id.encode("ascii")
     for i, line in enumerate(raw_lines):
         if not line.strip():
             continue
         try:
             rows.append(decode_event_line(line, aead, sid))
-        except (ValueError, KeyError, TypeError) as e:
-            bad += 1
+        except (ValueError, KeyError, TypeError, OverflowError) as e:
+            bad.append(i + 1)
             last = i == len(raw_lines) - 1
             logger.warning("%s line %d %s: %s", path.name, i + 1,
                            "is torn (crash while writing)" if last else "is bad", e)
@@ -185,10 +203,12 @@ def _finish_report(report: DropReport, doc: dict[str, Any], events: list[dict[st
         report.stop_reason = next((r["payload"].get("reason") for r in events
                                    if r["kind"] == "recording_stopped"), None)
     if report.reason:
-        logger.warning("session %s: reading stopped at the last good segment (%d segments, "
-                       "%d samples): %s; %s%d samples dropped; the file was not modified",
-                       meta.session_id, report.n_segments, report.n_samples, report.reason,
-                       "about " if report.approximate else "", report.dropped_samples)
+        logger.warning("session %s: kept %d good segments (%d samples); %s%d samples in "
+                       "%d span(s) could not be read (the file was not modified): %s",
+                       meta.session_id, report.n_segments, report.n_samples,
+                       "about " if report.approximate else "", report.dropped_samples,
+                       len(report.lost), "; ".join(str(s) for s in report.lost)
+                       or report.reason)
     if not report.closed_cleanly:
         logger.info("session %s was not closed cleanly (crash or still recording)",
                     meta.session_id)
@@ -197,10 +217,14 @@ def _finish_report(report: DropReport, doc: dict[str, Any], events: list[dict[st
 def read_session(folder: str | Path, key: bytes | str | Path | None = None) -> Session:
     """Read a session folder back, without modifying any of its files.
 
-    Reading stops at the first segment that is incomplete, fails its checksum
-    or authentication, or is out of order; the samples after it are counted in
-    ``Session.dropped`` and a warning is logged. A torn last event line is
-    skipped.
+    A segment that is incomplete or fails its checksum or authentication is
+    lost alone: reading resynchronises on the next intact segment and keeps
+    every one that verifies (a verified segment out of order is refused, an
+    exact duplicate skipped). Each lost span (stream index,
+    samples, seconds, bytes) is listed in ``Session.dropped.lost`` and a warning
+    names them; spans between good segments are NaN in ``raw`` and annotated
+    ``BAD_lost``. A torn or bad event line is skipped (its number is in
+    ``Session.dropped.bad_event_line_numbers``).
 
     Annotations of ``raw``: ``BAD_gap`` over stretches no segment covers (NaN
     in the data); ``BAD_nan`` over runs of NaN inside recorded segments; one
@@ -225,27 +249,33 @@ def read_session(folder: str | Path, key: bytes | str | Path | None = None) -> S
 
     Raises
     ------
-    FileNotFoundError
-        If ``folder`` is not a session folder.
+    SessionNotFoundError
+        If ``folder`` is not a session folder (a ``FileNotFoundError``).
+    CorruptSessionError
+        If ``session.json`` is malformed or out of range (the message names the
+        field, the value and the allowed range), or ``samples.seg`` breaks a bound
+        on what it can hold (e.g. a forged ``first_sample`` jump) or holds a
+        verified segment out of order.
     EncryptionKeyError
         If the session is encrypted and no key or another key was given.
     """
     folder = Path(folder)
     doc = load_meta_doc(folder)
-    meta = SessionMeta.from_json(doc["meta"])
+    meta = SessionMeta.from_json(doc.get("meta"), source=str(folder / META_FILE))
     aead = _session_aead(meta, key, folder)
     seg_path = folder / SAMPLES_FILE
     buf = seg_path.read_bytes() if seg_path.exists() else b""
-    segments, report = scan_segments(buf, meta, aead)
+    segments, report = scan_segments(buf, meta, aead, source=str(seg_path))
     del buf
-    events, report.bad_event_lines = _read_events(folder / EVENTS_FILE, meta, aead)
+    events, bad_lines = _read_events(folder / EVENTS_FILE, meta, aead)
+    report.bad_event_lines, report.bad_event_line_numbers = len(bad_lines), bad_lines
     _finish_report(report, doc, events, meta)
 
     first_sample = segments[0][0] if segments else 0
     t0 = segments[0][1] if segments else (events[0]["t_sec"] if events else 0.0)
     for row in events:
         row["onset_sec"] = row["t_sec"] - t0
-    raw = _build_raw(meta, segments, events) if segments else None
+    raw = _build_raw(meta, segments, events, report.lost) if segments else None
     if raw is None:
         logger.info("session %s has no recorded samples", meta.session_id)
     return Session(folder=folder, meta=meta, raw=raw, events=events, dropped=report,
@@ -267,6 +297,9 @@ def _nan_runs(mask: np.ndarray) -> list[tuple[int, int]]:
 def _assemble(n_channels: int, segments: list[Segment]) -> tuple[np.ndarray, np.ndarray]:
     """Samples from the first segment to the end of the last, NaN where none covers.
 
+    The span is bounded by :func:`~st_agent.biometrics.segment_scan.scan_segments`
+    (``MAX_FILL_RATIO``) before this allocates it.
+
     Returns
     -------
     data : ndarray, shape (n_channels, n_total)
@@ -283,13 +316,26 @@ def _assemble(n_channels: int, segments: list[Segment]) -> tuple[np.ndarray, np.
     return data, covered
 
 
-def _annotations(data: np.ndarray, covered: np.ndarray, sfreq: float,
+def _lost_mask(n_total: int, origin: int, lost: list[LostSpan]) -> np.ndarray:
+    """True over the lost spans that lie inside ``raw``; shape (n_total,)."""
+    mask = np.zeros(n_total, dtype=bool)
+    for span in lost:
+        start = max(0, span.first_sample - origin)
+        stop = min(n_total, span.first_sample - origin + span.n_samples)
+        if stop > start:
+            mask[start:stop] = True
+    return mask
+
+
+def _annotations(data: np.ndarray, covered: np.ndarray, lost: np.ndarray, sfreq: float,
                  events: list[dict[str, Any]]) -> tuple[list[float], list[float], list[str]]:
-    """Onsets (s), durations (s) and descriptions: gaps, NaN runs, then events."""
+    """Onsets (s), durations (s) and descriptions: gaps, lost spans, NaN runs, events."""
     onsets: list[float] = []
     durations: list[float] = []
     descs: list[str] = []
-    for mask, desc in ((~covered, "BAD_gap"), (covered & np.isnan(data).any(axis=0), "BAD_nan")):
+    nan_cols = covered & np.isnan(data).any(axis=0)
+    for mask, desc in ((~covered & ~lost, "BAD_gap"), (~covered & lost, "BAD_lost"),
+                       (nan_cols, "BAD_nan")):
         for start, stop in _nan_runs(mask):
             onsets.append(start / sfreq)
             durations.append((stop - start) / sfreq)
@@ -300,18 +346,20 @@ def _annotations(data: np.ndarray, covered: np.ndarray, sfreq: float,
         if desc is None or not 0 <= row["onset_sec"] <= n_total / sfreq:
             continue
         dur = row["payload"].get("duration_sec", 0.0)
+        ok = isinstance(dur, int | float) and math.isfinite(dur) and dur >= 0
         onsets.append(row["onset_sec"])
-        durations.append(float(dur) if isinstance(dur, int | float) and dur >= 0 else 0.0)
+        durations.append(float(dur) if ok else 0.0)
         descs.append(desc)
     return onsets, durations, descs
 
 
-def _build_raw(meta: SessionMeta, segments: list[Segment],
-               events: list[dict[str, Any]]) -> mne.io.RawArray:
+def _build_raw(meta: SessionMeta, segments: list[Segment], events: list[dict[str, Any]],
+               lost: list[LostSpan]) -> mne.io.RawArray:
     import mne
 
     data, covered = _assemble(meta.n_channels, segments)
-    onsets, durations, descs = _annotations(data, covered, meta.sfreq, events)
+    lost_mask = _lost_mask(data.shape[1], segments[0][0], lost)
+    onsets, durations, descs = _annotations(data, covered, lost_mask, meta.sfreq, events)
     ch_types = [_MNE_CH_TYPE.get(t, t) for t in meta.ch_types]
     info = mne.create_info(list(meta.ch_names), meta.sfreq, ch_types, verbose="error")
     info["subject_info"] = {"his_id": meta.subject_id}

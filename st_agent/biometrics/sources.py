@@ -22,7 +22,13 @@ sample index too. A BrainFlow board that stops delivering for ``stall_sec``
 (2 s by default) is reconnected with exponential backoff.
 
 Errors are :class:`SourceError` subclasses whose messages name the offending
-value and the fix.
+value (or file) and the fix. They are also the project's typed errors
+(:mod:`st_agent.errors`) and keep their old builtin bases: a bad board name or
+missing serial port is a ``UsageError`` (exit 2), a bad recording a ``DataError``
+(exit 3; :class:`CorruptFileError`, :class:`FileFormatError`,
+:class:`MissingFileError`, which is still a ``FileNotFoundError``), a board or
+stream that fails a ``DeviceError`` (exit 4; :class:`BoardError`,
+:class:`StreamNotFoundError`).
 
 This module holds the interface, the events, the errors, the BrainFlow board
 catalogue and :func:`make_source` (a source from a ``--board`` string); the
@@ -49,21 +55,32 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from st_agent.errors import (
+    EXIT_DATA,
+    EXIT_DEVICE,
+    EXIT_USAGE,
+    DataError,
+    DeviceError,
+    STAgentError,
+    UsageError,
+)
 from st_agent.types import SignalChunk
 
 if TYPE_CHECKING:
-    from st_agent.biometrics.brainflow_source import BrainFlowSource, board_channels
+    from st_agent.biometrics.brainflow_source import BrainFlowSource, board_channels, nan_fill
     from st_agent.biometrics.file_source import FileSource
     from st_agent.biometrics.lsl_source import LSLSource
 
 __all__ = [
     "BOARD_REQUIREMENTS",
     "BiometricSource",
+    "BoardError",
     "BrainFlowSource",
     "CorruptFileError",
     "FileFormatError",
     "FileSource",
     "LSLSource",
+    "MissingFileError",
     "MissingParameterError",
     "SourceError",
     "SourceEvent",
@@ -74,6 +91,7 @@ __all__ = [
     "list_boards",
     "load_brainflow",
     "make_source",
+    "nan_fill",
     "resolve_board",
     "type_from_name",
 ]
@@ -84,6 +102,7 @@ logger = logging.getLogger(__name__)
 _LAZY = {
     "BrainFlowSource": "st_agent.biometrics.brainflow_source",
     "board_channels": "st_agent.biometrics.brainflow_source",
+    "nan_fill": "st_agent.biometrics.brainflow_source",
     "FileSource": "st_agent.biometrics.file_source",
     "LSLSource": "st_agent.biometrics.lsl_source",
 }
@@ -100,8 +119,8 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
-EventKind = Literal["gap", "reconnect", "dropped", "end"]
-_EVENT_KINDS = ("gap", "reconnect", "dropped", "end")
+EventKind = Literal["gap", "reconnect", "dropped", "end", "warning"]
+_EVENT_KINDS = ("gap", "reconnect", "dropped", "end", "warning")
 
 #: Boards that cannot start without a parameter: board name -> (parameter, example).
 BOARD_REQUIREMENTS: dict[str, tuple[str, str]] = {
@@ -117,33 +136,57 @@ BOARD_REQUIREMENTS: dict[str, tuple[str, str]] = {
 DOCUMENTED_BOARDS = ("synthetic", "muse_2", "muse_s", "cyton", "cyton_daisy", "ganglion")
 
 
-
-
 # --------------------------------------------------------------------------- errors
 
 
-class SourceError(RuntimeError):
-    """Base class of the errors a biometric source raises."""
+class SourceError(STAgentError, RuntimeError):
+    """Base class of the errors a biometric source raises (a device problem unless a
+    subclass says otherwise: exit status 4 on the command line)."""
+
+    exit_code = EXIT_DEVICE
 
 
-class UnknownBoardError(SourceError, ValueError):
+class UnknownBoardError(SourceError, UsageError):
     """A board name or id that BrainFlow does not know."""
 
+    exit_code = EXIT_USAGE
 
-class MissingParameterError(SourceError, ValueError):
+
+class MissingParameterError(SourceError, UsageError):
     """A board that needs a connection parameter (serial port, MAC address)."""
 
-
-class CorruptFileError(SourceError):
-    """A recording that is truncated or unreadable; the file is left untouched."""
+    exit_code = EXIT_USAGE
 
 
-class FileFormatError(SourceError, ValueError):
+class BoardError(SourceError, DeviceError):
+    """A board that cannot be opened, or stopped delivering and could not be reopened."""
+
+    exit_code = EXIT_DEVICE
+
+
+class CorruptFileError(SourceError, DataError):
+    """A recording that is truncated, unreadable or out of the documented ranges; the
+    file is left untouched."""
+
+    exit_code = EXIT_DATA
+
+
+class FileFormatError(SourceError, DataError):
     """A recording in an unsupported format or with the wrong layout."""
 
+    exit_code = EXIT_DATA
 
-class StreamNotFoundError(SourceError):
+
+class MissingFileError(SourceError, DataError, FileNotFoundError):
+    """A recording path that is missing or not a regular file (a folder, a device)."""
+
+    exit_code = EXIT_DATA
+
+
+class StreamNotFoundError(SourceError, DeviceError):
     """No Lab Streaming Layer stream matched the query."""
+
+    exit_code = EXIT_DEVICE
 
 
 # --------------------------------------------------------------------------- events
@@ -155,11 +198,14 @@ class SourceEvent:
 
     Parameters
     ----------
-    kind : {"gap", "reconnect", "dropped", "end"}
+    kind : {"gap", "reconnect", "dropped", "end", "warning"}
         ``"dropped"``: samples missing inside a running stream (package counter
         or timestamps); ``"gap"``: the stream stalled and samples were lost
         while it was down; ``"reconnect"``: the device was opened again;
-        ``"end"``: a file reached its end (or looped to its start).
+        ``"end"``: a file reached its end (or looped to its start);
+        ``"warning"``: something in the stream could not be trusted and was
+        ignored (e.g. a package counter with NaN or garbage values), no samples
+        added or removed.
     t_sec : float
         Time on the source's clock at which the event was detected.
     first_missing_sample : int
@@ -167,7 +213,7 @@ class SourceEvent:
         ``first_sample`` is ``first_missing_sample + n_missing``); for events
         without missing samples, the index of the next sample.
     n_missing : int
-        Number of samples lost (0 for ``"reconnect"`` and ``"end"``).
+        Number of samples lost (0 for ``"reconnect"``, ``"end"`` and ``"warning"``).
     detail : str
         Human-readable explanation.
     """
@@ -352,7 +398,7 @@ def load_brainflow() -> None:
 
     Raises
     ------
-    SourceError
+    BoardError
         If BrainFlow is not installed or its libraries cannot be loaded.
     """
     global _BRAINFLOW_LOADED  # a process-wide library handle, not configuration
@@ -361,14 +407,14 @@ def load_brainflow() -> None:
     try:
         from brainflow import board_shim, data_filter, ml_model
     except ImportError as e:
-        raise SourceError("BrainFlow is not installed; pip install brainflow") from e
+        raise BoardError("BrainFlow is not installed; pip install brainflow") from e
     try:
         with _pkg_resources_shim():
             board_shim.BoardControllerDLL.get_instance()
             data_filter.DataHandlerDLL.get_instance()
             ml_model.MLModuleDLL.get_instance()
     except Exception as e:
-        raise SourceError(f"BrainFlow's libraries failed to load: {e}") from e
+        raise BoardError(f"BrainFlow's libraries failed to load: {e}") from e
     board_shim.BoardShim.disable_board_logger()
     data_filter.DataFilter.disable_data_logger()
     ml_model.MLModel.disable_ml_logger()
@@ -430,42 +476,6 @@ def resolve_board(board: str | int) -> tuple[str, int]:
     return key, boards[key]
 
 
-
-def nan_fill(data: np.ndarray, jumps: list[tuple[int, int]], events: list[SourceEvent],
-              first_sample: int, t_sec: float, what: str) -> np.ndarray:
-    """Insert NaN columns for samples missing inside a block; never interpolate.
-
-    Parameters
-    ----------
-    data : ndarray, shape (n_channels, n_times)
-        The samples that arrived.
-    jumps : list of (int, int)
-        ``(column, n_missing)``: ``n_missing`` samples are missing before ``column``.
-    events : list of SourceEvent
-        A ``"dropped"`` event per jump is appended here.
-    first_sample : int
-        Stream index of ``data[:, 0]``.
-
-    Returns
-    -------
-    filled : ndarray, shape (n_channels, n_times + sum(n_missing))
-    """
-    pieces, start, out_pos = [], 0, 0
-    for col, n in jumps:
-        pieces.append(data[:, start:col])
-        out_pos += col - start
-        events.append(SourceEvent("dropped", t_sec, first_sample + out_pos, n,
-                                  f"{what} skipped {n} samples; NaN-filled, not bridged"))
-        logger.warning("%s skipped %d samples at stream sample %d; NaN-filled", what, n,
-                       first_sample + out_pos)
-        pieces.append(np.full((data.shape[0], n), np.nan))
-        out_pos += n
-        start = col
-    pieces.append(data[:, start:])
-    return np.concatenate(pieces, axis=1)
-
-
-
 # --------------------------------------------------------------------------- by name
 
 #: Prefixes of ``--board`` values that name a non-BrainFlow source.
@@ -500,25 +510,27 @@ def check_source_spec(board: str | int) -> None:
     ----------
     board : str or int
         As :func:`make_source` takes it. An LSL stream is not looked for here
-        (that takes seconds); a file must exist and have a supported extension;
-        a BrainFlow board must be known.
+        (that takes seconds); a file must exist, have a supported extension and,
+        for EDF/BDF/BrainVision, a valid header (no samples are read); a
+        BrainFlow board must be known.
 
     Raises
     ------
     ValueError
         If ``lsl:`` or ``file:`` is not followed by a name or path.
-    FileNotFoundError
-        If the file does not exist.
-    FileFormatError
-        If the file's extension is not one :class:`FileSource` reads.
+    MissingFileError
+        If the file does not exist or is not a regular file (a ``FileNotFoundError``).
+    FileFormatError, CorruptFileError
+        If the file's extension is not one :class:`FileSource` reads, or its
+        header is invalid.
     UnknownBoardError
         For a board BrainFlow does not know.
     """
     kind, value = _parse_spec(board)
     if kind == "file":
-        from st_agent.biometrics.file_source import check_playable
+        from st_agent.biometrics.file_source import check_recording
 
-        check_playable(Path(str(value)).expanduser())
+        check_recording(Path(str(value)).expanduser())
     elif kind == "brainflow":
         try:
             resolve_board(value)

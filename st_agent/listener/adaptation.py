@@ -40,7 +40,6 @@ from st_agent.listener.base import (
     SharedParams,
     cascade,
     clip1,
-    logu,
     sample_shared,
 )
 from st_agent.listener.features import N_FEATURES
@@ -93,15 +92,19 @@ class AdaptationParams(SharedParams):
 
 def sample_adaptation(n: int, rng: np.random.Generator) -> list[AdaptationParams]:
     """Population draws (``docs/listener_assumptions.md``), ``n`` listeners."""
-    cols = sample_shared(n, rng) | {
-        "tau_arousal_sec": logu(rng, 10.0, 40.0, n),
-        "tau_valence_sec": logu(rng, 15.0, 60.0, n),
-        "adapt_strength": rng.uniform(0.2, 0.7, n),
-        "adapt_tau_sec": logu(rng, 40.0, 180.0, n),
-        "novelty_gain": rng.uniform(0.1, 0.5, n),
-        "novelty_tau_sec": logu(rng, 5.0, 20.0, n),
-    }
+    cols = adaptation_columns(n, rng)
     return [AdaptationParams(**{k: float(v[i]) for k, v in cols.items()}) for i in range(n)]
+
+
+def adaptation_columns(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """:func:`sample_adaptation` as columns, ``name -> (n,)`` (the same draws)."""
+    return sample_shared(n, rng, _OWN_DRAWS)
+
+
+#: The family's own draws (after the shared ones): ``(name, low, high, log-uniform)``.
+_OWN_DRAWS = (("tau_arousal_sec", 10.0, 40.0, True), ("tau_valence_sec", 15.0, 60.0, True),
+              ("adapt_strength", 0.2, 0.7, False), ("adapt_tau_sec", 40.0, 180.0, True),
+              ("novelty_gain", 0.1, 0.5, False), ("novelty_tau_sec", 5.0, 20.0, True))
 
 
 def change_size(x: np.ndarray, prev: np.ndarray) -> np.ndarray:

@@ -32,7 +32,9 @@ constant ``drift_tau_sec``) added to both baselines.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -41,7 +43,7 @@ import numpy as np
 __all__ = ["AGITATED_SHARE", "COMMON_PARAMS", "COMMON_STATE", "MINOR_PREFERRING_SHARE",
            "SHARED_RANGES", "FamilyParams", "Kernel", "SharedParams", "appraisal",
            "appraisal_weights", "cascade", "clip1", "common_step", "drives", "logu", "ou_step",
-           "sample_shared", "update_exposure"]
+           "sample_shared", "uniform_block", "update_exposure"]
 
 #: Ranges of the parameters every family has, ``name -> (low, high)``.
 SHARED_RANGES: dict[str, tuple[float, float]] = {
@@ -191,32 +193,82 @@ def logu(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
     return np.exp(rng.uniform(math.log(lo), math.log(hi), n))
 
 
-def sample_shared(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+#: The shared draws after the two normals, in draw order: ``(name, low, high, log)``;
+#: ``_minor``/``_major`` are the two halves of ``valence_mode``, ``_agitated`` the
+#: non-zero ``slow_minor_arousal`` (``docs/listener_assumptions.md``).
+_SHARED_UNIFORMS: tuple[tuple[str, float, float, bool], ...] = (
+    ("arousal_tempo", 0.0, 0.8, False), ("arousal_density", 0.0, 0.4, False),
+    ("arousal_loudness", 0.0, 0.4, False), ("_minor", -0.5, -0.1, False),
+    ("_major", 0.1, 0.6, False), ("valence_register", 0.0, 0.3, False),
+    ("preference", -0.6, 0.6, False), ("valence_tempo", 0.1, 0.7, False),
+    ("_agitated", 0.2, 0.8, False), ("silence_arousal", -0.6, -0.1, False),
+    ("exposure_tau_sec", 30.0, 120.0, True), ("drift_std", 0.0, 0.1, False),
+    ("drift_tau_sec", 200.0, 900.0, True), ("noise_std", 0.02, 0.08, False))
+
+
+_SHARES = np.array([[MINOR_PREFERRING_SHARE], [AGITATED_SHARE]])
+_BASE_MEANS = np.array([[0.1], [-0.1]])  # baseline valence, arousal ~ N(mean, 0.2)
+
+
+def uniform_block(rng: np.random.Generator, spec: Sequence[tuple[str, float, float, bool]],
+                  n: int) -> np.ndarray:
+    """``rng.uniform(low, high, n)`` (or :func:`logu` where ``log``) for each row of ``spec``.
+
+    One ``rng.random`` call for all rows, bit for bit the values (and the
+    generator state) of the calls one after another: ``uniform`` is
+    ``low + (high - low) * random()``.
+
+    Returns
+    -------
+    block : ndarray, shape (len(spec), n)
+    """
+    lo, width, logs = _block_spec(tuple(spec))
+    block = lo + width * rng.random((len(spec), n))
+    if logs.size:
+        block[logs] = np.exp(block[logs])
+    return block
+
+
+@functools.lru_cache(maxsize=64)
+def _block_spec(spec: tuple[tuple[str, float, float, bool], ...]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Low ends (k, 1), widths ``high - low`` (k, 1) and log rows of a :func:`uniform_block`."""
+    lo = np.array([math.log(s[1]) if s[3] else s[1] for s in spec])
+    hi = np.array([math.log(s[2]) if s[3] else s[2] for s in spec])
+    return lo[:, None], (hi - lo)[:, None], np.flatnonzero([s[3] for s in spec])
+
+
+def sample_shared(n: int, rng: np.random.Generator,
+                  extra: Sequence[tuple[str, float, float, bool]] = ()
+                  ) -> dict[str, np.ndarray]:
     """Population draws of the shared parameters (``docs/listener_assumptions.md``).
+
+    Parameters
+    ----------
+    n : int
+    rng : numpy.random.Generator
+    extra : sequence of (name, low, high, log)
+        A family's own uniform (``log``: log-uniform) draws, made right after
+        the shared ones (a name already drawn replaces that column).
 
     Returns
     -------
     cols : dict of ndarray, each shape (n,)
     """
-    minor = rng.random(n) < MINOR_PREFERRING_SHARE
-    agitated = rng.random(n) < AGITATED_SHARE
-    return {
-        "baseline_valence": np.clip(rng.normal(0.1, 0.2, n), -0.6, 0.6),
-        "baseline_arousal": np.clip(rng.normal(-0.1, 0.2, n), -0.6, 0.6),
-        "arousal_tempo": rng.uniform(0.0, 0.8, n),
-        "arousal_density": rng.uniform(0.0, 0.4, n),
-        "arousal_loudness": rng.uniform(0.0, 0.4, n),
-        "valence_mode": np.where(minor, rng.uniform(-0.5, -0.1, n), rng.uniform(0.1, 0.6, n)),
-        "valence_register": rng.uniform(0.0, 0.3, n),
-        "preference": rng.uniform(-0.6, 0.6, n),
-        "valence_tempo": rng.uniform(0.1, 0.7, n),
-        "slow_minor_arousal": np.where(agitated, rng.uniform(0.2, 0.8, n), 0.0),
-        "silence_arousal": rng.uniform(-0.6, -0.1, n),
-        "exposure_tau_sec": logu(rng, 30.0, 120.0, n),
-        "drift_std": rng.uniform(0.0, 0.1, n),
-        "drift_tau_sec": logu(rng, 200.0, 900.0, n),
-        "noise_std": rng.uniform(0.02, 0.08, n),
-    }
+    # each pair of draws in one call: the values of two calls one after the other
+    minor, agitated = rng.random((2, n)) < _SHARES
+    bv, ba = np.minimum(np.maximum(rng.normal(_BASE_MEANS, 0.2, (2, n)), -0.6), 0.6)
+    spec = (*_SHARED_UNIFORMS, *extra)
+    u = dict(zip([s[0] for s in spec], uniform_block(rng, spec, n), strict=True))
+    cols = {"baseline_valence": bv, "baseline_arousal": ba}
+    for name in SHARED_RANGES:
+        if name == "valence_mode":
+            cols[name] = np.where(minor, u["_minor"], u["_major"])
+        elif name == "slow_minor_arousal":
+            cols[name] = np.where(agitated, u["_agitated"], 0.0)
+        elif name not in cols:
+            cols[name] = u[name]
+    return cols | {s[0]: u[s[0]] for s in extra}
 
 
 def appraisal(p: dict[str, Any], x: np.ndarray, exposure: np.ndarray

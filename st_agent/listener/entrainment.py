@@ -37,7 +37,6 @@ from st_agent.listener.base import (
     Kernel,
     SharedParams,
     clip1,
-    logu,
     sample_shared,
 )
 
@@ -95,18 +94,21 @@ class EntrainmentParams(SharedParams):
 
 def sample_entrainment(n: int, rng: np.random.Generator) -> list[EntrainmentParams]:
     """Population draws (``docs/listener_assumptions.md``), ``n`` listeners."""
-    cols = sample_shared(n, rng)
-    cols["arousal_tempo"] = rng.uniform(0.0, 0.2, n)  # tempo acts mostly through breathing
-    cols |= {
-        "tau_arousal_sec": logu(rng, 10.0, 40.0, n),
-        "tau_valence_sec": logu(rng, 15.0, 60.0, n),
-        "breath_rest_per_min": rng.uniform(11.0, 17.0, n),
-        "beats_per_breath": rng.uniform(4.0, 8.0, n),
-        "entrain_strength": rng.uniform(0.1, 0.6, n),
-        "tau_breath_sec": logu(rng, 15.0, 60.0, n),
-        "breath_arousal": rng.uniform(0.5, 1.5, n),
-    }
+    cols = entrainment_columns(n, rng)
     return [EntrainmentParams(**{k: float(v[i]) for k, v in cols.items()}) for i in range(n)]
+
+
+def entrainment_columns(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """:func:`sample_entrainment` as columns, ``name -> (n,)`` (the same draws)."""
+    return sample_shared(n, rng, _OWN_DRAWS)
+
+
+#: The family's own draws (after the shared ones): ``(name, low, high, log-uniform)``;
+#: ``arousal_tempo`` is drawn again, small: tempo acts mostly through breathing.
+_OWN_DRAWS = (("arousal_tempo", 0.0, 0.2, False), ("tau_arousal_sec", 10.0, 40.0, True),
+              ("tau_valence_sec", 15.0, 60.0, True), ("breath_rest_per_min", 11.0, 17.0, False),
+              ("beats_per_breath", 4.0, 8.0, False), ("entrain_strength", 0.1, 0.6, False),
+              ("tau_breath_sec", 15.0, 60.0, True), ("breath_arousal", 0.5, 1.5, False))
 
 
 def paced_breathing(p: dict[str, np.ndarray], x: np.ndarray, exposure: np.ndarray

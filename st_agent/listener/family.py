@@ -34,23 +34,35 @@ from typing import Any
 
 import numpy as np
 
-from st_agent.listener.adaptation import AdaptationKernel, AdaptationParams, sample_adaptation
+from st_agent.listener.adaptation import (
+    AdaptationKernel,
+    AdaptationParams,
+    adaptation_columns,
+    sample_adaptation,
+)
 from st_agent.listener.base import FamilyParams, Kernel
 from st_agent.listener.entrainment import (
     EntrainmentKernel,
     EntrainmentParams,
+    entrainment_columns,
     sample_entrainment,
 )
-from st_agent.listener.first_order import FirstOrderKernel, ListenerParams, sample_listeners
+from st_agent.listener.first_order import (
+    FirstOrderKernel,
+    ListenerParams,
+    first_order_columns,
+    sample_listeners,
+)
 from st_agent.listener.two_timescale import (
     TwoTimescaleKernel,
     TwoTimescaleParams,
     sample_two_timescale,
+    two_timescale_columns,
 )
 
 __all__ = ["FAMILY_NAMES", "KERNELS", "PARAMS_CLASSES", "AnyListenerParams", "check_families",
            "family_of", "params_from_dict", "params_to_dict", "sample_family",
-           "sample_population"]
+           "sample_population", "sample_population_columns"]
 
 #: Every family, in a fixed order.
 FAMILY_NAMES: tuple[str, ...] = ("first_order", "two_timescale", "adaptation", "entrainment")
@@ -67,6 +79,9 @@ KERNELS: dict[str, Kernel] = {
 _SAMPLERS: dict[str, Callable[[int, np.random.Generator], list[Any]]] = {
     "first_order": sample_listeners, "two_timescale": sample_two_timescale,
     "adaptation": sample_adaptation, "entrainment": sample_entrainment}
+_COLUMNS: dict[str, Callable[[int, np.random.Generator], dict[str, np.ndarray]]] = {
+    "first_order": first_order_columns, "two_timescale": two_timescale_columns,
+    "adaptation": adaptation_columns, "entrainment": entrainment_columns}
 
 
 def check_families(families: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -144,17 +159,40 @@ def sample_population(n: int, rng: np.random.Generator | int | None = None,
     listeners : list
         In draw order; the families are mixed.
     """
+    out: list[Any] = [None] * int(n) if isinstance(n, int | np.integer) else []
+    for name, rows, cols in sample_population_columns(n, rng, families):
+        cls = PARAMS_CLASSES[name]
+        for j, r in enumerate(rows):
+            out[r] = cls(**{k: float(v[j]) for k, v in cols.items()})
+    return out
+
+
+def sample_population_columns(n: int, rng: np.random.Generator | int | None = None,
+                              families: Sequence[str] | None = None
+                              ) -> list[tuple[str, np.ndarray, dict[str, np.ndarray]]]:
+    """:func:`sample_population` as columns: the same draws, no parameter objects.
+
+    For simulators that keep listeners in arrays (the vectorised env's
+    resets). The draws are in range by construction (each column is drawn
+    inside its field's ``RANGES``).
+
+    Returns
+    -------
+    groups : list of (family, rows, columns)
+        Per family present, in :data:`FAMILY_NAMES` order of ``families``:
+        the listeners' positions (int array, shape (k,)) and their parameters
+        (``name -> ndarray (k,)``, the parameter class's fields).
+    """
     names = check_families(families)
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     rng = np.random.default_rng(rng)
     which = rng.integers(len(names), size=int(n)) if len(names) > 1 else np.zeros(n, int)
-    out: list[Any] = [None] * int(n)
+    out = []
     for k, name in enumerate(names):
         rows = np.flatnonzero(which == k)
         if rows.size:
-            for r, p in zip(rows, _SAMPLERS[name](rows.size, rng), strict=True):
-                out[r] = p
+            out.append((name, rows, _COLUMNS[name](rows.size, rng)))
     return out
 
 

@@ -39,7 +39,6 @@ from st_agent.listener.base import (
     SharedParams,
     appraisal,
     clip1,
-    logu,
     sample_shared,
 )
 from st_agent.listener.features import N_FEATURES, feature_vector
@@ -122,14 +121,19 @@ def sample_listeners(n: int, rng: np.random.Generator | int | None = None,
     listeners : list of ListenerParams
     """
     n = _check_n(n)
-    rng = np.random.default_rng(rng)
-    cols = sample_shared(n, rng) | {
-        "tau_arousal_sec": logu(rng, 10.0, 40.0, n),
-        "tau_valence_sec": logu(rng, 15.0, 60.0, n),
-        "habituation_strength": rng.uniform(0.0, 0.4, n),
-        "habituation_tau_sec": logu(rng, 30.0, 200.0, n),
-    }
+    cols = first_order_columns(n, np.random.default_rng(rng))
     return [ListenerParams(**{k: float(v[i]) for k, v in cols.items()}) for i in range(n)]
+
+
+def first_order_columns(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """:func:`sample_listeners` as columns, ``name -> (n,)`` (the same draws, no objects)."""
+    return sample_shared(n, rng, _OWN_DRAWS)
+
+
+#: The family's own draws (after the shared ones): ``(name, low, high, log-uniform)``.
+_OWN_DRAWS = (("tau_arousal_sec", 10.0, 40.0, True), ("tau_valence_sec", 15.0, 60.0, True),
+              ("habituation_strength", 0.0, 0.4, False),
+              ("habituation_tau_sec", 30.0, 200.0, True))
 
 
 # --------------------------------------------------------------------------- dynamics

@@ -45,11 +45,13 @@ import logging
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import tyro
+from pydantic import BaseModel, ConfigDict, Field
 
+from st_agent.errors import DataError
 from st_agent.listener.family import AnyListenerParams, params_from_dict
 from st_agent.listener.model import (
     PARAM_RANGES,
@@ -69,6 +71,7 @@ __all__ = [
     "FitError",
     "FitListenerConfig",
     "FitResult",
+    "ListenerFileError",
     "SessionData",
     "fit_listener",
     "load_fit",
@@ -459,17 +462,49 @@ def fit_listener(sessions: list[SessionData], start: ListenerParams | None = Non
                      [s.name for s in sessions], sessions[0].dt_sec, score_block_sec)
 
 
+class ListenerFileError(DataError):
+    """A ``listener.json`` that is missing, malformed or out of range (names file and field)."""
+
+
+class _ListenerDoc(BaseModel):
+    """The fields of ``listener.json`` that loading uses; the rest are ignored.
+
+    ``params`` values are typed and ranged by the family's parameter class
+    (``RANGES``, e.g. :data:`~st_agent.listener.model.PARAM_RANGES`).
+    """
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    format: Literal["st-agent-listener"]
+    version: Literal[1]
+    params: Annotated[dict[str, Any], Field(max_length=64)]
+
+
 def load_fit(path: str | Path) -> AnyListenerParams:
     """Read the parameters of a ``listener.json`` written by :func:`run_fit_listener`.
 
     The fit writes first-order parameters; a file whose ``params`` carry a
     ``"family"`` key (:func:`~st_agent.listener.family.params_to_dict`) holds a
-    listener of that family.
+    listener of that family. The file is read only if it is a regular file of at
+    most 4 MiB; every parameter is checked against its family's range.
+
+    Raises
+    ------
+    ListenerFileError
+        When the file is missing, not a listener file, or a parameter is unknown,
+        not a number or out of range (a ``ValueError``; the message names the field).
     """
-    doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    if doc.get("format") != FORMAT or doc.get("version") != 1:
-        raise ValueError(f"{path} is not an {FORMAT} version 1 file")
-    return params_from_dict(doc["params"])
+    from st_agent.policies.schema import check_format, read_json_file, validate_doc
+
+    path = Path(path)
+    hint = "write one with `st-agent fit-listener`"
+    raw = read_json_file(path, "listener.json", hint, error=ListenerFileError)
+    check_format(raw, path, FORMAT, (1,), hint, error=ListenerFileError)
+    doc = validate_doc(_ListenerDoc, raw, path, f"{FORMAT} file", error=ListenerFileError)
+    try:
+        return params_from_dict(doc.params)
+    except (TypeError, ValueError) as e:
+        raise ListenerFileError(f"{path}: field params: {e}") from e
 
 
 # --------------------------------------------------------------------------- entry point

@@ -36,7 +36,6 @@ from st_agent.listener.base import (
     SharedParams,
     cascade,
     clip1,
-    logu,
     sample_shared,
 )
 
@@ -83,14 +82,19 @@ class TwoTimescaleParams(SharedParams):
 
 def sample_two_timescale(n: int, rng: np.random.Generator) -> list[TwoTimescaleParams]:
     """Population draws (``docs/listener_assumptions.md``), ``n`` listeners."""
-    cols = sample_shared(n, rng) | {
-        "tau_delay_sec": logu(rng, 2.0, 8.0, n),
-        "tau_fast_sec": logu(rng, 10.0, 30.0, n),
-        "tau_slow_sec": logu(rng, 90.0, 400.0, n),
-        "fast_weight": rng.uniform(0.3, 0.8, n),
-        "tau_valence_sec": logu(rng, 15.0, 60.0, n),
-    }
+    cols = two_timescale_columns(n, rng)
     return [TwoTimescaleParams(**{k: float(v[i]) for k, v in cols.items()}) for i in range(n)]
+
+
+def two_timescale_columns(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """:func:`sample_two_timescale` as columns, ``name -> (n,)`` (the same draws)."""
+    return sample_shared(n, rng, _OWN_DRAWS)
+
+
+#: The family's own draws (after the shared ones): ``(name, low, high, log-uniform)``.
+_OWN_DRAWS = (("tau_delay_sec", 2.0, 8.0, True), ("tau_fast_sec", 10.0, 30.0, True),
+              ("tau_slow_sec", 90.0, 400.0, True), ("fast_weight", 0.3, 0.8, False),
+              ("tau_valence_sec", 15.0, 60.0, True))
 
 
 class TwoTimescaleKernel(Kernel):

@@ -1,15 +1,83 @@
-"""The music files of a session: the whole piece as one MIDI, one ABC score, one WAV."""
+"""The music files of a session: the whole piece as one MIDI, one ABC score, one WAV.
+
+A live session streams its WAV to disk as it goes (:class:`SessionWavOutput`, a
+:class:`~st_agent.live.outputs.SessionOutput`): each phrase is rendered when it
+starts and appended to ``session.wav``, whose header is made right after each
+append, so the file is a complete WAV up to the last phrase even after a crash,
+and memory stays flat whatever the session's length. :func:`write_session_wav`
+renders a list of phrases in one go (in memory) for callers that have them all.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
+import math
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from st_agent.live.common import Playing
+from st_agent.types import Knobs, Phrase
 
-__all__ = ["join_phrases", "session_score", "write_session_wav", "write_wav"]
+__all__ = ["SESSION_WAV_GAIN", "PlayedPhrase", "SessionWavOutput", "WavStream",
+           "join_phrases", "session_score", "write_session_wav", "write_wav"]
+
+logger = logging.getLogger(__name__)
+
+#: Fixed gain of the streamed session WAV on the renderer's output (FluidSynth gain
+#: 0.2, stereo mean, full scale 1.0). A stream cannot be normalised after the fact as
+#: :func:`write_wav` does (loudest sample at 0.89 = -1 dBFS). Measured headroom
+#: (``benchmarks/bench_wav_gain.py``, 54 phrases on the knob grid): the loudest
+#: phrase peaks at 0.152 of full scale, the median one at 0.067; gain 5.8 puts the
+#: loudest at 0.88, so nothing on the grid clips; samples beyond full scale (tails
+#: overlapping a loud next phrase) are clipped, counted and logged. A quiet session
+#: streams quieter than a normalised one (its loudest phrase the median one: peak 0.39,
+#: -7 dB) until :data:`FINAL_PEAK` raises the finished file.
+SESSION_WAV_GAIN = 5.8
+
+#: At the session's end the finished WAV is raised (never lowered) so that its loudest
+#: sample is at -1 dBFS, as the old in-memory WAV was (:meth:`WavStream.finish`); a
+#: crash leaves it at the streamed level above.
+FINAL_PEAK = 0.89
+
+#: Seconds rendered past a phrase's musical end (release and reverb), added onto the
+#: start of the next phrase.
+TAIL_SEC = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class PlayedPhrase:
+    """What a session keeps of a phrase once it has started: enough for the score and
+    the summary, without its MIDI or audio.
+
+    Parameters
+    ----------
+    phrase : Phrase
+    start_sec : float
+        Session time at which it started, seconds.
+    duration_sec : float
+        Its musical length, seconds.
+    """
+
+    phrase: Phrase
+    start_sec: float
+    duration_sec: float
+
+    @property
+    def end_sec(self) -> float:
+        """Session time at which it ends, seconds."""
+        return self.start_sec + self.duration_sec
+
+    @classmethod
+    def of(cls, p: Playing) -> PlayedPhrase:
+        """The compact record of a :class:`~st_agent.live.common.Playing`."""
+        return cls(p.phrase, float(p.start_sec), float(p.features.duration_sec))
 
 
 def join_phrases(played: list[Playing]) -> Any:
@@ -33,7 +101,8 @@ def join_phrases(played: list[Playing]) -> Any:
     return out
 
 
-def session_score(played: list[Playing], title: str = "st-agent session") -> str:
+def session_score(played: Sequence[Playing | PlayedPhrase],
+                  title: str = "st-agent session") -> str:
     """The session as one ABC tune: each phrase a line, with inline tempo and key changes."""
     lines = ["X:1", f"T:{title}"]
     if not played:
@@ -97,3 +166,306 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int, peak: float = 0.8
     if top > 0:
         audio = audio * (peak / top)
     wavfile.write(path, sample_rate, np.round(audio * 32767).astype(np.int16))
+
+
+# --------------------------------------------------------------------------- streaming
+
+_HEADER_BYTES = 44
+
+
+def _wav_header(n_samples: int, sample_rate: int) -> bytes:
+    """The 44-byte header of a mono 16-bit PCM WAV holding ``n_samples``."""
+    data = 2 * n_samples
+    return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVE"
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, 2 * sample_rate, 2, 16)
+            + b"data" + struct.pack("<I", data))
+
+
+class WavStream:
+    """A mono 16-bit PCM WAV file written in appends; a valid WAV after each one.
+
+    The header's RIFF and data sizes are rewritten after every :meth:`append`
+    and the file is flushed and fsynced, so a crash (or ``kill -9``) leaves a
+    WAV that holds everything appended before it.
+
+    Parameters
+    ----------
+    path : Path
+        The file to create (it must not exist).
+    sample_rate : int
+        Hz.
+    """
+
+    #: Largest WAV a RIFF header can describe, samples (4 GiB of 16-bit samples).
+    MAX_SAMPLES = (2**32 - 1 - 36) // 2
+
+    def __init__(self, path: Path, sample_rate: int) -> None:
+        if not isinstance(sample_rate, int) or not 8000 <= sample_rate <= 192000:
+            raise ValueError(f"sample_rate must be an int in [8000, 192000] Hz, got "
+                             f"{sample_rate!r}")
+        self.path = Path(path)
+        self.sample_rate = sample_rate
+        self.n_samples = 0
+        self.clipped = 0
+        self.peak = 0.0  # loudest sample appended so far, fraction of full scale
+        self.boost = 1.0  # factor :meth:`finish` raised the level by
+        self._f = open(self.path, "xb+")  # kept open across appends
+        self._f.write(_wav_header(0, sample_rate))
+        self._sync()
+
+    def _sync(self) -> None:
+        f = self._f
+        f.seek(0)
+        f.write(_wav_header(self.n_samples, self.sample_rate))
+        f.seek(_HEADER_BYTES + 2 * self.n_samples)
+        f.flush()
+        os.fsync(f.fileno())
+
+    def append(self, audio: np.ndarray) -> None:
+        """Append float samples (full scale 1.0; beyond it clipped and counted).
+
+        Parameters
+        ----------
+        audio : ndarray of float, shape (n,)
+        """
+        a = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if not a.size:
+            return
+        if self.n_samples + a.size > self.MAX_SAMPLES:
+            raise ValueError(f"{self.path}: a WAV holds at most {self.MAX_SAMPLES} samples; "
+                             "the session is longer than a WAV file can be")
+        a = np.nan_to_num(a, nan=0.0)
+        over = int(np.count_nonzero(np.abs(a) > 1.0))
+        if over:
+            self.clipped += over
+            a = np.clip(a, -1.0, 1.0)
+        self._f.write(np.round(a * 32767).astype("<i2").tobytes())
+        self.n_samples += a.size
+        self.peak = max(self.peak, float(np.max(np.abs(a))))
+        self._sync()
+
+    def finish(self, n_keep: int | None = None, fade_samples: int = 0,
+               peak: float | None = None, max_boost: float = 8.0) -> None:
+        """Cut the file to ``n_keep`` samples, fade out its last ``fade_samples`` in
+        place, raise the level so that the loudest sample is at ``peak``, and close it.
+        Safe to call twice.
+
+        Parameters
+        ----------
+        n_keep : int, optional
+            Samples to keep (default: all).
+        fade_samples : int
+            Length of the linear fade-out at the end, samples.
+        peak : float, optional
+            Fraction of full scale for the loudest sample (0.89 = -1 dBFS, as
+            :func:`write_wav`); the file is only ever raised, never lowered, by at most
+            ``max_boost``, in one pass of 1 Mi-sample blocks (memory stays flat).
+            None keeps the streamed level. A crash before this leaves the streamed level.
+        max_boost : float
+            Largest factor ``peak`` may raise the level by (a near-silent session is not
+            raised to full scale).
+        """
+        if self._f.closed:
+            return
+        f = self._f
+        n = self.n_samples if n_keep is None else max(0, min(int(n_keep), self.n_samples))
+        if peak is not None and self.peak > 0 and n:
+            self.boost = max(1.0, min(max_boost, peak / self.peak))
+            self._raise_level(n, self.boost)
+        fade = max(0, min(int(fade_samples), n))
+        if fade:
+            at = _HEADER_BYTES + 2 * (n - fade)
+            f.seek(at)
+            tail = np.frombuffer(f.read(2 * fade), dtype="<i2").astype(np.float32)
+            tail *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+            f.seek(at)
+            f.write(np.round(tail).astype("<i2").tobytes())
+        f.truncate(_HEADER_BYTES + 2 * n)
+        self.n_samples = n
+        self._sync()
+        f.close()
+
+
+    def _raise_level(self, n: int, factor: float, block: int = 1 << 20) -> None:
+        """Multiply the first ``n`` samples on disk by ``factor`` (> 1), block by block."""
+        if factor <= 1.0:
+            return
+        f = self._f
+        for start in range(0, n, block):
+            count = min(block, n - start)
+            at = _HEADER_BYTES + 2 * start
+            f.seek(at)
+            x = np.frombuffer(f.read(2 * count), dtype="<i2").astype(np.float32) * factor
+            f.seek(at)
+            f.write(np.round(np.clip(x, -32767, 32767)).astype("<i2").tobytes())
+        self.peak *= factor
+
+
+def _libc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def _lower_priority() -> None:
+    """Run this (worker) thread at a lower CPU priority where the OS allows it (Linux
+    nices threads one by one), so rendering the WAV never delays composing the next
+    phrase or reading the board."""
+    try:
+        import threading
+
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + 5))
+    except (AttributeError, OSError) as e:  # not Linux, or not permitted: same priority
+        logger.debug("session-wav worker keeps its priority: %s", e)
+
+
+class SessionWavOutput:
+    """``session.wav`` streamed as the session goes (a
+    :class:`~st_agent.live.outputs.SessionOutput`).
+
+    Each phrase is rendered (in a worker thread, so the loop does not wait) when
+    it starts, at :data:`SESSION_WAV_GAIN`, with :data:`TAIL_SEC` of release
+    and reverb past its end. Everything up to the phrase's end is final and is
+    appended to the file at once; the tail is carried and added onto the start
+    of the next phrase (overlap-add), so memory holds one phrase and one tail.
+    At the stop marker (text starting with ``"stop"``) the session time is
+    noted; :meth:`close` cuts the WAV at ``stop + fade_sec`` (or at the last
+    phrase's end), drops the tail past it and fades the last ``fade_sec`` out,
+    as :func:`write_session_wav` does.
+
+    Parameters
+    ----------
+    fade_sec : float
+        Fade-out at the end, seconds.
+    soundfont : Path, optional
+        Default: the one pretty_midi ships.
+    gain : float
+        Applied to the renderer's output (:data:`SESSION_WAV_GAIN`).
+    sample_rate : int
+        Hz.
+    """
+
+    name = "session-wav"
+
+    def __init__(self, fade_sec: float, soundfont: Path | None = None,
+                 gain: float = SESSION_WAV_GAIN, sample_rate: int = 44100) -> None:
+        for label, v in (("fade_sec", fade_sec), ("gain", gain)):
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{label} must be a finite number >= 0, got {v!r}")
+        self.fade_sec = float(fade_sec)
+        self.soundfont = soundfont
+        self.gain = float(gain)
+        self.sample_rate = sample_rate
+        self.path: Path | None = None
+        self._wav: WavStream | None = None
+        self._synth: Any = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._jobs: list[concurrent.futures.Future] = []
+        self._t0: float | None = None
+        self._tail = np.zeros(0, dtype=np.float32)
+        self._stop_sec: float | None = None
+        self._trim = _libc_trim()
+
+    def open(self, folder: Path) -> None:
+        """Create ``folder/session.wav`` (empty, valid) and the renderer."""
+        from st_agent.music.render import AudioRenderer
+
+        self.path = Path(folder) / "session.wav"
+        self._synth = AudioRenderer(self.soundfont, self.sample_rate, release_sec=TAIL_SEC)
+        self._wav = WavStream(self.path, self.sample_rate)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="session-wav", initializer=_lower_priority)
+
+    def _collect(self, wait: bool = False) -> None:
+        """Raise the error of a finished render (so the session drops this output)."""
+        while self._jobs and (wait or self._jobs[0].done()):
+            self._jobs.pop(0).result()
+
+    def phrase(self, index: int, playing: Playing, knobs: Knobs) -> None:
+        """Render phrase ``index`` and append it (in the worker)."""
+        if self._pool is None:
+            raise RuntimeError("session-wav: phrase() before open()")
+        self._collect()
+        if self._t0 is None:
+            self._t0 = float(playing.start_sec)
+        start = round((playing.start_sec - self._t0) * self.sample_rate)
+        end = round((playing.end_sec - self._t0) * self.sample_rate)
+        self._jobs.append(self._pool.submit(self._add, playing.pm, start, end))
+
+    def wait(self) -> None:
+        """Block until every phrase handed so far is on disk (raises a render's error)."""
+        self._collect(wait=True)
+
+    def _add(self, pm: Any, start: int, end: int) -> None:
+        """Overlap-add one phrase at sample ``start``; commit up to sample ``end``."""
+        wav = self._wav
+        assert wav is not None
+        audio = self._synth.synthesize(pm) * np.float32(self.gain)
+        offset = start - wav.n_samples  # the carried tail begins at wav.n_samples
+        if offset < 0:  # cannot happen with phrases in order; keep the file consistent
+            logger.warning("session-wav: phrase starts %d samples before the written end",
+                           -offset)
+            audio, offset = audio[-offset:], 0
+        buf = np.zeros(max(self._tail.size, offset + audio.size, end - wav.n_samples),
+                       dtype=np.float32)
+        buf[:self._tail.size] = self._tail
+        buf[offset:offset + audio.size] += audio
+        commit = max(0, end - wav.n_samples)
+        clipped = wav.clipped
+        wav.append(buf[:commit])
+        if wav.clipped > clipped:
+            logger.info("session-wav: %d samples clipped at full scale", wav.clipped - clipped)
+        self._tail = buf[commit:].copy()
+        if self._trim is not None:
+            # hand the freed render buffers back to the OS: without it glibc keeps them
+            # and a long session's RSS creeps up (benchmarks/bench_session_rss.py --trim)
+            self._trim(0)
+
+    def state(self, t_sec: float, state: Any, knobs: Knobs) -> None:
+        """Nothing: the WAV holds music only."""
+
+    def marker(self, t_sec: float, text: str) -> None:
+        """Note the stop time (``text`` starting with ``"stop"``)."""
+        if text.startswith("stop") and self._stop_sec is None:
+            self._stop_sec = float(t_sec)
+
+    def close(self, reason: str) -> None:
+        """Finish the file: cut at the stop plus the fade (or the last phrase's end),
+        fade out, close (a WAV without a sample is removed). Safe to call twice."""
+        try:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._collect(wait=True)
+        finally:
+            self._pool = None
+            if self._wav is not None:
+                n_keep = None
+                if self._stop_sec is not None and self._t0 is not None:
+                    n_keep = round((self._stop_sec - self._t0 + self.fade_sec)
+                                   * self.sample_rate)
+                self._wav.finish(n_keep, round(self.fade_sec * self.sample_rate),
+                                 peak=FINAL_PEAK)
+                self._tail = np.zeros(0, dtype=np.float32)
+                if self._wav.n_samples == 0 and self.path is not None:
+                    self.path.unlink(missing_ok=True)  # no music, no WAV
+            if self._synth is not None:
+                self._synth.close()
+                self._synth = None
+
+    @property
+    def boost(self) -> float:
+        """Factor the finished file was raised by (1.0 before :meth:`close`)."""
+        return 1.0 if self._wav is None else self._wav.boost
+
+    @property
+    def n_samples(self) -> int:
+        """Samples on disk so far."""
+        return 0 if self._wav is None else self._wav.n_samples

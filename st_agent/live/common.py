@@ -23,6 +23,7 @@ from st_agent.contract import KNOB_NAMES
 from st_agent.types import Knobs, MusicFeatures, Phrase
 
 __all__ = ["DEFAULT_CONSENT", "VIRTUAL_BOARD", "Playing", "check_dropout", "check_fraction",
+           "check_key_file",
            "check_minutes", "check_seconds", "check_writable", "explain_change", "jsonable",
            "load_or_create_key", "open_player", "parse_consent", "png_base64",
            "read_first_chunk"]
@@ -207,13 +208,51 @@ def check_writable(folder: Path) -> None:
 
 
 def load_or_create_key(key_file: Path | None) -> bytes | None:
-    """The recording key in ``key_file`` (created when missing); None without a file."""
+    """The recording key in ``key_file`` (created when missing); None without a file.
+
+    Raises
+    ------
+    EncryptionKeyError
+        If ``key_file`` is a folder, a device, unreadable or not a key file, or
+        cannot be created; the message says what the path is and what was expected.
+    """
     if key_file is None:
         return None
     from st_agent.biometrics.recording import create_key_file, load_key_file
 
-    return (load_key_file(key_file) if Path(key_file).exists()
-            else create_key_file(key_file))
+    path = Path(key_file).expanduser()
+    if path.exists() or path.is_symlink():
+        return load_key_file(path)
+    return create_key_file(path)
+
+
+def check_key_file(key_file: Path | None) -> None:
+    """Refuse a ``--key-file`` that cannot work, before anything is created.
+
+    An existing path must be a valid key file (it is read, not changed); a new
+    one must be creatable: the nearest existing parent is a writable folder.
+
+    Raises
+    ------
+    EncryptionKeyError
+        Naming the path, what it is and what was expected.
+    """
+    if key_file is None:
+        return
+    from st_agent.biometrics.session_meta import EncryptionKeyError
+
+    path = Path(key_file).expanduser()
+    if path.exists() or path.is_symlink():
+        load_or_create_key(path)
+        return
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise EncryptionKeyError(
+            f"cannot create key file {path}: {parent} is "
+            + ("not a folder" if not parent.is_dir() else "not writable")
+            + "; choose a writable path for --key-file")
 
 
 def open_player(soundfont: Path | None = None) -> Any:

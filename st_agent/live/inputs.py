@@ -5,6 +5,11 @@ hardware) or ``virtual``, a simulated listener streaming raw EEG, ECG and EMG
 (:class:`st_agent.listener.virtual.VirtualListenerSource`) that hears the music
 the session plays. Fault injection wraps either in a
 :class:`st_agent.biometrics.faults.DropoutSource`.
+
+A jam's performers each name a board with its connection (:class:`BoardSpec`), on the
+command line (:func:`parse_boards`: ``cyton:/dev/ttyUSB0,muse_2:00:55:DA:B0:12:34``) or
+in a small TOML/JSON file (:func:`load_boards_file`), checked together before anything
+opens (:func:`check_board_specs`).
 """
 
 from __future__ import annotations
@@ -13,12 +18,20 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from st_agent.live.board_specs import (
+    BoardSpec,
+    check_board_specs,
+    load_boards_file,
+    parse_board_item,
+    parse_boards,
+)
 from st_agent.live.common import VIRTUAL_BOARD
 
 if TYPE_CHECKING:
     from st_agent.live.session import SessionConfig
 
-__all__ = ["check_board", "estimator_config", "open_source"]
+__all__ = ["BoardSpec", "check_board", "check_board_specs", "estimator_config",
+           "load_boards_file", "open_source", "parse_board_item", "parse_boards"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +110,7 @@ def open_source(cfg: SessionConfig) -> Any:
 
 
 def estimator_config(cfg: SessionConfig) -> Any:
-    """Estimator settings for the board.
+    """Estimator settings for the board (and ``cfg.calibration``'s map, if any).
 
     BrainFlow's synthetic board streams noise that is mostly above 30 Hz and
     hundreds of µV, which the default artifact gates reject window after
@@ -106,6 +119,13 @@ def estimator_config(cfg: SessionConfig) -> Any:
     from st_agent.biometrics.estimator import EstimatorConfig
 
     ec = EstimatorConfig(calibration_sec=cfg.calibration_sec, reference_model=False)
+    calibration = getattr(cfg, "calibration", None)
+    if calibration is not None:  # st-agent calibrate's map (SupervisedMapError if bad)
+        from st_agent.biometrics.supervised import load_map
+
+        ec.supervised = load_map(calibration)
+        logger.info("arousal from the calibration map %s (CV AUC %s)", calibration,
+                    ec.supervised.info.get("cv", {}).get("auc"))
     if cfg.board == "synthetic":
         logger.info("synthetic board: artifact gates opened (its EEG is broadband noise)")
         ec.muscle_ratio, ec.max_abs_uv, ec.blink_uv = 1.0, 1e4, 1e5

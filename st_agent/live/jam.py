@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from st_agent.contract import HISTORY_LEN, JAM_MAX_PERFORMERS, SafetyBounds, resolve_target
+from st_agent.errors import UsageError
 from st_agent.live.common import (
     DEFAULT_CONSENT,
     VIRTUAL_BOARD,
@@ -45,19 +46,31 @@ from st_agent.live.common import (
     load_or_create_key,
     open_player,
 )
+from st_agent.live.inputs import BoardSpec, check_board_specs, load_boards_file, parse_boards
 from st_agent.live.jam_loop import JamController, JamLoop, Performer, blend_features
+from st_agent.live.midi_out import check_midi_flags
 from st_agent.live.session import SessionConfig
 
-__all__ = ["JamConfig", "JamController", "JamResult", "blend_features", "jam_folder", "run_jam"]
+__all__ = ["DEFAULT_BOARDS", "JamConfig", "JamController", "JamResult", "blend_features",
+           "jam_folder", "run_jam"]
+
+
+#: Boards of a jam when none are given: three BrainFlow synthetic boards.
+DEFAULT_BOARDS = "synthetic,synthetic,synthetic"
 
 
 @dataclass
 class JamConfig:
     """A live jam (``st-agent jam``); every field is a flag."""
 
-    boards: str = "synthetic,synthetic,synthetic"
-    """One board per performer, comma-separated (2 to 8): BrainFlow names or ids, or
-    ``virtual`` (a simulated listener)."""
+    boards: str = DEFAULT_BOARDS
+    """One board per performer, comma-separated (2 to 8): BrainFlow names or ids,
+    ``virtual`` (a simulated listener), ``lsl:<stream>`` or ``file:<path>``; a real board
+    takes its connection after a colon: ``cyton:/dev/ttyUSB0,muse_2:00:55:DA:B0:12:34``
+    (a serial port or a Bluetooth MAC address)."""
+    boards_file: Path | None = None
+    """Instead of --boards: a TOML (or .json) file with one ``[[performer]]`` table per
+    performer: board, serial_port, mac_address, other_info."""
     targets: str = "calm"
     """Target preset of every performer, or one per performer, comma-separated."""
     minutes: float = 10.0
@@ -105,6 +118,18 @@ class JamConfig:
     """Write the reports."""
     status_sec: float = 5.0
     """Seconds between status lines (session clock)."""
+    midi_out: str = ""
+    """Send the music live to this MIDI port, one channel per part (empty: off): an
+    existing output port by name, else a virtual port of that name (Linux, macOS)."""
+    midi_virtual: bool = True
+    """With --midi-out: create a virtual port when no port has that name
+    (--no-midi-virtual: a missing port is an error that lists the ports)."""
+    no_audio: bool = False
+    """No live sound from this program (--play is refused): leave the sound to the DAW or
+    synthesiser on --midi-out. The WAV is still written."""
+    stems: bool = False
+    """Also write stems/performer_<i>.wav, bass.wav and chords.wav: stereo, panned as in
+    the mix and at its gain, so they add up to session.wav."""
 
     def __post_init__(self) -> None:
         self.check()
@@ -117,7 +142,8 @@ class JamConfig:
         ValueError
             Naming the setting, the bad value and what is allowed.
         """
-        boards = self.board_list()
+        specs = self.board_specs()
+        boards = [spec.board for spec in specs]
         n = len(boards)
         self.target_list(n)
         if self.inject_dropout is not None:
@@ -129,26 +155,41 @@ class JamConfig:
             check_dropout(self.inject_dropout[1:])
         if self.accelerated and any(b != VIRTUAL_BOARD for b in boards):
             raise ValueError(f"--accelerated needs every board to be {VIRTUAL_BOARD!r}, got "
-                             f"--boards {self.boards!r}")
+                             f"{','.join(boards)!r}")
         check_minutes(self.minutes)
         SafetyBounds(max_delta=self.max_delta)
         for name in ("calibration_sec", "decision_lead_sec", "signal_timeout_sec", "fade_sec"):
             check_seconds(name, getattr(self, name))
         check_seconds("status_sec", self.status_sec, positive=True)
+        check_midi_flags(self.midi_out, self.no_audio, self.play)
         check_fraction("own_weight", self.own_weight)
         check_fraction("min_confidence", self.min_confidence)
-        for i, board in enumerate(boards):
-            self.performer_config(i, board)  # each performer is a valid session
+        check_board_specs(specs, "--boards-file" if self.boards_file is not None
+                          else "--boards")
+        for i in range(n):
+            self.performer_config(i)  # each performer is a valid session
+
+    def board_specs(self) -> list[BoardSpec]:
+        """Each performer's board and connection (from --boards or --boards-file): 2 to 8
+        of them (connections are checked by :meth:`check`)."""
+        if self.boards_file is not None:
+            if self.boards != DEFAULT_BOARDS:
+                raise UsageError(f"give --boards or --boards-file, not both (got --boards "
+                                 f"{self.boards!r} and --boards-file {self.boards_file})")
+            specs, flag = load_boards_file(self.boards_file), f"--boards-file {self.boards_file}"
+        else:
+            specs, flag = parse_boards(self.boards), "--boards"
+        if not 2 <= len(specs) <= JAM_MAX_PERFORMERS:
+            shown = self.boards_file if self.boards_file is not None else repr(self.boards)
+            raise UsageError(f"{flag.split()[0]} names {len(specs)} board(s) ({shown}): "
+                             f"performers must be an int in [2, {JAM_MAX_PERFORMERS}], got "
+                             f"{len(specs)}; give one board per performer, e.g. "
+                             "synthetic,synthetic")
+        return specs
 
     def board_list(self) -> list[str]:
-        """The boards, validated: 2 to 8 of them."""
-        boards = [b.strip() for b in self.boards.split(",") if b.strip()]
-        if not 2 <= len(boards) <= JAM_MAX_PERFORMERS:
-            raise ValueError(f"--boards names {len(boards)} board(s) ({self.boards!r}): "
-                             f"performers must be an int in [2, {JAM_MAX_PERFORMERS}], got "
-                             f"{len(boards)}; give one board per performer, e.g. "
-                             "synthetic,synthetic")
-        return boards
+        """The boards' names, validated: 2 to 8 of them."""
+        return [spec.board for spec in self.board_specs()]
 
     def target_list(self, n: int) -> list[str]:
         """One target preset per performer."""
@@ -162,18 +203,28 @@ class JamConfig:
             resolve_target(t)
         return targets
 
-    def performer_config(self, i: int, board: str) -> SessionConfig:
-        """Settings of performer ``i`` as a one-listener session (board, calibration,
-        fault injection...)."""
+    def performer_config(self, i: int, board: str | None = None) -> SessionConfig:
+        """Settings of performer ``i`` as a one-listener session (board and its
+        connection, calibration, fault injection...).
+
+        ``board`` (optional, as before) must be performer ``i``'s board; ``other_info``
+        is the file's, else ``st-agent-performer-<i>`` (BrainFlow tells two boards of one
+        type apart by their parameters).
+        """
+        specs = self.board_specs()
+        spec = specs[i]
+        if board is not None and board != spec.board:
+            raise ValueError(f"performer {i}'s board is {spec.board!r}, not {board!r}")
         inject = None
         if self.inject_dropout is not None and int(self.inject_dropout[0]) == i:
             inject = (float(self.inject_dropout[1]), float(self.inject_dropout[2]))
-        return SessionConfig(board=board, target=self.target_list(len(self.board_list()))[i],
+        other = spec.other_info if spec.other_info is not None else f"st-agent-performer-{i}"
+        return SessionConfig(board=spec.board, target=self.target_list(len(specs))[i],
                              minutes=self.minutes, calibration_sec=self.calibration_sec,
                              max_delta=self.max_delta, accelerated=self.accelerated,
                              seed=self.seed + 1000 * i, record=self.record,
-                             other_info=f"st-agent-performer-{i}", inject_dropout=inject,
-                             consent=self.consent)
+                             serial_port=spec.serial_port, mac_address=spec.mac_address,
+                             other_info=other, inject_dropout=inject, consent=self.consent)
 
 
 @dataclass

@@ -31,13 +31,15 @@ from st_agent.contract import (
 )
 from st_agent.live.common import Playing, explain_change, read_first_chunk
 from st_agent.live.inputs import estimator_config, open_source
+from st_agent.live.outputs import OutputSet
 from st_agent.types import Knobs, MusicFeatures
 
 if TYPE_CHECKING:
     from st_agent.live.jam import JamConfig
     from st_agent.live.session import SessionConfig
 
-__all__ = ["JamController", "JamLoop", "Performer", "blend_features", "compose_jam_phrase"]
+__all__ = ["JamController", "JamLoop", "Performer", "blend_features", "compose_jam_phrase",
+           "jam_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +100,26 @@ def compose_jam_phrase(ensemble: Any, knobs: np.ndarray, context: Any, seed: int
         phrase = context
         pm = ensemble.render(phrase)
     return phrase, pm, ensemble.measure(pm, phrase.n_voices, phrase.bars, phrase.meter)
+
+
+def jam_outputs(cfg: JamConfig) -> OutputSet:
+    """The jam's outputs besides the WAV: ``session.mid`` (one channel per performer, then
+    bass and chords) and, with ``--midi-out NAME``, the music live to that MIDI port.
+
+    Raises
+    ------
+    st_agent.errors.DeviceError
+        When the MIDI port does not exist and cannot be created (lists the ports).
+    """
+    from st_agent.live.midi_out import MidiOut
+    from st_agent.live.session_midi import SessionMidiFile
+
+    outs: list[Any] = [SessionMidiFile(stems=False, fade_sec=cfg.fade_sec)]
+    name = getattr(cfg, "midi_out", "")
+    if name:
+        outs.insert(0, MidiOut.to_port(name, virtual=getattr(cfg, "midi_virtual", True),
+                                       realtime=not cfg.accelerated))
+    return OutputSet(outs)
 
 
 class Performer:
@@ -223,10 +245,14 @@ class JamLoop:
     player : LivePlayer or None
     history_len : int
         Past phrases in each observation.
+    outputs : OutputSet, optional
+        Where the music goes besides the player (default :func:`jam_outputs`); opened
+        on the jam folder (the performers' folders' parent) by :meth:`open`.
     """
 
     def __init__(self, cfg: JamConfig, controller: JamController, targets: list[Target],
-                 perf: list[Performer], player: Any, history_len: int) -> None:
+                 perf: list[Performer], player: Any, history_len: int,
+                 outputs: OutputSet | None = None) -> None:
         from st_agent.music.ensemble import Ensemble
 
         n = len(perf)
@@ -249,6 +275,12 @@ class JamLoop:
         self.next_status = 0.0
         self.reasons: list[list[str]] = [[] for _ in range(n)]
         self.t_read = time.monotonic()
+        self.outputs = jam_outputs(cfg) if outputs is None else outputs
+        self.stop_reason = "time up"
+        self.notices: deque = deque()  # (t_sec, text) from an output's thread
+        for out in self.outputs.outputs:
+            if hasattr(out, "on_notice") and out.on_notice is None:
+                out.on_notice = lambda t, text: self.notices.append((t, text))
 
     def open(self, key: bytes | None, controller_name: str, jam_name: str) -> None:
         """Start every source, then open every recording on its first chunk."""
@@ -257,9 +289,17 @@ class JamLoop:
         for p in self.perf:
             p.open_recording(key, policy=controller_name, target=self.targets[p.index].name,
                              performers=len(self.perf), jam=jam_name)
+        self.outputs.open(self.perf[0].folder.parent)
 
     def run(self, on_status: Callable[[str], None] | None = None) -> None:
-        """Turn until the music time is up."""
+        """Turn until the music time is up (a crash is the outputs' stop reason)."""
+        try:
+            self._run(on_status)
+        except BaseException as e:
+            self.stop_reason = f"crash: {type(e).__name__}: {e}"
+            raise
+
+    def _run(self, on_status: Callable[[str], None] | None) -> None:
         cfg = self.cfg
         while True:
             self.t_read = time.monotonic()
@@ -276,18 +316,25 @@ class JamLoop:
                     if self.current.end_sec >= self.music_end:
                         break
                     self._next_phrase()
+            while self.notices:
+                self._notice(*self.notices.popleft())
             if on_status is not None and now >= self.next_status:
                 self.next_status = now + cfg.status_sec
                 on_status(self.status_line(now))
 
     def close(self) -> None:
-        """Stop composing, every source and recording, and the player."""
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        for p in self.perf:
-            p.close()
-        if self.player is not None:
-            self.player.wait(timeout_sec=30.0)
-            self.player.close()
+        """Stop composing, every source and recording, the player and the outputs (all
+        notes off on a MIDI port, ``session.mid`` written)."""
+        try:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            for p in self.perf:
+                p.close()
+            if self.player is not None:
+                self.player.wait(timeout_sec=30.0)
+                self.player.close()
+        finally:
+            for fail in self.outputs.close(self.stop_reason):
+                logger.warning("jam output %s failed at close: %s", fail.name, fail.error)
 
     # ------------------------------------------------------------------ steps
     def _calibrate(self, now: float) -> None:
@@ -299,6 +346,7 @@ class JamLoop:
         self.calibrated_at = now
         for p in self.perf:
             p.recorder.write_marker("calibration_done", None, t_session=now)
+        self._output_failures(self.outputs.marker(now, "calibration done"))
         phrase, pm, m = compose_jam_phrase(self.ensemble, self.knobs, None, cfg.seed,
                                            self.bounds)
         self.context = phrase
@@ -399,7 +447,23 @@ class JamLoop:
                      m.mix.duration_sec)
         if self.player is not None:
             self.player.play(pm)
+        self._output_failures(self.outputs.phrase(len(self.played) - 1, p0,
+                                                  Knobs(*np.mean(self.knobs, axis=0))))
         self.current = p0
+
+    def _notice(self, t: float, text: str) -> None:
+        """An output's notice (a MIDI port lost or back): in every recording, and a
+        marker for the other outputs."""
+        for p in self.perf:
+            p.recorder.write_event("output_notice", None, t_session=t, detail=text)
+        self._output_failures(self.outputs.marker(t, text))
+
+    def _output_failures(self, fails: list[Any]) -> None:
+        """An output that failed is dropped; every performer's recording says so."""
+        for fail in fails:
+            for p in self.perf:
+                p.recorder.write_event("output_failed", None, output=fail.name,
+                                       during=fail.during, detail=fail.error)
 
     def status_line(self, now: float) -> str:
         """One line: time, phase, clashes, and each performer's state, knobs and signal."""

@@ -1,6 +1,10 @@
 """The outputs of a live jam: the mix, the tunebook, each performer's report and the group's.
 
-Under the jam folder: ``session.wav`` (the mix), ``score.abc`` (one multi-voice
+Under the jam folder: ``session.wav`` (the stereo mix: each performer's voice panned
+by the equal-power law, the accompaniment in the centre, :mod:`st_agent.live.session_midi`),
+with ``--stems`` ``stems/performer_<i>.wav``, ``stems/bass.wav`` and ``stems/chords.wav``
+(stereo, one gain for all: they add up to the mix), ``session.mid`` (written by the jam's
+outputs, :func:`st_agent.live.jam_loop.jam_outputs`), ``score.abc`` (one multi-voice
 tune per phrase), ``summary.json`` and ``report.html`` (the group: each
 performer's distance to their target and the shared music over time), and in
 each ``performer_<i>/`` a session's ``summary.json`` and ``report.html``.
@@ -17,14 +21,56 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from st_agent.live.audio import write_session_wav
 from st_agent.live.common import Playing, jsonable, png_base64
 
 if TYPE_CHECKING:
     from st_agent.live.jam import JamConfig
     from st_agent.live.jam_loop import Performer
 
-__all__ = ["write_jam_outputs"]
+__all__ = ["jam_mix", "write_jam_outputs", "write_jam_wav"]
+
+
+def jam_mix(played: list[Playing], n_performers: int, music_sec: float, fade_sec: float,
+            width: float = 0.8) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+    """The jam's stereo stems and their sum, the mix (before any normalisation).
+
+    Parameters
+    ----------
+    played : list of Playing
+    n_performers : int
+    music_sec, fade_sec : float
+        Length of the mix and its fade-out, seconds.
+    width : float
+        Stereo spread of the performers (:func:`st_agent.live.session_midi.pan_gains`).
+
+    Returns
+    -------
+    mix : ndarray, shape (n_samples, 2)
+    stems : dict of str to ndarray, shape (n_samples, 2)
+        ``performer_<i>``, ``bass``, ``chords``; ``sum(stems.values()) == mix``.
+    sample_rate : int
+    """
+    from st_agent.live.session_midi import part_audio, stereo_stems
+
+    parts, sr = part_audio(played, music_sec, fade_sec)
+    stems = stereo_stems(parts, n_performers, width)
+    mix = np.zeros((round(music_sec * sr), 2))
+    for a in stems.values():
+        mix += a
+    return mix, stems, sr
+
+
+def write_jam_wav(folder: Path, played: list[Playing], n_performers: int, music_sec: float,
+                  fade_sec: float, stems: bool = False) -> Path:
+    """``session.wav`` (stereo, loudest sample at -1 dBFS) and, with ``stems``, each
+    stem under ``stems/`` with the mix's gain."""
+    from st_agent.live.session_midi import mix_gain, write_pcm, write_stems
+
+    mix, parts, sr = jam_mix(played, n_performers, music_sec, fade_sec)
+    gain = mix_gain(mix)
+    if stems:
+        write_stems(folder, parts, sr, gain)
+    return write_pcm(folder / "session.wav", mix, sr, gain)
 
 
 def write_jam_outputs(cfg: JamConfig, folder: Path, perf: list[Performer],
@@ -62,8 +108,8 @@ def write_jam_outputs(cfg: JamConfig, folder: Path, perf: list[Performer],
 
     wav = None
     if played:
-        wav = write_session_wav(folder / "session.wav", played,
-                                played[-1].end_sec - played[0].start_sec, cfg.fade_sec)
+        wav = write_jam_wav(folder, played, len(perf), played[-1].end_sec - played[0].start_sec,
+                            cfg.fade_sec, stems=getattr(cfg, "stems", False))
     (folder / "score.abc").write_text("\n".join(
         _retitle(p.abc, i) for i, p in enumerate(played)), encoding="utf-8")
     per = []

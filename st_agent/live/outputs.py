@@ -17,6 +17,7 @@ Order of calls, all from the session's loop thread::
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -77,6 +78,20 @@ class OutputSet:
 
     outputs: list[Any] = field(default_factory=list)
     failures: list[OutputFailure] = field(default_factory=list)
+    #: ``(t_sec, text)`` notices an output's own thread posts (a MIDI port lost or
+    #: back); the session drains them in its loop (:meth:`pop_notices`) into events.
+    notices: deque = field(default_factory=deque)
+
+    def notice(self, t_sec: float, text: str) -> None:
+        """Post a notice from any thread (deque appends are thread-safe)."""
+        self.notices.append((float(t_sec), str(text)))
+
+    def pop_notices(self) -> list[tuple[float, str]]:
+        """The notices posted since the last call, oldest first."""
+        out = []
+        while self.notices:
+            out.append(self.notices.popleft())
+        return out
 
     def __post_init__(self) -> None:
         for out in self.outputs:

@@ -16,7 +16,10 @@ Plots (PNG, embedded and saved beside the report):
 
 Summary figures: mean distance to the target over the last half of the music,
 time to first enter the target region (radius 0.2), mean knob change per
-phrase, time with the signal lost, decision latency and phrase lead time.
+phrase, time with the signal lost, decision latency and phrase lead time; and
+what went wrong but did not stop the music: a controller replaced by its
+fallback (``controller_fallback`` events) and outputs that failed and were
+dropped (``output_failed`` events).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import tyro
 
 from st_agent.live.common import png_base64
 
-__all__ = ["ReportConfig", "session_metrics", "write_report"]
+__all__ = ["ReportConfig", "incident_rows", "session_metrics", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,16 +173,18 @@ def write_report(folder: str | Path, key_file: str | Path | None = None) -> Path
 
     matplotlib.use("Agg")
 
-    from st_agent.biometrics.recording import is_session, read_session
+    from st_agent.biometrics.recording import read_session
 
     folder = Path(folder)
-    if not is_session(folder):
-        raise ValueError(f"{folder} is not a session folder (no session.json); give the folder "
-                         "that `st-agent session` or `st-agent demo` wrote")
-    sess = read_session(folder, key=key_file)
+    if not (folder / "session.json").exists():
+        from st_agent.biometrics.session_meta import SessionNotFoundError
+
+        raise SessionNotFoundError(f"{folder} is not a session folder (no session.json); give "
+                                   "the folder that `st-agent session` or `st-agent demo` "
+                                   "wrote")
+    sess = read_session(folder, key=key_file)  # a malformed session raises its typed error
     events = sess.events
-    summary_path = folder / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary = _read_summary(folder / "summary.json")
     metrics = session_metrics(events)
     imgs = {"state": _plot_state(events, metrics["music_start_sec"], folder / "state.png"),
             "knobs": _plot_knobs(events, folder / "knobs.png")}
@@ -189,6 +194,24 @@ def write_report(folder: str | Path, key_file: str | Path | None = None) -> Path
                           sess), encoding="utf-8")
     logger.info("wrote %s", path)
     return path
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    """``summary.json`` (derived at the session's end), or ``{}`` when it is missing or
+    unreadable: the report is rebuilt from the recording, so a damaged summary costs
+    only its rows (a warning names the file)."""
+    if not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        logger.warning("%s is unreadable (%s); the report goes on without it", path, e)
+        return {}
+    if not isinstance(summary, dict):
+        logger.warning("%s holds a JSON %s, not an object; the report goes on without it",
+                       path, type(summary).__name__)
+        return {}
+    return summary
 
 
 def _plot_state(events: list[dict[str, Any]], t_music: float, path: Path) -> str:
@@ -296,6 +319,31 @@ def _fmt(x: Any, unit: str = "", nd: int = 2) -> str:
     return f"{x}{unit}"
 
 
+def incident_rows(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Report rows for a controller fallback and failed outputs (recorded events).
+
+    Parameters
+    ----------
+    events : list of dict
+        ``Session.events``.
+
+    Returns
+    -------
+    rows : list of (str, str)
+        ``("controller", ...)`` and ``("outputs that failed", ...)``.
+    """
+    falls = _series(events, "controller_fallback")
+    ctrl = "its own throughout" if not falls else "; ".join(
+        f"at {e['payload'].get('t_session', e['onset_sec']):.1f} s "
+        f"{e['payload'].get('failed', '?')} failed ({e['payload'].get('error', '?')}); "
+        f"then {e['payload'].get('now', '?')}" for e in falls)
+    outs = _series(events, "output_failed")
+    failed = "none" if not outs else "; ".join(
+        f"{e['payload'].get('output', '?')} during {e['payload'].get('during', '?')}: "
+        f"{e['payload'].get('error', '?')} (dropped)" for e in outs)
+    return [("controller", ctrl), ("outputs that failed", failed)]
+
+
 def _html(name: str, summary: dict[str, Any], m: dict[str, Any], decisions: list[dict],
           imgs: dict[str, str], sess: Any) -> str:
     lat = summary.get("decision_latency_ms", {})
@@ -320,6 +368,7 @@ def _html(name: str, summary: dict[str, Any], m: dict[str, Any], decisions: list
                                       f"{_fmt(lead.get('p5'), ' s')}"
          + (" (accelerated clock: not measured)" if summary.get("accelerated") else "")),
         ("stopped by", summary.get("stop_reason", "–")),
+        *incident_rows(sess.events),
         ("wall-clock", _fmt(summary.get("wall_sec"), " s", 1)),
     ]
     table = "\n".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"

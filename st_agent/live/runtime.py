@@ -11,6 +11,13 @@ Each turn of :meth:`LiveSession._loop` runs named steps: acquire a chunk,
 watch the signal, calibrate (then the first phrase), decide when the lead is
 reached, queue the next phrase for live audio, hand over to it when the
 current one ends, and show the status.
+
+Besides the speakers, every phrase, decision and marker goes to the session's
+outputs (:func:`st_agent.live.session_outputs.build_outputs`: the streaming
+``session.wav`` first); an output that fails is dropped and recorded as an
+``output_failed`` event, the session goes on. The controller is guarded
+(:mod:`st_agent.live.guarded`): one that raises or returns a non-finite action is
+replaced by its fallback, recorded as a ``controller_fallback`` event.
 """
 
 from __future__ import annotations
@@ -19,22 +26,20 @@ import concurrent.futures
 import json
 import logging
 import math
+import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from st_agent.contract import Target, action_to_knobs, build_observation, resolve_target
-from st_agent.live.audio import session_score, write_session_wav
+from st_agent.live.audio import PlayedPhrase, session_score
 from st_agent.live.common import (
     Playing,
-    check_writable,
     explain_change,
     jsonable,
     load_or_create_key,
@@ -42,7 +47,18 @@ from st_agent.live.common import (
     read_first_chunk,
 )
 from st_agent.live.composing import PhraseMaker
+from st_agent.live.guarded import Fallback, GuardedController
 from st_agent.live.inputs import estimator_config, open_source
+from st_agent.live.outputs import OutputFailure, OutputSet
+from st_agent.live.session_outputs import (
+    MARKER_CALIBRATED,
+    MARKER_CONTROLLER,
+    MARKER_LATE,
+    MARKER_STOP,
+    WAV_OUTPUT,
+    build_outputs,
+)
+from st_agent.live.session_types import SessionResult, SessionStatus, session_folder
 from st_agent.types import EmotionState, Knobs, Phrase, SignalChunk
 
 if TYPE_CHECKING:
@@ -51,62 +67,6 @@ if TYPE_CHECKING:
 __all__ = ["LiveSession", "SessionResult", "SessionStatus", "session_folder"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SessionStatus:
-    """What the terminal shows, once per ``status_sec`` of session time."""
-
-    t_sec: float
-    phase: str
-    state: EmotionState | None
-    target: tuple[float, float]
-    knobs: Knobs
-    signal: str
-    phrases: int
-    note: str = ""
-    """While calibrating: the estimator's progress and what holds it up."""
-
-    def line(self) -> str:
-        """One line of text."""
-        if self.phase == "calibrating" and self.note:
-            return f"{self.t_sec:7.1f}s calibrating {self.note}  signal {self.signal}"
-        st = ("  --    --  " if self.state is None else
-              f"{self.state.valence:+.2f} {self.state.arousal:+.2f} c{self.state.confidence:.1f}")
-        k = self.knobs
-        return (f"{self.t_sec:7.1f}s {self.phase:<11} state {st}  target "
-                f"{self.target[0]:+.2f} {self.target[1]:+.2f}  knobs v{k.valence:.2f} "
-                f"t{k.tempo:.2f} e{k.energy:.2f}  signal {self.signal:<8} phrases {self.phrases}")
-
-
-@dataclass
-class SessionResult:
-    """Where a session's outputs are and its headline figures."""
-
-    folder: Path
-    wav_path: Path | None
-    score_path: Path
-    report_path: Path | None
-    summary: dict[str, Any]
-
-
-def session_folder(cfg: SessionConfig) -> Path:
-    """The folder the session will write, checked before anything starts.
-
-    Raises
-    ------
-    ValueError
-        When the folder exists and is not empty.
-    OSError
-        When ``cfg.record`` cannot hold a recording.
-    """
-    folder = Path(cfg.record) / (
-        cfg.name or "session-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S"))
-    if folder.exists() and any(folder.iterdir()):
-        raise ValueError(f"session folder {folder} exists and is not empty; choose "
-                         "another --name")
-    check_writable(Path(cfg.record))
-    return folder
 
 
 @dataclass
@@ -118,7 +78,7 @@ class _Parts:
     maker: PhraseMaker
     recorder: Any
     player: Any
-    played: list[Playing]
+    played: list[PlayedPhrase]  # compact: no MIDI or audio is kept per phrase
     wall0: float  # monotonic time at which the loop started
 
 
@@ -161,6 +121,9 @@ class LiveSession:
         How the report names it.
     on_status : callable, optional
         Called with a :class:`SessionStatus` every ``config.status_sec``.
+    outputs : sequence of SessionOutput, optional
+        Outputs added after those ``config`` asks for
+        (:func:`~st_agent.live.session_outputs.build_outputs`).
 
     Use :meth:`run`; :meth:`request_stop` (thread-safe, also what SIGINT does
     under :func:`st_agent.live.session.run_session`) ends the session cleanly
@@ -168,7 +131,8 @@ class LiveSession:
     """
 
     def __init__(self, config: SessionConfig, controller: Any, controller_name: str = "",
-                 on_status: Callable[[SessionStatus], None] | None = None) -> None:
+                 on_status: Callable[[SessionStatus], None] | None = None,
+                 outputs: Sequence[Any] = ()) -> None:
         cfg = config
         cfg.check()  # the config may have changed since it was built
         self.config = cfg
@@ -179,12 +143,14 @@ class LiveSession:
                             f"{type(controller).__name__}")
         self.controller = controller
         self.controller_name = controller_name or type(controller).__name__
+        self.guard = GuardedController(controller, self.controller_name,
+                                       None if cfg.knobs is not None else self._pid_fallback)
         self.on_status = on_status
-        self.folder = session_folder(cfg)
-        if cfg.soundfont is not None or cfg.play:
-            from st_agent.music.render import find_soundfont
+        from st_agent.music.render import find_soundfont
 
-            find_soundfont(cfg.soundfont)
+        find_soundfont(cfg.soundfont)  # the session WAV needs it: refuse before creating
+        self.outputs: OutputSet = build_outputs(cfg, tuple(outputs))
+        self.folder = session_folder(cfg)  # last: it creates cfg.record
         self._stop = threading.Event()
         self._stop_reason = ""
         self.latencies_ms: list[float] = []
@@ -196,6 +162,16 @@ class LiveSession:
         self._calibrated_at: float | None = None
         self._estimator_report: dict[str, Any] = {}
         self._maker_errors: list[str] = []
+        self._recorder: Any = None
+        self._outputs_open = False
+        self._now = 0.0  # session time of the loop's latest turn, seconds
+
+    def _pid_fallback(self) -> tuple[Any, str]:
+        """The tuned PID of the session's target (the guard's fallback)."""
+        from st_agent.policies.controllers import make_controller
+
+        ctrl, name = make_controller("pid", self.bounds, self.config.target)
+        return ctrl, f"fallback {name}"
 
     @property
     def stop_requested(self) -> bool:
@@ -217,18 +193,25 @@ class LiveSession:
         maker = PhraseMaker(cfg.seed)
         estimator = StateEstimator(estimator_config(cfg))
         player = open_player(cfg.soundfont) if cfg.play else None
-        played: list[Playing] = []
+        played: list[PlayedPhrase] = []
         recorder = None
         wall0 = time.monotonic()
         self._maker_errors = maker.errors
+        created = not self.folder.exists()
         try:
             self._start_source(source)
             first = read_first_chunk(source, f"the board {cfg.board!r}")
-            recorder = self._open_recorder(first)
+            recorder = self._recorder = self._open_recorder(first)
+            self._output_failures(self.outputs.open(self.folder))
+            self._outputs_open = True
             self._loop(_Parts(source, estimator, maker, recorder, player, played,
                               time.monotonic()), first)
-        finally:
-            self._close(source, maker, estimator, player, recorder)
+        except BaseException as e:
+            self._close(source, maker, estimator, player, recorder,
+                        f"crashed: {type(e).__name__}: {e}")
+            self._discard_if_empty(recorder, created)
+            raise
+        self._close(source, maker, estimator, player, recorder, self._stop_reason or "time up")
         # what the estimator rejected and how its calibration went, for the summary
         self._estimator_report = {"gates": estimator.gate_report().as_dict(),
                                   "calibration": asdict(estimator.calibration_status()),
@@ -260,8 +243,9 @@ class LiveSession:
         return recorder
 
     def _close(self, source: Any, maker: PhraseMaker, estimator: Any, player: Any,
-               recorder: Any) -> None:
-        """Stop everything; the music fades out on a stop, else plays to its end."""
+               recorder: Any, reason: str) -> None:
+        """Stop everything; the music fades out on a stop, else plays to its end. The
+        outputs are closed whatever happened (``reason`` says what)."""
         maker.close()
         source.stop()
         if player is not None:
@@ -270,12 +254,46 @@ class LiveSession:
             else:
                 player.wait(timeout_sec=max(0.0, self._music_end_wall - time.monotonic()))
             player.close()
+        if self._outputs_open:
+            self._outputs_open = False
+            self._output_failures(self.outputs.close(reason))
         if recorder is not None:
             for ev in source.pop_events():
                 recorder.write_source_event(ev)
             recorder.write_marker("session_end", None, reason=self._stop_reason or "time up")
             recorder.close()
         estimator.close()
+
+    def _discard_if_empty(self, recorder: Any, created: bool) -> None:
+        """A start that failed before a single sample was recorded leaves no folder (it
+        would block a rerun with the same ``--name``)."""
+        if recorder is None or not created or recorder.n_samples_written > 0:
+            return
+        logger.warning("the session failed before recording anything; removing %s",
+                       self.folder)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _output_failures(self, failures: list[OutputFailure]) -> None:
+        """Record each output that failed (and was dropped) as an ``output_failed`` event,
+        and each notice an output posted (a MIDI port lost or back) as ``output_notice``."""
+        for t_sec, text in self.outputs.pop_notices():
+            logger.debug("t=%.1fs %s", t_sec, text)  # the output has logged it
+            if self._recorder is not None and self._recorder.active:
+                self._recorder.write_event("output_notice", None, t_session=t_sec,
+                                           detail=text)
+        for f in failures:
+            if self._recorder is not None and self._recorder.active:
+                self._recorder.write_event("output_failed", None, output=f.name,
+                                           during=f.during, error=f.error,
+                                           t_session=self._now)
+
+    def _fallback_event(self, fb: Fallback, now: float) -> None:
+        """Record and mark a controller that was replaced."""
+        if self._recorder is not None:
+            self._recorder.write_event("controller_fallback", None, t_session=now,
+                                       failed=fb.failed, error=fb.error, now=fb.now)
+        self._output_failures(self.outputs.marker(
+            now, f"{MARKER_CONTROLLER}: {fb.failed} failed ({fb.error}); {fb.now} decides"))
 
     def _clock(self, t_stream: float, wall0: float) -> float:
         """Session time, seconds: the stream's on an accelerated clock, else the wall's."""
@@ -293,7 +311,7 @@ class LiveSession:
         self._music_end_wall = time.monotonic()
         while True:
             self._acquire(st, parts)
-            now = self._clock(st.t_stream, parts.wall0)
+            now = self._now = self._clock(st.t_stream, parts.wall0)
             self._watch_signal(st, parts)
             if st.calibrated_at is None:
                 self._calibrate(st, parts, now)
@@ -313,6 +331,8 @@ class LiveSession:
                 raise RuntimeError("the virtual listener stopped delivering")
         self._stopped_at = now
         self._calibrated_at = st.calibrated_at
+        self._output_failures(self.outputs.marker(
+            now, f"{MARKER_STOP}: {self._stop_reason or 'time up'}"))
 
     def _acquire(self, st: _LoopState, parts: _Parts) -> None:
         """Record the chunk read last turn, then estimate from it."""
@@ -370,12 +390,16 @@ class LiveSession:
                            "starting without a baseline", now)
         st.calibrated_at = now
         parts.recorder.write_marker("calibration_done", None, t_session=now)
+        self._output_failures(self.outputs.marker(now, MARKER_CALIBRATED))
         phrase, feats, pm, _ = parts.maker.submit(st.knobs, None).result()
+        # the first phrase starts when it is composed (the player starts it then), not
+        # when calibration ended: every later start is chained from this one
+        start = self._clock(st.t_stream, parts.wall0)
         st.context = phrase
         st.current = self._start_phrase(
-            Playing(phrase, feats, pm, now, "first phrase at the start knobs"), st.knobs, parts,
-            parts.player)
-        st.music_end = now + 60.0 * cfg.minutes
+            Playing(phrase, feats, pm, start, "first phrase at the start knobs"), st.knobs,
+            parts, parts.player)
+        st.music_end = start + 60.0 * cfg.minutes
 
     def _decide_if_due(self, st: _LoopState, parts: _Parts, now: float) -> None:
         """A lead before the current phrase ends: choose the knobs, start composing."""
@@ -390,10 +414,14 @@ class LiveSession:
         obs = build_observation(latest if usable else None, target, st.knobs,
                                 latest.confidence if usable else 0.0, list(st.history))
         if usable:
-            action, _ = self.controller.predict(obs, deterministic=True)
-            new = action_to_knobs(np.asarray(action).reshape(-1), st.knobs, self.bounds)
+            action, fallback = self.guard.predict(obs)
+            new = action_to_knobs(action, st.knobs, self.bounds)
             words = explain_change(st.knobs, new, (latest.valence, latest.arousal),
                                    target) or ["knobs unchanged: the policy holds"]
+            if fallback is not None:
+                self._fallback_event(fallback, now)
+                words = [f"knobs hold: the controller failed ({fallback.error}); "
+                         f"{fallback.now} decides from the next phrase"]
         else:
             new = st.knobs
             words = [f"knobs hold: signal {st.signal}"]
@@ -406,7 +434,9 @@ class LiveSession:
         parts.recorder.write_event("decision", None, t_session=now, reasons=words,
                                    latency_ms=latency_ms, signal=st.signal,
                                    knobs=new.as_tuple(), target=tuple(target),
-                                   target_region=getattr(target, "region", None))
+                                   target_region=getattr(target, "region", None),
+                                   controller=self.guard.using)
+        self._output_failures(self.outputs.state(now, latest if usable else None, new))
         for w in words:
             logger.debug("t=%.1fs %s", now, w)
         st.knobs = new
@@ -435,6 +465,8 @@ class LiveSession:
         if lead < 0:
             parts.recorder.write_event("late_phrase", None, lead_sec=lead)
             logger.warning("phrase ready %.2f s late", -lead)
+            self._output_failures(self.outputs.marker(
+                cur.end_sec, f"{MARKER_LATE}: ready {-lead:.2f} s late"))
         st.pending = None
         st.context = phrase
         if parts.player is not None and not st.queued:
@@ -450,7 +482,8 @@ class LiveSession:
             note = parts.estimator.calibration_status().message if phase == "calibrating" \
                 else ""
             self.on_status(SessionStatus(now, phase, st.latest, self.target.at(now), st.knobs,
-                                         st.signal, len(parts.played), note))
+                                         st.signal, len(parts.played), note,
+                                         self.guard.using if self.guard.failed else ""))
 
     def _source_now(self) -> float:
         """Now on the source's clock: the last chunk's end plus the wall time since."""
@@ -464,13 +497,15 @@ class LiveSession:
         return (wall0 + current.end_sec) - ready_wall
 
     def _start_phrase(self, p: Playing, knobs: Knobs, parts: _Parts, player: Any) -> Playing:
-        """``p`` starts: record it; the (virtual) listener hears it; ``player`` plays it."""
-        parts.played.append(p)
+        """``p`` starts: record it; the outputs get it; the (virtual) listener hears it;
+        ``player`` plays it. Only a compact record of it is kept afterwards."""
+        parts.played.append(PlayedPhrase.of(p))
+        index = len(parts.played) - 1
         parts.recorder.write_phrase(p.phrase, None, duration_sec=p.features.duration_sec,
                                     features=p.features)
         parts.recorder.write_event("phrase_start", None, t_session=p.start_sec,
-                                   index=len(parts.played) - 1, knobs=knobs.as_tuple(),
-                                   reason=p.reason)
+                                   index=index, knobs=knobs.as_tuple(), reason=p.reason)
+        self._output_failures(self.outputs.phrase(index, p, knobs))
         source = parts.source
         hear = getattr(getattr(source, "inner", source), "hear", None)
         if hear is not None:  # a virtual listener hears what plays
@@ -481,8 +516,9 @@ class LiveSession:
         return p
 
     # ------------------------------------------------------------------ outputs
-    def _finish(self, played: list[Playing], wall_sec: float) -> SessionResult:
-        """Write the score, the WAV, ``summary.json`` and (``config.report``) the report."""
+    def _finish(self, played: list[PlayedPhrase], wall_sec: float) -> SessionResult:
+        """Write the score, ``summary.json`` and (``config.report``) the report; the WAV
+        was streamed while the session went."""
         from st_agent.biometrics.recording import read_session
         from st_agent.live.report import session_metrics
 
@@ -491,13 +527,9 @@ class LiveSession:
         score = folder / "score.abc"
         score.write_text(session_score(played, title=f"st-agent session {folder.name}"),
                          encoding="utf-8")
-        wav = None
-        if played:
-            music_sec = played[-1].end_sec - played[0].start_sec
-            if self._stop.is_set() and self._stopped_at is not None:
-                music_sec = min(music_sec, self._stopped_at - played[0].start_sec + cfg.fade_sec)
-            wav = write_session_wav(folder / "session.wav", played, music_sec, cfg.fade_sec,
-                                    cfg.soundfont)
+        wav = folder / "session.wav"
+        if not (played and wav.is_file()):
+            wav = None
         summary = self._summary(played, wall_sec)
         summary["metrics"] = session_metrics(read_session(folder, key=cfg.key_file).events)
         (folder / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n",
@@ -507,13 +539,17 @@ class LiveSession:
             from st_agent.live.report import write_report
 
             report = write_report(folder, key_file=cfg.key_file)
+            if wav is not None:  # the visuals in time with the music, beside session.wav
+                from st_agent.live.visuals import write_visuals_page
+
+                write_visuals_page(folder, key_file=cfg.key_file)
         if cfg.key_file is not None:
             logger.info("the recording in %s is encrypted with %s; its derived files "
-                        "(session.wav, score.abc, summary.json, report.html, *.png) are "
-                        "plaintext", folder, cfg.key_file)
+                        "(session.wav, session.mid, score.abc, summary.json, report.html, "
+                        "visuals.html, *.png) are plaintext", folder, cfg.key_file)
         return SessionResult(folder, wav, score, report, summary)
 
-    def _summary(self, played: list[Playing], wall_sec: float) -> dict[str, Any]:
+    def _summary(self, played: list[PlayedPhrase], wall_sec: float) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms)
         leads = np.asarray([x for x in self.leads_sec if math.isfinite(x)])
         music = (played[-1].end_sec - played[0].start_sec) if played else 0.0
@@ -533,4 +569,7 @@ class LiveSession:
             "signal_lost_detect_sec": self.gap_detect_sec,
             "composer_repeats": len(self._maker_errors),
             "estimator": self._estimator_report,
+            "controller_fallbacks": [asdict(f) for f in self.guard.fallbacks],
+            "output_failures": [asdict(f) for f in self.outputs.failures],
+            "wav_streamed": WAV_OUTPUT not in {f.name for f in self.outputs.failures},
         }

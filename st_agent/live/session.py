@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +61,7 @@ from st_agent.live.common import (
     parse_consent,
 )
 from st_agent.live.inputs import estimator_config, open_source
+from st_agent.live.midi_out import check_midi_flags
 from st_agent.live.runtime import LiveSession, SessionResult, SessionStatus
 from st_agent.types import Knobs
 
@@ -165,6 +166,32 @@ class SessionConfig:
     """Write report.html (plots and summary) at the end."""
     status_sec: float = 1.0
     """Seconds between status lines (session clock)."""
+    midi_out: str = ""
+    """Send the music live to this MIDI port, one channel per part (empty: off): an
+    existing output port by name, else a virtual port of that name (Linux, macOS)."""
+    midi_virtual: bool = True
+    """With --midi-out: create a virtual port when no port has that name
+    (--no-midi-virtual: a missing port is an error that lists the ports)."""
+    no_audio: bool = False
+    """No live sound from this program (--play is refused): leave the sound to the DAW or
+    synthesiser on --midi-out. The WAV is still written."""
+    stems: bool = False
+    """Also write each part alone as stems/<part>.wav."""
+    osc: str = ""
+    """Send state, knobs, phrases, beats and markers as OSC to PORT or HOST:PORT (host
+    default 127.0.0.1; another host is allowed but warned about: the state is personal
+    data); empty: off. Address space: docs/osc.md."""
+    osc_prefix: str = "/st"
+    """OSC address prefix of those messages (e.g. /room1/st)."""
+    lsl_out: bool = False
+    """Offer the state, knobs, phrase and session markers as LSL streams
+    (<name>-state, -knobs, -phrases, -markers) for LabRecorder; refused when a stream of
+    those names is already on the network."""
+    lsl_out_name: str = ""
+    """Name prefix of those LSL streams (default st-agent); giving one turns --lsl-out on."""
+    calibration: Path | None = None
+    """Per-listener arousal map from ``st-agent calibrate`` (JSON): arousal comes from it
+    instead of the weighted markers (:mod:`st_agent.biometrics.supervised`)."""
 
     def __post_init__(self) -> None:
         self.check()
@@ -180,6 +207,7 @@ class SessionConfig:
         if not isinstance(self.board, str) or not self.board.strip():
             raise ValueError(f"board must be a board name or id, got {self.board!r}; "
                              "`st-agent boards` lists them")
+        self._check_files()
         resolve_target(self.target)
         check_minutes(self.minutes)
         self.bounds()
@@ -193,8 +221,10 @@ class SessionConfig:
         for name in ("calibration_sec", "decision_lead_sec", "signal_timeout_sec", "fade_sec"):
             check_seconds(name, getattr(self, name))
         check_seconds("status_sec", self.status_sec, positive=True)
+        check_midi_flags(self.midi_out, self.no_audio, self.play)
         check_fraction("min_confidence", self.min_confidence)
         self.consent_scopes()
+        self._check_network_outputs()
         if not isinstance(self.consent_version, str) or not self.consent_version.strip():
             raise ValueError(f"--consent-version must name the consent text, got "
                              f"{self.consent_version!r}")
@@ -213,6 +243,47 @@ class SessionConfig:
             if not Path(self.listener).is_file():
                 raise ValueError(f"--listener {self.listener} does not exist; write one with "
                                  "`st-agent fit-listener`")
+
+    def _check_network_outputs(self) -> None:
+        """--osc, --osc-prefix and --lsl-out-name (:mod:`st_agent.live.osc_out`,
+        :mod:`st_agent.live.lsl_out`)."""
+        from st_agent.live.lsl_out import check_lsl_prefix
+        from st_agent.live.osc_out import check_osc_address, parse_osc_target
+
+        if self.osc:
+            parse_osc_target(self.osc)
+        check_osc_address(self.osc_prefix)
+        if self.lsl_out_name:
+            check_lsl_prefix(self.lsl_out_name)
+
+    def _check_files(self) -> None:
+        """The names, paths and plain flags; nothing is created or opened."""
+        for flag in ("serial_port", "mac_address", "other_info", "policy"):
+            if not isinstance(getattr(self, flag), str):
+                raise ValueError(f"--{flag.replace('_', '-')} must be text, got "
+                                 f"{getattr(self, flag)!r}")
+        for flag in ("play", "accelerated", "report"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"--seed must be an int >= 0, got {self.seed!r}")
+        name = self.name
+        if not isinstance(name, str) or (name and (
+                name in (".", "..") or any(c in name for c in "/\\\0")
+                or name != name.strip() or not name.isprintable())):
+            raise ValueError(f"--name must be a plain folder name (no /, \\, leading or "
+                             f"trailing spaces, not . or ..), got {name!r}")
+        if not isinstance(self.record, str | Path) or not str(self.record).strip():
+            raise ValueError(f"--record must be a folder, got {self.record!r}")
+        if Path(self.record).exists() and not Path(self.record).is_dir():
+            raise ValueError(f"--record {self.record} is a file, not a folder; choose a "
+                             "folder with --record")
+        if self.soundfont is not None and not Path(self.soundfont).expanduser().is_file():
+            raise ValueError(f"--soundfont {self.soundfont} is not a file; pass the path of "
+                             "an existing .sf2 General MIDI soundfont, or leave it out")
+        if self.key_file is not None and Path(self.key_file).expanduser().is_dir():
+            raise ValueError(f"--key-file {self.key_file} is a folder; give the path of a "
+                             "key file (created when missing)")
 
     def consent_scopes(self) -> tuple[str, ...]:
         """The scopes of :attr:`consent`, checked (:func:`st_agent.live.common.parse_consent`)."""
@@ -270,9 +341,14 @@ class DemoConfig:
 
 
 def run_session(cfg: SessionConfig, controller: Any, controller_name: str = "",
-                on_status: Callable[[SessionStatus], None] | None = None) -> SessionResult:
-    """Run a session; the first Ctrl-C (SIGINT) stops it cleanly, a second aborts."""
-    session = LiveSession(cfg, controller, controller_name, on_status)
+                on_status: Callable[[SessionStatus], None] | None = None,
+                outputs: Sequence[Any] = ()) -> SessionResult:
+    """Run a session; the first Ctrl-C (SIGINT) stops it cleanly, a second aborts.
+
+    ``outputs`` (:class:`~st_agent.live.outputs.SessionOutput`) are fed besides those
+    the config asks for (:func:`~st_agent.live.session_outputs.build_outputs`).
+    """
+    session = LiveSession(cfg, controller, controller_name, on_status, outputs)
     previous = None
     if threading.current_thread() is threading.main_thread():
         def _handler(signum: int, frame: Any) -> None:

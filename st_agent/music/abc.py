@@ -2,9 +2,18 @@
 
 ``abc2midi`` (Debian package ``abcmidi``) is the independent ABC parser of the
 project: a phrase is valid when ``abc2midi`` converts it without printing an
-``Error`` line. It is a small C program, so one call costs about a millisecond;
-:func:`check_many` checks a whole batch of candidates with one call and gives
-each tune back its own errors and warnings.
+``Error`` line. It is a small C program: one call costs ~3 ms with the process
+start. :func:`check_many` gives each tune its own file and call, so a tune's result
+never depends on the others of the batch (``abc2midi`` carries state from one tune
+of a file into the next, and after a 500 kB tune rejected the next valid one).
+
+Before ``abc2midi`` sees a tune, :mod:`st_agent.music.abc_safety` screens it in
+linear time: at most :data:`MAX_TUNE_CHARS` (65,536) characters, valid text, no
+control characters, ASCII music, no directive that opens a file (``%%abc-include``,
+``%%MIDI ptstress``: refused with an error naming the line) and ``M:``/``L:``/``Q:``
+values within documented bounds. A refused tune costs no ``abc2midi`` call. The
+checking functions report every fault in an :class:`AbcReport` (``ok=False``); the
+converting ones raise :class:`AbcError`, a :class:`~st_agent.errors.DataError`.
 
 What ``abc2midi`` 4.84 prints, and how it is read here
 ------------------------------------------------------
@@ -13,30 +22,51 @@ Every message is one line on standard output::
     Error in line-char 3-5 : Attempt to nest chords
     Warning in line-char 7-87 : Track 1 Bar 4 has 4 time units while the time signature has 3
 
-The line number counts lines of the whole input file, so a batch file maps each
-message back to its tune by line ranges. Its exit status is 0 even after errors.
-Some faults it does not report at all, so this module adds two checks of its own:
-a blank line inside a tune (``abc2midi`` silently drops everything after it) and a
-tune for which no MIDI file was written. Guitar-chord symbols (``"Am"``) are
-ignored (``-NGUI``): the arrangement is made by :mod:`st_agent.music.render`.
+The line number counts lines of the input file, mapped back to the caller's lines
+of the tune; at most 20 errors and 20 warnings are kept per tune, each quoting at
+most 60 characters of its line. Its exit status is 0 even after errors.
+Some faults it does not report at all, so this module adds checks of its own:
+a blank line inside a tune (``abc2midi`` silently drops everything after it), a
+tune for which no MIDI file was written, a crash, and a MIDI file that is cut
+(``file runaway``), holds a data byte over 127 or a tempo out of range.
+Guitar-chord symbols (``"Am"``) are ignored (``-NGUI``): the arrangement is made
+by :mod:`st_agent.music.render`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import itertools
 import logging
+import os
 import re
+import resource
 import shutil
 import subprocess
-import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import mido
 import pretty_midi
+
+from st_agent.music.abc_safety import (
+    MAX_MESSAGES,
+    MAX_MIDI_EVENTS,
+    MAX_MIDI_QUARTERS,
+    MAX_TUNE_CHARS,
+    AbcError,
+    capped,
+    excerpt,
+    midi_scan,
+    precheck,
+    work_dir,
+)
 
 __all__ = [
     "ABC2MIDI_INSTALL_HINT",
+    "MAX_TUNE_CHARS",
     "AbcError",
     "AbcReport",
     "abc_to_midi",
@@ -59,18 +89,17 @@ _X_RE = re.compile(r"^X:")
 _FIELD_LINE_RE = re.compile(r"^[A-Za-z]:(?![|:])|^%")
 # Text that holds no notes: comments, quoted chords/annotations, decorations,
 # grace notes, inline fields.
-_NOT_NOTES_RE = re.compile(r'%.*$|"[^"]*"|![^!]*!|\+[^+\s]*\+|\{[^}]*\}|\[[A-Za-z]:[^\]]*\]')
+# Each pattern stops at its own opening character, so a line of 60,000 "{" or "["
+# costs linear, not quadratic, time.
+_NOT_NOTES_RE = re.compile(r'%.*$|"[^"]*"|![^!]*!|\+[^+\s]*\+|\{[^{}]*\}|\[[A-Za-z]:[^\[\]]*\]')
 _TUPLET_RE = re.compile(r"\((\d)(?::(\d*))?(?::(\d*))?")
-_NOTE_RE = re.compile(r"\[[^\]]*\]|[_=^]*[A-Ga-gzx][,']*")
-_TIMEOUT_SEC = 30.0
-
-
-class AbcError(ValueError):
-    """An ABC tune that ``abc2midi`` rejects, or a missing ``abc2midi``.
-
-    The message names each fault with its line and column in the tune and the
-    text of that line, so the tune can be fixed.
-    """
+_NOTE_RE = re.compile(r"\[[^\[\]]*\]|[_=^]*[A-Ga-gzx][,']*")
+# "eputc: aborting because of file runaway (infinite loop)": a cut MIDI file follows
+_ABORT_RE = re.compile(r"runaway|abort|segmentation|out of memory", re.IGNORECASE)
+_TIMEOUT_SEC = 10.0  # abc2midi checks a 64 kB tune in ~40 ms
+_CHILD_MEMORY_BYTES = 512 * 2**20  # address-space cap of one abc2midi (uses < 40 MB)
+_calls = itertools.count()
+_PARALLEL = max(1, min(8, os.cpu_count() or 1))  # abc2midi calls at once in a batch
 
 
 @dataclass(frozen=True)
@@ -202,8 +231,10 @@ def _check_tuplets(body: list[str], shift: int) -> list[str]:
                 errors.append(
                     f"line {i + 2 + shift} col 0: tuplet ({p} needs {need} notes but only "
                     f"{remaining} follow before the end of the tune; complete or remove it "
-                    f"(in {body[i].strip()!r})"
+                    f"(in {excerpt(body[i])})"
                 )
+                if len(errors) > MAX_MESSAGES:
+                    return capped(errors[::-1])
             remaining += len(_NOTE_RE.findall(pieces[k]))
     return errors[::-1]
 
@@ -211,142 +242,182 @@ def _check_tuplets(body: list[str], shift: int) -> list[str]:
 def _run_batch(
     abcs: Sequence[str], want_midi: bool
 ) -> tuple[list[AbcReport], list[pretty_midi.PrettyMIDI | None]]:
-    """Check (and optionally convert) tunes, with as few ``abc2midi`` calls as safe.
+    """Check (and optionally convert) tunes, one ``abc2midi`` call per tune.
 
-    ``abc2midi`` carries parser state from a broken tune into the next one (an
-    unclosed chord makes the following good tune fail) and sometimes stops after
-    it, so only the results up to and including the first failing tune of a call
-    are kept, and the rest of the batch is checked again by a new call. A batch
-    with no failing tune costs one call; each failing tune costs one more.
+    ``abc2midi`` carries parser state from one tune of a file into the next (an
+    unclosed chord fails the following good tune; after a 500 kB tune the next valid
+    one is always rejected), so every tune gets its own file and call: the result
+    of a tune never depends on its neighbours. Up to :data:`_PARALLEL` calls run at
+    once. A tune that the screening of :mod:`st_agent.music.abc_safety` or
+    :func:`_split_tune` rejects costs no call.
     """
-    exe = find_abc2midi()
-    reports: list[AbcReport] = []
-    midis: list[pretty_midi.PrettyMIDI | None] = []
-    start = 0
-    while start < len(abcs):
-        part_reports, part_midis = _run_once(exe, abcs[start:], start, want_midi)
-        keep = next((i + 1 for i, r in enumerate(part_reports) if not r.ok), len(part_reports))
-        reports.extend(part_reports[:keep])
-        midis.extend(part_midis[:keep])
-        start += keep
-    return reports, midis
-
-
-def _run_once(
-    exe: str, abcs: Sequence[str], offset: int, want_midi: bool
-) -> tuple[list[AbcReport], list[pretty_midi.PrettyMIDI | None]]:
-    """One ``abc2midi`` call over all ``abcs``; later tunes may be unreliable."""
-    placed: list[_Placed] = []
-    file_lines: list[str] = []
     for i, abc in enumerate(abcs):
-        body, shift, errors = _split_tune(abc, offset + i)
-        first = len(file_lines) + 1
-        file_lines.append(f"X:{i + 1}")
-        file_lines.extend(body)
-        file_lines.append("")  # a blank line ends the tune
-        orig = abc.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        placed.append(_Placed(first, len(file_lines), shift, orig, errors, []))
-    if not placed:
-        return [], []
-
-    with tempfile.TemporaryDirectory(prefix="st_abc_") as tmp:
-        src = Path(tmp) / "batch.abc"
-        src.write_text("\n".join(file_lines) + "\n", encoding="utf-8")
+        if not isinstance(abc, str):
+            raise TypeError(f"tune {i} must be a str of ABC text, got {type(abc).__name__}")
+    results: list[tuple[AbcReport, pretty_midi.PrettyMIDI | None] | None] = []
+    todo: list[tuple[int, list[str], int]] = []  # (index, body, shift) for abc2midi
+    for i, abc in enumerate(abcs):
+        errors = precheck(abc)
+        if not errors:
+            body, shift, errors = _split_tune(abc, i)
+        results.append((AbcReport(False, tuple(capped(errors)), ()), None) if errors else None)
+        if not errors:
+            todo.append((i, body, shift))
+    if len(todo) == 1:
+        i, body, shift = todo[0]
+        results[i] = _run_one(find_abc2midi(), abcs[i], body, shift, want_midi)
+    elif todo:
+        exe = find_abc2midi()
+        running: list[tuple[int, _Call]] = []
         try:
-            proc = subprocess.run(  # fixed argv, no shell
-                [exe, src.name, "-NGUI"],
-                cwd=tmp,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=_TIMEOUT_SEC,
-                check=False,
-            )
+            for k, (i, body, shift) in enumerate(todo):
+                running.append((i, _start(exe, abcs[i], body, shift)))
+                if len(running) >= _PARALLEL or k == len(todo) - 1:
+                    while running:
+                        j, call = running.pop(0)
+                        results[j] = _finish(call, want_midi)
+        finally:
+            for _, call in running:
+                call.abandon()
+    assert all(r is not None for r in results)
+    return [r[0] for r in results], [r[1] for r in results]  # type: ignore[index]
+
+
+@dataclass
+class _Call:
+    """One running ``abc2midi`` and its files."""
+
+    abc: str
+    placed: _Placed
+    src: Path
+    out: Path
+    proc: subprocess.Popen | None = None
+
+    def abandon(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+        self.src.unlink(missing_ok=True)
+        self.out.unlink(missing_ok=True)
+
+
+def _run_one(exe: str, abc: str, body: list[str], shift: int, want_midi: bool
+             ) -> tuple[AbcReport, pretty_midi.PrettyMIDI | None]:
+    """One ``abc2midi`` call on one tune (``body`` without its ``X:`` line)."""
+    return _finish(_start(exe, abc, body, shift), want_midi)
+
+
+def _start(exe: str, abc: str, body: list[str], shift: int) -> _Call:
+    folder = work_dir()
+    stem = f"t{threading.get_ident()}_{next(_calls)}"
+    lines = abc.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    call = _Call(abc, _Placed(1, len(body) + 2, shift, lines, [], []),
+                 folder / f"{stem}.abc", folder / f"{stem}.mid")
+    try:
+        call.src.write_text("\n".join(["X:1", *body, ""]) + "\n", encoding="utf-8")
+        call.proc = subprocess.Popen(  # fixed argv, no shell
+            [exe, call.src.name, "-NGUI", "-o", call.out.name], cwd=folder,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except BaseException:
+        call.abandon()
+        raise
+    _limit_memory(call.proc.pid)
+    return call
+
+
+def _finish(call: _Call, want_midi: bool) -> tuple[AbcReport, pretty_midi.PrettyMIDI | None]:
+    proc = call.proc
+    assert proc is not None
+    try:
+        try:
+            raw, _ = proc.communicate(timeout=_TIMEOUT_SEC)
         except subprocess.TimeoutExpired as e:
-            raise AbcError(
-                f"abc2midi did not finish within {_TIMEOUT_SEC:g} s on a batch of "
-                f"{len(abcs)} tune(s); check the tunes one by one with check_abc"
-            ) from e
-        output = proc.stdout + proc.stderr
-        crashed = proc.returncode < 0 or proc.returncode > 1
-        _attribute(output, placed)
-
-        reports: list[AbcReport] = []
-        midis: list[pretty_midi.PrettyMIDI | None] = []
-        for i, p in enumerate(placed):
-            mid = Path(tmp) / f"batch{i + 1}.mid"
-            if not p.errors and not mid.exists():
-                hint = (
-                    f"abc2midi crashed (exit status {proc.returncode})"
-                    if crashed
-                    else "check the header fields X:, M:, L:, K:"
-                )
-                p.errors.append(f"line 1 col 0: abc2midi wrote no MIDI for this tune; {hint}")
-            pm = None
-            if not p.errors and (want_midi or _may_leave_midi_range(abcs[i])):
-                # abc2midi writes notes above MIDI 127 (six octave marks on a c) into
-                # a file no MIDI reader accepts, and says nothing: read the file back
-                try:
-                    pm = pretty_midi.PrettyMIDI(str(mid)) if want_midi else \
-                        mido.MidiFile(str(mid))
-                except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
-                    p.errors.append(f"line 1 col 0: abc2midi wrote an unreadable MIDI file "
-                                    f"({e}); is a note above MIDI pitch 127?")
-                    pm = None
-            reports.append(AbcReport(not p.errors, tuple(p.errors), tuple(p.warnings)))
-            midis.append(pm if want_midi else None)
-    return reports, midis
+            raise AbcError(f"abc2midi did not finish within {_TIMEOUT_SEC:g} s on the tune "
+                           f"starting {excerpt(call.abc[:60])}; simplify the tune") from e
+        _attribute(raw.decode("utf-8", errors="replace"), call.placed)
+        data = call.out.read_bytes() if call.out.exists() else None
+    finally:
+        call.abandon()
+    errors = call.placed.errors
+    if proc.returncode < 0:
+        errors.append(f"line 1 col 0: abc2midi crashed (signal {-proc.returncode}) on this "
+                      "tune; simplify it (nested parts or repeats?)")
+    pm = None
+    if not errors:
+        problem, events, quarters = ("", 0, 0.0) if data is None else midi_scan(data)
+        if data is None:
+            errors.append("line 1 col 0: abc2midi wrote no MIDI for this tune; check the "
+                          "header fields X:, M:, L:, K:")
+        elif problem:
+            errors.append(f"line 1 col 0: abc2midi wrote an unreadable MIDI file ({problem})")
+        elif want_midi and (events > MAX_MIDI_EVENTS or quarters > MAX_MIDI_QUARTERS):
+            errors.append(f"line 0 col 0: the tune plays {events:,} MIDI events over "
+                          f"{quarters:,.0f} quarter notes, over the {MAX_MIDI_EVENTS:,} events "
+                          f"or {MAX_MIDI_QUARTERS:,} quarters that are converted; split it")
+    if not errors and want_midi:
+        try:
+            pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+        except (OSError, ValueError, EOFError, KeyError, IndexError, ZeroDivisionError) as e:
+            errors.append(f"line 1 col 0: abc2midi wrote an unreadable MIDI file ({e})")
+    report = AbcReport(not errors, tuple(errors), tuple(call.placed.warnings))
+    return report, (pm if report.ok else None)
 
 
-_HIGH_RE = re.compile(r"[a-g]''''|octave|transpose|shift", re.IGNORECASE)
+def _limit_memory(pid: int) -> None:
+    """Cap the address space of the ``abc2midi`` child (best effort, Linux)."""
+    prlimit = getattr(resource, "prlimit", None)
+    if prlimit is not None:
+        with contextlib.suppress(OSError, ValueError):
+            prlimit(pid, resource.RLIMIT_AS, (_CHILD_MEMORY_BYTES, _CHILD_MEMORY_BYTES))
 
 
-def _may_leave_midi_range(abc: str) -> bool:
-    """Whether a tune can hold a note above MIDI 127: one with four or more octave
-    marks (c'''' is MIDI 108) or a field that moves octaves. Only such tunes are
-    read back after ``abc2midi`` when no MIDI is wanted (reading costs ~1.5 ms)."""
-    return _HIGH_RE.search(abc) is not None
+def _attribute(output: str, p: _Placed) -> None:
+    """Give each message of ``abc2midi`` its line in the tune; linear in the output.
 
-
-def _attribute(output: str, placed: list[_Placed]) -> None:
-    """Give each message of ``abc2midi`` to the tune whose lines it names."""
+    At most :data:`~st_agent.music.abc_safety.MAX_MESSAGES` errors and warnings are
+    kept (the rest counted), each quoting at most 60 characters of its line.
+    """
+    last = max((k + 1 for k, t in enumerate(p.lines) if t.strip()), default=0)
+    dropped = {"Error": 0, "Warning": 0}
     for raw in output.splitlines():
         line = raw.strip()
+        kind = "Error" if line.startswith("Error") else "Warning"
+        target = p.errors if kind == "Error" else p.warnings
+        if len(target) >= MAX_MESSAGES and line.startswith(kind):  # cheap when capped
+            dropped[kind] += 1
+            continue
         m = _MESSAGE_RE.match(line)
         if m is None:
-            if _OTHER_ERROR_RE.match(line):
-                for p in placed:  # not tied to a line: every tune may be affected
-                    p.errors.append(f"line 0 col 0: {line}")
+            if _OTHER_ERROR_RE.match(line) or _ABORT_RE.search(line):
+                p.errors.append(f"line 0 col 0: {line[:200]}; the tune is too long once "
+                                "repeats and parts are played out, or abc2midi failed")
             continue
-        kind, file_line, col, text = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
-        owner = placed[-1]
-        for p in placed:
-            if p.first_line <= file_line <= p.last_line:
-                owner = p
-                break
-        tune_line = file_line - owner.first_line + 1 + owner.line_shift
-        tune_line = max(tune_line, 0)
-        last = max((k + 1 for k, t in enumerate(owner.lines) if t.strip()), default=0)
+        file_line, col, text = int(m.group(2)), int(m.group(3)), m.group(4)
+        tune_line = max(file_line - p.first_line + 1 + p.line_shift, 0)
         # abc2midi does not reset its column counter on field lines: stale values
         if tune_line > last or (tune_line >= 1 and (
-                col > len(owner.lines[tune_line - 1])
-                or _FIELD_LINE_RE.match(owner.lines[tune_line - 1]))):
+                col > len(p.lines[tune_line - 1])
+                or _FIELD_LINE_RE.match(p.lines[tune_line - 1]))):
             col = 0
         if tune_line > last:
-            where = f"line {last} col {col}: {text.strip()} (at the end of the tune)"
+            where = f"line {last} col {col}: {text.strip()[:200]} (at the end of the tune)"
         else:
-            where = f"line {tune_line} col {col}: {text.strip()}"
+            where = f"line {tune_line} col {col}: {text.strip()[:200]}"
             if tune_line >= 1:
-                where += f" (in {owner.lines[tune_line - 1].strip()!r})"
-        (owner.errors if kind == "Error" else owner.warnings).append(where)
+                where += f" (in {excerpt(p.lines[tune_line - 1], col)})"
+        target.append(where)
+    for kind, target in (("Error", p.errors), ("Warning", p.warnings)):
+        if dropped[kind]:
+            target.append(f"line 0 col 0: ... and {dropped[kind]} more {kind.lower()}(s)")
 
 
 def check_many(abcs: Sequence[str]) -> list[AbcReport]:
-    """Check many tunes with one ``abc2midi`` call.
+    """Check many tunes, each on its own (screened, then one ``abc2midi`` call).
 
-    Each tune gets its own ``X:`` number in one temporary file (an ``X:`` line it
-    has is replaced, one it lacks is added); the line numbers of ``abc2midi``'s
-    messages give each error and warning back to its tune.
+    Each tune is written to its own file in this process's work folder with the
+    ``X:`` line ``X:1`` (an ``X:`` line it has is replaced, one it lacks is added),
+    so the result is the same as :func:`check_abc` on the tune alone, whatever the
+    other tunes are.
 
     Parameters
     ----------
@@ -387,7 +458,16 @@ def check_abc(abc: str) -> AbcReport:
     Returns
     -------
     report : AbcReport
-        ``ok`` is False when ``abc2midi`` printed any ``Error`` line.
+        ``ok`` is False when the tune is refused by the screening, when
+        ``abc2midi`` printed any ``Error`` line, crashed or aborted, or wrote a
+        cut or unreadable MIDI file.
+
+    Raises
+    ------
+    AbcError
+        When ``abc2midi`` is missing or runs over 10 s.
+    TypeError
+        When ``abc`` is not a str.
     """
     return check_many([abc])[0]
 
@@ -395,7 +475,7 @@ def check_abc(abc: str) -> AbcReport:
 def _error_from(report: AbcReport, index: int | None = None) -> AbcError:
     which = "the tune" if index is None else f"tune {index}"
     return AbcError(
-        f"abc2midi rejected {which}: " + "; ".join(report.errors)
+        f"ABC rejected ({which}): " + "; ".join(report.errors)
         + ". Fix the ABC at the line(s) named."
     )
 
@@ -419,7 +499,10 @@ def abc_to_midi(abc: str) -> pretty_midi.PrettyMIDI:
     Raises
     ------
     AbcError
-        On any ``Error`` line of ``abc2midi`` (warnings are logged at debug level),
+        When the screening refuses the tune (naming the line), on any ``Error``
+        line of ``abc2midi`` (warnings are logged at debug level), for a tune of
+        more than :data:`~st_agent.music.abc_safety.MAX_MIDI_EVENTS` MIDI events
+        or :data:`~st_agent.music.abc_safety.MAX_MIDI_QUARTERS` quarter notes,
         or when ``abc2midi`` is missing.
     """
     report, midi = abc_to_midi_many([abc])[0]
@@ -431,7 +514,7 @@ def abc_to_midi(abc: str) -> pretty_midi.PrettyMIDI:
 def abc_to_midi_many(
     abcs: Sequence[str],
 ) -> list[tuple[AbcReport, pretty_midi.PrettyMIDI | None]]:
-    """Check and convert many tunes with one ``abc2midi`` call.
+    """Check and convert many tunes, one ``abc2midi`` call each.
 
     Parameters
     ----------

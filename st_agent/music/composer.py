@@ -46,11 +46,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from st_agent.music.abc import check_many
+from st_agent.music.abc import AbcError, check_many
+from st_agent.music.abc_safety import parse_unit
 from st_agent.music.bar_grammar import BarGrammar, BarHook, bars_are_valid
 from st_agent.music.config import ComposerConfig
 from st_agent.music.decoding import CachedDecoder
 from st_agent.music.generator import load_generator
+from st_agent.music.meter import parse_meter as parse_abc_meter
 from st_agent.theory import parse_key
 from st_agent.tokenizer.abc_text import body_stats, parse_meter, quarters_fast, rebar
 from st_agent.tokenizer.corpus import BOS, SPECIAL_TOKENS, Controls
@@ -178,6 +180,17 @@ class _BarCounter:
         return self.bias, list(self.finished)
 
 
+def _check_meter_unit(meter: object, unit: object, owner: str) -> None:
+    """Raise :class:`~st_agent.music.abc.AbcError` naming ``owner.meter`` or
+    ``owner.unit`` when either is not an allowed ABC value (``unit="1/0"`` used to
+    raise ``ZeroDivisionError`` deep in the sampler)."""
+    try:
+        parse_abc_meter(meter)  # type: ignore[arg-type]
+    except (AbcError, TypeError) as e:
+        raise AbcError(f"{owner}.meter: {e}") from e
+    parse_unit(unit, f"{owner}.unit")  # type: ignore[arg-type]
+
+
 class Composer:
     """Writes ABC phrases under knob values with the trained GPT-2.
 
@@ -205,6 +218,7 @@ class Composer:
                 f"major_key {cfg.major_key!r} must be a major-family key and minor_key "
                 f"{cfg.minor_key!r} a minor-family key"
             )
+        _check_meter_unit(cfg.meter, cfg.unit, "ComposerConfig")
         parse_meter(cfg.meter)
         bundle = load_generator(cfg.checkpoint)
         self.tokenizer = bundle.tokenizer
@@ -301,6 +315,10 @@ class Composer:
             When knobs is not a :class:`Knobs`.
         ComposerError
             When no valid phrase was found within ``max_tries`` batches.
+        st_agent.music.abc.AbcError
+            When ``context.meter`` or ``context.unit`` is not an allowed ABC value
+            (:func:`~st_agent.music.meter.parse_meter`,
+            :func:`~st_agent.music.abc_safety.parse_unit`).
         """
         if not isinstance(knobs, Knobs):
             raise TypeError(f"knobs must be a Knobs, got {type(knobs).__name__}; "
@@ -309,6 +327,8 @@ class Composer:
             raise ValueError(f"bars must be a positive multiple of 4 (4, 8, 12, ...), got {bars!r}")
         if context is not None and not isinstance(context, Phrase):
             raise TypeError(f"context must be a Phrase or None, got {type(context).__name__}")
+        if context is not None:
+            _check_meter_unit(context.meter, context.unit, "context")
         gen = torch.Generator()
         gen.manual_seed(int(seed) if seed is not None
                         else int(np.random.default_rng().integers(2**62)))

@@ -9,6 +9,8 @@ import re
 
 import pretty_midi
 
+from st_agent.music.abc_safety import MAX_METER_NUMERATOR, METER_DENOMINATORS, AbcError
+
 __all__ = ["musical_span_sec", "parse_meter"]
 
 
@@ -28,14 +30,23 @@ def parse_meter(meter: str) -> tuple[float, float, int]:
         Beat length in quarter notes (a dotted quarter in 6/8, 9/8, 12/8).
     beats_per_bar : int
         Beats in a bar.
+
+    Raises
+    ------
+    TypeError
+        When ``meter`` is not a str.
+    st_agent.music.abc_safety.AbcError
+        (a ``ValueError``) for any other meter, naming the allowed values.
     """
     if not isinstance(meter, str):
         raise TypeError(f"meter must be a str such as '4/4', got {type(meter).__name__}")
     text = {"C": "4/4", "C|": "2/2"}.get(meter.strip(), meter.strip())
-    m = re.fullmatch(r"(\d+)\s*/\s*(\d+)", text)
-    if m is None or int(m.group(1)) < 1 or int(m.group(2)) not in (1, 2, 4, 8, 16, 32):
-        raise ValueError(
-            f"meter {meter!r} is not an ABC meter; use 'N/D' with D in 1, 2, 4, 8, 16, 32 "
+    m = re.fullmatch(r"(\d{1,7})\s*/\s*(\d{1,7})", text)
+    if (m is None or not 1 <= int(m.group(1)) <= MAX_METER_NUMERATOR
+            or int(m.group(2)) not in METER_DENOMINATORS):
+        raise AbcError(
+            f"meter {meter[:40]!r} is not an ABC meter (or out of range); use 'N/D' with 1 <= N <= "
+            f"{MAX_METER_NUMERATOR} and D in {', '.join(map(str, METER_DENOMINATORS))} "
             "(e.g. '4/4', '3/4', '6/8'), 'C' or 'C|'"
         )
     num, den = int(m.group(1)), int(m.group(2))
@@ -68,8 +79,9 @@ def musical_span_sec(pm: pretty_midi.PrettyMIDI) -> tuple[float, float]:
     first_tick = pm.time_to_tick(min(n.start for n in notes))
     last_tick = pm.time_to_tick(max(n.end for n in notes))
     tol = res / 16
-    sigs = sorted(
+    sigs = sorted(  # a 0/x or x/0 signature (a foreign file) counts as 4/4
         ((pm.time_to_tick(ts.time), ts.numerator, ts.denominator)
+         if ts.numerator >= 1 and ts.denominator >= 1 else (pm.time_to_tick(ts.time), 4, 4)
          for ts in pm.time_signature_changes),
         key=lambda s: s[0],
     ) or [(0, 4, 4)]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import pretty_midi
 
-from st_agent.music.abc import abc_to_midi
+from st_agent.music.abc import AbcError, abc_to_midi
 from st_agent.music.arrangement import ArrangementConfig, arrange
 from st_agent.music.features import measure_features
 from st_agent.music.meter import musical_span_sec, parse_meter
@@ -73,6 +73,12 @@ def render_phrase(
     Raises
     ------
     st_agent.music.abc.AbcError
-        When ``abc2midi`` rejects the tune.
+        When the tune is refused or ``abc2midi`` rejects it, when it has no notes,
+        or for a ``meter`` outside the bounds of :func:`parse_meter`.
     """
-    return arrange(abc_to_midi(abc), key, knobs, meter=meter, config=config)
+    parse_meter(meter)
+    melody = abc_to_midi(abc)
+    if not any(inst.notes for inst in melody.instruments):
+        raise AbcError("the tune has no notes to arrange (only rests?); give at least one "
+                       "note in the body")
+    return arrange(melody, key, knobs, meter=meter, config=config)

@@ -1,0 +1,546 @@
+"""The session as a MIDI file with its tempo map, and its parts as stems.
+
+* ``session.mid`` (:func:`session_midi`, written by the :class:`SessionMidiFile`
+  output): a type-1 standard MIDI file beside ``session.wav``, time 0 at the first
+  phrase (as the WAV). Track 0 holds the tempo map (a ``set_tempo`` at every tempo
+  change, taken from each phrase's rendered MIDI), the time signatures and the
+  session's markers; then one track per part (``melody``, ``bass``, ``chords``; in a
+  jam ``performer_<i>``, then ``bass`` and ``chords``), each on its own channel with a
+  program change at its start. Seconds become ticks through the tempo map, so a
+  reader that follows it (pretty_midi, a DAW) finds every note where it played
+  (to half a tick: 960 ticks per quarter note).
+* ``stems/<part>.wav`` (``--stems``): each part rendered alone with the project's
+  :class:`~st_agent.music.render.AudioRenderer`, cut and faded as the session WAV,
+  all scaled by one gain, so the stems add up to the mix.
+* A jam's stereo mix (:func:`pan_gains`, :func:`stereo_stems`): each performer's
+  voice panned by the equal-power law (left ``cos θ``, right ``sin θ``,
+  ``θ = (p + 1) π / 4`` for a position ``p`` in [-1, 1]; each performer's power is the
+  same wherever they sit), the accompaniment in the centre; the mix *is* the sum of
+  the panned stems, and files are written with one gain for all.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from st_agent.live.common import Playing
+from st_agent.live.midi_out import part_label
+from st_agent.types import EmotionState, Knobs
+
+__all__ = ["TICKS_PER_QUARTER", "MidiPhrase", "SessionMidiFile", "mix_gain", "music_length_sec",
+           "pan_gains", "part_audio", "session_midi", "session_midi_bytes", "stereo_stems",
+           "write_pcm", "write_session_midi", "write_stems"]
+
+logger = logging.getLogger(__name__)
+
+#: Resolution of ``session.mid``.
+TICKS_PER_QUARTER = 960
+
+#: Loudest sample of a written mix, fraction of full scale (-1 dBFS), as the session WAV.
+PEAK = 0.89
+
+
+def _phrase_tempo_us(p: Playing) -> int:
+    """Microseconds per quarter note of a phrase: its rendered MIDI's, else its BPM."""
+    _, tempi = p.pm.get_tempo_changes()
+    bpm = float(tempi[0]) if len(tempi) else float(getattr(p.phrase, "bpm", 120.0))
+    return round(60e6 / bpm)
+
+
+def _phrase_meter(p: Playing) -> tuple[int, int]:
+    sigs = getattr(p.pm, "time_signature_changes", [])
+    if sigs:
+        return int(sigs[0].numerator), int(sigs[0].denominator)
+    meter = str(getattr(p.phrase, "meter", "4/4")).strip()
+    if meter in ("C", "C|"):
+        return (4, 4) if meter == "C" else (2, 2)
+    num, _, den = meter.partition("/")
+    return (int(num), int(den)) if num.isdigit() and den.isdigit() else (4, 4)
+
+
+@dataclass(frozen=True)
+class MidiPhrase:
+    """What the MIDI file and the stems need of a phrase: its notes, tempo and meter
+    (no PrettyMIDI kept, so a long session's memory stays small).
+
+    Parameters
+    ----------
+    start_sec, end_sec : float
+        Session clock, seconds.
+    tempo_us : int
+        Microseconds per quarter note.
+    meter : (int, int)
+        Time signature.
+    parts : tuple of (label, program, is_drum, notes)
+        ``notes``: float array, shape (n, 4): start and end (seconds from the phrase's
+        start), pitch, velocity.
+    """
+
+    start_sec: float
+    end_sec: float
+    tempo_us: int
+    meter: tuple[int, int]
+    parts: tuple[tuple[str, int, bool, np.ndarray], ...]
+
+    @classmethod
+    def of(cls, p: Playing | MidiPhrase) -> MidiPhrase:
+        """The record of a playing phrase (a record is returned as it is)."""
+        if isinstance(p, MidiPhrase):
+            return p
+        parts = tuple(
+            (part_label(inst.name or f"program {inst.program}"), int(inst.program),
+             bool(inst.is_drum),
+             np.array([(n.start, max(n.end, n.start), n.pitch, n.velocity)
+                       for n in inst.notes], dtype=np.float64).reshape(-1, 4))
+            for inst in p.pm.instruments)
+        return cls(float(p.start_sec), float(p.end_sec), _phrase_tempo_us(p),
+                   _phrase_meter(p), parts)
+
+
+class _TempoMap:
+    """Session seconds (from the first phrase) to ticks, piecewise per phrase."""
+
+    def __init__(self, played: list[MidiPhrase], tpq: int) -> None:
+        t0 = played[0].start_sec
+        self.tpq = tpq
+        self.segments: list[tuple[float, int, int]] = []  # (sec, tick, us per quarter)
+        self._starts: list[float] = []
+        for p in played:
+            s = p.start_sec - t0
+            if self.segments and s <= self.segments[-1][0]:
+                continue
+            tick = self.tick(s) if self.segments else 0
+            self.segments.append((s, tick, p.tempo_us))
+            self._starts.append(s)
+
+    def ticks(self, t_sec: np.ndarray) -> np.ndarray:
+        """:meth:`tick` of every entry of ``t_sec``, shape kept, int64."""
+        seg = np.asarray(self.segments, dtype=np.float64).reshape(-1, 3)
+        t = np.asarray(t_sec, dtype=np.float64)
+        i = np.clip(np.searchsorted(seg[:, 0], t, side="right") - 1, 0, None)
+        frac = np.maximum(t - seg[i, 0], 0.0) * 1e6 / seg[i, 2] * self.tpq
+        return seg[i, 1].astype(np.int64) + np.round(frac).astype(np.int64)
+
+    def tick(self, t_sec: float) -> int:
+        """The tick of ``t_sec`` (seconds from the first phrase)."""
+        i = max(bisect.bisect_right(self._starts, t_sec) - 1, 0)
+        s, tick, us = self.segments[i]
+        return tick + round(max(t_sec - s, 0.0) * 1e6 / us * self.tpq)
+
+
+def music_length_sec(played: Sequence[Playing | MidiPhrase],
+                     cut_sec: float | None = None) -> float:
+    """Seconds from the first phrase's start to the last's end (or to ``cut_sec``,
+    session time, when it is earlier)."""
+    if not played:
+        return 0.0
+    end = played[-1].end_sec if cut_sec is None else min(played[-1].end_sec, cut_sec)
+    return max(0.0, end - played[0].start_sec)
+
+
+def _collect_parts(played: list[MidiPhrase], cut_sec: float | None
+                   ) -> dict[str, dict[str, Any]]:
+    """Per part label: its notes (array (n, 4): start, end in seconds from the first
+    phrase, pitch, velocity), program changes and whether it is drums."""
+    t0 = played[0].start_sec
+    parts: dict[str, dict[str, Any]] = {}
+    for p in played:
+        shift = p.start_sec - t0
+        for label, program, drum, notes in p.parts:
+            part = parts.setdefault(label, {"notes": [], "programs": [], "drum": drum})
+            if not part["programs"] or part["programs"][-1][1] != program:
+                part["programs"].append((shift, program))
+            part["notes"].append(notes + np.array([shift, shift, 0.0, 0.0]))
+    for part in parts.values():
+        notes = np.concatenate(part["notes"]) if part["notes"] else np.zeros((0, 4))
+        if cut_sec is not None:
+            notes = notes[notes[:, 0] < cut_sec - t0]
+            notes[:, 1] = np.minimum(notes[:, 1], cut_sec - t0)
+        part["notes"] = notes
+    return parts
+
+
+def session_midi_bytes(played: Sequence[Playing | MidiPhrase], cut_sec: float | None = None,
+                       markers: Iterable[tuple[float, str]] = (),
+                       tpq: int = TICKS_PER_QUARTER) -> bytes:
+    """The session as a type-1 standard MIDI file with its tempo map, as bytes.
+
+    Written directly (a long session has tens of thousands of notes; building them as
+    mido messages would take seconds on the loop's thread).
+
+    Parameters
+    ----------
+    played : sequence of Playing or MidiPhrase
+        The phrases as they played (session clock).
+    cut_sec : float, optional
+        Session time at which the music stopped: later notes are dropped, sounding ones
+        end there.
+    markers : iterable of (t_sec, text)
+        Session markers (session clock; before the first phrase: at its start).
+    tpq : int
+        Ticks per quarter note.
+
+    Returns
+    -------
+    smf : bytes
+        A conductor track alone when nothing played.
+    """
+    if isinstance(tpq, bool) or not isinstance(tpq, int) or not 24 <= tpq < 2 ** 15:
+        raise ValueError(f"tpq must be an int in [24, 32767] ticks per quarter, got {tpq!r}")
+    if not played:
+        return _smf(tpq, [_track([], 0)])
+    records = [MidiPhrase.of(p) for p in played]
+    tmap = _TempoMap(records, tpq)
+    t0 = records[0].start_sec
+    end_tick = tmap.tick(music_length_sec(records, cut_sec))
+    meta: list[tuple[int, int, bytes]] = []
+    last_us, last_sig = None, None
+    for p in records:
+        tick = tmap.tick(p.start_sec - t0)
+        if p.tempo_us != last_us:
+            meta.append((tick, 0, _meta(0x51, p.tempo_us.to_bytes(3, "big"))))
+            last_us = p.tempo_us
+        if p.meter != last_sig:
+            num, den = p.meter
+            meta.append((tick, 1, _meta(0x58, bytes([num, max(den.bit_length() - 1, 0),
+                                                     24, 8]))))
+            last_sig = p.meter
+    for t, text in markers:
+        meta.append((min(tmap.tick(max(float(t) - t0, 0.0)), end_tick), 2,
+                     _meta(0x06, str(text)[:120].encode("utf-8"))))
+    tracks = [_track(meta, end_tick)]
+    free = iter(c for c in range(16) if c != 9)
+    for label, part in _collect_parts(records, cut_sec).items():
+        ch = 9 if part["drum"] else next(free, None)
+        if ch is None:
+            raise ValueError(f"session.mid holds 15 melodic parts; {label!r} is one more")
+        ev: list[tuple[int, int, bytes]] = [(0, 0, _meta(0x03, label.encode("utf-8")))]
+        for t, prog in part["programs"]:
+            ev.append((tmap.tick(t), 1, bytes([0xC0 | ch, prog & 0x7F])))
+        notes = part["notes"]
+        on = tmap.ticks(notes[:, 0])
+        off = np.maximum(tmap.ticks(notes[:, 1]), on)
+        pitch = np.clip(notes[:, 2], 0, 127).astype(int).tolist()
+        vel = np.clip(notes[:, 3], 1, 127).astype(int).tolist()
+        for a, b, k, v in zip(on.tolist(), off.tolist(), pitch, vel, strict=True):
+            ev.append((a, 3, bytes((0x90 | ch, k, v))))
+            ev.append((b, 2, bytes((0x80 | ch, k, 0))))
+        tracks.append(_track(ev, end_tick))
+    return _smf(tpq, tracks)
+
+
+def session_midi(played: Sequence[Playing | MidiPhrase], cut_sec: float | None = None,
+                 markers: Iterable[tuple[float, str]] = (),
+                 tpq: int = TICKS_PER_QUARTER) -> Any:
+    """:func:`session_midi_bytes` as a :class:`mido.MidiFile` (to inspect or edit)."""
+    import io
+
+    import mido
+
+    return mido.MidiFile(file=io.BytesIO(session_midi_bytes(played, cut_sec, markers, tpq)))
+
+
+_SMALL = [bytes((i,)) for i in range(128)]
+
+
+def _varlen(n: int) -> bytes:
+    """A MIDI variable-length quantity."""
+    if n < 0x80:
+        return _SMALL[n]
+    if n < 0x4000:
+        return bytes((0x80 | (n >> 7), n & 0x7F))
+    out = [n & 0x7F]
+    n >>= 7
+    while n:
+        out.append(0x80 | (n & 0x7F))
+        n >>= 7
+    return bytes(reversed(out))
+
+
+def _meta(kind: int, data: bytes) -> bytes:
+    return bytes([0xFF, kind]) + _varlen(len(data)) + data
+
+
+def _track(events: list[tuple[int, int, bytes]], end_tick: int) -> bytes:
+    """An ``MTrk`` chunk from absolute ``(tick, order, event)``: note-offs before
+    note-ons at one tick; ends at ``end_tick``."""
+    body = bytearray()
+    now = 0
+    for tick, _, ev in sorted(events, key=lambda e: (e[0], e[1])):
+        body += _varlen(tick - now) + ev
+        now = tick
+    body += _varlen(max(end_tick - now, 0)) + b"\xff\x2f\x00"
+    return b"MTrk" + len(body).to_bytes(4, "big") + bytes(body)
+
+
+def _smf(tpq: int, tracks: list[bytes]) -> bytes:
+    head = (1).to_bytes(2, "big") + len(tracks).to_bytes(2, "big") + tpq.to_bytes(2, "big")
+    return b"MThd" + (6).to_bytes(4, "big") + head + b"".join(tracks)
+
+
+def write_session_midi(path: Path, played: Sequence[Playing | MidiPhrase],
+                       cut_sec: float | None = None,
+                       markers: Iterable[tuple[float, str]] = ()) -> Path:
+    """Write :func:`session_midi` to ``path`` atomically (a temporary file, renamed)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(session_midi_bytes(played, cut_sec, markers))
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def part_audio(played: Sequence[Playing | MidiPhrase], music_sec: float, fade_sec: float,
+               soundfont: Path | None = None) -> tuple[dict[str, np.ndarray], int]:
+    """Each part of the session rendered alone, as the session WAV renders the whole.
+
+    Parameters
+    ----------
+    played : sequence of Playing or MidiPhrase
+    music_sec : float
+        Length of every part, seconds (shorter renders are padded with silence).
+    fade_sec : float
+        Linear fade-out over the last seconds.
+    soundfont : Path, optional
+
+    Returns
+    -------
+    parts, sample_rate
+        ``{label: float32 array, shape (n_samples,)}`` (unnormalised FluidSynth output,
+        so parts add up) and the rate in Hz.
+    """
+    import pretty_midi
+
+    from st_agent.music.render import AudioRenderer
+
+    if not played:
+        return {}, 44100
+    records = [MidiPhrase.of(p) for p in played]
+    t0 = records[0].start_sec
+    insts: dict[str, pretty_midi.Instrument] = {}
+    for r in records:
+        for label, program, drum, notes in r.parts:
+            inst = insts.setdefault(label, pretty_midi.Instrument(program, drum, label))
+            inst.notes.extend(pretty_midi.Note(int(v), int(p), s + r.start_sec - t0,
+                                               e + r.start_sec - t0)
+                              for s, e, p, v in notes)
+    out: dict[str, np.ndarray] = {}
+    with AudioRenderer(soundfont) as synth:
+        sr = synth.sample_rate
+        n = round(music_sec * sr)
+        fade = min(n, round(fade_sec * sr))
+        ramp = np.linspace(1.0, 0.0, fade, dtype=np.float32)
+        for label, inst in insts.items():
+            one = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+            one.instruments = [inst]
+            audio = np.zeros(n, dtype=np.float32)
+            got = synth.synthesize(one)[:n]
+            audio[:got.size] = got
+            if fade:
+                audio[n - fade:] *= ramp
+            out[label] = audio
+    return out, sr
+
+
+def pan_gains(n: int, width: float = 0.8) -> np.ndarray:
+    """Equal-power (left, right) gains of ``n`` performers spread over the stereo field.
+
+    Parameters
+    ----------
+    n : int
+        Performers, >= 1.
+    width : float
+        Spread, in (0, 1]: the outer performers sit at ``-width`` and ``+width``
+        (1 = hard left and right); one performer sits in the centre.
+
+    Returns
+    -------
+    gains : ndarray, shape (n, 2)
+        ``cos θ, sin θ`` with ``θ = (p + 1) π / 4``: each row has unit power.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1 performers, got {n!r}")
+    if not (isinstance(width, (int, float)) and 0.0 < width <= 1.0):
+        raise ValueError(f"width must be in (0, 1], got {width!r}")
+    pos = np.zeros(1) if n == 1 else np.linspace(-width, width, n)
+    theta = (pos + 1.0) * math.pi / 4.0
+    return np.stack([np.cos(theta), np.sin(theta)], axis=1)
+
+
+def stereo_stems(parts: dict[str, np.ndarray], n_performers: int,
+                 width: float = 0.8) -> dict[str, np.ndarray]:
+    """Pan a jam's parts: ``performer_<i>`` by :func:`pan_gains`, the rest centred.
+
+    Parameters
+    ----------
+    parts : dict of str to ndarray, shape (n_samples,)
+    n_performers : int
+
+    Returns
+    -------
+    stems : dict of str to ndarray, shape (n_samples, 2)
+        Their sum is the stereo mix.
+    """
+    gains = pan_gains(n_performers, width)
+    centre = pan_gains(1)[0]
+    out = {}
+    for label, audio in parts.items():
+        i = int(label.split("_", 1)[1]) if label.startswith("performer_") else -1
+        g = gains[i] if 0 <= i < n_performers else centre
+        out[label] = audio.astype(np.float64)[:, None] * g[None, :]
+    return out
+
+
+def write_pcm(path: Path, audio: np.ndarray, sample_rate: int, gain: float) -> Path:
+    """Float audio times ``gain`` as a 16-bit PCM WAV (mono or stereo).
+
+    Parameters
+    ----------
+    audio : ndarray, shape (n_samples,) or (n_samples, channels)
+    sample_rate : int
+        Hz.
+    gain : float
+        Linear gain applied before quantising (clipped to full scale).
+    """
+    from scipy.io import wavfile
+
+    pcm = np.clip(np.round(np.asarray(audio, dtype=np.float64) * gain * 32767),
+                  -32768, 32767).astype(np.int16)
+    wavfile.write(path, sample_rate, pcm)
+    return Path(path)
+
+
+def mix_gain(mix: np.ndarray, peak: float = PEAK) -> float:
+    """The gain that puts the loudest sample of ``mix`` at ``peak`` of full scale."""
+    top = float(np.max(np.abs(mix))) if mix.size else 0.0
+    return peak / top if top > 0 else 1.0
+
+
+def write_stems(folder: Path, stems: dict[str, np.ndarray], sample_rate: int,
+                gain: float) -> list[Path]:
+    """``stems/<part>.wav`` under ``folder``, every stem with the same ``gain``."""
+    d = Path(folder) / "stems"
+    d.mkdir(parents=True, exist_ok=True)
+    return [write_pcm(d / f"{label}.wav", a, sample_rate, gain) for label, a in stems.items()]
+
+
+# --------------------------------------------------------------------------- output
+
+
+class SessionMidiFile:
+    """Writes ``session.mid`` (and with ``stems`` the ``stems/<part>.wav``) at close.
+
+    A :class:`~st_agent.live.outputs.SessionOutput`. Every ``checkpoint_sec`` the file so
+    far is written again (atomically, at a phrase start), so a session that dies without
+    closing still leaves what played up to then; :meth:`close` writes the final one (cut
+    at a stop or a crash: at the stop marker, or the last session time seen; whole on
+    ``"time up"``).
+
+    Parameters
+    ----------
+    stems : bool
+        Also render ``stems/<part>.wav`` at close (one FluidSynth render per part).
+    fade_sec : float
+        Fade-out of the stems, seconds (as the session WAV).
+    soundfont : Path, optional
+    checkpoint_sec : float
+        Rewrite ``session.mid`` at a phrase start when this much session time passed
+        since the last rewrite (0: after every phrase; inf: only at close).
+    """
+
+    name = "session-mid"
+
+    def __init__(self, stems: bool = False, fade_sec: float = 4.0,
+                 soundfont: Path | None = None, checkpoint_sec: float = 30.0) -> None:
+        if not (isinstance(fade_sec, (int, float)) and math.isfinite(fade_sec)
+                and fade_sec >= 0):
+            raise ValueError(f"fade_sec must be a number of seconds >= 0, got {fade_sec!r}")
+        self.stems, self.fade_sec, self.soundfont = bool(stems), float(fade_sec), soundfont
+        if not (isinstance(checkpoint_sec, (int, float)) and checkpoint_sec >= 0):
+            raise ValueError(f"checkpoint_sec must be a number of seconds >= 0, got "
+                             f"{checkpoint_sec!r}")
+        self.checkpoint_sec = float(checkpoint_sec)
+        self._last_checkpoint = -math.inf
+        self.folder: Path | None = None
+        self.played: list[MidiPhrase] = []
+        self.markers: list[tuple[float, str]] = []
+        self.path: Path | None = None
+        self.stem_paths: list[Path] = []
+        self._now = -math.inf
+        self._stop_at: float | None = None
+        self._closed = False
+
+    def open(self, folder: Path) -> None:
+        """Files go to ``folder``."""
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def phrase(self, index: int, playing: Playing, knobs: Knobs) -> None:
+        """Keep the phrase; rewrite the file so far."""
+        self.played.append(MidiPhrase.of(playing))
+        self._seen(playing.start_sec)
+        if self.folder is not None and \
+                playing.start_sec - self._last_checkpoint >= self.checkpoint_sec:
+            self._last_checkpoint = playing.start_sec
+            write_session_midi(self.folder / "session.mid", self.played, None, self.markers)
+
+    def state(self, t_sec: float, state: EmotionState | None, knobs: Knobs) -> None:
+        """Note the session time."""
+        self._seen(t_sec)
+
+    def marker(self, t_sec: float | None, text: str) -> None:
+        """Keep the marker (a MIDI marker in track 0); a ``stop`` marker cuts the music."""
+        t = self._now if t_sec is None else float(t_sec)
+        self._seen(t)
+        self.markers.append((t if math.isfinite(t) else 0.0, text))
+        if (text.split() or [""])[0].lower().rstrip(":,.") == "stop" and self._stop_at is None:
+            self._stop_at = t
+
+    def close(self, reason: str) -> None:
+        """Write the final ``session.mid`` (and the stems)."""
+        if self._closed or self.folder is None:
+            return
+        self._closed = True
+        cut = None
+        if self._stop_at is not None:
+            cut = self._stop_at
+        elif reason != "time up" and math.isfinite(self._now):
+            cut = self._now
+        if cut is not None and self.played and cut >= self.played[-1].end_sec:
+            cut = None
+        self.path = write_session_midi(self.folder / "session.mid", self.played, cut,
+                                       self.markers)
+        if self.stems and self.played:
+            music = music_length_sec(self.played)
+            if cut is not None:
+                music = min(music, cut - self.played[0].start_sec + self.fade_sec)
+            parts, sr = part_audio(self.played, music, self.fade_sec, self.soundfont)
+            gain = _session_wav_gain(parts)
+            self.stem_paths = write_stems(self.folder, parts, sr, gain)
+
+    def _seen(self, t: float | None) -> None:
+        if t is not None and math.isfinite(t):
+            self._now = max(self._now, float(t))
+
+
+def _session_wav_gain(parts: dict[str, np.ndarray]) -> float:
+    """The session WAV's gain, so the stems sit at its level: the streamed WAV's fixed
+    gain (:data:`st_agent.live.audio.SESSION_WAV_GAIN`) where it streams, else the
+    normalising gain of their sum."""
+    from st_agent.live import audio
+
+    fixed = getattr(audio, "SESSION_WAV_GAIN", None)
+    if fixed is not None:
+        return float(fixed)
+    return mix_gain(np.sum(list(parts.values()), axis=0))

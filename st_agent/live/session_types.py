@@ -1,0 +1,89 @@
+"""What a live session shows and returns, and the folder it will write.
+
+:class:`SessionStatus` (the status line), :class:`SessionResult` (where the
+outputs are) and :func:`session_folder` (checked before anything is created);
+re-exported by :mod:`st_agent.live.runtime` and :mod:`st_agent.live.session`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from st_agent.live.common import check_writable
+from st_agent.types import EmotionState, Knobs
+
+if TYPE_CHECKING:
+    from st_agent.live.session import SessionConfig
+
+__all__ = ["SessionResult", "SessionStatus", "session_folder"]
+
+
+@dataclass(frozen=True)
+class SessionStatus:
+    """What the terminal shows, once per ``status_sec`` of session time."""
+
+    t_sec: float
+    phase: str
+    state: EmotionState | None
+    target: tuple[float, float]
+    knobs: Knobs
+    signal: str
+    phrases: int
+    note: str = ""
+    """While calibrating: the estimator's progress and what holds it up."""
+    controller: str = ""
+    """Set when the session's controller failed: what decides instead."""
+
+    def line(self) -> str:
+        """One line of text."""
+        if self.phase == "calibrating" and self.note:
+            return f"{self.t_sec:7.1f}s calibrating {self.note}  signal {self.signal}"
+        st = ("  --    --  " if self.state is None else
+              f"{self.state.valence:+.2f} {self.state.arousal:+.2f} c{self.state.confidence:.1f}")
+        k = self.knobs
+        ctrl = f"  controller FALLBACK {self.controller}" if self.controller else ""
+        return (f"{self.t_sec:7.1f}s {self.phase:<11} state {st}  target "
+                f"{self.target[0]:+.2f} {self.target[1]:+.2f}  knobs v{k.valence:.2f} "
+                f"t{k.tempo:.2f} e{k.energy:.2f}  signal {self.signal:<8} phrases "
+                f"{self.phrases}{ctrl}")
+
+
+@dataclass
+class SessionResult:
+    """Where a session's outputs are and its headline figures."""
+
+    folder: Path
+    wav_path: Path | None
+    score_path: Path
+    report_path: Path | None
+    summary: dict[str, Any]
+
+
+def session_folder(cfg: SessionConfig) -> Path:
+    """The folder the session will write, checked before anything starts.
+
+    Creates nothing but ``cfg.record`` itself (to probe that it is writable).
+
+    Raises
+    ------
+    ValueError
+        When the folder exists and is not empty (or is a file), or the key file would
+        lie inside it.
+    OSError
+        When ``cfg.record`` cannot hold a recording.
+    """
+    folder = Path(cfg.record) / (
+        cfg.name or "session-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S"))
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ValueError(f"session folder {folder} exists and is not empty; choose "
+                         "another --name")
+    if cfg.key_file is not None:
+        key = Path(cfg.key_file).expanduser().resolve()
+        if key.is_relative_to(folder.expanduser().resolve()):
+            raise ValueError(f"--key-file {cfg.key_file} lies inside the session folder "
+                             f"{folder}; keep the key outside the recording it protects")
+    check_writable(Path(cfg.record))
+    return folder
