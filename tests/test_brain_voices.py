@@ -146,3 +146,109 @@ def test_brain_voices_end_to_end_on_a_real_edf(tmp_path: Path,
     for name in ("piece.wav", "piece.mid", "score.abc", "regions.png"):
         assert (out / name).stat().st_size > 0, name
     assert "clashes per bar" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- live (--board)
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({}, r"either a recording .* or --board .*neither"),
+    ({"recording": Path("x.edf"), "board": "virtual"}, "not both"),
+    ({"board": "virtual", "phrases": 4}, "--phrases and --window apply to a recording"),
+    ({"board": "synthetic", "accelerated": True}, "--accelerated needs --board virtual or file"),
+    ({"recording": Path("x.edf"), "accelerated": True}, "--accelerated needs --board"),
+    ({"recording": Path("x.edf"), "serial_port": "/dev/ttyUSB0"}, "--serial-port needs --board"),
+    ({"board": "virtual", "minutes": 0.0}, "--minutes must be in"),
+])
+def test_live_options_are_checked(kw: dict, match: str) -> None:
+    from st_agent.errors import UsageError
+
+    with pytest.raises(UsageError, match=match):
+        BrainVoicesConfig(**kw)
+
+
+def test_live_options_on_the_command_line(capsys: pytest.CaptureFixture) -> None:
+    assert main(["brain-voices"]) == 2
+    assert "neither" in capsys.readouterr().err
+    assert BrainVoicesConfig(board="virtual").live_baseline_sec() == 60.0
+
+
+def test_a_board_without_10_20_eeg_is_refused_naming_its_channels() -> None:
+    from st_agent.errors import UsageError
+    from st_agent.live.brain_voices_live import live_regions
+
+    with pytest.raises(UsageError, match=r"--board muse_2 streams no EEG channel \(channels: "
+                                         r"PPG1 \(ppg\), EDA \(eda\)\).*--board virtual"):
+        live_regions("muse_2", ("PPG1", "EDA"), ("ppg", "eda"), False)
+    with pytest.raises(UsageError, match=r"names none of its EEG channels.*EEG1 \(eeg\)"):
+        live_regions("cyton", ("EEG1", "EEG2"), ("eeg", "eeg"), False)
+    assert [r.name for r in live_regions("virtual", ("F3", "O1", "ECG"),
+                                         ("eeg", "eeg", "ecg"), False)] == ["frontal",
+                                                                            "occipital"]
+
+
+def test_a_file_board_without_10_20_names_is_a_data_error(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    mne = pytest.importorskip("mne")
+    info = mne.create_info(["EEG1", "EEG2", "EEG3"], 160.0, "eeg")
+    raw = mne.io.RawArray(np.random.default_rng(0).normal(size=(3, 1600)) * 1e-5, info,
+                          verbose="error")
+    path = tmp_path / "plain_raw.fif"
+    raw.save(path, verbose="error")
+    code = main(["brain-voices", "--board", f"file:{path}", "--accelerated",
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "no EEG channel of --board file:" in err and "EEG1, EEG2, EEG3" in err
+    assert "rename_channels" in err and not (tmp_path / "o").exists()
+
+
+def _live(out: Path, *extra: str) -> tuple[dict, list[dict]]:
+    code = main(["brain-voices", "--out", str(out), "--candidates", "2", "--max-voices", "3",
+                 "--no-wav", *extra])
+    assert code == 0
+    return (json.loads((out / "summary.json").read_text()),
+            json.loads((out / "phrases.json").read_text()))
+
+
+@pytest.mark.slow
+def test_brain_voices_live_on_a_virtual_board(tmp_path: Path) -> None:
+    s, rows = _live(tmp_path / "v", "--board", "virtual", "--accelerated", "--minutes", "0.4",
+                    "--baseline-sec", "20", "--tempo", "0.8")
+    assert s["recording"] == "virtual" and s["config"]["board"] == "virtual"
+    assert s["phrases"] == len(rows) >= 3 and s["music_sec"] >= 24.0
+    assert len(s["voices"]) == 3 and set(s["tracking"]) == set(s["voices"])
+    assert s["clashes_per_bar"] <= s["clashes_per_bar_independent"]
+    assert {"density", "loudness", "channels"} <= set(s["tracking"][s["voices"][0]])
+    t_prev = None
+    for r in rows:  # each phrase reads the window that ends at its start
+        z = np.array([r["activity"][v] for v in s["voices"]])
+        np.testing.assert_allclose(r["energy"], np.clip(0.5 + 0.2 * z, 0.05, 0.95))
+        assert r["clashes_per_bar"] * 4 == r["clashes_search"] <= r["clashes_independent"]
+        assert r["window_sec"][0] >= 0 and r["window_sec"][1] >= 20.0
+        if t_prev is not None:
+            assert r["window_sec"][1] > t_prev
+        t_prev = r["window_sec"][1]
+    assert len({tuple(r["energy"]) for r in rows}) > 1  # the activity moves the voices
+    for name in ("piece.mid", "score.abc", "regions.png"):
+        assert (tmp_path / "v" / name).stat().st_size > 0, name
+
+
+@needs_real
+@pytest.mark.slow
+def test_brain_voices_live_on_a_real_edf_played_back(tmp_path: Path) -> None:
+    s, rows = _live(tmp_path / "f", "--board", f"file:{ARITH}", "--accelerated",
+                    "--minutes", "0.3", "--baseline-sec", "20", "--tempo", "0.8",
+                    "--max-voices", "2")
+    assert s["sfreq"] == 500.0 and len(s["voices"]) == 2 and s["phrases"] == len(rows) >= 2
+    assert all(ch.startswith("EEG ") for v in s["voices"] for ch in s["tracking"][v]["channels"])
+    # the window of every phrase is within the recording (60 s), after the baseline
+    assert all(20.0 <= r["window_sec"][1] <= 60.0 for r in rows)
+
+
+def test_live_baseline_too_short_for_the_phrases(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    code = main(["brain-voices", "--board", "virtual", "--accelerated", "--baseline-sec", "5",
+                 "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "--baseline-sec 5 is shorter than 1.5 phrases" in capsys.readouterr().err

@@ -80,8 +80,8 @@ def test_demo_score_is_valid_abc_for_two_parsers(demo) -> None:
 @pytest.mark.slow
 def test_demo_report_has_the_plots_and_the_reasons(demo) -> None:
     html = demo.report_path.read_text()
-    assert html.count('src="data:image/png;base64,') == 4
-    for alt in ("state", "knobs", "bands", "heart"):
+    assert html.count('src="data:image/png;base64,') == 5
+    for alt in ("state", "knobs", "bands", "heart", "audio"):
         assert f'alt="{alt}"' in html
     assert "mean distance to target, last half" in html
     assert "arousal" in html and "target" in html
@@ -99,7 +99,7 @@ def test_demo_recording_is_readable_and_consistent(demo) -> None:
     assert {"state", "knobs", "phrase", "decision", "phrase_start", "marker"} <= kinds
     # a second report from the recording alone gives the same page
     again = write_report(demo.folder)
-    assert again.read_text().count("<img") == 4
+    assert again.read_text().count("<img") == 5
 
 
 @pytest.mark.slow

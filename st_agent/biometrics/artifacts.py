@@ -25,9 +25,10 @@ Three levels, from cheapest to costliest for the estimate:
    means.
 3. **Windows.** A window is rejected (the estimator holds its state) when a
    sample is non-finite (a gap is never bridged), when less than
-   ``min_clean_fraction`` of it is free of eye artifacts (gate ``blink``), for
-   muscle (gamma share > ``muscle_ratio``, gate ``muscle``; EMG RMS >
-   ``emg_burst_uv``, gate ``emg_burst``) or when more than
+   ``min_clean_fraction`` of it is free of eye artifacts (gate ``blink``) or of
+   eye artifacts and amplitude spikes together (gate ``spikes``: a spectrum from
+   a few samples is no estimate), for muscle (gamma share > ``muscle_ratio``, gate
+   ``muscle``; EMG RMS > ``emg_burst_uv``, gate ``emg_burst``) or when more than
    ``max_bad_channel_fraction`` of the channels are bad (gate ``bad_channels``).
 
 :class:`GateCounter` keeps, per gate, how many windows it rejected and the share
@@ -66,7 +67,7 @@ __all__ = [
 ]
 
 #: Window gates, in the order they are reported.
-GATES = ("nonfinite", "bad_channels", "blink", "muscle", "emg_burst")
+GATES = ("nonfinite", "bad_channels", "blink", "spikes", "muscle", "emg_burst")
 
 
 

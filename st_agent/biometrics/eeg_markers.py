@@ -222,6 +222,8 @@ def _window_dicts(w: int, m: dict[str, Any], mont: Montage, cfg: Any,
         "excluded": float(m["excluded"][w]),
         "eye_peak_uv": float(m["eye_peak"][w]),
         "blink": bool(m["eye_excluded"][w] > 1.0 - cfg.min_clean_fraction),
+        "spikes": bool(m["eye_excluded"][w] <= 1.0 - cfg.min_clean_fraction
+                       and m["excluded"][w] > 1.0 - cfg.min_clean_fraction),
         "muscle": bool(m["muscle"][w]),
         "good_fraction": good_frac,
         "faa_pair": mont.faa_names if faa_ok else None,

@@ -52,8 +52,9 @@ import numpy as np
 from st_agent.biometrics.regions import Region, group_channels
 from st_agent.music.piece_config import BrainVoicesConfig, band_hz, out_dir
 
-__all__ = ["BrainVoicesConfig", "BrainVoicesResult", "brain_voices", "choose_voices",
-           "load_eeg", "region_activity", "voice_proposals"]
+__all__ = ["BrainVoicesConfig", "BrainVoicesResult", "baseline_stats", "brain_voices",
+           "choose_voices", "load_eeg", "region_activity", "relative_activity",
+           "voice_proposals", "window_log_power"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,83 @@ def load_eeg(path: Path, window: tuple[float, float] | None = None
     return data, sfreq, tuple(src.ch_names), tuple(src.ch_types)
 
 
+def window_log_power(data: np.ndarray, sfreq: float, regions: list[Region],
+                     edges_sec: np.ndarray, band: tuple[float, float]) -> np.ndarray:
+    """Mean log10 band power of each region's channels in each window.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_channels, n_times)
+        Volts.
+    sfreq : float
+        Hz.
+    regions : list of Region (R)
+    edges_sec : ndarray, shape (W + 1,)
+        Window edges, seconds from the start of ``data``.
+    band : (float, float)
+        Hz.
+
+    Returns
+    -------
+    log_power : ndarray, shape (W, R)
+        log10 of V²/Hz (Welch, 2 s Hann segments, 50 % overlap).
+
+    Raises
+    ------
+    ValueError
+        When a window is shorter than 0.5 s or the band is above Nyquist.
+    """
+    from scipy.signal import welch
+
+    lo, hi = band
+    if hi >= sfreq / 2:
+        raise ValueError(f"band {band} Hz reaches the Nyquist frequency of {sfreq:g} Hz "
+                         f"sampling ({sfreq / 2:g} Hz); choose a lower band")
+    idx = np.round(np.asarray(edges_sec) * sfreq).astype(int)
+    if np.any(np.diff(idx) < round(0.5 * sfreq)):
+        raise ValueError("each phrase window must cover at least 0.5 s of the recording; "
+                         "use fewer --phrases or a longer --window")
+    chans = sorted({c for r in regions for c in r.channels})
+    logp = np.empty((len(idx) - 1, len(regions)))
+    for w in range(len(idx) - 1):
+        seg = data[chans, idx[w]:idx[w + 1]]
+        seg = seg - seg.mean(axis=1, keepdims=True)
+        nper = min(seg.shape[1], round(_WELCH_SEC * sfreq))
+        f, pxx = welch(seg, fs=sfreq, nperseg=nper, axis=1)
+        sel = (f >= lo) & (f < hi)
+        if not sel.any():
+            raise ValueError(f"band {band} Hz holds no frequency bin at a window of "
+                             f"{nper / sfreq:.2f} s; widen the band or lengthen the windows")
+        power = np.log10(np.maximum(pxx[:, sel].mean(axis=1), 1e-30))  # (C,)
+        by_chan = dict(zip(chans, power, strict=True))
+        for r, reg in enumerate(regions):
+            logp[w, r] = np.mean([by_chan[c] for c in reg.channels])
+    return logp
+
+
+def baseline_stats(logp_base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median and robust spread (1.4826 x MAD; the SD where the MAD is 0) per region.
+
+    Parameters
+    ----------
+    logp_base : ndarray, shape (W_b, R)
+        Log band power of the baseline windows, W_b >= 2.
+
+    Returns
+    -------
+    median, spread : ndarray, shape (R,)
+    """
+    med = np.median(logp_base, axis=0)
+    mad = 1.4826 * np.median(np.abs(logp_base - med), axis=0)
+    spread = np.where(mad > 1e-9, mad, np.maximum(logp_base.std(axis=0), 1e-9))
+    return med, spread
+
+
+def relative_activity(logp: np.ndarray, median: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """``(logp - median) / spread`` clipped to [-3, 3]; shapes broadcast per region."""
+    return np.clip((logp - median) / spread, -_Z_CLIP, _Z_CLIP)
+
+
 def region_activity(data: np.ndarray, sfreq: float, regions: list[Region], edges_sec: np.ndarray,
                     band: tuple[float, float], baseline_sec: float = 0.0
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -127,41 +205,15 @@ def region_activity(data: np.ndarray, sfreq: float, regions: list[Region], edges
         When a window is shorter than 0.5 s, the band is above Nyquist, or the
         baseline holds fewer than two windows.
     """
-    from scipy.signal import welch
-
-    lo, hi = band
-    if hi >= sfreq / 2:
-        raise ValueError(f"band {band} Hz reaches the Nyquist frequency of {sfreq:g} Hz "
-                         f"sampling ({sfreq / 2:g} Hz); choose a lower band")
-    idx = np.round(np.asarray(edges_sec) * sfreq).astype(int)
-    if np.any(np.diff(idx) < round(0.5 * sfreq)):
-        raise ValueError("each phrase window must cover at least 0.5 s of the recording; "
-                         "use fewer --phrases or a longer --window")
-    chans = sorted({c for r in regions for c in r.channels})
-    logp = np.empty((len(idx) - 1, len(regions)))
-    for w in range(len(idx) - 1):
-        seg = data[chans, idx[w]:idx[w + 1]]
-        seg = seg - seg.mean(axis=1, keepdims=True)
-        nper = min(seg.shape[1], round(_WELCH_SEC * sfreq))
-        f, pxx = welch(seg, fs=sfreq, nperseg=nper, axis=1)
-        sel = (f >= lo) & (f < hi)
-        if not sel.any():
-            raise ValueError(f"band {band} Hz holds no frequency bin at a window of "
-                             f"{nper / sfreq:.2f} s; widen the band or lengthen the windows")
-        power = np.log10(np.maximum(pxx[:, sel].mean(axis=1), 1e-30))  # (C,)
-        by_chan = dict(zip(chans, power, strict=True))
-        for r, reg in enumerate(regions):
-            logp[w, r] = np.mean([by_chan[c] for c in reg.channels])
+    logp = window_log_power(data, sfreq, regions, edges_sec, band)
     ends = np.asarray(edges_sec)[1:]
     base = ends <= baseline_sec + 1e-9 if baseline_sec > 0 else np.ones(len(ends), bool)
     if base.sum() < 2:
         raise ValueError(f"the baseline ({baseline_sec:g} s) holds {int(base.sum())} phrase "
                          "window(s); it needs at least 2: raise --baseline-sec or use more "
                          "--phrases")
-    med = np.median(logp[base], axis=0)
-    mad = 1.4826 * np.median(np.abs(logp[base] - med), axis=0)
-    spread = np.where(mad > 1e-9, mad, np.maximum(logp[base].std(axis=0), 1e-9))
-    return np.clip((logp - med) / spread, -_Z_CLIP, _Z_CLIP), logp
+    med, spread = baseline_stats(logp[base])
+    return relative_activity(logp, med, spread), logp
 
 
 def voice_proposals(z: np.ndarray, regions: list[Region], tempo: float) -> np.ndarray:
@@ -333,6 +385,9 @@ def _compose_step(ens: Any, proposals: list[Any], context: Any, seed: int, candi
 def brain_voices(cfg: BrainVoicesConfig) -> BrainVoicesResult:
     """Regions, activity, voices under the clash constraint; write the piece and figures.
 
+    With ``cfg.board`` the regions come from a live board instead of a file
+    (:func:`st_agent.live.brain_voices_live.brain_voices_live`).
+
     Raises
     ------
     ValueError
@@ -341,10 +396,15 @@ def brain_voices(cfg: BrainVoicesConfig) -> BrainVoicesResult:
     FileNotFoundError
         When the recording or the soundfont is missing.
     """
+    if cfg.board:
+        from st_agent.live.brain_voices_live import brain_voices_live
+
+        return brain_voices_live(cfg)
     from st_agent.music.config import ComposerConfig
     from st_agent.music.render import parse_meter
     from st_agent.types import Knobs
 
+    assert cfg.recording is not None  # the config checks: a recording or a board
     path = Path(cfg.recording)
     data, sfreq, names, types = load_eeg(path, cfg.window)
     regions = group_channels(names, types, cfg.regions == "hemispheres", where=path.name)
@@ -389,7 +449,7 @@ def brain_voices(cfg: BrainVoicesConfig) -> BrainVoicesResult:
                    band, sfreq)
 
 
-def _finish(cfg: BrainVoicesConfig, path: Path, regions: list[Region], z: np.ndarray,
+def _finish(cfg: BrainVoicesConfig, path: Path | str, regions: list[Region], z: np.ndarray,
             logp: np.ndarray, played: list[Any], clashes: list[float], independent: list[float],
             rows: list[dict], band: tuple[float, float], sfreq: float) -> BrainVoicesResult:
     from st_agent.music.piece import write_json, write_piece_wav

@@ -101,7 +101,8 @@ def open_source(cfg: SessionConfig) -> Any:
         check_board(cfg.board)
         src = make_source(_board_spec(cfg.board), serial_port=cfg.serial_port or None,
                           mac_address=cfg.mac_address or None,
-                          other_info=cfg.other_info or None)
+                          other_info=cfg.other_info or None,
+                          realtime=not getattr(cfg, "accelerated", False))
     if cfg.inject_dropout is not None:
         from st_agent.biometrics.faults import DropoutSource
 

@@ -12,7 +12,12 @@ Plots (PNG, embedded and saved beside the report):
 * ``knobs.png``: the three knobs over time (one step per phrase);
 * ``bands.png``: EEG band powers (theta, alpha, beta; mean over channels, 8 s
   windows every 2 s, µV²);
-* ``heart.png``: heart rate from the ECG or PPG channel (same windows).
+* ``heart.png``: heart rate from the ECG or PPG channel (same windows);
+* ``audio.png`` (when ``session.wav`` is there): what each phrase sounded like,
+  measured from the audio (:mod:`st_agent.live.phrase_audio`: loudness in LUFS,
+  spectral centroid, flux, onset rate), also as a table whose rows name the
+  features that changed most from the previous phrase, and in
+  ``phrase_audio.json``.
 
 Summary figures: mean distance to the target over the last half of the music,
 time to first enter the target region (radius 0.2), mean knob change per
@@ -189,11 +194,48 @@ def write_report(folder: str | Path, key_file: str | Path | None = None) -> Path
     imgs = {"state": _plot_state(events, metrics["music_start_sec"], folder / "state.png"),
             "knobs": _plot_knobs(events, folder / "knobs.png")}
     imgs |= _plot_signals(sess.raw, folder)
+    audio = _phrase_audio(folder, events, imgs)
     path = folder / "report.html"
     path.write_text(_html(folder.name, summary, metrics, _series(events, "decision"), imgs,
-                          sess), encoding="utf-8")
+                          sess, audio), encoding="utf-8")
     logger.info("wrote %s", path)
     return path
+
+
+def _phrase_audio(folder: Path, events: list[dict[str, Any]], imgs: dict[str, str]) -> Any:
+    """Each phrase measured from session.wav (:mod:`st_agent.live.phrase_audio`); adds
+    ``imgs["audio"]`` and writes ``phrase_audio.json`` when anything was measured."""
+    from st_agent.live.phrase_audio import measure_session_audio, plot_phrase_audio
+
+    audio = measure_session_audio(folder / "session.wav", events)
+    if any(p.features is not None for p in audio.phrases):
+        imgs["audio"] = plot_phrase_audio(audio, folder / "audio.png")
+        (folder / "phrase_audio.json").write_text(json.dumps(audio.as_dict(), indent=2) + "\n",
+                                                  encoding="utf-8")
+    return audio
+
+
+def _audio_table(audio: Any) -> str:
+    """The per-phrase table of what was heard ("" without session.wav)."""
+    if not any(p.features is not None for p in audio.phrases):
+        return ""
+    cells = []
+    for p in audio.phrases:
+        f = p.features
+        vals = ("–",) * 4 if f is None else (
+            f"{f.loudness_lufs:.1f}", f"{f.spectral_centroid_hz:.0f}", f"{f.spectral_flux:.4f}",
+            f"{f.onset_rate_hz:.2f}")
+        knobs = " / ".join(f"{k:.2f}" for k in p.knobs)
+        cells.append(f"<tr><td>{p.index}</td><td>{p.start_sec:.1f}</td><td>{knobs}</td>"
+                     + "".join(f"<td>{v}</td>" for v in vals)
+                     + f"<td>{html.escape(p.heard)}</td><td>{html.escape(p.reason)}</td></tr>")
+    return ("<h2>What each phrase sounded like</h2>\n<p>Measured from session.wav "
+            f"({audio.ms_per_phrase:.0f} ms per phrase); <em>heard</em> names the audio "
+            "features that changed most from the previous phrase.</p>\n"
+            "<table><tr><th>phrase</th><th>start (s)</th><th>knobs v / t / e</th>"
+            "<th>loudness (LUFS)</th><th>centroid (Hz)</th><th>flux</th><th>onsets/s</th>"
+            "<th>heard</th><th>why (the decision)</th></tr>\n" + "\n".join(cells)
+            + "</table>")
 
 
 def _read_summary(path: Path) -> dict[str, Any]:
@@ -345,7 +387,7 @@ def incident_rows(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def _html(name: str, summary: dict[str, Any], m: dict[str, Any], decisions: list[dict],
-          imgs: dict[str, str], sess: Any) -> str:
+          imgs: dict[str, str], sess: Any, audio: Any = None) -> str:
     lat = summary.get("decision_latency_ms", {})
     lead = summary.get("lead_time_sec", {})
     gaps = sum(1 for e in sess.events if e["kind"] == "gap")
@@ -379,7 +421,10 @@ def _html(name: str, summary: dict[str, Any], m: dict[str, Any], decisions: list
         for e in decisions)
     figs = "\n".join(f'<h2>{title}</h2>\n<img alt="{key}" src="data:image/png;base64,{imgs[key]}">'
                      for key, title in (("state", "State and target"), ("knobs", "Knobs"),
-                                        ("bands", "Band powers"), ("heart", "Heart rate")))
+                                        ("bands", "Band powers"), ("heart", "Heart rate"),
+                                        ("audio", "Audio features per phrase"))
+                     if key in imgs)
+    figs += "\n" + (_audio_table(audio) if audio is not None else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Session {html.escape(name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}

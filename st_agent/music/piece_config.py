@@ -267,9 +267,24 @@ class TransitionConfig:
 class BrainVoicesConfig:
     """Brain regions as the voices of one piece (``st-agent brain-voices``)."""
 
-    recording: tyro.conf.Positional[Path]
+    recording: tyro.conf.Positional[Path | None] = None
     """An EEG recording MNE reads (.edf, .bdf, .fif, .vhdr, .set, .gdf) with 10-20/10-10
-    channel names (Fp1, C3, O2, ...; prefixes such as 'EEG ' and trailing dots are fine)."""
+    channel names (Fp1, C3, O2, ...; prefixes such as 'EEG ' and trailing dots are fine).
+    Leave it out and give --board to play a live board instead."""
+    board: str = ""
+    """Live instead of a file: a board as ``st-agent session --board`` takes it
+    (synthetic, virtual, lsl:<name>, file:<path> played back, a BrainFlow name or id)."""
+    serial_port: str = ""
+    """With --board: serial port of the board or its dongle (Cyton: /dev/ttyUSB0)."""
+    mac_address: str = ""
+    """With --board: Bluetooth MAC address (Muse, Ganglion native)."""
+    other_info: str = ""
+    """With --board: BrainFlow's other_info for boards that need it."""
+    minutes: float = 2.0
+    """With --board: minutes of music after the baseline."""
+    accelerated: bool = False
+    """With --board virtual or file:<path>: run on the stream's clock as fast as the CPU
+    allows instead of waiting for the wall clock."""
     out: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None
     """Output folder (created); None = ``<runs dir>/brain-voices`` (see st_agent.paths)."""
     regions: Literal["lobes", "hemispheres"] = "lobes"
@@ -287,7 +302,7 @@ class BrainVoicesConfig:
     """Only this part of the recording, start stop in seconds."""
     baseline_sec: float = 0.0
     """The baseline of each region: the median of its activity over the first this-many
-    seconds; 0 = over the whole recording."""
+    seconds; 0 = over the whole recording (with --board: the first 60 s)."""
     tempo: float = 0.35
     """Shared tempo knob in [0, 1]."""
     candidates: int = 4
@@ -306,6 +321,7 @@ class BrainVoicesConfig:
 
     def __post_init__(self) -> None:
         band_hz(self.band)
+        self._check_source()
         _check_int("max_voices", self.max_voices, 2, 8)
         if self.phrases != 0:
             _check_int("phrases", self.phrases, 2, _MAX_PHRASES)
@@ -317,6 +333,37 @@ class BrainVoicesConfig:
         if not (math.isfinite(self.tempo) and 0.0 <= self.tempo <= 1.0):
             raise ValueError(f"tempo must be in [0, 1], got {self.tempo!r}")
         _check_int("candidates", self.candidates, 1, 16)
+
+    def _check_source(self) -> None:
+        """A recording or a --board (with only the flags that apply to it)."""
+        from st_agent.errors import UsageError
+
+        board = self.board.strip() if isinstance(self.board, str) else self.board
+        if not isinstance(board, str):
+            raise UsageError(f"--board must be a board name, got {self.board!r}")
+        if (self.recording is None) == (not board):
+            raise UsageError("brain-voices needs either a recording (st-agent brain-voices "
+                             "rec.edf) or --board (e.g. --board virtual), not "
+                             + ("both" if board else "neither"))
+        if not board:
+            for flag in ("serial_port", "mac_address", "other_info"):
+                if getattr(self, flag):
+                    raise UsageError(f"--{flag.replace('_', '-')} needs --board")
+            if self.accelerated:
+                raise UsageError("--accelerated needs --board virtual or --board file:<path>")
+            return
+        if self.phrases or self.window is not None:
+            raise UsageError("--phrases and --window apply to a recording; with --board the "
+                             "length is --minutes")
+        if not (math.isfinite(self.minutes) and 0.05 <= self.minutes <= 240.0):
+            raise UsageError(f"--minutes must be in [0.05, 240], got {self.minutes!r}")
+        if self.accelerated and not (board == "virtual" or board.lower().startswith("file:")):
+            raise UsageError(f"--accelerated needs --board virtual or file:<path>; --board "
+                             f"{board!r} streams in real time")
+
+    def live_baseline_sec(self) -> float:
+        """Seconds of the stream that form the baseline with --board (0 -> 60 s)."""
+        return self.baseline_sec if self.baseline_sec > 0 else 60.0
 
 
 #: EEG bands (Hz) by name, as the estimator's conventional limits.
