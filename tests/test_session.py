@@ -363,7 +363,8 @@ def test_cli_encrypted_demo_writes_its_report_and_export_needs_consent(
                  "--name", "enc", "--key-file", str(key), "--consent",
                  "record,store_local"]) == 0
     folder = out / "enc"
-    assert (folder / "report.html").read_text().count('src="data:image/png;base64,') == 4
+    # state, knobs, audio, bands, heart
+    assert (folder / "report.html").read_text().count('src="data:image/png;base64,') == 5
     with pytest.raises(EncryptionKeyError):
         read_session(folder)
     sess = read_session(folder, key=key)
