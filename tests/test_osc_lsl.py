@@ -495,3 +495,35 @@ def test_lsl_state_stream_during_an_accelerated_virtual_session(tmp_path):
     arr = np.array(got)
     assert np.all(np.abs(arr[:, :2]) <= 1.0) and np.all((arr[:, 2] >= 0) & (arr[:, 2] <= 1))
     assert np.all(np.diff(stamps) >= 0) and stamps[-1] > stamps[0]
+
+
+@pytest.mark.slow
+def test_osc_during_an_accelerated_virtual_jam(receiver, tmp_path):
+    """A jam sends its phrases (indices 0..n-1, the mix's bpm), beats and markers; no
+    per-performer state (not in the address space yet)."""
+    from st_agent.live.jam import JamConfig, run_jam
+    from st_agent.policies.controllers import make_jam_controller
+
+    cfg = JamConfig(boards="virtual,virtual", minutes=0.5, calibration_sec=4.0,
+                    accelerated=True, record=tmp_path / "jams", name="j", report=False,
+                    osc=f"127.0.0.1:{receiver.port}")
+    choice = make_jam_controller("pid", 2)
+    res = run_jam(cfg, choice.act, choice.name)
+    receiver.wait_for("/st/end", 1)
+    _drain_until_quiet(receiver)
+    phrases = receiver.get("/st/phrase")
+    assert len(phrases) == res.summary["phrases"] >= 2
+    assert [p[0] for p in phrases] == list(range(len(phrases)))
+    assert all(40.0 <= p[1] <= 200.0 for p in phrases)
+    beats = receiver.get("/st/beat")
+    assert [b[0] for b in beats] == list(range(len(beats))) and len(beats) >= 4 * len(phrases)
+    assert receiver.get("/st/state") == []
+    assert receiver.get("/st/end")
+
+
+def test_jam_refuses_a_malformed_osc_target() -> None:
+    from st_agent.errors import UsageError
+    from st_agent.live.jam import JamConfig
+
+    with pytest.raises(UsageError, match="99999"):
+        JamConfig(boards="virtual,virtual", osc="127.0.0.1:99999")

@@ -186,6 +186,25 @@ def parse_consent(text: str) -> tuple[str, ...]:
     return scopes
 
 
+def check_network_outputs(osc: str, osc_prefix: str, lsl_out_name: str) -> None:
+    """``--osc``, ``--osc-prefix`` and ``--lsl-out-name`` of a session or a jam
+    (:mod:`st_agent.live.osc_out`, :mod:`st_agent.live.lsl_out`).
+
+    Raises
+    ------
+    st_agent.errors.UsageError
+        Naming the value and the form expected.
+    """
+    from st_agent.live.lsl_out import check_lsl_prefix
+    from st_agent.live.osc_out import check_osc_address, parse_osc_target
+
+    if osc:
+        parse_osc_target(osc)
+    check_osc_address(osc_prefix)
+    if lsl_out_name:
+        check_lsl_prefix(lsl_out_name)
+
+
 def check_writable(folder: Path) -> None:
     """Refuse before starting when ``folder`` cannot hold a recording (creates it).
 

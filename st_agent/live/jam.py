@@ -41,6 +41,7 @@ from st_agent.live.common import (
     check_dropout,
     check_fraction,
     check_minutes,
+    check_network_outputs,
     check_seconds,
     check_writable,
     load_or_create_key,
@@ -130,6 +131,16 @@ class JamConfig:
     stems: bool = False
     """Also write stems/performer_<i>.wav, bass.wav and chords.wav: stereo, panned as in
     the mix and at its gain, so they add up to session.wav."""
+    osc: str = ""
+    """Send phrases, beats and markers as OSC to PORT or HOST:PORT (host default
+    127.0.0.1; docs/osc.md). A jam sends no /st/state or /st/knobs (one per performer:
+    not in the address space yet)."""
+    osc_prefix: str = "/st"
+    """OSC address prefix of those messages."""
+    lsl_out: bool = False
+    """Open LSL outlets for the jam's phrase markers and markers (LabRecorder)."""
+    lsl_out_name: str = ""
+    """Name prefix of those LSL streams (default st-agent); giving one turns them on."""
 
     def __post_init__(self) -> None:
         self.check()
@@ -162,6 +173,7 @@ class JamConfig:
             check_seconds(name, getattr(self, name))
         check_seconds("status_sec", self.status_sec, positive=True)
         check_midi_flags(self.midi_out, self.no_audio, self.play)
+        check_network_outputs(self.osc, self.osc_prefix, self.lsl_out_name)
         check_fraction("own_weight", self.own_weight)
         check_fraction("min_confidence", self.min_confidence)
         check_board_specs(specs, "--boards-file" if self.boards_file is not None

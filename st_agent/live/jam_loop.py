@@ -104,7 +104,8 @@ def compose_jam_phrase(ensemble: Any, knobs: np.ndarray, context: Any, seed: int
 
 def jam_outputs(cfg: JamConfig) -> OutputSet:
     """The jam's outputs besides the WAV: ``session.mid`` (one channel per performer, then
-    bass and chords) and, with ``--midi-out NAME``, the music live to that MIDI port.
+    bass and chords); with ``--midi-out NAME``, the music live to that MIDI port; with
+    ``--osc``, phrases, beats and markers as OSC; with ``--lsl-out``, LSL outlets.
 
     Raises
     ------
@@ -119,6 +120,16 @@ def jam_outputs(cfg: JamConfig) -> OutputSet:
     if name:
         outs.insert(0, MidiOut.to_port(name, virtual=getattr(cfg, "midi_virtual", True),
                                        realtime=not cfg.accelerated))
+    if getattr(cfg, "osc", ""):  # phrases, beats and markers (docs/osc.md)
+        from st_agent.live.osc_out import OscOutput
+
+        outs.append(OscOutput(cfg.osc, cfg.osc_prefix, accelerated=cfg.accelerated))
+    if getattr(cfg, "lsl_out", False) or getattr(cfg, "lsl_out_name", ""):
+        from st_agent.live.lsl_out import DEFAULT_LSL_PREFIX, LslOutput, check_lsl_names
+
+        prefix = cfg.lsl_out_name or DEFAULT_LSL_PREFIX
+        check_lsl_names(prefix)  # a name clash is refused before the jam starts
+        outs.append(LslOutput(prefix, accelerated=cfg.accelerated, check_names=False))
     return OutputSet(outs)
 
 

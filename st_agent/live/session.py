@@ -247,14 +247,9 @@ class SessionConfig:
     def _check_network_outputs(self) -> None:
         """--osc, --osc-prefix and --lsl-out-name (:mod:`st_agent.live.osc_out`,
         :mod:`st_agent.live.lsl_out`)."""
-        from st_agent.live.lsl_out import check_lsl_prefix
-        from st_agent.live.osc_out import check_osc_address, parse_osc_target
+        from st_agent.live.common import check_network_outputs
 
-        if self.osc:
-            parse_osc_target(self.osc)
-        check_osc_address(self.osc_prefix)
-        if self.lsl_out_name:
-            check_lsl_prefix(self.lsl_out_name)
+        check_network_outputs(self.osc, self.osc_prefix, self.lsl_out_name)
 
     def _check_files(self) -> None:
         """The names, paths and plain flags; nothing is created or opened."""
