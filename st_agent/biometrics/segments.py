@@ -314,6 +314,17 @@ def encode_event_line(doc: dict[str, Any], aead: Any, session_id: bytes) -> byte
 # --------------------------------------------------------------------------- reading
 
 
+
+def _json_object(text: str | bytes, what: str) -> dict:
+    """``text`` parsed as one JSON object (``what`` names it in the error)."""
+    try:
+        doc = json.loads(text)
+    except RecursionError as e:
+        raise ValueError("nested too deeply") from e
+    if not isinstance(doc, dict):
+        raise TypeError(f"{what} must be a JSON object, got {type(doc).__name__}")
+    return doc
+
 def decode_event_line(line: bytes, aead: Any, session_id: bytes) -> dict[str, Any]:
     """Inverse of :func:`encode_event_line`, as an events-table row.
 
@@ -325,23 +336,13 @@ def decode_event_line(line: bytes, aead: Any, session_id: bytes) -> dict[str, An
     """
     if len(line) > MAX_EVENT_LINE_BYTES:
         raise ValueError(f"line of {len(line)} bytes is over {MAX_EVENT_LINE_BYTES}")
-    try:
-        doc = json.loads(line)
-    except RecursionError as e:
-        raise ValueError("nested too deeply") from e
-    if not isinstance(doc, dict):
-        raise TypeError(f"an event line must be a JSON object, got {type(doc).__name__}")
+    doc = _json_object(line, "an event line")
     if aead is not None:
         sealed = base64.b64decode(doc["nonce"]) + base64.b64decode(doc["ct"])
         plain = unseal(aead, sealed, event_aad(session_id, int(doc["seq"])))
         if plain is None:
             raise ValueError("fails authentication")
-        try:
-            doc = json.loads(plain)
-        except RecursionError as e:
-            raise ValueError("nested too deeply") from e
-        if not isinstance(doc, dict):
-            raise TypeError(f"an event must be a JSON object, got {type(doc).__name__}")
+        doc = _json_object(plain, "an event")
     payload = doc.get("payload") or {}
     if not isinstance(payload, dict):
         raise TypeError(f"payload must be a JSON object, got {type(payload).__name__}")
