@@ -22,6 +22,12 @@ bars         model-level bar validity without re-barring, before (free sampling,
              wrote them, are 4 full bars (the grammar's check, a lengths-only check with
              the corpus lexer, and music21's measures), raw samples rejected, abc2midi
              errors and warnings, and compose+render latency of each.
+speed        compose + render of one 4-bar phrase, p50/p95 wall and CPU time, for the
+             float32 decoder and the int8 fast path (and 4 candidates), interleaved on the
+             same knobs and seeds; where the time goes (sampling, abc2midi + arrangement,
+             FluidSynth audio of the phrase); tokens/s of the cached sampler vs
+             `model.generate` at batch 1 and 8 with the bar grammar applied in both (a
+             LogitsProcessor for `generate`), float32 and int8; held-out loss float vs int8.
 repetition   the calm corner (61 BPM, energy 0.1): phrases with 4+ and 6+ repeated notes
              in a row (consecutive onsets on one pitch; tied continuations are no onsets)
              for the composer before (re-barring, no penalty), meter-aware without and
@@ -167,6 +173,138 @@ def section_decoding(composer: Composer, repeats: int) -> None:
               f"(8-token prompt, {new} new tokens, median of {repeats})")
 
 
+def _load_note() -> str:
+    import os
+
+    return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+
+
+def section_speed(n: int) -> None:
+    """Compose + render latency float vs int8, where the time goes, and decoding speed."""
+    from st_agent.music.render import AudioRenderer
+
+    print(f"speed: {_load_note()} at the start")
+    variants = {"float32, 8 candidates": dict(int8=False),
+                "int8, 8 candidates (default)": dict(int8=True),
+                "int8, 4 candidates": dict(int8=True, candidates=4, enough=2)}
+    comps = {name: Composer(ComposerConfig(**kw)) for name, kw in variants.items()}
+    for c in comps.values():
+        c.compose(Knobs(0.5, 0.5, 0.5), seed=0)
+    rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in comps}
+    for i, k in enumerate(knob_grid(n, seed=3)):
+        for name, c in comps.items():  # interleaved: all see the same load
+            w0, c0 = time.perf_counter(), time.process_time()
+            p = c.compose(k, seed=i)
+            w1 = time.perf_counter()
+            render_phrase(p.abc, p.key, p.knobs, meter=p.meter)
+            rows[name].append((time.perf_counter() - w0, time.process_time() - c0,
+                               time.perf_counter() - w1))
+    for name, got in rows.items():
+        wall, cpu, ren = (1000 * np.array(x) for x in zip(*got, strict=True))
+        print(f"  {name}: compose+render wall p50 {np.percentile(wall, 50):.0f} ms, p95 "
+              f"{np.percentile(wall, 95):.0f} ms; CPU p50 {np.percentile(cpu, 50):.0f} ms, p95 "
+              f"{np.percentile(cpu, 95):.0f} ms; of which render-to-MIDI (abc2midi + "
+              f"arrangement) p50 {np.percentile(ren, 50):.0f} ms (n={n})")
+    c = comps["int8, 8 candidates (default)"]
+    p = c.compose(Knobs(0.2, 0.1, 0.1), seed=1)
+    pm = render_phrase(p.abc, p.key, p.knobs, meter=p.meter)
+    with AudioRenderer() as synth:
+        synth.synthesize(pm)
+        t0 = time.perf_counter()
+        for _ in range(5):
+            audio = synth.synthesize(pm)
+        dt = (time.perf_counter() - t0) / 5
+    print(f"  FluidSynth audio of one phrase ({len(audio) / synth.sample_rate:.1f} s of music): "
+          f"{1000 * dt:.0f} ms ({len(audio) / synth.sample_rate / dt:.0f}x real time)")
+    section_grammar_decoding(c, 3)
+    section_int8_loss(c, 200)
+    print(f"speed: {_load_note()} at the end")
+
+
+class _GrammarProcessor:
+    """The bar grammar as a `transformers` LogitsProcessor, for `model.generate`."""
+
+    def __init__(self, hook, first_bias: np.ndarray) -> None:
+        self.hook, self.first = hook, torch.from_numpy(first_bias)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.first is not None:
+            bias, self.first = self.first, None
+        else:
+            bias = torch.from_numpy(self.hook(input_ids[:, -1].tolist())[0])
+        return scores + bias
+
+
+def section_grammar_decoding(composer: Composer, repeats: int) -> None:
+    """Tokens/s with the bar grammar of a 4-bar phrase: the cached sampler (float32,
+    int8) writes whole phrases (it stops at the fourth bar line); `generate` writes as
+    many tokens as the sampler's median phrase with the same grammar as a
+    LogitsProcessor."""
+    from transformers import LogitsProcessorList
+
+    from st_agent.music.bar_grammar import BarHook
+    from st_agent.music.generator import load_generator
+
+    model = load_generator(composer.checkpoint).model
+    grammar = composer.grammar("4/4", "1/8")
+    prompt = composer._prompt(_prompt_controls(), "A", "4/4", "1/8", [])
+    for batch in (1, 8):
+        speeds: dict[str, list[float]] = {"float32": [], "int8": [], "generate": []}
+        lengths: list[int] = []
+        for r in range(repeats):
+            for name, dec in (("float32", composer.float_decoder), ("int8", composer.decoder)):
+                hook = BarHook(grammar, batch, 4, batch)
+                g = torch.Generator().manual_seed(r)
+                t0 = time.perf_counter()
+                outs = dec.sample(prompt, batch, 48, stop_ids=[], temperature=0.9, top_k=40,
+                                  generator=g, step_hook=hook, first_bias=hook.first_bias())
+                speeds[name].append(sum(map(len, outs)) / (time.perf_counter() - t0))
+                lengths += [len(o) for o in outs]
+            new = int(np.median(lengths))
+            hook = BarHook(grammar, batch, 4, batch)
+            proc = LogitsProcessorList([_GrammarProcessor(hook, hook.first_bias())])
+            torch.manual_seed(r)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                model.generate(torch.tensor([prompt] * batch), max_new_tokens=new,
+                               min_new_tokens=new, do_sample=True, top_k=40, temperature=0.9,
+                               logits_processor=proc, pad_token_id=composer.tokenizer.pad_token_id)
+            speeds["generate"].append(batch * new / (time.perf_counter() - t0))
+        med = {k: float(np.median(v)) for k, v in speeds.items()}
+        print(f"  decoding 4-bar phrases with the bar grammar, batch {batch}: cached sampler "
+              f"float32 {med['float32']:,.0f} tokens/s ({med['float32'] / med['generate']:.2f}x), "
+              f"int8 {med['int8']:,.0f} tokens/s ({med['int8'] / med['generate']:.2f}x), "
+              f"model.generate {med['generate']:,.0f} tokens/s (same model, same grammar; "
+              f"{len(prompt)}-token prompt, {int(np.median(lengths))} tokens per phrase, median "
+              f"of {repeats})")
+
+
+def _prompt_controls():
+    """The control bins of a mid-knob prompt."""
+    from st_agent.tokenizer.corpus import Controls
+
+    return Controls.from_knobs(Knobs(0.7, 0.5, 0.5))
+
+
+def section_int8_loss(composer: Composer, max_tunes: int) -> None:
+    """Held-out loss (nats/token) of the float32 and int8 decoders on the same tokens."""
+    from st_agent.tokenizer.corpus import load_corpus
+
+    tok = composer.tokenizer
+    texts = [t.training_text() for t in load_corpus().test][:max_tunes]
+    ids = [x[:composer.decoder.max_len] for x in
+           tok(texts, add_special_tokens=False)["input_ids"] if len(x) > 1]
+    tot = {}
+    for name, dec in (("float32", composer.float_decoder), ("int8", composer.decoder)):
+        pairs = [dec.sequence_nll(x) for x in ids]
+        tot[name] = sum(a for a, _ in pairs) / sum(b for _, b in pairs)
+    n_tok = sum(len(x) - 1 for x in ids)
+    print(f"  held-out loss ({len(ids)} test tunes, {n_tok} tokens): float32 "
+          f"{tot['float32']:.4f} nats/token, {composer.decoder.precision} {tot['int8']:.4f} "
+          f"(difference {tot['int8'] - tot['float32']:+.4f}; perplexity "
+          f"{math.exp(tot['float32']):.2f} vs {math.exp(tot['int8']):.2f})")
+
+
 def lengths_valid(body: str, unit: str, bar_q: float, n_bars: int = 4) -> bool:
     """Bars as written, by the corpus lexer alone: ``n_bars`` bars split at the
     model's bar lines, each ``bar_q`` quarter notes, nothing after the last."""
@@ -286,8 +424,9 @@ def main() -> None:
                     help="validity/perplexity/decoding with free sampling and re-barring "
                          "(meter_aware=False), the composer before meter-aware decoding")
     ap.add_argument("--sections", nargs="+",
-                    default=["validity", "perplexity", "decoding", "bars", "repetition"],
-                    choices=["validity", "perplexity", "decoding", "bars", "repetition"])
+                    default=["validity", "perplexity", "decoding", "bars", "repetition", "speed"],
+                    choices=["validity", "perplexity", "decoding", "bars", "repetition",
+                             "speed"])
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -312,6 +451,8 @@ def main() -> None:
         section_bars(20 if args.quick else min(n, 400), args.candidates)
     if "repetition" in args.sections:
         section_repetition(20 if args.quick else min(n, 200))
+    if "speed" in args.sections:
+        section_speed(20 if args.quick else min(n, 200))
 
 
 if __name__ == "__main__":

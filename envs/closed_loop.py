@@ -36,17 +36,22 @@ from st_agent.listener.family import (
 )
 from st_agent.listener.fast import EstimatorNoise, FastListeners
 from st_agent.listener.first_order import ListenerState
-from st_agent.types import Knobs, SignalChunk
+from st_agent.types import Knobs
 
 if TYPE_CHECKING:
     from st_agent.music.composer import ComposerConfig
 
-__all__ = ["FIDELITIES", "ClosedLoopEnv", "ListenerSpec", "load_listener_file",
+__all__ = ["FIDELITIES", "FULL_PHRASES", "ClosedLoopEnv", "ListenerSpec", "load_listener_file",
            "resolve_listeners"]
 
 logger = logging.getLogger(__name__)
 
 FIDELITIES = ("fast", "full")
+#: Where full fidelity's phrases come from: the live composer, or the phrase bank.
+FULL_PHRASES = ("compose", "bank")
+#: The full-fidelity estimator recomputes the beat-to-beat markers (RMSSD, HF power,
+#: breathing rate over 32 s) every this many seconds (issue 20: their own rate).
+FULL_HRV_UPDATE_SEC = 4.0
 #: None (population), one listener, several (one drawn per episode) or a listener.json.
 ListenerSpec = AnyListenerParams | Sequence[AnyListenerParams] | str | Path | None
 
@@ -145,7 +150,14 @@ class ClosedLoopEnv(gym.Env):
       one), it is rendered and measured, a :class:`VirtualListenerSource`
       synthesises raw EEG/ECG/EMG from the same family member while it plays
       and the real :class:`StateEstimator` (calibrated on a rest period at
-      reset) reports the state. About 0.1 s of CPU per step.
+      reset) reports the state. The source synthesises each phrase's signals in
+      one block (:meth:`VirtualListenerSource.read_block`) and the estimator
+      recomputes the 32 s beat-to-beat markers every
+      :data:`FULL_HRV_UPDATE_SEC` s. With ``full_phrases="bank"`` the phrase is
+      drawn from the phrase bank as in fast mode (measured features of real
+      composed phrases; no ABC in ``info``) and everything after it is the
+      same: a cached-phrase path, for when the composer's cost is not what is
+      studied (``benchmarks/bench_env.py`` prints both rates).
 
     ## Action Space
 
@@ -222,7 +234,8 @@ class ClosedLoopEnv(gym.Env):
       ``max_steps``; ``history_len``; ``distance_weight``; ``jerk_weight``;
       ``start_knobs``; ``rest_sec``; ``nan_prob`` (fast: chance that an
       estimate is lost, as a bad window); ``noise`` (:class:`EstimatorNoise`);
-      ``calibration_sec`` (full); ``composer`` (full: a
+      ``calibration_sec`` (full); ``full_phrases`` (full: ``"compose"``, the
+      default, or ``"bank"``, see above); ``composer`` (full: a
       :class:`~st_agent.music.composer.ComposerConfig`; default the live
       session's settings but decoding on two threads, which the live session
       leaves to audio and estimation. Fewer candidates compose faster but
@@ -260,12 +273,16 @@ class ClosedLoopEnv(gym.Env):
                  noise: EstimatorNoise | None = None, calibration_sec: float = 20.0,
                  composer: ComposerConfig | None = None,
                  render_mode: str | None = None,
-                 families: Sequence[str] | None = None) -> None:
+                 families: Sequence[str] | None = None,
+                 full_phrases: Literal["compose", "bank"] = "compose") -> None:
         if fidelity not in FIDELITIES:
             raise ValueError(f"fidelity must be one of {FIDELITIES}, got {fidelity!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
                              f"None, got {render_mode!r}")
+        if full_phrases not in FULL_PHRASES:
+            raise ValueError(f"full_phrases must be one of {FULL_PHRASES}, got {full_phrases!r}")
+        self.full_phrases = full_phrases
         self._random_target = isinstance(target, str) and target == "random"
         self._target_spec = resolve_target("calm" if self._random_target else target)
         self.target = self._target_spec
@@ -299,7 +316,8 @@ class ClosedLoopEnv(gym.Env):
         elif phrase_bank is not None:
             self.bank = PhraseBank.load(phrase_bank)
         else:
-            self.bank = build_phrase_bank() if fidelity == "fast" else None
+            self.bank = (build_phrase_bank() if fidelity == "fast" or full_phrases == "bank"
+                         else None)
         low, high = observation_bounds(history_len)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (ACTION_SIZE,), dtype=np.float32)
@@ -490,7 +508,7 @@ class ClosedLoopEnv(gym.Env):
         from st_agent.music.composer import Composer, ComposerConfig
 
         self.close()
-        if self._composer is None:
+        if self._composer is None and self.full_phrases == "compose":
             # offline, the composer has the CPU to itself: two decoding threads (the
             # live session keeps one so audio and estimation have the other core)
             self._composer = Composer(self.composer_config or ComposerConfig(threads=2))
@@ -501,23 +519,18 @@ class ClosedLoopEnv(gym.Env):
         self._src = VirtualListenerSource(self.params, model=SignalModel(chunk_sec=1.0),
                                           rng=self.np_random)
         self._src.start()
-        self._estimator = StateEstimator(EstimatorConfig(calibration_sec=self.calibration_sec,
-                                                         reference_model=False))
+        self._estimator = StateEstimator(EstimatorConfig(
+            calibration_sec=self.calibration_sec, reference_model=False,
+            hrv_update_sec=FULL_HRV_UPDATE_SEC))
         rest = max(self.rest_sec, self.calibration_sec + 3.0)
         self._src.hear(None, rest)
         return self._listen(rest)
 
     def _listen(self, seconds: float) -> tuple[np.ndarray, float]:
         """Read ``seconds`` of signals into the estimator; the last estimate."""
-        t_end = self._src._next_sample / self._src.sfreq + seconds
-        chunks = []
-        while self._src._next_sample / self._src.sfreq < t_end - 1e-9:
-            chunks.append(self._src.read())
+        # one block of whole chunks (the chunks read one by one, synthesised at once) and
         # one push: the estimator analyses all of the phrase's windows in one batch
-        first = chunks[0]
-        out = self._estimator.push(SignalChunk(
-            np.concatenate([c.data for c in chunks], axis=1), first.sfreq, first.ch_names,
-            first.ch_types, first.first_sample, first.t0_sec))
+        out = self._estimator.push(self._src.read_block(seconds))
         est = out[-1] if out else None
         if est is None or est.quality.get("calibrating") or est.state.confidence == 0:
             return np.full(2, np.nan), 0.0
@@ -534,6 +547,13 @@ class ClosedLoopEnv(gym.Env):
             self._src.hear(None, dur)
             est, conf = self._listen(dur)
             return est, conf, dur, {"abc": None, "features": None, "composer_failed": False}
+        if self.full_phrases == "bank":  # cached phrases: measured features of the bank's
+            idx = self.bank.pick(self.knobs, self.np_random)
+            feats = self.bank.features[idx]
+            self._src.hear(feats)
+            est, conf = self._listen(feats.duration_sec)
+            return est, conf, feats.duration_sec, {"abc": None, "features": feats,
+                                                   "composer_failed": False, "phrase": idx}
         failed = False
         try:
             phrase = self._composer.compose(self.knobs, context=self._context, seed=seed)

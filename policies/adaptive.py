@@ -245,6 +245,8 @@ class AdaptiveController:
         q[:, 0] += c.bias_process_noise
         self._q = q  # (2, R) random-walk variance per phrase
         self._s: _Sessions | None = None
+        self._last_plan: dict[str, np.ndarray] | None = None
+        self._last_move: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -334,6 +336,7 @@ class AdaptiveController:
             y = pole[:, None, :] * y + bias[:, :, h]
             cost += target_loss(y, box)
         cost /= c.horizon
+        loss = cost.copy()  # mean predicted distance, before the move penalty
         first = path[:, :, 0] - k0[:, None, :]
         cost += c.move_weight * np.sum((first / md) ** 2, axis=-1)
         if math.isfinite(c.guard_margin):
@@ -344,8 +347,17 @@ class AdaptiveController:
             bad = (high & (te >= -1e-9)) | (low & (te <= 1e-9))
             bad &= ~np.all(bad, axis=1, keepdims=True)  # at a bound: nothing is allowed
             cost = np.where(bad, np.inf, cost)
+            guard = np.where(high[:, 0], 1, np.where(low[:, 0], -1, 0))
+        else:
+            guard = np.zeros(n, int)
         best = np.argmin(cost, axis=1)
-        return first[np.arange(n), best]
+        rows = np.arange(n)
+        # what the decision used, for explain() (the reason in words)
+        self._last_plan = {"destination": dest[rows, best], "loss": loss[rows, best],
+                           "loss_hold": loss[:, -1], "y_end": y[rows, best],
+                           "y_end_hold": y[:, -1], "region": box_n, "guard": guard,
+                           "estimate": y_meas}
+        return first[rows, best]
 
     # ------------------------------------------------------------------ API
     def predict(self, obs: np.ndarray, state: Any = None, episode_start: Any = None,
@@ -392,8 +404,47 @@ class AdaptiveController:
         g = self.config.observer_gain
         y0 = np.where((learn & (s.n_updates > 0))[:, None], g * y + (1 - g) * pred, y)
         move = self._plan(s.theta, y0, knobs, target, y, s.exposure)
+        self._last_move = (knobs.copy(), move, s.exposure.copy())
         s.prev_y = np.where(ok[:, None], y, s.prev_y)
         s.prev_ok = ok | s.prev_ok
         s.started[:] = True
         action = np.clip(move / self.bounds.max_delta, -1.0, 1.0).astype(np.float32)
         return (action[0] if single else action), None
+
+    def explain(self, row: int = 0) -> dict[str, Any] | None:
+        """What the last decision of session ``row`` used, for its reason in words.
+
+        Returns
+        -------
+        info : dict or None
+            ``kind`` ``"adaptive"``; ``destination`` (3,): the knobs the plan heads
+            for at the rate limit; ``move`` (3,): its first step, knob units;
+            ``loss`` / ``loss_hold``: the identified model's mean predicted distance
+            to the target region over ``horizon`` phrases for the plan / for
+            holding the knobs; ``y_end`` / ``y_end_hold`` (2,): the predicted
+            (valence, arousal) after ``horizon`` phrases; ``region`` (4,);
+            ``guard``: +1 when the feedback guard allowed only calming moves, -1
+            only energising ones, 0 neither; ``estimate`` (2,); ``effect`` (3,):
+            the model's predicted change of the knob's own axis (valence for the
+            valence knob, arousal for tempo and energy) after ``horizon`` phrases
+            from this knob's step alone; ``n_updates``: phrases learnt from.
+            None before the first decision.
+        """
+        if self._last_plan is None or self._last_move is None or self._s is None:
+            return None
+        c = self.config
+        knobs, move, expo = (x[row] for x in self._last_move)
+        theta = self._s.theta[row]  # (2, R)
+        pole = np.clip(theta[:, 1], 0.0, c.max_pole)
+        gain = (1.0 - pole ** c.horizon) / (1.0 - pole)  # (2,) sum of the impulse response
+        phi0 = basis(knobs, expo)
+        effect = []
+        for j in range(3):
+            k1 = knobs.copy()
+            k1[j] += move[j]
+            axis = 0 if j == 0 else 1
+            effect.append(float((basis(k1, expo) - phi0) @ theta[axis, 2:] * gain[axis]))
+        plan = {k: np.asarray(v)[row] for k, v in self._last_plan.items()}
+        return {"kind": "adaptive", "move": move.tolist(), "effect": effect,
+                "horizon": c.horizon, "n_updates": int(self._s.n_updates[row]),
+                **{k: (v.tolist() if v.ndim else v.item()) for k, v in plan.items()}}

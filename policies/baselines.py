@@ -74,6 +74,10 @@ class RandomPolicy(BaselinePolicy):
         b, single = _batch(obs)
         return _out(self.rng.uniform(-1, 1, (len(b), ACTION_SIZE)), single)
 
+    def explain(self, row: int = 0) -> dict[str, Any]:
+        """What the last decision used (nothing: a random change), for its reason."""
+        return {"kind": "random"}
+
 
 class FixedPolicy(BaselinePolicy):
     """Move the knobs to a fixed setting (a preset's) and hold them.
@@ -96,12 +100,22 @@ class FixedPolicy(BaselinePolicy):
         if self.knobs.shape != (3,) or not np.all((self.knobs >= 0) & (self.knobs <= 1)):
             raise ValueError(f"preset knobs must be 3 values in [0, 1], got {preset!r}")
         self.bounds = bounds or SafetyBounds()
+        #: How a reason names the setting it holds ("manual override", ...).
+        self.role = "fixed preset knobs"
 
     def predict(self, obs: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
         """Step toward the fixed knobs as fast as the rate limit allows."""
         b, single = _batch(obs)
-        return _out((self.knobs - b[:, _KNOBS]) / self.bounds.max_delta, single)
+        self._asked = (self.knobs - b[:, _KNOBS]) / self.bounds.max_delta
+        return _out(self._asked, single)
+
+    def explain(self, row: int = 0) -> dict[str, Any]:
+        """What the last decision used: the setting it moves to and holds, and the change
+        asked (fraction of ``max_delta``, before the rate limit)."""
+        asked = getattr(self, "_asked", None)
+        return {"kind": "fixed", "role": self.role, "knobs": self.knobs.tolist(),
+                "asked": None if asked is None else asked[row].tolist()}
 
 
 class PIDPolicy(BaselinePolicy):
@@ -124,6 +138,7 @@ class PIDPolicy(BaselinePolicy):
         """Clear the integral and the previous error."""
         self._sum: np.ndarray | None = None
         self._prev: np.ndarray | None = None
+        self._last: tuple[np.ndarray, ...] | None = None  # what the last decision used
 
     def predict(self, obs: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
@@ -134,8 +149,29 @@ class PIDPolicy(BaselinePolicy):
             self._sum, self._prev = np.zeros_like(err), err.copy()
         self._sum = np.clip(self._sum + err, -5.0, 5.0)  # anti-windup
         u = self.kp * err + self.ki * self._sum + self.kd * (err - self._prev)
+        self._last = (err, self._sum.copy(), err - self._prev, u)
         self._prev = err
         return _out(np.stack([u[:, 0], u[:, 1], u[:, 1]], axis=1), single)
+
+    def explain(self, row: int = 0) -> dict[str, Any] | None:
+        """What the last decision of session ``row`` used, for its reason in words.
+
+        Returns
+        -------
+        info : dict or None
+            ``kind`` ``"pid"``; per axis (valence, arousal): ``error`` (region minus
+            estimate), the terms ``p`` (kp * error), ``i`` (ki * summed error), ``d``
+            (kd * change of error), their sum ``u``; ``asked``, shape (3,): the
+            change of each knob asked, as a fraction of ``max_delta`` before the
+            rate limit. None before the first decision.
+        """
+        if self._last is None:
+            return None
+        err, total, de, u = (x[row] for x in self._last)
+        return {"kind": "pid", "error": err.tolist(), "p": (self.kp * err).tolist(),
+                "i": (self.ki * total).tolist(), "d": (self.kd * de).tolist(),
+                "u": u.tolist(), "asked": [float(u[0]), float(u[1]), float(u[1])],
+                "gains": (self.kp, self.ki, self.kd)}
 
 
 def _predict_many(env: Any, x: np.ndarray, dt: np.ndarray) -> np.ndarray:

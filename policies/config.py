@@ -35,8 +35,11 @@ class TrainConfig:
     """Target preset (calm, focus, uplift, energize) or ``random`` (one per episode)."""
     total_timesteps: int = 200_000
     """Environment steps (phrases) to train for."""
-    n_envs: int = 8
-    """Fast environments (sessions stepped together)."""
+    n_envs: int = 64
+    """Fast environments (sessions stepped together). 64 with ``n_steps`` 32, ``batch_size``
+    1024 and ``learning_rate`` 1e-3 beat the tuned PID on held-out listeners after 50-60k
+    steps and ~1 min of CPU, against 70-100k steps and 2.5-6 min for the earlier 8 / 256 /
+    512 / 3e-4 (2 seeds; ``benchmarks/bench_ppo_wallclock.py``, issue 20)."""
     vectorised: bool = True
     """Step the sessions in one NumPy env (st_agent.envs.vector.VecClosedLoopEnv) instead of a
     DummyVecEnv of ClosedLoopEnvs (same dynamics, much faster)."""
@@ -46,12 +49,13 @@ class TrainConfig:
     """Phrases per episode."""
     phrase_bank: str = ""
     """Phrase bank JSON; empty: the default bank (built on first use)."""
-    learning_rate: float = 3e-4
-    """Adam learning rate."""
-    n_steps: int = 256
-    """Steps per environment per PPO rollout."""
-    batch_size: int = 512
-    """Minibatch size (512 is about 3x faster than SB3's 64 on 2 cores)."""
+    learning_rate: float = 1e-3
+    """Adam learning rate (see ``n_envs``)."""
+    n_steps: int = 32
+    """Steps per environment per PPO rollout (64 x 32 = 2,048 per rollout, as 8 x 256)."""
+    batch_size: int = 1024
+    """Minibatch size (512 is about 3x faster than SB3's 64 on 2 cores; 1024 halves the
+    gradient steps per rollout again, see ``n_envs``)."""
     n_epochs: int = 10
     """PPO epochs per rollout."""
     gamma: float = 0.95
@@ -76,15 +80,54 @@ class TrainConfig:
     """Torch device."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further ClosedLoopEnv keyword arguments (e.g. jerk_weight)."""
+    # --- RLlib backend (issue 18; st_agent.policies.rllib_backend) ---
+    backend: str = "sb3"
+    """Training library: ``sb3`` (stable-baselines3, one process) or ``rllib`` (Ray RLlib's
+    PPO on its current API stack; needs the ``rllib`` extra, installed in its own venv by
+    ``scripts/setup_rllib.sh``: run ``.venv-rllib/bin/st-agent ...``)."""
+    num_env_runners: int = 0
+    """RLlib: env-runner worker processes that sample in parallel (0: sample in the driver)."""
+    address: str = ""
+    """RLlib: the Ray cluster to join (``auto``: the one ``ray start`` started here or
+    that this machine belongs to; ``HOST:PORT``; empty: a private Ray on this machine)."""
+
+    # --- personalisation (issue 16; st_agent.policies.personal) ---
+    listener: str = ""
+    """Train on this fitted listener.json (``st-agent fit-listener``), with
+    ``--listener-draws`` listeners jittered around it, instead of population draws."""
+    subject: str = ""
+    """Train on this subject's fitted listener (``fit-listener --subject``) and install
+    the result as their personal controller, which ``session --subject`` then uses."""
+    listener_jitter: float = 0.1
+    """Spread of the draws around the fitted listener, a fraction of each parameter's
+    range (added to the fit's own standard error; 0: the fit alone)."""
+    listener_draws: int = 64
+    """Listeners drawn around the fit (the first is the fit itself)."""
 
     def run_dir(self) -> Path:
         """``<runs_dir>/<name>``."""
         return Path(self.runs_dir or runs_dir()) / self.name
 
     def env_kwargs(self, bank: PhraseBank) -> dict[str, Any]:
-        """Keyword arguments of the training environments."""
-        return {"target": self.target, "phrase_bank": bank, "max_steps": self.max_steps,
-                **self.extra}
+        """Keyword arguments of the training environments (with ``--listener`` or
+        ``--subject``: ``listener``, the draws around the fitted listener)."""
+        kw = {"target": self.target, "phrase_bank": bank, "max_steps": self.max_steps,
+              **self.extra}
+        path = self.personal_listener()
+        if path is not None:
+            from st_agent.policies.personal import personal_listeners
+
+            kw["listener"] = personal_listeners(path, self.listener_draws,
+                                                self.listener_jitter, self.seed)
+        return kw
+
+    def personal_listener(self) -> Path | None:
+        """The fitted listener file trained on (``--listener``, else the subject's)."""
+        if not (self.listener or self.subject):
+            return None
+        from st_agent.policies.personal import personal_listener_file
+
+        return personal_listener_file(self.listener, self.subject)
 
 
 @dataclass
@@ -158,6 +201,19 @@ class TrainJamConfig:
     """Torch CPU threads (1 is fastest for small MLPs)."""
     device: str = "cpu"
     """Torch device."""
+    # --- RLlib backend (issue 18; st_agent.policies.rllib_backend) ---
+    backend: str = "sb3"
+    """Training library: ``sb3`` (stable-baselines3, one process) or ``rllib`` (Ray RLlib's
+    PPO on its current API stack; needs the ``rllib`` extra, installed in its own venv by
+    ``scripts/setup_rllib.sh``: run ``.venv-rllib/bin/st-agent ...``)."""
+    num_env_runners: int = 0
+    """RLlib: env-runner worker processes that sample in parallel (0: sample in the driver)."""
+    address: str = ""
+    """RLlib: the Ray cluster to join (``auto``: the one ``ray start`` started here or
+    that this machine belongs to; ``HOST:PORT``; empty: a private Ray on this machine)."""
+    policy_mapping: str = "shared"
+    """RLlib: ``shared`` (one network for every performer, parameter sharing, as SB3 trains)
+    or ``per-performer`` (one network per performer, mapped by agent id)."""
 
     def run_dir(self) -> Path:
         """``<runs_dir>/<name>``."""

@@ -177,13 +177,16 @@ def make_controller(policy: str, bounds: SafetyBounds, target: str = "calm",
     """
     if override is not None:
         knobs = bounds.clip(override)
-        return FixedPolicy(knobs.as_tuple(), bounds), f"manual override {knobs!r}"
+        held = FixedPolicy(knobs.as_tuple(), bounds)
+        held.role = "manual override"  # how its reasons name it
+        return held, f"manual override {knobs!r}"
     simple: dict[str, Callable[[], tuple[Any, str]]] = {
         "pid": lambda: (pid_for(target), "PID on the state error (tuned)"),
         "random": lambda: (RandomPolicy(seed=seed), "random knob changes"),
         "fixed": lambda: (FixedPolicy(target if target in FIXED_KNOBS else "calm", bounds),
                           "fixed preset knobs"),
-        "constant": lambda: (constant_for(target, bounds), "best constant knobs (tuned)"),
+        "constant": lambda: (_role(constant_for(target, bounds), "best constant knobs"),
+                             "best constant knobs (tuned)"),
         "adaptive": lambda: (adaptive_for(target, bounds), "adaptive model-based controller"),
     }
     if policy in simple:
@@ -201,6 +204,12 @@ def make_controller(policy: str, bounds: SafetyBounds, target: str = "calm",
                      f"{sorted(set(shipped_controllers()) | set(bundled_policies()))}, "
                      f"a baseline {list(BASELINE_POLICIES)}, or the folder of a trained "
                      "policy (st-agent train)")
+
+
+def _role(policy: FixedPolicy, role: str) -> FixedPolicy:
+    """``policy`` with the name its reasons use for the setting it holds."""
+    policy.role = role
+    return policy
 
 
 def _load_run(path: Path, bounds: SafetyBounds) -> tuple[Any, str]:

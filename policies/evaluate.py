@@ -236,6 +236,10 @@ class EvaluateConfig:
     listener: str = ""
     """A fitted listener.json to evaluate on instead of drawn listeners (its episodes
     differ in their noise only); empty: draws."""
+    subject: str = ""
+    """Evaluate on this subject's fitted listener (``fit-listener --subject``), with their
+    personal controller (``train --subject``) as the extra controller unless a policy is
+    given."""
     seed: int = 0
     """Seed of the test listeners, the episodes, tuning and bootstrap."""
     max_steps: int = 32
@@ -260,6 +264,14 @@ class EvaluateConfig:
     """Bootstrap resamples of the CIs."""
     out: str = ""
     """Folder for results.json, results.txt and the plot; empty: runs/evaluate_<target>."""
+    log_transitions: str = ""
+    """OPE (issue 18): record every evaluation episode's transitions under this folder
+    (``<folder>/<test set>/<controller>/ep-NNNN``, read by ``st-agent ope`` and
+    ``st-agent train-offline``); empty: off."""
+    explore_std: float = 0.0
+    """OPE: behaviour noise of the logged episodes (truncated normal, action units,
+    :mod:`st_agent.policies.transitions`); the metrics are then the noisy controllers'.
+    0: the controllers as they are."""
 
 
 def _check(cfg: EvaluateConfig) -> tuple[str, ...]:
@@ -281,6 +293,10 @@ def _check(cfg: EvaluateConfig) -> tuple[str, ...]:
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    if cfg.explore_std:  # OPE (issue 18): refused before any tuning
+        from st_agent.policies.transitions import Exploration
+
+        Exploration(cfg.explore_std)
     if cfg.listener and not Path(cfg.listener).is_file():
         raise ValueError(f"listener file {cfg.listener!r} does not exist; write one with "
                          "`st-agent fit-listener`")
@@ -329,6 +345,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     from st_agent.envs.phrase_bank import PhraseBank, build_phrase_bank
     from st_agent.policies.lofo import fold_controllers
 
+    cfg = _for_subject(cfg)
     fams = _check(cfg)
     bank = PhraseBank.load(cfg.phrase_bank) if cfg.phrase_bank else build_phrase_bank()
     out = Path(cfg.out) if cfg.out else _default_out(cfg)
@@ -341,8 +358,16 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         makers, refs = fold_controllers(name, train_fams, cfg, bank, out / "folds" / name)
         if extra is not None:
             makers[cfg.policy] = extra
+        if cfg.log_transitions:  # OPE (issue 18): every episode recorded
+            from st_agent.policies.sim_logging import logged_factory
+
+            makers = {n: logged_factory(m, Path(cfg.log_transitions) / name / n,
+                                        cfg.explore_std, cfg.seed, n)
+                      for n, m in makers.items()}
         eps = {n: rollout_episodes(m, listeners, env_kwargs, cfg.seed, cfg.radius)
                for n, m in makers.items()}
+        for m in makers.values():  # OPE: the last logged episode's end
+            getattr(m, "close", lambda: None)()
         ref = eps.get("pid")
         block = {"train_families": list(train_fams), "references": refs, "controllers": {}}
         for n, e in eps.items():
@@ -359,6 +384,20 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     (out / "results.txt").write_text(table + "\n", encoding="utf-8")
     _plot(results, out / "evaluation.png")
     return results
+
+
+def _for_subject(cfg: EvaluateConfig) -> EvaluateConfig:
+    """``--subject``: their fitted listener, and their personal controller as ``policy``."""
+    if not cfg.subject:
+        return cfg
+    from dataclasses import replace
+
+    from st_agent.policies.personal import personal_listener_file, subject_controller
+
+    listener = cfg.listener or str(personal_listener_file("", cfg.subject))
+    ctrl = subject_controller(cfg.subject)
+    return replace(cfg, listener=listener,
+                   policy=cfg.policy or (str(ctrl) if ctrl is not None else ""))
 
 
 def _default_out(cfg: EvaluateConfig) -> Path:

@@ -135,7 +135,27 @@ class ResidualController:
         res, _ = self.policy.predict(z, deterministic=deterministic)
         act = np.clip(np.atleast_2d(mpc) + self.scale * np.clip(res, -1, 1), -1, 1)
         act = act.astype(np.float32)
+        self._last = (np.atleast_2d(mpc), self.scale * np.clip(np.atleast_2d(res), -1, 1), act)
         return (act[0] if single else act), None
+
+    def explain(self, row: int = 0) -> dict[str, Any] | None:
+        """What the last decision of session ``row`` used, for its reason in words.
+
+        Returns
+        -------
+        info : dict or None
+            ``kind`` ``"residual"``; ``mpc`` (3,): the adaptive controller's action,
+            ``residual`` (3,): the learned correction added to it (scaled), ``action``
+            (3,): their clipped sum, all as fractions of ``max_delta``; ``adaptive``:
+            the adaptive controller's own :meth:`AdaptiveController.explain`. None
+            before the first decision.
+        """
+        last = getattr(self, "_last", None)
+        if last is None:
+            return None
+        mpc, res, act = (np.asarray(x[row], dtype=float).tolist() for x in last)
+        return {"kind": "residual", "mpc": mpc, "residual": res, "action": act,
+                "adaptive": self.adaptive.explain(row)}
 
 
 @dataclass

@@ -78,10 +78,13 @@ class _EvalCheckpoint(BaseCallback):
             kw = cfg.env_kwargs(self.bank) | {"target": target}
             from st_agent.listener.family import FAMILY_NAMES
 
-            # held-out draws of the families it trains on (all of them by default)
+            # held-out draws of the families it trains on (all of them by default); a
+            # personal run: the fitted listener itself, on episodes of its own seeds
             fams = tuple(cfg.extra.get("families") or FAMILY_NAMES)
-            m = rollout(lambda env: pol, heldout_listeners(cfg.n_eval_listeners, cfg.seed,
-                                                           fams), kw, seed=cfg.seed)
+            personal = kw.pop("listener", None)
+            tests = [personal[0]] * cfg.n_eval_listeners if personal else \
+                heldout_listeners(cfg.n_eval_listeners, cfg.seed, fams)
+            m = rollout(lambda env: pol, tests, kw, seed=cfg.seed)
             self.model.policy.train()
             for k, v in m.items():
                 self.logger.record(f"eval/{k}", v)
@@ -135,4 +138,12 @@ def train(cfg: TrainConfig) -> Path:
     save_policy(model, vecnorm, run / "policy", cfg, model.num_timesteps)
     logger.info("trained %d steps -> %s", model.num_timesteps, run)
     vecnorm.close()
+    if cfg.subject:  # the subject's personal controller (session --subject uses it)
+        from st_agent.policies.personal import install_personal_controller
+
+        install_personal_controller(run, cfg.subject, cfg.personal_listener(),
+                                    {"listener_jitter": cfg.listener_jitter,
+                                     "listener_draws": cfg.listener_draws,
+                                     "total_timesteps": cfg.total_timesteps,
+                                     "target": cfg.target, "seed": cfg.seed})
     return run

@@ -56,6 +56,12 @@ def _status_printer() -> Callable[[SessionStatus], None]:
     return show
 
 
+def _announce_dashboard(url: str) -> None:
+    """DASH: the line with the dashboard's URL (and its token), on stdout at once."""
+    sys.stdout.write(f"dashboard: {url}\n")
+    sys.stdout.flush()
+
+
 def _session_lines(result: SessionResult) -> list[str]:
     s = result.summary
     lat = s["decision_latency_ms"]
@@ -93,12 +99,20 @@ def run_session_command(cfg: SessionConfig) -> SessionResult:
     check_board(cfg.board)
     check_key_file(cfg.key_file)
     session_folder(cfg)
+    from st_agent.subject_commands import announce_subjects  # SUBJ: --subject
+
+    sys.stderr.write("\n".join(announce_subjects(cfg)) + "\n")
     from st_agent.policies.controllers import make_controller
+    from st_agent.policies.personal import apply_subject
     from st_agent.types import Knobs
 
+    picked = apply_subject(cfg)  # PERS: --subject's personal controller, calibration, listener
+    if picked:
+        _out([picked])
     override = Knobs(*cfg.knobs) if cfg.knobs is not None else None
     controller, name = make_controller(cfg.policy, cfg.bounds(), cfg.target, override, cfg.seed)
-    result = run_session(cfg, controller, name, _status_printer())
+    result = run_session(cfg, controller, name, _status_printer(),
+                         on_dashboard=_announce_dashboard)  # DASH: --dashboard
     sys.stderr.write("\n")
     _out(_session_lines(result))
     return result
@@ -121,13 +135,17 @@ def run_jam_command(cfg: JamConfig) -> None:
         check_board(board)
     check_key_file(cfg.key_file)
     jam_folder(cfg)
+    from st_agent.subject_commands import announce_subjects  # SUBJ: --subject
+
+    sys.stderr.write("\n".join(announce_subjects(cfg)) + "\n")
     n = len(boards)
     from st_agent.policies.controllers import make_jam_controller
 
     controller, name, history_len = make_jam_controller(cfg.policy, n, cfg.seed)
     tty = sys.stderr.isatty()
     res = run_jam(cfg, controller, name, lambda line: sys.stderr.write(
-        ("\r" + line[:200] + "\x1b[K") if tty else line + "\n"), history_len)
+        ("\r" + line[:200] + "\x1b[K") if tty else line + "\n"), history_len,
+        on_dashboard=_announce_dashboard)  # DASH: --dashboard
     s = res.summary
     g = s["group_distance_last_half"]
     _out([f"\njam written to {res.folder}",
@@ -202,15 +220,29 @@ def run_fit_listener_command(cfg: FitListenerConfig) -> None:
     from st_agent.listener.fitting import run_fit_listener
 
     res = run_fit_listener(cfg)
-    _out([f"wrote {cfg.out}: {res.minutes_used:.1f} min of music, held-out R² "
-          f"{res.heldout_r2:.2f} on 10 s blocks ({res.heldout_r2_window:.2f} per window)"])
+    q = res.quality
+    _out([f"wrote {q.get('path', cfg.out)}: {res.minutes_used:.1f} min of music from "
+          f"{len(res.sessions)} session(s), held-out R² {res.heldout_r2:.2f} on 10 s blocks "
+          f"({res.heldout_r2_window:.2f} per window)",
+          *(f"  warning: {w}" for w in q.get("warnings", ())),
+          "  written with --force: the warnings are recorded in the file" if q.get("forced")
+          else ""])
 
 
 def run_train(cfg: TrainConfig) -> None:
     """``st-agent train``."""
+    if cfg.backend != "sb3":  # --backend rllib (issue 18); ray is imported only there
+        from st_agent.policies.rllib_backend import run_train_backend
+
+        _out([f"run written to {run_train_backend(cfg)}"])
+        return
     from st_agent.policies.train import train
 
-    _out([f"run written to {train(cfg)}"])
+    cfg.personal_listener()  # --listener / --subject: refused before anything is written
+    run = train(cfg)
+    _out([f"run written to {run}",
+          f"  personal controller of {cfg.subject} installed (st-agent session --subject "
+          f"{cfg.subject} uses it)" if cfg.subject else ""])
 
 
 def run_evaluate(cfg: EvaluateConfig) -> Any:
@@ -224,6 +256,11 @@ def run_evaluate(cfg: EvaluateConfig) -> Any:
 
 def run_train_jam(cfg: TrainJamConfig) -> None:
     """``st-agent train-jam``."""
+    if cfg.backend != "sb3":  # --backend rllib (issue 18); ray is imported only there
+        from st_agent.policies.rllib_jam import run_train_jam_backend
+
+        _out([f"run written to {run_train_jam_backend(cfg)}"])
+        return
     from st_agent.policies.jam import train_jam
 
     _out([f"run written to {train_jam(cfg)}"])

@@ -66,7 +66,9 @@ __all__ = [
     "JAM_MAX_PERFORMERS",
     "KNOB_NAMES",
     "OBS_SIZE",
+    "OBS_VERSION",
     "REST_ENERGY",
+    "REWARD_WEIGHTS",
     "TARGET_PRESETS",
     "TARGET_REGIONS",
     "HistoryEntry",
@@ -84,6 +86,7 @@ __all__ = [
     "region_error",
     "resolve_target",
     "rest_phrase_sec",
+    "reward_from_observations",
 ]
 
 #: Knob order of actions and observations.
@@ -202,6 +205,46 @@ def observation_size(history_len: int = HISTORY_LEN) -> int:
 
 
 OBS_SIZE = observation_size()
+#: Version of the observation layout above; logged transitions carry it
+#: (:mod:`st_agent.policies.transitions`), and a change of the layout must bump it.
+OBS_VERSION = 1
+#: The closed-loop env's default reward weights (``distance_weight``, ``jerk_weight``).
+REWARD_WEIGHTS = (0.1, 0.05)
+
+
+def reward_from_observations(obs: np.ndarray, next_obs: np.ndarray, max_delta: float,
+                             distance_weight: float = REWARD_WEIGHTS[0],
+                             jerk_weight: float = REWARD_WEIGHTS[1]) -> dict[str, np.ndarray]:
+    """The env's reward of the transitions ``obs -> next_obs``, from the observations alone.
+
+    The same formula as :class:`~st_agent.envs.closed_loop.ClosedLoopEnv`'s reward
+    (``progress - distance_weight * d - jerk_weight * jerk``), with the distance
+    ``d`` the norm of the error entries (4, 5) of the observation and the knobs
+    from entries 6-8. The env measures ``d`` on the noise-free state; a live
+    session has only the estimate, so this is the reward as the session sees it
+    (the same function; the estimate's noise is in it).
+
+    Parameters
+    ----------
+    obs, next_obs : ndarray, shape (..., n_obs)
+        Observations before and after the phrase.
+    max_delta : float
+        The rate limit of the bounds, knob units per phrase.
+    distance_weight, jerk_weight : float
+        Reward weights (the env's defaults).
+
+    Returns
+    -------
+    terms : dict of str to ndarray, shape (...)
+        ``progress`` (``d_prev - d``), ``distance`` (``d``), ``jerk`` (mean of
+        ``(dk / max_delta) ** 2``) and ``reward``.
+    """
+    obs, next_obs = np.asarray(obs, dtype=np.float64), np.asarray(next_obs, dtype=np.float64)
+    d_prev = np.linalg.norm(obs[..., 4:6], axis=-1)
+    d = np.linalg.norm(next_obs[..., 4:6], axis=-1)
+    jerk = np.mean(((next_obs[..., 6:9] - obs[..., 6:9]) / max_delta) ** 2, axis=-1)
+    return {"progress": d_prev - d, "distance": d, "jerk": jerk,
+            "reward": (d_prev - d) - distance_weight * d - jerk_weight * jerk}
 
 
 def observation_bounds(history_len: int = HISTORY_LEN) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,11 @@ Outputs go to ``runs/`` (the layout's output folder): ``$ST_AGENT_RUNS_DIR`` whe
 set, else ``runs/`` of the source checkout the package runs from, else
 ``runs/`` under the user's data folder. Caches (built once, reusable) go to
 ``$ST_AGENT_CACHE_DIR`` or the user's cache folder; never into the checkout or
-site-packages.
+site-packages. Per-user settings and keys (the local consent key) go to
+``$ST_AGENT_CONFIG_DIR`` or the user's config folder (``~/.config/st-agent`` on Linux,
+where session key files go by default too); per-user data that outlives a run (the
+subject registry, personal listener and controller files) to ``$ST_AGENT_DATA_DIR`` or
+the user's data folder (``~/.local/share/st-agent``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "runs_dir"]
+__all__ = ["cache_dir", "config_dir", "data_dir", "runs_dir"]
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -46,3 +50,24 @@ def cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("st-agent"))
+
+
+def config_dir() -> Path:
+    """The folder per-user settings and keys go under (not created here)."""
+    env = os.environ.get("ST_AGENT_CONFIG_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("st-agent"))
+
+
+def data_dir() -> Path:
+    """The folder per-user data (subject registry, personal files) goes under (not
+    created here)."""
+    env = os.environ.get("ST_AGENT_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("st-agent"))

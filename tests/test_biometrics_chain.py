@@ -51,7 +51,7 @@ def test_synthetic_board_is_estimated_recorded_read_back_and_exported(tmp_path):
     assert meta.subject_id not in ("", None) and meta.subject_id in str(session.meta.subject_id)
     paths = export_session(folder, fmt="edf", out=tmp_path / "edf")
     edf = next(p for p in paths if p.suffix == ".edf")
-    raw = mne.io.read_raw_edf(edf, preload=True, verbose="error")
+    raw = mne.io.read_raw_edf(edf, preload=True, infer_types=True, verbose="error")
     # EDF stores whole 1 s data records: the last one is padded
     assert handed <= raw.n_times < handed + session.raw.info["sfreq"]
     ch = session.raw.ch_names[eeg[0]]

@@ -61,9 +61,16 @@ def test_help_lists_commands_and_settings():
 
 
 def test_train_generator_tiny_run(tmp_path: Path):
+    import shutil
+
+    from st_agent.tokenizer.corpus import music21_abc_files
+
     abc_dir = tmp_path / "abc"
     abc_dir.mkdir()
+    for f in [f for f in music21_abc_files() if f.stat().st_size < 8000][:60]:
+        shutil.copy(f, abc_dir / f.name)  # a small corpus of one's own keeps the run short
     r = run("train-generator", "--name", "tiny", "--runs-dir", str(tmp_path / "runs"),
+            "--no-music21", "--extra-abc-dirs", str(abc_dir),
             "--max-steps", "2", "--eval-every", "1", "--eval-batches", "1", "--batch-size", "2",
             "--block-size", "32", "--n-layer", "1", "--n-embd", "32", "--n-head", "2",
             "--vocab-size", "300")
@@ -112,3 +119,11 @@ def test_export_fit_listener_and_delete_commands(tmp_path: Path):
     assert r.returncode == 0 and not (session / "samples.seg").exists()
     r = run("delete", str(tmp_path / "edf"))
     assert r.returncode == 3 and "not a session" in r.stderr  # a data error (errors.py)
+
+
+def test_train_generator_without_any_corpus_is_refused_before_anything_is_written(tmp_path):
+    r = run("train-generator", "--no-music21", "--runs-dir", str(tmp_path / "runs"))
+    assert r.returncode == 2
+    words = " ".join(r.stderr.replace("│", " ").split())  # tyro frames the message
+    assert "--no-music21 leaves no tunes to train on" in words
+    assert not (tmp_path / "runs").exists()

@@ -183,8 +183,11 @@ def test_sigint_mid_session_leaves_a_readable_recording_and_a_report(tmp_path: P
 def test_explanations_name_the_state_and_target() -> None:
     words = explain_change(Knobs(0.5, 0.55, 0.5), Knobs(0.6, 0.43, 0.5), (0.1, 0.62),
                            (0.2, -0.5))
-    assert words == ["valence up (0.50→0.60): valence +0.10 below target +0.20",
-                     "tempo down (0.55→0.43): arousal +0.62 above target -0.50"]
+    # without what the controller used (info=None), the reason says so (issue 16)
+    assert words == ["valence up (0.50→0.60): the controller's choice (it exposes no reason); "
+                     "valence +0.10 below target +0.20; the move goes toward it",
+                     "tempo down (0.55→0.43): the controller's choice (it exposes no reason); "
+                     "arousal +0.62 above target -0.50; the move goes toward it"]
     assert explain_change(Knobs(0.5, 0.5, 0.5), Knobs(0.5, 0.5, 0.5), None, (0, 0)) == []
     assert "no usable estimate" in explain_change(Knobs(0.5, 0.5, 0.5), Knobs(0.5, 0.6, 0.5),
                                                   None, (0, 0))[0]
@@ -344,7 +347,7 @@ def test_cli_demo_records_its_consent_and_exports_to_edf(tmp_path: Path) -> None
     assert main(["export", str(folder), "--format", "edf"]) == 0
     edf = sorted((folder / "export" / "edf").glob("*.edf"))
     assert len(edf) == 1
-    raw = mne.io.read_raw_edf(edf[0], preload=True, verbose="error")
+    raw = mne.io.read_raw_edf(edf[0], preload=True, infer_types=True, verbose="error")
     assert raw.ch_names == sess.raw.ch_names
     assert abs(raw.n_times / raw.info["sfreq"] - sess.raw.n_times / sess.raw.info["sfreq"]) < 1.0
 

@@ -236,8 +236,45 @@ def _tapered(clean: np.ndarray, taper: int) -> np.ndarray:
     return 0.5 * (1.0 - np.cos(np.pi * np.clip(dist / taper, 0.0, 1.0)))
 
 
+def _shared_segments(uv: np.ndarray, clean: np.ndarray, nperseg: int, step: int, hop: int,
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Summed segment periodograms of the wholly clean windows, each segment computed once.
+
+    Window ``w`` of a batch of consecutive windows starts ``w * hop`` samples after
+    window 0, so with ``step`` a multiple of ``hop`` its segment ``s`` is the
+    stream's segment ``w + s * step / hop``: the windows share segments (3 of every
+    4 at a 2 s window, 0.5 s hop, 1 s segments). A window is taken only when it is
+    clean throughout and its samples equal the stream rebuilt from the batch
+    (spike repairs are per window); the others are left to the general path.
+
+    Returns
+    -------
+    (which, spec) or None
+        Indices of the windows done, shape (K,), and their summed periodograms
+        (K, n_channels, n_freqs), before scaling; None when none qualifies.
+    """
+    n_win, n_ch, n_times = uv.shape
+    if hop <= 0 or n_win < 2 or step % hop or n_times < hop:
+        return None
+    sig = np.concatenate([uv[0], uv[1:, :, -hop:].transpose(1, 0, 2).reshape(n_ch, -1)],
+                         axis=-1)  # (C, n_times + (W - 1) * hop)
+    starts = np.arange(n_win)[:, None] * hop + np.arange(n_times)[None, :]
+    ok = clean.all(-1) & (uv == sig[:, starts].transpose(1, 0, 2)).all(axis=(1, 2))
+    which = np.flatnonzero(ok)
+    if which.size == 0:
+        return None
+    n_seg = (n_times - nperseg) // step + 1
+    r = step // hop
+    n_pos = n_win + (n_seg - 1) * r
+    segs = np.lib.stride_tricks.sliding_window_view(sig, nperseg, axis=-1)[:, ::hop][:, :n_pos]
+    segs = segs - segs.mean(-1, keepdims=True)
+    spec = np.abs(np.fft.rfft(segs * _hann(nperseg), axis=-1)) ** 2  # (C, P, F)
+    pos = which[:, None] + r * np.arange(n_seg)[None, :]  # (K, S)
+    return which, spec[:, pos].sum(axis=2).transpose(1, 0, 2)
+
+
 def masked_welch(uv: np.ndarray, clean: np.ndarray, sfreq: float, nperseg: int,
-                 taper: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                 taper: int = 0, hop: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Welch PSD that gives excluded samples zero weight.
 
     Segments of ``nperseg`` samples with 50 % overlap and a Hann window, as
@@ -260,6 +297,11 @@ def masked_welch(uv: np.ndarray, clean: np.ndarray, sfreq: float, nperseg: int,
         Segment length, samples (``<= n_times``).
     taper : int
         Length of the raised-cosine ramp at each edge of an excluded stretch.
+    hop : int
+        Samples between the starts of consecutive windows of the batch (0: the
+        windows are unrelated). With it, wholly clean windows share their
+        overlapping segments' periodograms (computed once; the same PSD to
+        float rounding, ``tests/test_streaming_filters.py``).
 
     Returns
     -------
@@ -272,6 +314,19 @@ def masked_welch(uv: np.ndarray, clean: np.ndarray, sfreq: float, nperseg: int,
     n_times = uv.shape[-1]
     nperseg = min(nperseg, n_times)
     step = nperseg - nperseg // 2
+    shared = _shared_segments(uv, clean, nperseg, step, hop)
+    if shared is not None:
+        done, spec_done = shared
+        rest = np.setdiff1d(np.arange(uv.shape[0]), done)
+        psd = np.empty((*uv.shape[:2], nperseg // 2 + 1))
+        n_seg = (n_times - nperseg) // step + 1
+        psd[done] = spec_done / (sfreq * n_seg * float((_hann(nperseg) ** 2).sum()))
+        psd[done, :, 1:] *= 2.0
+        if nperseg % 2 == 0:
+            psd[done, :, -1] /= 2.0
+        if rest.size:
+            psd[rest] = masked_welch(uv[rest], clean[rest], sfreq, nperseg, taper)[1]
+        return np.fft.rfftfreq(nperseg, 1.0 / sfreq), psd
     m = _tapered(clean, taper)
     segs = np.lib.stride_tricks.sliding_window_view(uv, nperseg, axis=-1)[..., ::step, :]
     msegs = np.lib.stride_tricks.sliding_window_view(m, nperseg, axis=-1)[..., ::step, :]

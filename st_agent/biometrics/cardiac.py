@@ -151,7 +151,9 @@ def rr_spectrum(t_sec: np.ndarray, values: np.ndarray, fs: float = 4.0, n_fft: i
         return None
     grid = np.arange(t_sec[0], t_sec[-1], 1.0 / fs)
     y = np.interp(grid, t_sec, values)
-    y = y - np.polyval(np.polyfit(grid - grid[0], y, 1), grid - grid[0])
+    x = grid - grid[0]  # least-squares line (np.polyfit's, in closed form: 4x cheaper)
+    xc = x - x.mean()
+    y = y - (y.mean() + xc * (xc @ (y - y.mean())) / max(float(xc @ xc), 1e-300))
     w = np.hanning(y.size)
     n = max(n_fft, y.size)
     spec = np.abs(np.fft.rfft(y * w, n)) ** 2 / (fs * (w ** 2).sum())
@@ -198,7 +200,7 @@ class BeatTracker:
 
     def __init__(self, kind: str, sfreq: float, hr_window_sec: float = 8.0,
                  hrv_window_sec: float = 32.0, min_hrv_sfreq: float = 100.0,
-                 margin_sec: float = 1.0) -> None:
+                 margin_sec: float = 1.0, hrv_update_sec: float = 0.0) -> None:
         if kind not in ("ecg", "ppg"):
             raise ValueError(f"kind must be 'ecg' or 'ppg', got {kind!r}")
         self.kind, self.sfreq = kind, float(sfreq)
@@ -210,6 +212,10 @@ class BeatTracker:
         self.done: int | None = None  # beats before this sample are final
         self._sign = 0.0  # ECG polarity (+1 upright, -1 inverted), fixed on first use
         self.unavailable: dict[str, str] = {}
+        # beat-to-beat markers over hrv_window_sec change slowly: recomputed at most every
+        # hrv_update_sec (0: every call), the calls between reuse them (issue 20)
+        self.hrv_every = max(0, round(hrv_update_sec * sfreq))
+        self._hrv: tuple[int, dict[str, float]] | None = None
         if not self.hrv_ok:
             why = (f"{kind.upper()} at {sfreq:g} Hz: beat timing needs >= {min_hrv_sfreq:g} Hz "
                    "for beat-to-beat markers")
@@ -334,6 +340,15 @@ class BeatTracker:
             out["hr/bpm"] = float(60.0 / rr.mean())
         if not self.hrv_ok:
             return out
+        last = self._hrv
+        if last is None or not 0 <= end - last[0] < max(1, self.hrv_every):
+            last = self._hrv = (end, self._hrv_features(end))
+        out.update(last[1])
+        return out
+
+    def _hrv_features(self, end: int) -> dict[str, float]:
+        """RMSSD, HF power and breathing rate from the beats before sample ``end``."""
+        out: dict[str, float] = {}
         t, rr, amp = self._intervals(end, self.hrv_window_sec)
         if rr.size >= 5:
             d = np.diff(rr)[np.diff(t) < 1.6]  # successive intervals only

@@ -234,7 +234,7 @@ def _window_dicts(w: int, m: dict[str, Any], mont: Montage, cfg: Any,
 
 
 def eeg_features(x: np.ndarray, sfreq: float, mont: Montage, cfg: Any, eye_scale: EyeScale,
-                 alpha_band: tuple[float, float] = BANDS["alpha"]) -> EegBatch:
+                 alpha_band: tuple[float, float] = BANDS["alpha"], hop: int = 0) -> EegBatch:
     """Vectorised EEG markers and quality for a batch of windows.
 
     Parameters
@@ -251,6 +251,9 @@ def eeg_features(x: np.ndarray, sfreq: float, mont: Montage, cfg: Any, eye_scale
         Running SDs of the eye proxies (updated).
     alpha_band : (float, float)
         The listener's alpha band for the posterior markers, Hz.
+    hop : int
+        Samples between consecutive windows of the batch (0: unrelated windows); lets
+        :func:`masked_welch` share the overlapping segments.
 
     Returns
     -------
@@ -260,7 +263,7 @@ def eeg_features(x: np.ndarray, sfreq: float, mont: Montage, cfg: Any, eye_scale
     good = m["good"]
     n_good = good.sum(axis=-1)
     freqs, psd = masked_welch(m["uv"], m["clean"], sfreq, round(sfreq),
-                              taper=round(0.05 * sfreq))
+                              taper=round(0.05 * sfreq), hop=hop)
     psd = np.nan_to_num(psd, nan=0.0)
     total = _band(psd, freqs, *TOTAL_BAND)
     bp = {band: _band(psd, freqs, lo, hi) for band, (lo, hi) in cfg.bands.items()}

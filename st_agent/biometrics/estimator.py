@@ -108,6 +108,7 @@ from st_agent.biometrics.window import (
     features_from_window,
     is_bad,
     other_features,
+    other_features_batch,
 )
 from st_agent.types import EmotionState, SignalChunk
 
@@ -460,15 +461,21 @@ class StateEstimator:
         rel = np.asarray(ends) - self._buf_start
         idx = rel[:, None] - n_win + np.arange(n_win)[None, :]  # (W, n_win)
         windows = self._buf[mont.eeg[None, :, None], idx[:, None, :]]  # (W, C, n_win)
+        self._batch_band = tuple(self._alpha_band())
         batch = eeg_features(windows, sfreq, mont, self.config, self._eye_scale,
-                             self._alpha_band())
+                             self._batch_band, hop=self._n_hop)
         slow = self._slow
         if slow.tracker is not None and len(ends) > 1:  # offline: one beat search per batch
             slow.update_beats(self._buf, self._buf_start, int(rel[-1]))
         out = []
+        if rel[0] >= n_win:  # whole windows: EMG and EDA of the batch at once
+            others = other_features_batch(self._buf[:, idx].transpose(1, 0, 2), mont,
+                                          self.config)
+        else:
+            others = [other_features(self._buf[:, max(0, int(r) - n_win):int(r)], mont,
+                                     self.config) for r in rel]
         for w, end in enumerate(ends):
-            r = int(rel[w])
-            f, q = other_features(self._buf[:, max(0, r - n_win):r], mont, self.config)
+            f, q = others[w]
             f.update(slow.features(self._buf, self._buf_start, end, streaming=len(ends) == 1))
             feats, qual = batch.features[w], batch.quality[w]
             feats.update(f)
@@ -539,10 +546,13 @@ class StateEstimator:
             self._state = held
             return Estimate(self._state, feats, qual, True)
         base = self._baseline or Baseline({}, {}, 0)
-        if base.alpha_band is not None:  # the listener's band (the batch may predate it)
+        if base.alpha_band is not None and tuple(base.alpha_band) != getattr(
+                self, "_batch_band", None):  # the listener's band (the batch may predate it)
             feats.update({k: float(v[0]) for k, v in
                           alpha_markers(alpha_psd[None], freqs, base.alpha_band).items()})
-        z = {k: base.z(k, v) for k, v in feats.items() if k in base.mean}
+        mean, std = base.mean, base.std  # = {k: base.z(k, v) ...}, inlined (per window)
+        z = {k: (v - mean[k]) / std[k] if k in std and math.isfinite(v) else math.nan
+             for k, v in feats.items() if k in mean}
         if not base.mean:  # calibration disabled: raw markers
             z = dict(feats)
         drives = self._drives(z, log_bands, feats)

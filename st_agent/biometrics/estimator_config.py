@@ -35,8 +35,8 @@ AROUSAL_PRIORS: dict[str, float] = {
 _POSITIVE = ("window_sec", "hop_sec", "hr_window_sec", "hrv_window_sec", "eda_window_sec",
              "gain", "flat_uv", "max_abs_uv", "blink_uv", "blink_z", "blink_cap_uv", "emg_burst_uv",
              "calibration_warn_sec", "min_hrv_sfreq")
-_NON_NEGATIVE = ("hr_update_sec", "eda_update_sec", "calibration_sec", "smoothing_sec",
-                 "blink_pad_sec", "min_calibration_sec")
+_NON_NEGATIVE = ("hr_update_sec", "hrv_update_sec", "eda_update_sec", "calibration_sec",
+                 "smoothing_sec", "blink_pad_sec", "min_calibration_sec")
 _UNIT = ("clip_fraction", "muscle_ratio", "max_bad_channel_fraction", "confidence_decay",
          "hr_weight", "min_clean_fraction")
 
@@ -74,6 +74,11 @@ class EstimatorConfig:
     hr_update_sec: float = 1.0
     """Heart and breathing markers are recomputed at most this often (s of stream
     time); the windows in between reuse the last values. 0 = every hop."""
+    hrv_update_sec: float = 0.0
+    """The beat-to-beat markers over ``hrv_window_sec`` (RMSSD, HF power, breathing rate
+    from the heart) are recomputed at most this often (s); 0 = with ``hr/bpm`` every
+    ``hr_update_sec``. The full-fidelity env uses 4 s (issue 20: their own rate;
+    ``tests/test_streaming_estimator.py`` bounds what it changes)."""
     eda_update_sec: float = 4.0
     """The EDA tonic level is recomputed at most this often (s); it changes over tens
     of seconds."""

@@ -6,7 +6,9 @@ file is replaced atomically):
 ``session.json``
     :class:`SessionMeta` (pseudonymous subject id, consent record, channels,
     sampling rate, software version, encryption flag and key fingerprint), the
-    recording parameters, and a ``closed`` block written by :meth:`SessionRecorder.close`
+    authentication of the consent record (``consent_auth``,
+    :mod:`~st_agent.biometrics.consent_auth`), the recording parameters, and a
+    ``closed`` block written by :meth:`SessionRecorder.close`
     (absent after a crash: the reader then says the session was not closed cleanly).
 ``samples.seg``
     Raw samples in self-delimiting segments of at most one second (0.5 s by
@@ -60,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from st_agent.biometrics.consent_auth import CONSENT_AUTH_FIELD, try_seal_consent
 from st_agent.biometrics.crypto import (
     aead_for,
     create_key_file,
@@ -215,6 +218,7 @@ class SessionRecorder:
             key_id=key_id(key_bytes) if key_bytes is not None else None,
             dtype=dtype, segment_samples=max(1, round(meta.sfreq * segment_sec)),
         )
+        self._consent_auth = try_seal_consent(self.meta, key_bytes)
         self._dtype = sample_dtype(dtype)
         self.flush_sec = None if flush_sec is None else float(flush_sec)
         self._flush_samples = (None if flush_sec is None
@@ -272,8 +276,9 @@ class SessionRecorder:
                     self.meta.subject_id, folder, ", encrypted" if self._aead else "")
 
     def _meta_doc(self, closed: dict[str, Any] | None) -> dict[str, Any]:
+        auth = {} if self._consent_auth is None else {CONSENT_AUTH_FIELD: self._consent_auth}
         return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-                "meta": self.meta.to_json(), "closed": closed}
+                "meta": self.meta.to_json(), "closed": closed, **auth}
 
     def __enter__(self) -> SessionRecorder:
         return self

@@ -36,6 +36,7 @@ __all__ = [
     "RecordingError",
     "SessionMeta",
     "SessionNotFoundError",
+    "check_pseudonym",
     "new_pseudonym",
     "new_session_id",
 ]
@@ -235,6 +236,11 @@ class SessionMeta:
         Sample type on disk.
     segment_samples : int
         Samples per full segment (about one second); set by the recorder.
+    session_number : int or None
+        This session's number among the subject's sessions (1 = first), handed out by
+        the local subject registry (:mod:`st_agent.subjects`) when the session starts;
+        BIDS ``ses-`` labels come from it. None: unknown (a session recorded without
+        the registry, or before it existed).
 
     Examples
     --------
@@ -257,6 +263,7 @@ class SessionMeta:
     key_id: str | None = None
     dtype: str = "float32"
     segment_samples: int = 0
+    session_number: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.consent, dict):
@@ -296,6 +303,11 @@ class SessionMeta:
             raise ValueError(f"line_freq must be None or a positive number of Hz, got "
                              f"{self.line_freq!r}")
         _check_bookkeeping(self)
+        n = self.session_number
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int)
+                              or not 1 <= n <= 1_000_000):
+            raise ValueError(f"session_number must be None or a whole number in [1, "
+                             f"1000000], got {n!r}")
 
     @classmethod
     def from_chunk(cls, chunk: SignalChunk, consent: ConsentRecord, **kwargs: Any) -> SessionMeta:
@@ -396,6 +408,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
     "key_id": (("str", "none"), "null or a key fingerprint string"),
     "dtype": (("str",), f"one of {DTYPES}"),
     "segment_samples": (("int",), "a whole number of samples, 0 to sfreq"),
+    "session_number": (("int", "none"), "null or the subject's session number (1, 2, ...)"),
 }
 _REQUIRED_FIELDS = ("sfreq", "ch_names", "ch_types", "consent")
 

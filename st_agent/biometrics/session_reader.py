@@ -189,7 +189,8 @@ def _session_aead(meta: SessionMeta, key: bytes | str | Path | None, folder: Pat
     if key_id(key_bytes) != meta.key_id:
         raise EncryptionKeyError(
             f"wrong key for session {meta.session_id}: it was encrypted with key id "
-            f"{meta.key_id}, the key given has id {key_id(key_bytes)}")
+            f"{meta.key_id}, the key given has id {key_id(key_bytes)}; pass the key file it "
+            f"was recorded with (a key file's \"key_id\" field names its key)")
     return aead_for(key_bytes)
 
 

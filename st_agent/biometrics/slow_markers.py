@@ -41,7 +41,8 @@ class SlowMarkers:
         self.tracker: BeatTracker | None = None
         if mont.cardiac_type is not None:
             self.tracker = BeatTracker(mont.cardiac_type, sfreq, cfg.hr_window_sec,
-                                       cfg.hrv_window_sec, cfg.min_hrv_sfreq)
+                                       cfg.hrv_window_sec, cfg.min_hrv_sfreq,
+                                       hrv_update_sec=getattr(cfg, "hrv_update_sec", 0.0))
         self._last: dict[str, tuple[int, dict[str, float]]] = {}  # name -> (end, values)
         self.tasks = [name for name, ok in (("heart", self.tracker is not None),
                                             ("eda", mont.eda.size > 0),

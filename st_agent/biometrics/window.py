@@ -16,7 +16,8 @@ from st_agent.biometrics.eeg_markers import eeg_features
 from st_agent.biometrics.estimator_config import EstimatorConfig
 from st_agent.biometrics.montage import Montage, montage
 
-__all__ = ["BrainFlowReference", "features_from_window", "is_bad", "other_features"]
+__all__ = ["BrainFlowReference", "features_from_window", "is_bad", "other_features",
+           "other_features_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,40 @@ def other_features(data: np.ndarray, mont: Montage, cfg: EstimatorConfig,
         if np.isfinite(eda).all():
             f["eda/level_us"] = float(eda.mean() * 1e6)
     return f, q
+
+
+def other_features_batch(data: np.ndarray, mont: Montage, cfg: EstimatorConfig,
+                         ) -> list[tuple[dict[str, float], dict[str, Any]]]:
+    """:func:`other_features` of a batch of windows at once (the same values).
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_windows, n_channels, n_times)
+        The windows (SI units), all of one length.
+
+    Returns
+    -------
+    list of (features, quality), one per window.
+    """
+    n_win = data.shape[0]
+    out: list[tuple[dict[str, float], dict[str, Any]]] = [
+        ({}, {"emg_burst": False}) for _ in range(n_win)]
+    if mont.emg.size:
+        emg = data[:, mont.emg] * 1e6  # (W, E, T)
+        ok = np.isfinite(emg).all(axis=(1, 2))
+        rms = np.sqrt(np.mean((emg - emg.mean(-1, keepdims=True)) ** 2, axis=(1, 2)))
+        for w in np.flatnonzero(ok):
+            r = float(rms[w])
+            out[w][0]["emg/rms_uv"] = r
+            out[w][0]["emg/ln_rms"] = math.log(max(r, 1e-3))
+            out[w][1]["emg_burst"] = r > cfg.emg_burst_uv
+    if mont.eda.size:
+        eda = data[:, mont.eda]
+        ok = np.isfinite(eda).all(axis=(1, 2))
+        level = eda.mean(axis=(1, 2)) * 1e6
+        for w in np.flatnonzero(ok):
+            out[w][0]["eda/level_us"] = float(level[w])
+    return out
 
 
 def is_bad(q: dict[str, Any]) -> bool:

@@ -35,7 +35,12 @@ then refitted on all the data.
      "minutes_used": float, "sessions": [folders],
      "heldout_r2": float, "heldout_r2_valence": float, "heldout_r2_arousal": float,
      "heldout_r2_window": float, "score_block_sec": float,
-     "residual_std": [valence, arousal], "dt_sec": float}
+     "residual_std": [valence, arousal], "dt_sec": float,
+     "subject": str | null,            # with --subject
+     "quality": {"warnings": [str], "at_bounds": [names], "forced": bool,
+                 "thresholds": {"min_r2": float, "warn_r2": float, "max_at_bounds": int}}}
+
+Quality gate: :mod:`st_agent.listener.fit_quality` (refusal and warning thresholds).
 """
 
 from __future__ import annotations
@@ -53,6 +58,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from st_agent.errors import DataError
 from st_agent.listener.family import AnyListenerParams, params_from_dict
+from st_agent.listener.fit_quality import (
+    MAX_AT_BOUNDS,
+    MIN_R2,
+    WARN_R2,
+    FitQuality,
+    FitQualityError,
+    assess_fit,
+)
 from st_agent.listener.model import (
     PARAM_RANGES,
     EstimatorNoise,
@@ -70,9 +83,12 @@ __all__ = [
     "MIN_MINUTES",
     "FitError",
     "FitListenerConfig",
+    "FitQuality",
+    "FitQualityError",
     "FitResult",
     "ListenerFileError",
     "SessionData",
+    "assess_fit",
     "fit_listener",
     "load_fit",
     "load_session_data",
@@ -97,6 +113,7 @@ FORMAT = "st-agent-listener"
 
 class FitError(ValueError):
     """Sessions that cannot be fitted (too short, no music, bad features)."""
+
 
 
 @dataclass
@@ -353,10 +370,17 @@ class FitResult:
     sessions: list[str] = field(default_factory=list)
     dt_sec: float = 0.5
     score_block_sec: float = 10.0
+    subject: str | None = None
+    """The subject whose sessions were fitted (``--subject``)."""
+    quality: dict[str, Any] = field(default_factory=dict)
+    """The quality gate's verdict (:meth:`FitQuality.as_json`), once assessed."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``listener.json`` document (module docstring)."""
-        return {"format": FORMAT, "version": 1, "params": self.params.as_dict(),
+        extra: dict[str, Any] = {"subject": self.subject} if self.subject else {}
+        if self.quality:
+            extra["quality"] = self.quality
+        return extra | {"format": FORMAT, "version": 1, "params": self.params.as_dict(),
                 "stds": self.stds, "fixed": [n for n in PARAM_RANGES if n not in FIT_PARAMS],
                 "minutes_used": self.minutes_used, "sessions": self.sessions,
                 "heldout_r2": self.heldout_r2, "heldout_r2_valence": self.heldout_r2_valence,
@@ -514,10 +538,26 @@ def load_fit(path: str | Path) -> AnyListenerParams:
 class FitListenerConfig:
     """Fit a simulated listener to recorded sessions (``st-agent fit-listener``)."""
 
-    sessions: Annotated[list[Path], tyro.conf.Positional]
-    """Session folders recorded with phrase features and estimated states."""
-    out: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("listener.json")
-    """Where to write the fitted listener (JSON)."""
+    sessions: Annotated[list[Path], tyro.conf.Positional] = field(default_factory=list)
+    """Session folders recorded with phrase features and estimated states (or
+    ``--subject``)."""
+    subject: str = ""
+    """Fit every session of this subject (pseudonym, ``st-agent subjects``), oldest
+    first; the fit goes to the subject's folder unless ``--out`` says otherwise."""
+    sessions_root: Path | None = None
+    """With --subject: search this folder of recordings; default runs/ plus the
+    sessions the subject registry knows."""
+    out: Annotated[Path | None, tyro.conf.arg(aliases=["-o"])] = None
+    """Where to write the fitted listener (JSON); default ``listener.json``, with
+    --subject ``<subject folder>/listener.json``."""
+    min_r2: float = MIN_R2
+    """Refuse a fit whose held-out R² (10 s blocks) is below this."""
+    warn_r2: float = WARN_R2
+    """Warn (and record the warning in the file) below this held-out R²."""
+    max_at_bounds: int = MAX_AT_BOUNDS
+    """Refuse a fit with more fitted parameters than this at a bound of their range."""
+    force: bool = False
+    """Write a refused fit anyway; the reasons are recorded in its ``quality`` block."""
     dt_sec: float = 0.5
     """Simulation grid step, seconds (the estimator hop)."""
     holdout_fraction: float = 0.25
@@ -531,14 +571,36 @@ class FitListenerConfig:
 
 
 def run_fit_listener(cfg: FitListenerConfig) -> FitResult:
-    """Load the sessions, fit, write ``cfg.out``; return the result."""
-    if not cfg.sessions:
-        raise FitError("give at least one session folder")
-    data = [load_session_data(f, cfg.dt_sec, key=cfg.key_file) for f in cfg.sessions]
+    """Load the sessions, fit, check the quality gate, write the file; return the result.
+
+    The result's ``quality`` says what the gate found; the path written is
+    ``result.quality["path"]``.
+
+    Raises
+    ------
+    FitQualityError
+        When the gate refuses the fit and ``cfg.force`` is False (nothing is written).
+    FitError
+        When the sessions cannot be fitted.
+    """
+    from st_agent.listener.fit_quality import fit_inputs
+
+    sessions, out = fit_inputs(cfg)
+    data = [load_session_data(f, cfg.dt_sec, key=cfg.key_file) for f in sessions]
     result = fit_listener(data, holdout_fraction=cfg.holdout_fraction,
                           min_minutes=cfg.min_minutes, score_block_sec=cfg.score_block_sec)
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    cfg.out.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
-    logger.info("wrote %s (%.1f min, held-out R² %.3f)", cfg.out, result.minutes_used,
+    result.subject = cfg.subject or None
+    quality = assess_fit(result, cfg.min_r2, cfg.warn_r2, cfg.max_at_bounds)
+    if quality.refusals and not cfg.force:
+        raise FitQualityError(f"fit of {len(sessions)} session(s) refused, {out} not written: "
+                              + "; ".join(quality.refusals)
+                              + ". --force writes it anyway (the reasons are recorded in it)")
+    for w in quality.warnings:
+        logger.warning("fit-listener: %s", w)
+    result.quality = quality.as_json(cfg.force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+    result.quality["path"] = str(out)
+    logger.info("wrote %s (%.1f min, held-out R² %.3f)", out, result.minutes_used,
                 result.heldout_r2)
     return result

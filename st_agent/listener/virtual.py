@@ -205,6 +205,10 @@ class VirtualListenerSource(BiometricSource):
     realtime : bool
         Deliver chunks no faster than the wall clock; by default :meth:`read`
         returns the next chunk at once (simulated clock).
+    hearing : {"midi", "audio"}
+        What the listener responds to: the MIDI features, or loudness and
+        density as heard in the rendered audio when :meth:`hear` is given it
+        (:func:`st_agent.listener.features.heard_features`; VOICES, issue 19).
 
     Examples
     --------
@@ -216,8 +220,14 @@ class VirtualListenerSource(BiometricSource):
     """
 
     def __init__(self, params: AnyListenerParams, model: SignalModel | None = None,
-                 rng: np.random.Generator | int | None = None, realtime: bool = False) -> None:
+                 rng: np.random.Generator | int | None = None, realtime: bool = False,
+                 hearing: str = "midi") -> None:
         super().__init__()
+        from st_agent.listener.features import HEARING
+
+        if hearing not in HEARING:
+            raise ValueError(f"hearing must be one of {HEARING}, got {hearing!r}")
+        self.hearing = hearing
         self.family = family_of(params)  # TypeError for anything else
         self.params = params
         self.model = model or SignalModel()
@@ -241,6 +251,7 @@ class VirtualListenerSource(BiometricSource):
         # the latent dynamics: this family's kernel, noise and drift from our generator
         self.sim = FastListeners([params], rng=self.rng, noise=EstimatorNoise())
         self._queue: deque[tuple[MusicFeatures | None, float]] = deque()
+        self._x_of: tuple[MusicFeatures | None, np.ndarray] = (None, feature_vector(None))
         self._reset_signal_state()
 
     # -- BiometricSource interface
@@ -281,8 +292,43 @@ class VirtualListenerSource(BiometricSource):
         data = self._synthesise(n)
         return self._chunk(data, t0)
 
+    def read_block(self, seconds: float) -> SignalChunk | None:
+        """The next whole chunks covering ``seconds`` of signals, synthesised in one call.
+
+        Equals the chunks :meth:`read` would return one by one, concatenated (to
+        float rounding; the same random draws in the same order), at a fraction of
+        the cost: the filters run once over the block. Simulated clock only.
+
+        Parameters
+        ----------
+        seconds : float
+            At least this much signal (rounded up to whole ``model.chunk_sec`` chunks).
+
+        Returns
+        -------
+        chunk : SignalChunk or None
+            Shape (n_channels, k * round(chunk_sec * sfreq)); None when stopped.
+
+        Raises
+        ------
+        ValueError
+            For ``seconds`` that is not a positive number, or a ``realtime`` source.
+        """
+        if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"seconds must be a positive number, got {seconds!r}")
+        if self.realtime:
+            raise ValueError("read_block needs the simulated clock (realtime=False); "
+                             "use read()")
+        if not self._running:
+            return None
+        n = max(1, round(self.model.chunk_sec * self.sfreq))
+        k = max(1, math.ceil((seconds - 1e-9) * self.sfreq / n))
+        t0 = self._next_sample / self.sfreq
+        return self._chunk(self._synthesise_block([n] * k), t0)
+
     # -- music
-    def hear(self, features: MusicFeatures | None, duration_sec: float | None = None) -> None:
+    def hear(self, features: MusicFeatures | None, duration_sec: float | None = None,
+             audio: object = None) -> None:
         """Queue what plays next: ``features`` for ``duration_sec`` seconds.
 
         Parameters
@@ -292,6 +338,9 @@ class VirtualListenerSource(BiometricSource):
         duration_sec : float, optional
             How long it plays; default ``features.duration_sec``. After the
             queue runs out the listener hears silence.
+        audio : AudioFeatures, optional
+            Measured from the phrase's rendered audio; with ``hearing="audio"``
+            its loudness and onset rate replace the MIDI's (ignored otherwise).
         """
         if features is not None and not isinstance(features, MusicFeatures):
             raise TypeError(f"features must be MusicFeatures or None, got "
@@ -304,6 +353,10 @@ class VirtualListenerSource(BiometricSource):
                 and duration_sec > 0):
             raise ValueError(f"duration_sec must be a positive number of seconds, got "
                              f"{duration_sec!r}")
+        if self.hearing == "audio" and audio is not None:  # VOICES: what is heard
+            from st_agent.listener.features import heard_features
+
+            features = heard_features(features, audio)
         self._queue.append((features, float(duration_sec)))
 
     def clear(self) -> None:
@@ -349,7 +402,9 @@ class VirtualListenerSource(BiometricSource):
             if self._queue:
                 feats, left = self._queue[0]
                 d = min(dt, left)
-                self.sim.advance(feature_vector(feats), d)
+                if self._x_of[0] is not feats:  # one feature vector per phrase, not per chunk
+                    self._x_of = (feats, feature_vector(feats))
+                self.sim.advance(self._x_of[1], d)
                 if left - d <= 1e-12:
                     self._queue.popleft()
                 else:
@@ -403,7 +458,16 @@ class VirtualListenerSource(BiometricSource):
         ])
 
     def _synthesise(self, n: int) -> np.ndarray:
-        m, c, fs, rng = self.model, self._n_eeg, self.model.sfreq, self.rng
+        return self._synthesise_block([n])
+
+    def _draw_chunk(self, n: int, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The per-chunk part of a synthesis: latent step, random draws, blinks.
+
+        Returns the gains ramped over the chunk (7, n), the white noise (4c + 5, n)
+        and the blink wave (c, n) of the ``n`` samples from absolute sample ``start``;
+        the generator is drawn in the same order as one chunk at a time.
+        """
+        m, rng, fs = self.model, self.rng, self.model.sfreq
         g0 = self._gains
         self._advance(n / fs)
         rho = math.exp(-n / fs / 5.0)
@@ -413,9 +477,26 @@ class VirtualListenerSource(BiometricSource):
         self._gains = g1
         ramp = (np.arange(1, n + 1) / n)[None, :]
         g = g0[:, None] + (g1 - g0)[:, None] * ramp  # (7, n): smooth within the chunk
-        alpha_amp, beta_amp, theta_amp, hr, emg_amp, asym, breath_hz = g
+        white = rng.standard_normal((4 * self._n_eeg + 5, n))
+        return g, white, self._blink_wave(n, start)
 
-        white = rng.standard_normal((4 * c + 5, n))
+    def _synthesise_block(self, sizes: list[int]) -> np.ndarray:
+        """Signals of consecutive chunks of ``sizes`` samples, shape (n_channels, sum(sizes)).
+
+        The latent state, the gains and every random draw advance chunk by chunk
+        (so a block equals its chunks read one at a time, to float rounding:
+        ``tests/test_streaming_filters.py``); the filters (stateful, ``sosfilt``
+        with carried ``zi``), the heart and the mixing run once over the block.
+        """
+        m, c, fs = self.model, self._n_eeg, self.model.sfreq
+        start = self._next_sample
+        parts, pos = [], start
+        for n in sizes:
+            parts.append(self._draw_chunk(n, pos))
+            pos += n
+        g, white, blinks = (np.concatenate(x, axis=1) for x in zip(*parts, strict=True))
+        n = white.shape[1]
+        alpha_amp, beta_amp, theta_amp, hr, emg_amp, asym, breath_hz = g
         bg, al_w, be_w = white[:c], white[c:2 * c + 2], white[2 * c + 2:3 * c + 2]
         th_w, heart_w, emg_w = white[3 * c + 2:4 * c + 3], white[4 * c + 3], white[4 * c + 4:]
         pink, self._pink_zi = signal.lfilter(_PINK_B, _PINK_A, bg, axis=-1, zi=self._pink_zi)
@@ -431,9 +512,9 @@ class VirtualListenerSource(BiometricSource):
         th = self._f_theta(th_w)
         eeg += theta_amp * self._g_theta[:, None] * (math.sqrt(0.5) * th[:1]
                                                       + math.sqrt(0.5) * th[1:])
-        t = (self._next_sample + np.arange(n)) / fs
+        t = (start + np.arange(n)) / fs
         eeg += m.line_uv * np.sin(2 * np.pi * m.line_freq * t[None, :] + self._line_phase[:, None])
-        eeg += self._blink_wave(n)
+        eeg += blinks
 
         # breathing phase (integrated rate), then the heart with sinus arrhythmia on it
         bphase = self._breath_phase + np.cumsum(breath_hz) / fs
@@ -464,9 +545,9 @@ class VirtualListenerSource(BiometricSource):
                  + 0.4 * np.exp(-0.5 * ((tau - 0.40) / 0.08) ** 2))
         return heart + 0.02 * white
 
-    def _blink_wave(self, n: int) -> np.ndarray:
-        """Blink artefacts of the next ``n`` samples, µV, shape (n_eeg, n)."""
-        fs, start = self.model.sfreq, self._next_sample
+    def _blink_wave(self, n: int, start: int) -> np.ndarray:
+        """Blink artefacts of the ``n`` samples from absolute sample ``start``, µV, (n_eeg, n)."""
+        fs = self.model.sfreq
         out = np.zeros((self._n_eeg, n))
         while self._next_blink * fs < start + n:
             amp = self.model.blink_uv * float(self.rng.uniform(0.8, 1.2))

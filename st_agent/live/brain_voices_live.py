@@ -18,6 +18,14 @@ The board is opened as ``st-agent session --board`` opens it
    composed and chosen by clashes as offline
    (:func:`st_agent.live.brain_voices._compose_step`); the next boundary is the
    end of that phrase's music. A virtual listener hears each phrase.
+4. **Sound** (:class:`_LiveSound`): each phrase goes, as it is made, to the
+   live player (``--play``: FluidSynth's audio driver, queued so that phrases
+   join without a gap; no audio device: a warning and the WAV only;
+   ``--no-audio``: never) and is appended to ``piece.wav`` (streamed as
+   sessions stream ``session.wav``: a valid WAV after each phrase; rewritten
+   at -1 dBFS at the end). On a real-time board with ``--play`` each phrase is
+   composed a lead before the previous one ends (1.5 x the last composing
+   time + 0.5 s, at most half a phrase), from the window that ends there.
 
 Outputs and figures are those of the offline command (``piece.wav``,
 ``piece.mid``, ``score.abc``, ``regions.png``, ``phrases.json``,
@@ -29,6 +37,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,7 +53,7 @@ from st_agent.live.brain_voices import (
     voice_proposals,
     window_log_power,
 )
-from st_agent.music.piece_config import BrainVoicesConfig, band_hz
+from st_agent.music.piece_config import BrainVoicesConfig, band_hz, out_dir
 
 __all__ = ["brain_voices_live", "live_regions"]
 
@@ -210,8 +219,12 @@ def brain_voices_live(cfg: BrainVoicesConfig) -> BrainVoicesResult:
         keep = sorted(np.argsort(-iqr, kind="stable")[:cfg.max_voices].tolist())
         logger.info("baseline %.0f s done; voices: %s", base_sec,
                     ", ".join(regions[i].name for i in keep))
-        loop = _play(cfg, ens, stream, [local[i] for i in keep], med[keep], spread[keep],
-                     band, win_sec, bar_quarters)
+        sound = _LiveSound(cfg, out_dir(cfg.out, "brain-voices"))
+        try:
+            loop = _play(cfg, ens, stream, [local[i] for i in keep], med[keep], spread[keep],
+                         band, win_sec, bar_quarters, sound)
+        finally:
+            sound.close()
         sfreq = stream.sfreq
     played, clashes, independent, rows, z, logp = loop
     if not played:
@@ -221,9 +234,53 @@ def brain_voices_live(cfg: BrainVoicesConfig) -> BrainVoicesResult:
                    independent, rows, band, sfreq)
 
 
+class _LiveSound:
+    """The live player (``--play``) and the streamed ``piece.wav`` (module docstring)."""
+
+    def __init__(self, cfg: BrainVoicesConfig, out: Path) -> None:
+        from st_agent.live.audio import WavStream
+        from st_agent.live.common import open_player
+        from st_agent.music.render import AudioRenderer
+
+        self.player = open_player(cfg.soundfont) if cfg.play and not cfg.no_audio else None
+        self.synth = self.wav = None
+        self.n_phrases = 0
+        if cfg.wav:
+            out.mkdir(parents=True, exist_ok=True)
+            self.synth = AudioRenderer(cfg.soundfont)
+            self.wav = WavStream(out / "piece.wav", self.synth.sample_rate)
+
+    @property
+    def live(self) -> bool:
+        """Whether phrases are heard as they are made (a player is open)."""
+        return self.player is not None
+
+    def add(self, pm: Any) -> None:
+        """Play ``pm`` after what is queued, and append it to piece.wav."""
+        if self.player is not None:
+            self.player.play(pm)
+        if self.wav is not None:
+            self.wav.append(self.synth.synthesize(pm))
+        self.n_phrases += 1
+
+    def close(self) -> None:
+        """Let the queued music play out, then close the player and the WAV."""
+        if self.player is not None:
+            self.player.wait(timeout_sec=self.player.remaining_sec() + 2.0)
+            self.player.close()
+            self.player = None
+        if self.wav is not None:
+            self.wav.finish()
+            self.wav = None
+        if self.synth is not None:
+            self.synth.close()
+            self.synth = None
+
+
 def _play(cfg: BrainVoicesConfig, ens: Any, stream: _Stream, regions: list[Region],
           med: np.ndarray, spread: np.ndarray, band: tuple[float, float], win_sec: float,
-          bar_quarters: float) -> tuple[list, list, list, list, np.ndarray, np.ndarray]:
+          bar_quarters: float, sound: _LiveSound | None = None
+          ) -> tuple[list, list, list, list, np.ndarray, np.ndarray]:
     """Phrase by phrase until ``cfg.minutes`` of music (or the stream's end)."""
     from st_agent.music.ensemble import STEPS_PER_QUARTER
     from st_agent.music.render import musical_span_sec
@@ -239,19 +296,26 @@ def _play(cfg: BrainVoicesConfig, ens: Any, stream: _Stream, regions: list[Regio
     logps: list[np.ndarray] = []
     t0 = t = stream.t_sec
     music_sec = 0.0
+    lead = 0.0  # compose this long before the previous phrase ends (live sound, real time)
     while music_sec < 60.0 * cfg.minutes:
-        if not stream.read_until(t):
+        if not stream.read_until(t - lead):
             logger.warning("the board's stream ended at %.1f s", stream.t_sec)
             break
         k = len(played)
+        t_win = t - lead  # the window ends here (the stream's time now)
         logp = window_log_power(stream.latest(win_sec), stream.sfreq, regions,
                                 np.array([0.0, win_sec]), band)[0]
         z = relative_activity(logp, med, spread)
         props = voice_proposals(z[None], regions, cfg.tempo)[0]
+        tic = time.monotonic()
         phrase, c, ind = _compose_step(ens, [Knobs(*p) for p in props],
                                        played[-1][0] if played else None,
                                        cfg.seed + 10_000 * k, cfg.candidates, bar_steps)
         pm = ens.render(phrase)
+        if sound is not None:
+            sound.add(pm)
+            if sound.live and stream.realtime:
+                lead = min(0.5 * win_sec, 1.5 * (time.monotonic() - tic) + 0.5)
         m = ens.measure(pm, phrase.n_voices, bars=phrase.bars, meter=phrase.meter)
         if hear is not None:  # a virtual listener hears the piece
             hear(m.mix)
@@ -260,7 +324,7 @@ def _play(cfg: BrainVoicesConfig, ens: Any, stream: _Stream, regions: list[Regio
         independent.append(ind / max(phrase.bars, 1))
         zs.append(z)
         logps.append(logp)
-        rows.append({"index": k, "window_sec": [t - win_sec, t], "t_music_sec": music_sec,
+        rows.append({"index": k, "window_sec": [t_win - win_sec, t_win], "t_music_sec": music_sec,
                      "activity": dict(zip([r.name for r in regions], z.tolist(), strict=True)),
                      "energy": props[:, 2].tolist(), "choice": phrase.extra["choice"],
                      "clashes_search": c, "clashes_independent": ind,

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from st_agent.contract import KNOB_NAMES
 from st_agent.types import Knobs, MusicFeatures, Phrase
 
 __all__ = ["DEFAULT_CONSENT", "VIRTUAL_BOARD", "Playing", "check_dropout", "check_fraction",
@@ -73,10 +72,14 @@ class Playing:
 
 
 def explain_change(old: Knobs, new: Knobs, state: tuple[float, float] | None,
-                   target: tuple[float, float], tol: float = 0.005) -> list[str]:
-    """Each knob change in words, with the state and target that bear on it.
+                   target: tuple[float, float], tol: float = 0.005, *,
+                   action: Sequence[float] | None = None, bounds: Any = None,
+                   info: dict[str, Any] | None = None) -> list[str]:
+    """Each knob change in words: what the controller used, and the limits that shaped it.
 
-    Valence is the knob for the valence axis; tempo and energy act on arousal.
+    The texts of :func:`st_agent.live.explain.explain_decision` (its module docstring
+    says what each kind of controller's reason states); a reason never contradicts
+    the direction of its change.
 
     Parameters
     ----------
@@ -84,36 +87,36 @@ def explain_change(old: Knobs, new: Knobs, state: tuple[float, float] | None,
         Knobs before and after the decision.
     state : (float, float) or None
         Estimated (valence, arousal), estimator units; None without a usable estimate.
-    target : (float, float)
-        Target (valence, arousal).
+    target : (float, float) or TargetPoint
+        Target (valence, arousal); a TargetPoint carries its region.
     tol : float
         Changes up to this (knob units) are not reported.
+    action : array-like, shape (3,), optional
+        The controller's action (fraction of ``max_delta``), for the rate limit and
+        bound it met.
+    bounds : SafetyBounds, optional
+        The session's bounds (default: full range, ``max_delta`` 0.25).
+    info : dict, optional
+        What the controller's decision used
+        (:func:`st_agent.live.explain.controller_info`); None: it exposes nothing,
+        and the reason says so.
 
     Returns
     -------
     reasons : list of str
-        One entry per knob that moved.
+        One entry per knob that moved (or that a bound kept from moving).
 
     Examples
     --------
-    >>> explain_change(Knobs(0.5, 0.55, 0.5), Knobs(0.5, 0.43, 0.5), (0.1, 0.62), (0.2, -0.5))
-    ['tempo down (0.55→0.43): arousal +0.62 above target -0.50']
+    >>> words = explain_change(Knobs(0.5, 0.55, 0.5), Knobs(0.5, 0.43, 0.5), (0.1, 0.62),
+    ...                        (0.2, -0.5))
+    >>> words[0].split("; ")[1]
+    'arousal +0.62 above target -0.50'
     """
-    out = []
-    for name in KNOB_NAMES:
-        a, b = getattr(old, name), getattr(new, name)
-        if abs(b - a) <= tol:
-            continue
-        axis = 0 if name == "valence" else 1
-        axis_name = "valence" if axis == 0 else "arousal"
-        words = f"{name} {'up' if b > a else 'down'} ({a:.2f}→{b:.2f})"
-        if state is None or not math.isfinite(state[axis]):
-            out.append(f"{words}: no usable estimate; policy's choice")
-            continue
-        s, t = state[axis], target[axis]
-        rel = "above" if s > t + 0.05 else ("below" if s < t - 0.05 else "at")
-        out.append(f"{words}: {axis_name} {s:+.2f} {rel} target {t:+.2f}")
-    return out
+    from st_agent.live.explain import explain_decision
+
+    return [r.text for r in explain_decision(old, new, state, target, action=action,
+                                             bounds=bounds, info=info, tol=tol)]
 
 
 # --------------------------------------------------------------------------- checks

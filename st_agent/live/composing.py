@@ -71,6 +71,12 @@ class PhraseMaker:
         """
         return self._pool.submit(self._make, knobs, context)
 
+    def run(self, fn: Any, *args: Any) -> concurrent.futures.Future:
+        """Run ``fn(*args)`` in the composer's thread, after the work already queued
+        (added for :mod:`st_agent.live.target_change`: calibration and candidates use
+        the same composer, one call at a time)."""
+        return self._pool.submit(fn, *args)
+
     def close(self) -> None:
         """Stop the worker (a phrase being composed is finished first)."""
         self._pool.shutdown(wait=True, cancel_futures=True)

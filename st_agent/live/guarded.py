@@ -112,6 +112,11 @@ class GuardedController:
         return self._active_name
 
     @property
+    def active(self) -> Any:
+        """The controller that decides now (None once the knobs hold)."""
+        return self._active
+
+    @property
     def failed(self) -> bool:
         """Whether the session's own controller was replaced."""
         return bool(self.fallbacks)

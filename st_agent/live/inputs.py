@@ -74,7 +74,8 @@ def _virtual_source(cfg: SessionConfig) -> Any:
         params = sample_listeners(1, rng=cfg.seed)[0]
     return VirtualListenerSource(
         params, model=SignalModel(chunk_sec=1.0 if cfg.accelerated else 0.25),
-        rng=cfg.seed + 1, realtime=not cfg.accelerated)
+        rng=cfg.seed + 1, realtime=not cfg.accelerated,
+        hearing=getattr(cfg, "listener_hears", "midi"))  # VOICES: --listener-hears
 
 
 def open_source(cfg: SessionConfig) -> Any:

@@ -31,7 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import tyro
 
 from st_agent.contract import HISTORY_LEN, JAM_MAX_PERFORMERS, SafetyBounds, resolve_target
 from st_agent.errors import UsageError
@@ -101,6 +103,13 @@ class JamConfig:
     """What every performer consented to, comma-separated (recorded with each
     recording): record, store_local, export, share_pseudonymized. Default
     ``record,store_local``; ``st-agent export`` needs ``export``."""
+    subject: str = ""
+    """Each performer's pseudonym, comma-separated in performer order (SUBJ, issue 16);
+    an empty entry (or an empty list): a new pseudonym for that performer, printed with
+    how to reuse it. ``st-agent subjects`` lists them."""
+    line_freq: float | None = None
+    """Mains frequency where the jam is recorded, Hz (50 or 60); stored with each
+    recording (a BIDS export needs it)."""
     inject_dropout: tuple[int, float, float] | None = None
     """Fault injection: (performer, start_sec, duration_sec): that performer's board
     stops delivering."""
@@ -125,7 +134,7 @@ class JamConfig:
     midi_virtual: bool = True
     """With --midi-out: create a virtual port when no port has that name
     (--no-midi-virtual: a missing port is an error that lists the ports)."""
-    no_audio: bool = False
+    no_audio: Annotated[bool, tyro.conf.FlagCreatePairsOff] = False  # no --no-no-audio
     """No live sound from this program (--play is refused): leave the sound to the DAW or
     synthesiser on --midi-out. The WAV is still written."""
     stems: bool = False
@@ -142,6 +151,17 @@ class JamConfig:
     lsl_out_name: str = ""
     """Name prefix of those LSL streams (default st-agent); giving one turns them on."""
 
+    # --- DASH (issue 16): the live dashboard (st_agent.live.dashboard_jam)
+    dashboard: bool = False
+    """Serve a live dashboard: each performer's state, target and knobs, the phrases and
+    the score, and two controls (fade out and stop, markers); the command prints
+    ``dashboard: http://127.0.0.1:<port>/?token=...``."""
+    dashboard_host: str = "127.0.0.1"
+    """Address the dashboard binds; another than this machine's is allowed (you gave
+    it), with a warning."""
+    dashboard_port: int = 0
+    """TCP port of the dashboard; 0 picks a free one."""
+
     def __post_init__(self) -> None:
         self.check()
 
@@ -153,6 +173,9 @@ class JamConfig:
         ValueError
             Naming the setting, the bad value and what is allowed.
         """
+        from st_agent.live.dashboard import check_dashboard_flags  # DASH
+
+        check_dashboard_flags(self.dashboard, self.dashboard_host, self.dashboard_port)
         specs = self.board_specs()
         boards = [spec.board for spec in specs]
         n = len(boards)
@@ -203,6 +226,24 @@ class JamConfig:
         """The boards' names, validated: 2 to 8 of them."""
         return [spec.board for spec in self.board_specs()]
 
+    def subject_list(self, n: int) -> list[str]:
+        """One pseudonym (or "" for a new one) per performer, from --subject."""
+        if not isinstance(self.subject, str):
+            raise ValueError(f"--subject must be comma-separated pseudonyms, got "
+                             f"{self.subject!r}")
+        if not self.subject.strip():
+            return [""] * n
+        subjects = [s.strip() for s in self.subject.split(",")]
+        if len(subjects) != n:
+            raise ValueError(f"--subject names {len(subjects)} pseudonym(s) but there are {n} "
+                             f"performers; give one per performer, comma-separated (an empty "
+                             f"entry makes a new one), e.g. s00000001,,s00000003")
+        named = [s for s in subjects if s]
+        if len(set(named)) != len(named):
+            raise ValueError(f"--subject {self.subject!r} names a pseudonym twice; each "
+                             "performer is another person")
+        return subjects
+
     def target_list(self, n: int) -> list[str]:
         """One target preset per performer."""
         targets = [t.strip() for t in self.targets.split(",") if t.strip()]
@@ -236,7 +277,9 @@ class JamConfig:
                              max_delta=self.max_delta, accelerated=self.accelerated,
                              seed=self.seed + 1000 * i, record=self.record,
                              serial_port=spec.serial_port, mac_address=spec.mac_address,
-                             other_info=other, inject_dropout=inject, consent=self.consent)
+                             other_info=other, inject_dropout=inject, consent=self.consent,
+                             subject=self.subject_list(len(specs))[i],  # SUBJ
+                             line_freq=self.line_freq)
 
 
 @dataclass
@@ -270,7 +313,8 @@ def jam_folder(cfg: JamConfig) -> Path:
 
 def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = "",
             on_status: Callable[[str], None] | None = None,
-            history_len: int = HISTORY_LEN) -> JamResult:
+            history_len: int = HISTORY_LEN,
+            on_dashboard: Callable[[str], None] | None = None) -> JamResult:
     """Run a live jam to its end; write recordings, WAV, score and reports.
 
     Parameters
@@ -285,7 +329,10 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
         Receives a status text every ``cfg.status_sec``.
     history_len : int
         Past phrases in each observation, as the controller was trained with.
+    on_dashboard : callable, optional
+        With ``cfg.dashboard``: gets the dashboard's URL (DASH).
     """
+    from st_agent.live.dashboard_jam import start_jam_dashboard, stop_jam_dashboard
     from st_agent.live.jam_report import write_jam_outputs
 
     cfg.check()  # the config may have changed since it was built
@@ -298,11 +345,14 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
     player = open_player() if cfg.play else None
     loop = JamLoop(cfg, controller, targets, perf, player, history_len)
     key = load_or_create_key(cfg.key_file)
+    dashboard = None
     try:
         loop.open(key, controller_name, folder.name)
+        dashboard = start_jam_dashboard(cfg, loop, folder.name, on_dashboard)  # DASH
         loop.run(on_status)
     finally:
         loop.close()
+        stop_jam_dashboard(loop, dashboard)  # DASH
     wav, report, summary = write_jam_outputs(cfg, folder, perf, loop.played, loop.clashes,
                                              loop.latencies, targets, controller_name,
                                              time.monotonic() - loop.wall0)

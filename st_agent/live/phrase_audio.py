@@ -23,9 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from st_agent.music.audio_features import AudioFeatures, describe_change, measure_audio
+from st_agent.music.audio_features import (
+    AudioFeatures,
+    describe_change,
+    feature_distance,
+    measure_audio,
+    quantisation_shift,
+)
 
-__all__ = ["PhraseAudio", "SessionAudio", "measure_session_audio", "plot_phrase_audio"]
+__all__ = ["ListenerHearing", "PhraseAudio", "SessionAudio", "measure_session_audio",
+           "plot_phrase_audio", "target_change_html", "target_change_steps"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +56,14 @@ class PhraseAudio:
     features : AudioFeatures or None
         None when the segment is shorter than 0.4 s.
     heard : str
-        The features that changed most from the previous measured phrase.
+        The features that changed most from the previous measured phrase, above
+        the noise floor.
+    noise_floor : tuple of float or None
+        This phrase's :func:`~st_agent.music.audio_features.quantisation_shift`
+        (coordinate units, per feature); a change between two phrases is
+        reported only above the sum of theirs.
+    step : float or None
+        Distance in audio-feature coordinates from the previous measured phrase.
     """
 
     index: int
@@ -59,28 +73,35 @@ class PhraseAudio:
     reason: str
     features: AudioFeatures | None
     heard: str
+    noise_floor: tuple[float, ...] | None = None
+    step: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict, for JSON."""
         return {"index": self.index, "start_sec": self.start_sec, "end_sec": self.end_sec,
                 "knobs": list(self.knobs), "reason": self.reason, "heard": self.heard,
-                "features": None if self.features is None else self.features.as_dict()}
+                "features": None if self.features is None else self.features.as_dict(),
+                "noise_floor": None if self.noise_floor is None else list(self.noise_floor),
+                "step": self.step}
 
 
 @dataclass
 class SessionAudio:
-    """Every phrase as heard, and what measuring them cost."""
+    """Every phrase as heard, what measuring them cost, and each target change's steps
+    (:func:`target_change_steps`)."""
 
     phrases: list[PhraseAudio] = field(default_factory=list)
     sample_rate: int = 0
     ms_per_phrase: float = float("nan")  # wall time of measure_audio per phrase
+    target_changes: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict, for JSON (``ms_per_phrase`` None when nothing was measured)."""
         ms = self.ms_per_phrase
         return {"sample_rate": self.sample_rate,
                 "ms_per_phrase": None if not np.isfinite(ms) else float(ms),
-                "phrases": [p.as_dict() for p in self.phrases]}
+                "phrases": [p.as_dict() for p in self.phrases],
+                "target_changes": self.target_changes}
 
 
 def _read_mono(path: Path) -> tuple[np.ndarray, int]:
@@ -127,25 +148,147 @@ def measure_session_audio(wav: str | Path, events: list[dict[str, Any]]) -> Sess
     t0 = t[0]
     bounds = [*(ti - t0 for ti in t), x.size / rate]
     out = SessionAudio(sample_rate=rate)
-    prev: AudioFeatures | None = None
+    prev: tuple[AudioFeatures, np.ndarray] | None = None
     spent, n = 0.0, 0
+    rng = np.random.default_rng(0)  # the dither of the noise-floor measurement
     for k, e in enumerate(starts):
         a, b = (min(x.size, max(0, round(s * rate))) for s in bounds[k:k + 2])
-        feats = None
+        feats, floor, step = None, None, None
+        heard = "too short to measure"
         if b - a >= round(_MIN_SEC * rate):
+            seg = np.asarray(x[a:b], dtype=np.float64)
             tic = time.perf_counter()
-            feats = measure_audio(np.asarray(x[a:b], dtype=np.float64), rate)
+            feats = measure_audio(seg, rate)
             spent += time.perf_counter() - tic
             n += 1
-        heard = ("first phrase" if prev is None else describe_change(prev, feats)) \
-            if feats is not None else "too short to measure"
+            floor = quantisation_shift(seg, rate, rng, measured=feats)
+            heard = "first phrase"
+            if prev is not None:
+                heard = describe_change(prev[0], feats, noise_floor=prev[1] + floor)
+                step = feature_distance(prev[0], feats)
+            prev = (feats, floor)
         out.phrases.append(PhraseAudio(int(e["payload"].get("index", k)), a / rate, b / rate,
                                        tuple(e["payload"].get("knobs", ())),
-                                       str(e["payload"].get("reason", "")), feats, heard))
-        prev = feats if feats is not None else prev
+                                       str(e["payload"].get("reason", "")), feats, heard,
+                                       None if floor is None else tuple(floor.tolist()), step))
     out.ms_per_phrase = 1e3 * spent / n if n else float("nan")
+    out.target_changes = target_change_steps(out, events)
     logger.info("audio features of %d phrases: %.1f ms per phrase", n, out.ms_per_phrase)
     return out
+
+
+class ListenerHearing:
+    """What a virtual listener that hears the audio is given with each phrase.
+
+    With ``--listener-hears audio`` each phrase's MIDI is synthesised (FluidSynth,
+    the session's SoundFont, at the synthesiser's own level as in the fit of
+    :data:`st_agent.listener.features.AUDIO_VIEW`) and measured
+    (:func:`~st_agent.music.audio_features.measure_audio`) when it starts; the
+    listener's loudness and density come from it
+    (:func:`st_agent.listener.features.heard_features`).
+
+    Parameters
+    ----------
+    hearing : {"midi", "audio"}
+    soundfont : path or None
+    """
+
+    def __init__(self, hearing: str = "midi", soundfont: Any = None) -> None:
+        from st_agent.listener.features import HEARING
+
+        if hearing not in HEARING:
+            raise ValueError(f"--listener-hears must be one of {HEARING}, got {hearing!r}")
+        self.hearing, self.soundfont = hearing, soundfont
+        self._synth: Any = None
+        self.ms: list[float] = []  # synthesis + measurement time per phrase
+
+    def audio_of(self, source: Any, pm: Any) -> dict[str, AudioFeatures]:
+        """``{"audio": features}`` for a listener that hears audio, else ``{}``."""
+        inner = getattr(source, "inner", source)
+        if self.hearing != "audio" or getattr(inner, "hearing", "midi") != "audio":
+            return {}
+        from st_agent.music.render import AudioRenderer
+
+        if self._synth is None:
+            self._synth = AudioRenderer(self.soundfont)
+        tic = time.perf_counter()
+        x = np.asarray(self._synth.synthesize(pm), dtype=np.float64)
+        if x.size < round(_MIN_SEC * self._synth.sample_rate):
+            return {}
+        feats = measure_audio(x, self._synth.sample_rate)
+        self.ms.append(1e3 * (time.perf_counter() - tic))
+        return {"audio": feats}
+
+    def close(self) -> None:
+        """Release the synthesiser (safe to call twice)."""
+        if self._synth is not None:
+            self._synth.close()
+            self._synth = None
+
+
+def target_change_steps(audio: SessionAudio, events: list[dict[str, Any]]
+                        ) -> list[dict[str, Any]]:
+    """Each target change of the session as heard (:mod:`st_agent.live.target_change`).
+
+    The path's phrases are the ``steps`` phrases that start after the
+    ``target_change`` event; the steps measured are those from the phrase
+    playing at the change to the path's last phrase (in session.wav).
+
+    Returns
+    -------
+    changes : list of dict
+        ``old``, ``new``, ``t_session``, ``bound`` (``max_step``), ``phrases``
+        (indices of the path), ``measured_steps``, ``largest_step`` (None when
+        a phrase could not be measured), ``predicted_largest``,
+        ``direct_jump_predicted``, ``end_knobs``, ``complete`` (every step of
+        the path played before the session ended) and ``arrived`` (the last
+        phrase of the path is at the end knobs).
+    """
+    by_index = {p.index: p for p in audio.phrases}
+    starts = sorted(((e["payload"].get("t_session", e["onset_sec"]), e["payload"].get("index"))
+                     for e in events if e["kind"] == "phrase_start"), key=lambda r: r[1])
+    out = []
+    for e in events:
+        if e["kind"] != "target_change":
+            continue
+        p = e["payload"]
+        path = [i for t, i in starts if t > p["t_session"]][:int(p["steps"])]
+        idx = [path[0] - 1, *path] if path else []
+        steps = [by_index[i].step if i in by_index else None for i in idx[1:]]
+        last = by_index.get(path[-1]) if path else None
+        arrived = bool(last is not None and np.allclose(last.knobs, p["end_knobs"], atol=1e-6))
+        out.append({"old": p["old"], "new": p["new"], "t_session": p["t_session"],
+                    "bound": p["max_step"], "phrases": path, "measured_steps": steps,
+                    "largest_step": None if not steps or None in steps else max(steps),
+                    "predicted_largest": p["predicted_largest"],
+                    "direct_jump_predicted": p["direct_jump_predicted"],
+                    "end_knobs": p["end_knobs"], "complete": len(path) == int(p["steps"]),
+                    "arrived": arrived})
+    return out
+
+
+def target_change_html(audio: SessionAudio) -> str:
+    """The report's table of target changes ("" when the target never changed)."""
+    import html
+
+    if not audio.target_changes:
+        return ""
+    rows = []
+    for c in audio.target_changes:
+        steps = ", ".join("–" if s is None else f"{s:.2f}" for s in c["measured_steps"])
+        big = "–" if c["largest_step"] is None else f"{c['largest_step']:.2f}"
+        rows.append(f"<tr><td>{c['t_session']:.0f}</td><td>{html.escape(c['old'])} → "
+                    f"{html.escape(c['new'])}</td><td>{len(c['phrases'])}</td><td>{steps}</td>"
+                    f"<td>{big}</td><td>{c['bound']:g}</td>"
+                    f"<td>{c['direct_jump_predicted']:.2f}</td>"
+                    f"<td>{'yes' if c['arrived'] else 'no'}</td></tr>")
+    return ("<h2>Target changes</h2>\n<p>At each change the knobs followed a planned path "
+            "(st_agent.live.target_change); steps are distances in audio-feature units "
+            "between consecutive phrases of session.wav, from the phrase playing at the "
+            "change.</p>\n<table><tr><th>at (s)</th><th>change</th><th>phrases</th>"
+            "<th>measured steps</th><th>largest</th><th>bound</th>"
+            "<th>straight jump (predicted)</th><th>arrived</th></tr>\n" + "\n".join(rows)
+            + "</table>")
 
 
 def plot_phrase_audio(audio: SessionAudio, path: Path) -> str:

@@ -24,7 +24,9 @@ time to first enter the target region (radius 0.2), mean knob change per
 phrase, time with the signal lost, decision latency and phrase lead time; and
 what went wrong but did not stop the music: a controller replaced by its
 fallback (``controller_fallback`` events) and outputs that failed and were
-dropped (``output_failed`` events).
+dropped (``output_failed`` events). Last, the control actions taken from the live
+dashboard (``control`` events: knob overrides, target changes, pause/resume, the
+stop, markers), with their session time (:func:`control_table`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import tyro
 
 from st_agent.live.common import png_base64
 
-__all__ = ["ReportConfig", "incident_rows", "session_metrics", "write_report"]
+__all__ = ["ReportConfig", "control_table", "incident_rows", "session_metrics", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -386,6 +388,42 @@ def incident_rows(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [("controller", ctrl), ("outputs that failed", failed)]
 
 
+def control_table(events: list[dict[str, Any]]) -> str:
+    """The control actions of the session (``control`` events, DASH) as an HTML section.
+
+    Parameters
+    ----------
+    events : list of dict
+        ``Session.events``.
+
+    Returns
+    -------
+    html : str
+        A heading and a table (time, action, value, source, what it did), or a line
+        saying there were none.
+    """
+    rows = []
+    for e in _series(events, "control"):
+        p = e["payload"]
+        value = p.get("value")
+        shown = "" if value is None else (value if isinstance(value, str)
+                                          else json.dumps(value, sort_keys=True))
+        did = "; ".join(f"{k} {p[k]}" for k in ("previous", "transition") if k in p)
+        t = p.get("t_session", e["onset_sec"])
+        rows.append(f"<tr><td>{_fmt(float(t), nd=1)}</td>"
+                    + "".join(f"<td>{html.escape(str(x))}</td>" for x in (
+                        p.get("action", "?"), shown, p.get("source", "?"), did))
+                    + "</tr>")
+    if not rows:
+        return ("<h2>Control actions</h2>\n<p>None: no one changed the session from the "
+                "dashboard.</p>")
+    return ("<h2>Control actions</h2>\n<p>What was changed during the session from the "
+            "dashboard (recorded as <code>control</code> events): knob overrides, target "
+            "changes, pause and resume, the stop, markers.</p>\n<table><tr><th>time (s)</th>"
+            "<th>action</th><th>value</th><th>from</th><th>what it did</th></tr>\n"
+            + "\n".join(rows) + "</table>")
+
+
 def _html(name: str, summary: dict[str, Any], m: dict[str, Any], decisions: list[dict],
           imgs: dict[str, str], sess: Any, audio: Any = None) -> str:
     lat = summary.get("decision_latency_ms", {})
@@ -425,6 +463,10 @@ def _html(name: str, summary: dict[str, Any], m: dict[str, Any], decisions: list
                                         ("audio", "Audio features per phrase"))
                      if key in imgs)
     figs += "\n" + (_audio_table(audio) if audio is not None else "")
+    if audio is not None:  # VOICES (issue 19): target changes as heard
+        from st_agent.live.phrase_audio import target_change_html
+
+        figs += "\n" + target_change_html(audio)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Session {html.escape(name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
@@ -438,5 +480,6 @@ img{{max-width:100%}}</style></head><body>
 <h2>Decisions and their reasons</h2>
 <table><tr><th>time (s)</th><th>signal</th><th>why the knobs moved</th></tr>
 {dec_rows}</table>
+{control_table(sess.events)}
 </body></html>
 """

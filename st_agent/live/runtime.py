@@ -23,7 +23,6 @@ replaced by its fallback, recorded as a ``controller_fallback`` event.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import math
 import shutil
@@ -36,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from st_agent.contract import Target, action_to_knobs, build_observation, resolve_target
-from st_agent.live.audio import PlayedPhrase, session_score
+from st_agent.contract import Target, action_to_knobs, build_observation
+from st_agent.live.audio import PlayedPhrase
 from st_agent.live.common import (
     Playing,
     explain_change,
@@ -47,9 +46,13 @@ from st_agent.live.common import (
     read_first_chunk,
 )
 from st_agent.live.composing import PhraseMaker
+from st_agent.live.dashboard_controls import ControlState, adjust_knobs, apply_controls
+from st_agent.live.dashboard_session import DashboardMixin
+from st_agent.live.explain import controller_info
 from st_agent.live.guarded import Fallback, GuardedController
 from st_agent.live.inputs import estimator_config, open_source
 from st_agent.live.outputs import OutputFailure, OutputSet
+from st_agent.live.session_files import write_session_files
 from st_agent.live.session_outputs import (
     MARKER_CALIBRATED,
     MARKER_CONTROLLER,
@@ -107,7 +110,7 @@ class _LoopState:
     context: Phrase | None = None
 
 
-class LiveSession:
+class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_session.py)
     """The closed loop with a wall clock (or an accelerated simulated clock).
 
     Parameters
@@ -124,6 +127,9 @@ class LiveSession:
     outputs : sequence of SessionOutput, optional
         Outputs added after those ``config`` asks for
         (:func:`~st_agent.live.session_outputs.build_outputs`).
+    on_dashboard : callable, optional
+        With ``config.dashboard``: called with the dashboard's URL (token included) once
+        it serves (the command line prints it).
 
     Use :meth:`run`; :meth:`request_stop` (thread-safe, also what SIGINT does
     under :func:`st_agent.live.session.run_session`) ends the session cleanly
@@ -132,12 +138,20 @@ class LiveSession:
 
     def __init__(self, config: SessionConfig, controller: Any, controller_name: str = "",
                  on_status: Callable[[SessionStatus], None] | None = None,
-                 outputs: Sequence[Any] = ()) -> None:
+                 outputs: Sequence[Any] = (),
+                 on_dashboard: Callable[[str], None] | None = None) -> None:
         cfg = config
         cfg.check()  # the config may have changed since it was built
         self.config = cfg
         self.bounds = cfg.bounds()
-        self.target: Target = resolve_target(cfg.target)
+        # VOICES (issue 19): --target-schedule, and planned knob paths at target changes
+        from st_agent.live.target_change import for_session, session_target
+
+        self.target: Target = session_target(cfg.target, getattr(cfg, "target_schedule", ""))
+        self.target_change = for_session(cfg, self.bounds)
+        from st_agent.live.phrase_audio import ListenerHearing  # VOICES: --listener-hears
+
+        self._hearing = ListenerHearing(getattr(cfg, "listener_hears", "midi"), cfg.soundfont)
         if not callable(getattr(controller, "predict", None)):
             raise TypeError(f"controller must have a predict(obs) method, got "
                             f"{type(controller).__name__}")
@@ -164,7 +178,20 @@ class LiveSession:
         self._maker_errors: list[str] = []
         self._recorder: Any = None
         self._outputs_open = False
+        # OPE (issue 18): behaviour noise (--explore-std) and one "transition" event per
+        # decision (st_agent.policies.transitions documents the payload)
+        from st_agent.policies.transitions import Exploration, TransitionLog, policy_fingerprint
+
+        self.transitions = TransitionLog(
+            self.bounds.max_delta, Exploration(getattr(cfg, "explore_std", 0.0),
+                                               np.random.default_rng([cfg.seed, 18])),
+            self.controller_name, policy_fingerprint(cfg.policy, cfg.target))
         self._now = 0.0  # session time of the loop's latest turn, seconds
+        # DASH: the live dashboard (st_agent.live.dashboard*); its controls act on these
+        self.controls = ControlState()
+        self.hub: Any = None  # the DashboardHub while a dashboard serves
+        self._dashboard: Any = None
+        self._on_dashboard = on_dashboard
 
     def _pid_fallback(self) -> tuple[Any, str]:
         """The tuned PID of the session's target (the guard's fallback)."""
@@ -204,6 +231,7 @@ class LiveSession:
             recorder = self._recorder = self._open_recorder(first)
             self._output_failures(self.outputs.open(self.folder))
             self._outputs_open = True
+            self._start_dashboard(first)  # DASH
             self._loop(_Parts(source, estimator, maker, recorder, player, played,
                               time.monotonic()), first)
         except BaseException as e:
@@ -231,15 +259,24 @@ class LiveSession:
 
     def _open_recorder(self, first: SignalChunk) -> Any:
         from st_agent.biometrics.recording import ConsentRecord, SessionMeta, SessionRecorder
+        from st_agent.subjects import subject_fields  # SUBJ
 
         cfg = self.config
         key = load_or_create_key(cfg.key_file)
         meta = SessionMeta.from_chunk(first, ConsentRecord(cfg.consent_version,
-                                                           scopes=cfg.consent_scopes()))
+                                                           scopes=cfg.consent_scopes()),
+                                      **subject_fields(cfg, self.folder))  # SUBJ
         recorder = SessionRecorder(self.folder, meta, key=key)
         recorder.write_marker("session_start", first.t0_sec, board=cfg.board,
                               policy=self.controller_name, target=self.target.name,
                               bounds=asdict(self.bounds), config=jsonable(asdict(cfg)))
+        # PERS: the SHA-256 of the files defining the controller and its inputs, once
+        from st_agent.policies.personal import controller_files
+
+        recorder.write_event("controller_files", first.t0_sec, policy=cfg.policy,
+                             controller=self.controller_name, files=controller_files(
+                                 cfg.policy, cfg.target, cfg.knobs is not None,
+                                 {"listener": cfg.listener, "calibration": cfg.calibration}))
         return recorder
 
     def _close(self, source: Any, maker: PhraseMaker, estimator: Any, player: Any,
@@ -247,6 +284,8 @@ class LiveSession:
         """Stop everything; the music fades out on a stop, else plays to its end. The
         outputs are closed whatever happened (``reason`` says what)."""
         maker.close()
+        self.target_change.close()  # VOICES
+        self._hearing.close()
         source.stop()
         if player is not None:
             if self._stop.is_set():
@@ -260,9 +299,11 @@ class LiveSession:
         if recorder is not None:
             for ev in source.pop_events():
                 recorder.write_source_event(ev)
+            self._target_change_events(recorder)
             recorder.write_marker("session_end", None, reason=self._stop_reason or "time up")
             recorder.close()
         estimator.close()
+        self._stop_dashboard(reason)  # DASH
 
     def _discard_if_empty(self, recorder: Any, created: bool) -> None:
         """A start that failed before a single sample was recorded leaves no folder (it
@@ -313,6 +354,8 @@ class LiveSession:
             self._acquire(st, parts)
             now = self._now = self._clock(st.t_stream, parts.wall0)
             self._watch_signal(st, parts)
+            if self.hub is not None:  # DASH: the dashboard's controls (pause, stop, ...)
+                apply_controls(self, self.hub, parts.recorder, now)
             if st.calibrated_at is None:
                 self._calibrate(st, parts, now)
             elif st.current is not None:
@@ -348,8 +391,12 @@ class LiveSession:
                 st.signal = "ok"
             st.last_data_wall = st.t_read
             self._last_chunk = (chunk.t0_sec + chunk.n_times / chunk.sfreq, st.t_read)
+            if self.hub is not None:  # DASH
+                self._dash_chunk(chunk)
             for est in parts.estimator.push(chunk):
                 recorder.write_state(est.state)
+                if self.hub is not None:  # DASH
+                    self._dash_estimate(est, parts.estimator)
                 if not est.quality.get("calibrating"):
                     st.latest = est.state
                     st.latest_ok = (not est.bad
@@ -408,23 +455,24 @@ class LiveSession:
         if st.pending is not None or self._stop.is_set() \
                 or now < cur.end_sec - cfg.decision_lead_sec or cur.end_sec >= st.music_end:
             return
-        target = self.target.at(now - st.calibrated_at)
+        tgt = self.target_change.current_target(self.target)  # VOICES: a requested change
+        target = tgt.at(now - st.calibrated_at)
         latest = st.latest
         usable = st.signal == "ok" and latest is not None
         obs = build_observation(latest if usable else None, target, st.knobs,
                                 latest.confidence if usable else 0.0, list(st.history))
-        if usable:
-            action, fallback = self.guard.predict(obs)
-            new = action_to_knobs(action, st.knobs, self.bounds)
-            words = explain_change(st.knobs, new, (latest.valence, latest.arousal),
-                                   target) or ["knobs unchanged: the policy holds"]
-            if fallback is not None:
-                self._fallback_event(fallback, now)
-                words = [f"knobs hold: the controller failed ({fallback.error}); "
-                         f"{fallback.now} decides from the next phrase"]
-        else:
-            new = st.knobs
-            words = [f"knobs hold: signal {st.signal}"]
+        new, words, applied, logp, mean = self._controller_step(st, obs, target, now, usable)
+        # VOICES: after a target change the knobs follow the planned path (target_change.py)
+        planned = self.target_change.decide(now, now - st.calibrated_at, tgt, st.knobs,
+                                            parts.maker)
+        if planned is not None:
+            new, words = planned.knobs, planned.words
+        self._target_change_events(parts.recorder)
+        # DASH: the dashboard's pause and knob override come last (a planned target
+        # change waits while they hold)
+        if self.controls.active:
+            new, words = adjust_knobs(self.controls, st.knobs, new, words, self.bounds)
+            planned = None
         latency_ms = (time.monotonic() - st.t_read) * 1e3
         if usable and st.chunk is not None:
             self.latencies_ms.append(latency_ms)
@@ -436,12 +484,54 @@ class LiveSession:
                                    knobs=new.as_tuple(), target=tuple(target),
                                    target_region=getattr(target, "region", None),
                                    controller=self.guard.using)
+        if self.hub is not None:  # DASH
+            from st_agent.live.dashboard_feed import publish_decision
+
+            publish_decision(self.hub, now, new, target, words, self.guard.using)
+        # OPE: the transition; knobs set by a planned target change or a control (or
+        # held) are logged as held, with the change that was applied
+        held = not usable or new != action_to_knobs(applied, st.knobs, self.bounds)
+        if held:
+            applied = mean = (np.asarray(new.as_tuple()) - st.knobs.as_tuple()) \
+                / self.bounds.max_delta
+            logp = 0.0
+        parts.recorder.write_event("transition", None, **self.transitions.payload(
+            obs, applied, logp, mean, held=held, name=self.guard.using))
         self._output_failures(self.outputs.state(now, latest if usable else None, new))
         for w in words:
             logger.debug("t=%.1fs %s", now, w)
         st.knobs = new
-        st.pending = parts.maker.submit(st.knobs, st.context)
+        st.pending = planned.submit(parts.maker, st.context) \
+            if planned is not None and planned.submit is not None \
+            else parts.maker.submit(st.knobs, st.context)  # VOICES: a planned step's phrase
         st.pending_reason = "; ".join(words)
+
+    def _controller_step(self, st: _LoopState, obs: np.ndarray, target: Target, now: float,
+                         usable: bool) -> tuple[Knobs, list[str], np.ndarray, float, np.ndarray]:
+        """The controller's knobs and their reasons; with the behaviour noise (OPE) the
+        applied action, its log-density and the noise-free mean."""
+        if not usable:
+            return st.knobs, [f"knobs hold: signal {st.signal}"], np.zeros(3), 0.0, np.zeros(3)
+        latest = st.latest
+        assert latest is not None
+        action, fallback = self.guard.predict(obs)
+        applied, logp, mean = self.transitions.explore(action)  # OPE: behaviour noise
+        explored = self.transitions.exploration.std > 0  # OPE: then no controller reason
+        new = action_to_knobs(applied, st.knobs, self.bounds)
+        # PERS: the reason states what the controller used (its explain()), the rate
+        # limit and the bound that shaped the move (st_agent.live.explain)
+        words = explain_change(st.knobs, new, (latest.valence, latest.arousal), target,
+                               action=applied if explored else action, bounds=self.bounds,
+                               info=None if explored else controller_info(self.guard.active)) \
+            or ["knobs unchanged: the controller holds them"]
+        if explored:  # OPE
+            words = [*words, f"exploration noise on the action (--explore-std "
+                             f"{self.transitions.exploration.std:g})"]
+        if fallback is not None:
+            self._fallback_event(fallback, now)
+            words = [f"knobs hold: the controller failed ({fallback.error}); "
+                     f"{fallback.now} decides from the next phrase"]
+        return new, words, applied, logp, mean
 
     def _queue_live(self, st: _LoopState, parts: _Parts) -> None:
         """Live audio: queue the next phrase as soon as it is ready, so the player joins
@@ -460,6 +550,7 @@ class LiveSession:
             st.pending = parts.maker.submit(st.knobs, st.context)
             st.pending_reason = "knobs hold"
         phrase, feats, pm, ready_wall = st.pending.result()
+        self._target_change_events(parts.recorder)  # VOICES: the step's measured audio
         lead = self._lead(cur, ready_wall, parts.wall0)
         self.leads_sec.append(lead)
         if lead < 0:
@@ -475,7 +566,15 @@ class LiveSession:
         st.current = self._start_phrase(
             Playing(phrase, feats, pm, cur.end_sec, st.pending_reason), st.knobs, parts, None)
 
+    def _target_change_events(self, recorder: Any) -> None:
+        """VOICES: record the target change's events (target_change, target_change_step,
+        target_change_done; st_agent.live.target_change documents them)."""
+        for kind, payload in self.target_change.pop_events():
+            recorder.write_event(kind, None, **payload)
+
     def _show_status(self, st: _LoopState, parts: _Parts, now: float) -> None:
+        if self.hub is not None and now >= st.next_status:  # DASH
+            self._dash_status(st, parts, now)
         if self.on_status is not None and now >= st.next_status:
             st.next_status = now + self.config.status_sec
             phase = "calibrating" if st.calibrated_at is None else "music"
@@ -506,10 +605,15 @@ class LiveSession:
         parts.recorder.write_event("phrase_start", None, t_session=p.start_sec,
                                    index=index, knobs=knobs.as_tuple(), reason=p.reason)
         self._output_failures(self.outputs.phrase(index, p, knobs))
+        if self.hub is not None:  # DASH
+            from st_agent.live.dashboard_feed import publish_phrase
+
+            publish_phrase(self.hub, index, p.start_sec, p.end_sec, knobs, p.reason,
+                           p.phrase.abc)
         source = parts.source
         hear = getattr(getattr(source, "inner", source), "hear", None)
         if hear is not None:  # a virtual listener hears what plays
-            hear(p.features)
+            hear(p.features, **self._hearing.audio_of(source, p.pm))  # VOICES: its audio
         if player is not None:
             player.play(p.pm)
         self._music_end_wall = time.monotonic() + max(0.0, p.end_sec - p.start_sec)
@@ -519,35 +623,8 @@ class LiveSession:
     def _finish(self, played: list[PlayedPhrase], wall_sec: float) -> SessionResult:
         """Write the score, ``summary.json`` and (``config.report``) the report; the WAV
         was streamed while the session went."""
-        from st_agent.biometrics.recording import read_session
-        from st_agent.live.report import session_metrics
-
-        cfg = self.config
-        folder = self.folder
-        score = folder / "score.abc"
-        score.write_text(session_score(played, title=f"st-agent session {folder.name}"),
-                         encoding="utf-8")
-        wav = folder / "session.wav"
-        if not (played and wav.is_file()):
-            wav = None
-        summary = self._summary(played, wall_sec)
-        summary["metrics"] = session_metrics(read_session(folder, key=cfg.key_file).events)
-        (folder / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n",
-                                             encoding="utf-8")
-        report = None
-        if cfg.report:
-            from st_agent.live.report import write_report
-
-            report = write_report(folder, key_file=cfg.key_file)
-            if wav is not None:  # the visuals in time with the music, beside session.wav
-                from st_agent.live.visuals import write_visuals_page
-
-                write_visuals_page(folder, key_file=cfg.key_file)
-        if cfg.key_file is not None:
-            logger.info("the recording in %s is encrypted with %s; its derived files "
-                        "(session.wav, session.mid, score.abc, summary.json, report.html, "
-                        "visuals.html, *.png) are plaintext", folder, cfg.key_file)
-        return SessionResult(folder, wav, score, report, summary)
+        return write_session_files(self.folder, played, self._summary(played, wall_sec),
+                                   self.config.key_file, report=self.config.report)
 
     def _summary(self, played: list[PlayedPhrase], wall_sec: float) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms)

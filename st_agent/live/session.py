@@ -46,7 +46,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import tyro
 
 from st_agent.contract import SafetyBounds, resolve_target
 from st_agent.live.audio import write_session_wav
@@ -104,6 +106,23 @@ class SessionConfig:
     sessions on the same board type (a jam gives each performer its own)."""
     target: str = "calm"
     """Target preset: calm, focus, uplift or energize."""
+    target_schedule: str = ""
+    """Target changes inside the session: comma-separated preset@time,
+    the time from the music's start in seconds (600) or minutes (10m), e.g.
+    ``--target calm --target-schedule focus@10m``. At each change the knobs follow a
+    planned path to the new target's knobs with bounded audio-feature steps
+    (:mod:`st_agent.live.target_change`), then the controller resumes. Empty: none."""
+    transition_max_step: float = 3.0
+    """Bound on the audio-feature step between consecutive phrases during a target change
+    (units of st_agent.music.audio_features: 2 LU of loudness, a quarter octave of
+    centroid, flux or onset rate); the plan uses half of it per phrase."""
+    transition_candidates: int = 2
+    """Phrases composed per step of a target change; the one nearest the plan (by its
+    measured audio) plays."""
+    listener_hears: str = "midi"
+    """With --board virtual: what the simulated listener responds to: midi (the features
+    measured from the MIDI) or audio (loudness in LUFS and onset rate measured from each
+    phrase's rendered audio; st_agent.listener.features documents the map and sources)."""
     minutes: float = 20.0
     """Length of the music part of the session, minutes (after calibration)."""
     policy: str = "calm"
@@ -172,7 +191,7 @@ class SessionConfig:
     midi_virtual: bool = True
     """With --midi-out: create a virtual port when no port has that name
     (--no-midi-virtual: a missing port is an error that lists the ports)."""
-    no_audio: bool = False
+    no_audio: Annotated[bool, tyro.conf.FlagCreatePairsOff] = False  # no --no-no-audio
     """No live sound from this program (--play is refused): leave the sound to the DAW or
     synthesiser on --midi-out. The WAV is still written."""
     stems: bool = False
@@ -192,6 +211,32 @@ class SessionConfig:
     calibration: Path | None = None
     """Per-listener arousal map from ``st-agent calibrate`` (JSON): arousal comes from it
     instead of the weighted markers (:mod:`st_agent.biometrics.supervised`)."""
+    explore_std: float = 0.0
+    """Exploration for off-policy evaluation (OPE, issue 18): each action gets noise of
+    this standard deviation (a truncated normal on [-1, 1], in units of --max-delta), so
+    the logged transitions let `st-agent ope` evaluate other policies; the knobs stay in
+    the bounds. 0: the controller's own actions (deterministic). Typical: 0.05-0.3."""
+
+    # --- SUBJ (issue 16): one subject across sessions; the recording's mains frequency
+    subject: str = ""
+    """The listener's pseudonym (letters and digits with a digit, never a name), to join
+    their sessions: ``st-agent subjects`` lists them. Empty: a new pseudonym is made and
+    registered for this session, and printed with how to reuse it."""
+    line_freq: float | None = None
+    """Mains frequency where the session is recorded, Hz (50 or 60); stored with the
+    recording (a BIDS export needs it)."""
+
+    # --- DASH (issue 16): the live dashboard (st_agent.live.dashboard*)
+    dashboard: bool = False
+    """Serve a live dashboard (plots, score, controls: override knobs, change target,
+    pause, fade out and stop, markers) on this machine; the command prints
+    ``dashboard: http://127.0.0.1:<port>/?token=...`` (open it in a browser)."""
+    dashboard_host: str = "127.0.0.1"
+    """Address the dashboard binds. Another than this machine's (127.0.0.1, localhost,
+    ::1) exposes the listener's data to the network: it is allowed because you gave it,
+    with a warning."""
+    dashboard_port: int = 0
+    """TCP port of the dashboard; 0 picks a free one."""
 
     def __post_init__(self) -> None:
         self.check()
@@ -209,6 +254,16 @@ class SessionConfig:
                              "`st-agent boards` lists them")
         self._check_files()
         resolve_target(self.target)
+        from st_agent.live.target_change import check_transition_flags  # VOICES
+
+        check_transition_flags(self.target, self.target_schedule, self.transition_max_step,
+                               self.transition_candidates)
+        if self.listener_hears not in ("midi", "audio"):
+            raise ValueError(f"--listener-hears must be midi or audio, got "
+                             f"{self.listener_hears!r}")
+        if self.listener_hears == "audio" and self.board != VIRTUAL_BOARD:
+            raise ValueError(f"--listener-hears audio sets what a simulated listener hears "
+                             f"and needs --board {VIRTUAL_BOARD}, got --board {self.board!r}")
         check_minutes(self.minutes)
         self.bounds()
         for flag, knobs in (("--start-knobs", self.start_knobs), ("--knobs", self.knobs)):
@@ -223,7 +278,13 @@ class SessionConfig:
         check_seconds("status_sec", self.status_sec, positive=True)
         check_midi_flags(self.midi_out, self.no_audio, self.play)
         check_fraction("min_confidence", self.min_confidence)
+        if isinstance(self.explore_std, bool) or not isinstance(self.explore_std, int | float) \
+                or not 0.0 <= self.explore_std <= 2.0:  # OPE (issue 18)
+            raise ValueError(f"--explore-std must be a number in [0, 2] (action units), got "
+                             f"{self.explore_std!r}")
         self.consent_scopes()
+        self._check_subject()  # SUBJ
+        self._check_dashboard()  # DASH
         self._check_network_outputs()
         if not isinstance(self.consent_version, str) or not self.consent_version.strip():
             raise ValueError(f"--consent-version must name the consent text, got "
@@ -243,6 +304,29 @@ class SessionConfig:
             if not Path(self.listener).is_file():
                 raise ValueError(f"--listener {self.listener} does not exist; write one with "
                                  "`st-agent fit-listener`")
+
+    def _check_dashboard(self) -> None:
+        """--dashboard, --dashboard-host and --dashboard-port (DASH, issue 16)."""
+        from st_agent.live.dashboard import check_dashboard_flags
+
+        check_dashboard_flags(self.dashboard, self.dashboard_host, self.dashboard_port)
+
+    def _check_subject(self) -> None:
+        """--subject (a pseudonym or empty) and --line-freq (SUBJ, issue 16)."""
+        from st_agent.biometrics.session_meta import check_pseudonym
+
+        if not isinstance(self.subject, str):
+            raise ValueError(f"--subject must be a pseudonym, got {self.subject!r}")
+        if self.subject:
+            try:
+                check_pseudonym(self.subject)
+            except ValueError as e:
+                raise ValueError(f"--subject: {e}") from None
+        f = self.line_freq
+        if f is not None and (isinstance(f, bool) or not isinstance(f, int | float)
+                              or not 0 < f <= 1000):
+            raise ValueError(f"--line-freq must be the mains frequency in Hz (50 or 60), "
+                             f"got {f!r}")
 
     def _check_network_outputs(self) -> None:
         """--osc, --osc-prefix and --lsl-out-name (:mod:`st_agent.live.osc_out`,
@@ -317,6 +401,9 @@ class DemoConfig:
     simulated, so by default its recording may be exported (``st-agent export``)."""
     key_file: Path | None = None
     """Encrypt the recording at rest with this key file (created when missing)."""
+    subject: str = ""
+    """Pseudonym of the (simulated) listener; empty: a new one, printed with how to
+    reuse it (``st-agent subjects`` lists them)."""
 
     def __post_init__(self) -> None:
         self.session_config()  # validates every setting
@@ -329,7 +416,7 @@ class DemoConfig:
             record=self.out, name=self.name or f"demo-{Path(self.policy).name}-{stamp}",
             calibration_sec=self.calibration_sec, accelerated=True, seed=self.seed,
             listener=self.listener, status_sec=30.0, consent=self.consent,
-            key_file=self.key_file)
+            key_file=self.key_file, subject=self.subject)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -337,13 +424,16 @@ class DemoConfig:
 
 def run_session(cfg: SessionConfig, controller: Any, controller_name: str = "",
                 on_status: Callable[[SessionStatus], None] | None = None,
-                outputs: Sequence[Any] = ()) -> SessionResult:
+                outputs: Sequence[Any] = (),
+                on_dashboard: Callable[[str], None] | None = None) -> SessionResult:
     """Run a session; the first Ctrl-C (SIGINT) stops it cleanly, a second aborts.
 
     ``outputs`` (:class:`~st_agent.live.outputs.SessionOutput`) are fed besides those
-    the config asks for (:func:`~st_agent.live.session_outputs.build_outputs`).
+    the config asks for (:func:`~st_agent.live.session_outputs.build_outputs`);
+    ``on_dashboard`` gets the dashboard's URL (``cfg.dashboard``, DASH).
     """
-    session = LiveSession(cfg, controller, controller_name, on_status, outputs)
+    session = LiveSession(cfg, controller, controller_name, on_status, outputs,
+                          on_dashboard)
     previous = None
     if threading.current_thread() is threading.main_thread():
         def _handler(signum: int, frame: Any) -> None:

@@ -54,6 +54,47 @@ class ArrangementConfig:
     """Melody velocity at energy 1."""
     accompaniment_offset: int = 10
     """Chords play this much softer than the melody, the bass half as much softer."""
+    pan: tuple[int, int, int] | None = None
+    """Stereo position (MIDI CC 10: 0 left, 64 centre, 127 right) of melody, bass and
+    chords, sent at the start of each part; None sends none (the synthesizer's centre)."""
+
+    @classmethod
+    def for_knobs(cls, knobs: Knobs) -> ArrangementConfig:
+        """The instrumentation of a listening session, chosen by energy and valence.
+
+        ==============  ==========================  ==========================
+        energy          valence < 0.5 (minor)       valence >= 0.5 (major)
+        ==============  ==========================  ==========================
+        < 1/3 (calm)    slow strings 49 over a      electric piano 4 over a
+                        warm pad 89, bass 32        warm pad 89, bass 32
+        1/3 - 2/3       piano 0 over strings 48,    piano 0 over electric
+                        bass 32                     piano 4, bass 32
+        >= 2/3          piano 0 over nylon guitar   bright piano 1 over nylon
+                        24, finger bass 33          guitar 24, finger bass 33
+        ==============  ==========================  ==========================
+
+        Programs are General MIDI, counted from 0. Parts are spread in stereo
+        (melody centre, bass a little left, chords a little right).
+
+        Parameters
+        ----------
+        knobs : Knobs
+
+        Returns
+        -------
+        config : ArrangementConfig
+        """
+        if not isinstance(knobs, Knobs):
+            raise TypeError(f"knobs must be a Knobs, got {type(knobs).__name__}")
+        minor = knobs.valence < 0.5
+        if knobs.energy < 1 / 3:
+            melody, chords, bass = (49 if minor else 4), 89, 32
+        elif knobs.energy < 2 / 3:
+            melody, chords, bass = 0, (48 if minor else 4), 32
+        else:
+            melody, chords, bass = (0 if minor else 1), 24, 33
+        return cls(melody_program=melody, bass_program=bass, chords_program=chords,
+                   pan=(64, 48, 80))
 
     def __post_init__(self) -> None:
         for name in ("melody_program", "bass_program", "chords_program"):
@@ -70,6 +111,11 @@ class ArrangementConfig:
                 f"bass_max_pitch - bass_min_pitch must be >= 12 semitones, got "
                 f"{self.bass_max_pitch} - {self.bass_min_pitch}"
             )
+        if self.pan is not None and not (
+                isinstance(self.pan, tuple) and len(self.pan) == 3
+                and all(isinstance(v, int) and 0 <= v <= 127 for v in self.pan)):
+            raise ValueError(f"pan must be None or three MIDI CC 10 values 0-127 (melody, bass, "
+                             f"chords), got {self.pan!r}")
         if self.velocity_min > self.velocity_max:
             raise ValueError(
                 f"velocity_min must be <= velocity_max, got {self.velocity_min} > "
@@ -359,6 +405,9 @@ def arrange(
     chords = _choose_chords(_bar_weights(mel_notes, n_bars, grid), tonic, mode)
     accompaniment = _accompaniment(chords, level, grid, _Registers.under(mel_notes, cfg), cfg, vel)
     out.instruments = [parts[0], *accompaniment, *parts[1:]]
+    if cfg.pan is not None:
+        for inst, value in zip(out.instruments[:3], cfg.pan, strict=False):
+            inst.control_changes.insert(0, pretty_midi.ControlChange(10, value, 0.0))
     logger.debug("arranged %d bars in %s %s, energy level %d, chords %s",
                  n_bars, PC_NAMES[tonic], mode, level, chords)
     return out

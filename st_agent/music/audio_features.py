@@ -50,6 +50,7 @@ __all__ = [
     "loudness_lufs",
     "measure_audio",
     "novelty_curve",
+    "quantisation_shift",
 ]
 
 #: Names of :class:`AudioFeatures` fields that :meth:`AudioFeatures.as_vector` returns.
@@ -318,7 +319,52 @@ def feature_distance(a: AudioFeatures | np.ndarray, b: AudioFeatures | np.ndarra
     return float(np.linalg.norm(feature_coordinates(a) - feature_coordinates(b)))
 
 
-def describe_change(prev: AudioFeatures, cur: AudioFeatures, top: int = 2) -> str:
+def quantisation_shift(audio: np.ndarray, sample_rate: int, rng: np.random.Generator,
+                       bits: int = 16, measured: AudioFeatures | None = None) -> np.ndarray:
+    """How far quantisation alone moves the features of ``audio``, coordinate units (4,).
+
+    The audio is quantised once more to ``bits`` bits with TPDF dither (the
+    difference of two uniform draws, 1 LSB each) and measured again; the
+    absolute change of :func:`feature_coordinates` estimates what one
+    quantisation does to this phrase. It matters because the spectral flux
+    and centroid are measured on the audio scaled to a peak of 1: in a quiet
+    phrase of a 16-bit file the quantisation noise is scaled up with it, and
+    shows as "busier" or "brighter" (measured on the calm and focus presets'
+    phrases, peak at 0 / -20 / -40 dB: flux moves by 0.001-0.006 / 0.11-0.47 /
+    2.1-3.7 coordinate units; ``benchmarks/bench_voices_v2.py``).
+
+    Parameters
+    ----------
+    audio : ndarray, shape (n_samples,)
+        Samples in [-1, 1], at least 0.4 s.
+    sample_rate : int
+        Hz.
+    rng : numpy.random.Generator
+        The dither.
+    bits : int
+        Word length of the file (16 for session.wav).
+    measured : AudioFeatures, optional
+        ``measure_audio(audio, sample_rate)`` when already known (saves one measurement).
+
+    Returns
+    -------
+    shift : ndarray, shape (4,)
+        Per feature of :data:`AUDIO_FEATURE_NAMES`, >= 0.
+    """
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 8 <= bits <= 32:
+        raise ValueError(f"bits must be an int in [8, 32], got {bits!r}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    x = _check_audio(audio, sample_rate, min_sec=0.4)
+    lsb = 2.0 ** (1 - bits)
+    dither = (rng.random(x.size) - rng.random(x.size)) * lsb
+    q = np.clip(np.round((x + dither) / lsb) * lsb, -1.0, 1.0)
+    base = measured if measured is not None else measure_audio(x, sample_rate)
+    return np.abs(feature_coordinates(measure_audio(q, sample_rate)) - feature_coordinates(base))
+
+
+def describe_change(prev: AudioFeatures, cur: AudioFeatures, top: int = 2,
+                    noise_floor: np.ndarray | None = None) -> str:
     """The audio features that changed most from ``prev`` to ``cur``, in words.
 
     Parameters
@@ -326,12 +372,17 @@ def describe_change(prev: AudioFeatures, cur: AudioFeatures, top: int = 2) -> st
     prev, cur : AudioFeatures
     top : int
         How many features to name (the largest changes in coordinate units).
+    noise_floor : ndarray, shape (4,), optional
+        Per feature, changes (coordinate units) that measurement noise alone
+        gives, e.g. the sum of both phrases' :func:`quantisation_shift`; a
+        change at or below it is not reported. Default: none (only the tenth
+        of a unit below which nothing is reported).
 
     Returns
     -------
     text : str
         E.g. ``"louder (+3.1 LU), more onsets (+0.8 onsets/s)"``; ``"no audible
-        change"`` when every change is under a tenth of a unit.
+        change"`` when every change is under a tenth of a unit or its noise floor.
 
     Examples
     --------
@@ -341,7 +392,14 @@ def describe_change(prev: AudioFeatures, cur: AudioFeatures, top: int = 2) -> st
     'louder (+6.0 LU)'
     """
     d = feature_coordinates(cur) - feature_coordinates(prev)
-    order = [i for i in np.argsort(-np.abs(d)) if abs(d[i]) >= 0.1][:max(1, int(top))]
+    floor = np.full(len(AUDIO_FEATURE_NAMES), 0.1)
+    if noise_floor is not None:
+        nf = np.asarray(noise_floor, dtype=np.float64)
+        if nf.shape != floor.shape or not np.all(np.isfinite(nf)) or np.any(nf < 0):
+            raise ValueError(f"noise_floor must be {len(floor)} finite values >= 0 (coordinate "
+                             f"units, order {AUDIO_FEATURE_NAMES}), got {noise_floor!r}")
+        floor = np.maximum(floor, np.nextafter(nf, np.inf))
+    order = [i for i in np.argsort(-np.abs(d)) if abs(d[i]) >= floor[i]][:max(1, int(top))]
     if not order:
         return "no audible change"
     parts = []

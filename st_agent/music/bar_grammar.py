@@ -180,6 +180,7 @@ class BarGrammar:
         self._grid_q = self.unit_q / 2
         self._tables: dict[str, KeyTable] = {}
         self._masks: dict[tuple[str, float, int], np.ndarray] = {}
+        self._tied_masks: dict[tuple, np.ndarray] = {}  # (mask key, tie state) -> mask
 
     def key_of(self, tail: str) -> tuple[float, str]:
         """Split the open bar's text into fixed quarter notes and a canonical key.
@@ -347,23 +348,47 @@ class BarGrammar:
             if len(self._masks) > 200_000:  # bounded: clear rather than grow without end
                 self._masks.clear()
             self._masks[cache_key] = ok
-        ok = ok.copy()
-        if text is not None:
-            self._keep_tied_pitch(ok, text)
-        return ok
+        if text is None:
+            return ok.copy()
+        # MUSIC (issue 15): the tie rule depends on ``text`` only through a small
+        # state (a pending tied pitch, or the last pitch and whether a tie just
+        # resolved), so the final mask is cached per state too: no per-vocabulary
+        # comparison at a step once the state has been seen.
+        state = self._tie_state(text)
+        final = self._tied_masks.get((cache_key, state))
+        if final is None:
+            final = ok.copy()
+            self._apply_tie_state(final, state)
+            if len(self._tied_masks) > 200_000:
+                self._tied_masks.clear()
+            self._tied_masks[(cache_key, state)] = final
+        return final.copy()
+
+    @staticmethod
+    def _tie_state(text: str) -> tuple[str, str, bool]:
+        """What the tie rule needs from the phrase so far: ``("tie", pitch, False)``
+        while a tie waits for its note, else ``("last", last pitch, tie resolved)``."""
+        pending = _TIE_END.search(text) if "-" in text else None
+        if pending is not None:
+            return "tie", pending.group(1), False
+        last = _LAST_NOTE.search(text)
+        return "last", last.group(1) if last else "?", bool(
+            "-" in text and _TIE_RESOLVED.search(text))
 
     def _keep_tied_pitch(self, ok: np.ndarray, text: str) -> None:
         """Drop, in place, the tokens whose notes would tie two pitches after ``text``."""
-        pending = _TIE_END.search(text) if "-" in text else None
-        if pending is not None:  # the next note must repeat the tied pitch
-            ok &= (self._first_pitch == pending.group(1)) | (self._first_pitch == "")
+        self._apply_tie_state(ok, self._tie_state(text))
+
+    def _apply_tie_state(self, ok: np.ndarray, state: tuple[str, str, bool]) -> None:
+        kind, pitch, resolved = state
+        if kind == "tie":  # the next note must repeat the tied pitch
+            ok &= (self._first_pitch == pitch) | (self._first_pitch == "")
             return
-        last = _LAST_NOTE.search(text)
-        last_pitch = last.group(1) if last else "?"
+        last_pitch = pitch
         ok[self._lead_idx[self._lead_pitch != last_pitch]] = False
         if len(last_pitch) != 1:  # only a plain note takes a tie
             ok[self._tie_first_idx] = False
-        if _TIE_RESOLVED.search(text):  # an octave mark would change the tied pitch
+        if resolved:  # an octave mark would change the tied pitch
             ok[self._octave_idx] = False
 
     @property

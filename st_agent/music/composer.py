@@ -7,28 +7,36 @@ How a phrase is made
 2. The key follows the mode family: a phrase that continues a context in the
    same family keeps its key; otherwise the composer takes the family's key
    (``A`` major or ``A`` minor by default: parallel keys, so a change of
-   valence changes the mode and keeps the tonic). A change of key starts a new
-   section, and the model is not shown the old phrase (it would be in the
-   wrong key).
+   valence changes the mode and keeps the tonic). When the mode flips, the
+   previous phrases stay in the prompt respelled in the new key (explicit
+   accidentals, :func:`~st_agent.music.ranker.respell`; ``keep_context``), so
+   the melody continues across the join.
 3. The prompt is ``<|bos|>`` + ``M: L: K:`` + the context phrases with their
    own control tokens + the new control tokens. The GPT-2 samples ``candidates``
-   continuations in one batch.
+   continuations in one batch, with the int8 fast path of the decoder
+   (:mod:`st_agent.music.quantized`; ``int8=False`` or a machine without an
+   int8 engine decodes in float32).
 4. **Meter-aware decoding** (default, :mod:`st_agent.music.bar_grammar`): at
    every step each candidate may only sample tokens that keep its bars valid
    (every bar line closes exactly one bar of the meter, no repeat signs,
    endings, chords, decorations or stray text, ties on one pitch); a candidate
    finishes at its fourth bar line. The bar lines are the model's own: nothing
-   is re-barred. Each candidate is checked again as written, then ``abc2midi``
-   (an independent parser) must accept it without errors. With
-   ``meter_aware=False`` the model samples freely until it has written four
-   bars of music and its bar lines are drawn again from the note lengths (the
-   repair of earlier versions, kept for comparison).
-5. Among the valid candidates, the one closest to the requested energy
-   (melody onsets per quarter note vs. :meth:`Composer.target_density`) and
-   register wins; long runs of one repeated pitch cost ``repeat_penalty`` per
-   note beyond three, and abc2midi warnings 0.5. When no candidate is valid,
-   another batch is sampled, up to ``max_tries`` batches; past that
-   :class:`ComposerError` is raised.
+   is re-barred. With ``meter_aware=False`` the model samples freely until it
+   has written four bars of music and its bar lines are drawn again from the
+   note lengths (the repair of earlier versions, kept for comparison).
+5. Ranking: among the valid candidates, the one closest to the requested
+   energy (melody onsets per quarter note vs. :meth:`Composer.target_density`)
+   and register wins, with the music ranker's penalties on top
+   (``ranker="music"``, :mod:`st_agent.music.ranker`: the melody's own key
+   against the requested one, a cadence on the tonic, leaps beyond a fifth
+   inside the phrase and at the join, runs of one pitch (``repeat_penalty``),
+   too few pitches, flat rhythm). ``ranker="density"`` ranks as earlier
+   versions did (density, register, ``repeat_penalty``). The best candidate is
+   then checked by ``abc2midi`` (an independent parser; the next ones only when
+   it fails or warns, a warning costing 0.5). With ``satisfied > 0`` a batch
+   stops at the first finished candidate that scores at or below it. When no
+   candidate is valid, another batch is sampled, up to ``max_tries`` batches;
+   past that :class:`ComposerError` is raised.
 
 The ``Q:`` field is set from the tempo knob; the renderer plays at that tempo.
 """
@@ -39,6 +47,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
@@ -53,6 +62,8 @@ from st_agent.music.config import ComposerConfig
 from st_agent.music.decoding import CachedDecoder
 from st_agent.music.generator import load_generator
 from st_agent.music.meter import parse_meter as parse_abc_meter
+from st_agent.music.quantized import fast_decoder
+from st_agent.music.ranker import RankerWeights, melody_facts, melody_notes, penalty, respell
 from st_agent.theory import parse_key
 from st_agent.tokenizer.abc_text import body_stats, parse_meter, quarters_fast, rebar
 from st_agent.tokenizer.corpus import BOS, SPECIAL_TOKENS, Controls
@@ -180,6 +191,31 @@ class _BarCounter:
         return self.bias, list(self.finished)
 
 
+class _SatisfiedHook(BarHook):
+    """:class:`BarHook` that also ends the batch at the first finished candidate whose
+    score (``judge`` of its text) is at or below ``satisfied``: the ranker is content,
+    so sampling the others would only cost time."""
+
+    def __init__(self, grammar: BarGrammar, n: int, n_bars: int, enough: int,
+                 judge: Callable[[str], float], satisfied: float) -> None:
+        super().__init__(grammar, n, n_bars, enough)
+        self.judge, self.satisfied = judge, float(satisfied)
+        self._judged = [False] * n
+
+    def __call__(self, tokens: list[int]) -> tuple[np.ndarray, list[bool]]:
+        bias, finished = super().__call__(tokens)
+        if all(finished):
+            return bias, finished
+        for i, done in enumerate(self.complete):
+            if done and not self._judged[i]:
+                self._judged[i] = True
+                if self.judge(self.texts[i]) <= self.satisfied:
+                    self.finished = [True] * len(self.finished)
+                    self._bias[:] = 0.0
+                    return self._bias, list(self.finished)
+        return bias, finished
+
+
 def _check_meter_unit(meter: object, unit: object, owner: str) -> None:
     """Raise :class:`~st_agent.music.abc.AbcError` naming ``owner.meter`` or
     ``owner.unit`` when either is not an allowed ABC value (``unit="1/0"`` used to
@@ -224,7 +260,12 @@ class Composer:
         self.tokenizer = bundle.tokenizer
         self.labels = bundle.labels
         self.checkpoint = bundle.path
-        self.decoder = CachedDecoder(bundle.model)
+        #: The float32 decoder (the reference, and the fallback of the int8 path).
+        self.float_decoder = CachedDecoder(bundle.model)
+        #: The decoder that samples: int8 when ``config.int8`` and an engine works.
+        self.decoder = fast_decoder(self.float_decoder, cfg.int8)
+        #: The music ranker's weights (its repeat term is ``config.repeat_penalty``).
+        self.ranker_weights = RankerWeights(repeat=cfg.repeat_penalty)
         vocab = self.tokenizer.get_vocab()
         self._newline_id = self.tokenizer.convert_tokens_to_ids(
             self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str("\n")[0][0])
@@ -336,10 +377,7 @@ class Composer:
         key = self.choose_key(knobs, context)
         meter = context.meter if context is not None else self.config.meter
         unit = context.unit if context is not None else self.config.unit
-        history: list[tuple[Controls, str]] = []
-        if context is not None and context.key == key:
-            ctx_controls = Controls.from_knobs(context.knobs)
-            history = [(ctx_controls, line) for line in context.body.splitlines() if line]
+        history, prev_pitch = self._history(context, key)
         controls = Controls.from_knobs(knobs)
         threads = torch.get_num_threads()
         if self.config.threads:
@@ -348,8 +386,10 @@ class Composer:
             outcomes = []
             for _ in range(bars // 4):
                 outcomes.append(self._compose_phrase(controls, knobs, key, meter, unit, history,
-                                                     gen))
+                                                     gen, prev_pitch))
                 history.append((controls, outcomes[-1].body))
+                notes = melody_notes(outcomes[-1].body, float(Fraction(unit)) * 4, key)
+                prev_pitch = notes[-1][2] if notes else prev_pitch
         finally:
             torch.set_num_threads(threads)
         body = "\n".join(o.body for o in outcomes)
@@ -358,6 +398,20 @@ class Composer:
                       bars=bars, tries=sum(o.tries for o in outcomes),
                       extra={"compose_sec": time.perf_counter() - t0, "controls": controls,
                              **_sampling_record(outcomes, self.config.meter_aware)})
+
+    def _history(self, context: Phrase | None, key: str
+                 ) -> tuple[list[tuple[Controls, str]], int | None]:
+        """The context phrases the prompt shows (respelled into ``key`` when the mode
+        flipped and ``keep_context``) and the context's last melody pitch."""
+        if context is None:
+            return [], None
+        notes = melody_notes(context.body, float(Fraction(context.unit)) * 4, context.key)
+        prev_pitch = notes[-1][2] if notes else None
+        if context.key != key and not self.config.keep_context:
+            return [], prev_pitch  # a new section: the old phrase is in the wrong key
+        body = context.body if context.key == key else respell(context.body, context.key, key)
+        ctx_controls = Controls.from_knobs(context.knobs)
+        return [(ctx_controls, line) for line in body.splitlines() if line], prev_pitch
 
     @staticmethod
     def tune_text(body: str, key: str, meter: str, unit: str, bpm: float, title: str = ""
@@ -384,32 +438,25 @@ class Composer:
             kept = kept[1:]
 
     def _compose_phrase(self, controls: Controls, knobs: Knobs, key: str, meter: str, unit: str,
-                        history: list[tuple[Controls, str]], gen: torch.Generator) -> _Outcome:
+                        history: list[tuple[Controls, str]], gen: torch.Generator,
+                        prev_pitch: int | None = None) -> _Outcome:
         cfg = self.config
         prompt = self._prompt(controls, key, meter, unit, history)
         outcome = _Outcome()
+        target = self.target_density(knobs.energy)
         for attempt in range(1, cfg.max_tries + 1):
-            hook, first_bias = self._hook(meter, unit)
+            hook, first_bias = self._hook(meter, unit, lambda text: self._score_body(
+                text.strip(), controls, target, key, meter, unit, prev_pitch)[0])
             outs = self.decoder.sample(
                 prompt, cfg.candidates, cfg.max_new_tokens, self._stop_ids,
                 self._banned_ids, cfg.temperature, cfg.top_k, gen, step_hook=hook,
                 first_bias=first_bias)
-            target = self.target_density(knobs.energy)
-            cands = [self._screen(o, controls, target, key, meter, unit) if done else
-                     _Candidate("", math.inf, "cut: unfinished when enough candidates were")
+            cands = [self._screen(o, controls, target, key, meter, unit, prev_pitch) if done
+                     else _Candidate("", math.inf, "cut: unfinished when enough candidates were")
                      for o, done in zip(outs, hook.complete, strict=True)]
-            ok = [c for c in cands if not c.reason]
-            if ok:
-                tunes = [self.tune_text(c.body, key, meter, unit, 120.0) for c in ok]
-                for c, report in zip(ok, check_many(tunes), strict=True):
-                    if not report.ok:
-                        c.reason = "abc2midi: " + "; ".join(report.errors)[:80]
-                    elif report.warnings:
-                        c.score += 0.5  # prefer phrases abc2midi has nothing to say about
+            best = self._checked_best(cands, key, meter, unit)
             outcome.count(cands)
-            ok = [c for c in ok if not c.reason]
-            if ok:
-                best = min(ok, key=lambda c: c.score)
+            if best is not None:
                 outcome.body, outcome.raw, outcome.tries = best.body, best.raw, attempt
                 return outcome
             logger.debug("batch %d: no valid candidate (%s)", attempt, outcome.reasons)
@@ -419,6 +466,29 @@ class Composer:
             "ComposerConfig.max_tries or candidates, or check the checkpoint "
             f"{self.checkpoint}"
         )
+
+    def _checked_best(self, cands: list[_Candidate], key: str, meter: str, unit: str
+                      ) -> _Candidate | None:
+        """The best-ranked candidate that ``abc2midi`` accepts, preferring one it has no
+        warning about; the best is checked first, the others only when it fails or
+        warns (one abc2midi run per phrase in the common case)."""
+        ranked = sorted((c for c in cands if not c.reason), key=lambda c: c.score)
+        if not ranked:
+            return None
+        checked: list[_Candidate] = []
+        for group in (ranked[:1], ranked[1:]):
+            if not group:
+                continue
+            tunes = [self.tune_text(c.body, key, meter, unit, 120.0) for c in group]
+            for c, report in zip(group, check_many(tunes), strict=True):
+                if not report.ok:
+                    c.reason = "abc2midi: " + "; ".join(report.errors)[:80]
+                elif report.warnings:
+                    c.score += 0.5  # prefer phrases abc2midi has nothing to say about
+                    checked.append(c)
+                else:
+                    return c
+        return min(checked, key=lambda c: c.score) if checked else None
 
     def grammar(self, meter: str, unit: str) -> BarGrammar:
         """The bar grammar of ``meter`` and ``unit`` over this composer's vocabulary,
@@ -437,15 +507,22 @@ class Composer:
             self._grammars[(meter, unit)] = grammar
         return grammar
 
-    def _hook(self, meter: str, unit: str) -> tuple[BarHook | _BarCounter, np.ndarray | None]:
-        """The step hook of one batch and its first-token bias."""
+    def _hook(self, meter: str, unit: str, judge: Callable[[str], float] | None = None
+              ) -> tuple[BarHook | _BarCounter, np.ndarray | None]:
+        """The step hook of one batch and its first-token bias; with ``config.satisfied``
+        and ``judge`` (a finished candidate's text -> its score), the batch stops at the
+        first candidate that scores at or below it."""
         cfg = self.config
         if not cfg.meter_aware:
             hook = _BarCounter(self._token_text, (self._newline_id, self.tokenizer.eos_token_id),
                                cfg.candidates, Fraction(unit), 4 * parse_meter(meter), cfg.enough)
             return hook, None
         grammar = self.grammar(meter, unit)
-        bar_hook = BarHook(grammar, cfg.candidates, 4, cfg.enough)
+        if cfg.satisfied > 0 and judge is not None:
+            bar_hook: BarHook = _SatisfiedHook(grammar, cfg.candidates, 4, cfg.enough, judge,
+                                               cfg.satisfied)
+        else:
+            bar_hook = BarHook(grammar, cfg.candidates, 4, cfg.enough)
         return bar_hook, bar_hook.first_bias()
 
     def target_density(self, energy: float) -> float:
@@ -456,7 +533,7 @@ class Composer:
         return float(np.interp(energy, centres, self.labels.energy_targets))
 
     def _screen(self, ids: list[int], controls: Controls, target: float, key: str, meter: str,
-                unit: str) -> _Candidate:
+                unit: str, prev_pitch: int | None = None) -> _Candidate:
         """Structural checks and the control score of one sampled continuation."""
         if ids and ids[-1] == self._newline_id:
             ids = ids[:-1]
@@ -474,18 +551,31 @@ class Composer:
             body, reason = _rebarred(text, u, bar_len)
             if reason:
                 return _Candidate("", math.inf, reason, raw=text)
+        score, details = self._score_body(body, controls, target, key, meter, unit, prev_pitch)
+        return _Candidate(body, score, raw=text, raw_valid=raw_valid, details=details)
+
+    def _score_body(self, body: str, controls: Controls, target: float, key: str, meter: str,
+                    unit: str, prev_pitch: int | None) -> tuple[float, dict]:
+        """The ranking score of a phrase body (lower is better) and what it measured:
+        density vs the energy's target and register (both rankers), then long runs of
+        one pitch (``"density"``) or the music ranker's terms (``"music"``)."""
+        u = Fraction(unit)
         stats = body_stats(body, u, parse_key(key).accidentals())
         score = abs(stats.notes_per_quarter - target) / max(target, 1e-6)
         high = controls.valence % 2 == 1
         if math.isfinite(stats.mean_pitch) and (stats.mean_pitch >= self.labels.register_median
                                                 ) != high:
             score += 0.25
-        # long runs of one repeated pitch (the calm corner's weakness)
-        score += self.config.repeat_penalty * max(0, stats.longest_repeat - 3)
-        return _Candidate(body, score, raw=text, raw_valid=raw_valid,
-                          details={"notes_per_quarter": stats.notes_per_quarter,
-                                   "mean_pitch": stats.mean_pitch,
-                                   "longest_repeat": stats.longest_repeat})
+        details = {"notes_per_quarter": stats.notes_per_quarter, "mean_pitch": stats.mean_pitch,
+                   "longest_repeat": stats.longest_repeat}
+        if self.config.ranker == "music":
+            beat_q = parse_abc_meter(meter)[1]
+            facts = melody_facts(body, float(u) * 4, key, prev_pitch, beat_q)
+            score += penalty(facts, self.ranker_weights, beat_q)
+            details["melody"] = facts
+        else:  # long runs of one repeated pitch (the calm corner's weakness)
+            score += self.config.repeat_penalty * max(0, stats.longest_repeat - 3)
+        return score, details
 
     def __repr__(self) -> str:
         return f"Composer(checkpoint={str(self.checkpoint)!r}, candidates={self.config.candidates})"

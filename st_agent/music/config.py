@@ -66,9 +66,30 @@ class ComposerConfig:
     sitting on one note without going below the corpus' own share of 4-note runs
     (``benchmarks/bench_composer.py --sections repetition``)."""
 
+    # --- music v2 (issue 15, MUSIC helper): additive fields ---
+    int8: bool = True
+    """Decode with the int8 fast path (:mod:`st_agent.music.quantized`: GPT-2's linear
+    layers dynamically quantised); falls back to float32 with a warning when no int8
+    engine works here. False decodes in float32."""
+    ranker: str = "music"
+    """How candidates are ranked: ``"music"`` adds the melody's own key, cadence, leaps,
+    join and rhythm (:mod:`st_agent.music.ranker`) to density and register;
+    ``"density"`` is the ranking of earlier versions (density, register, repeats)."""
+    keep_context: bool = True
+    """When the valence flips the mode (A major <-> A minor), show the model the
+    previous phrases respelled in the new key (explicit accidentals) instead of
+    dropping them, so the melody continues across the join."""
+    satisfied: float = 0.0
+    """Early stop: a batch ends as soon as one finished candidate scores at or below
+    this (0 = off; candidates then finish until ``enough`` have)."""
+
     def __post_init__(self) -> None:
         if not (isinstance(self.repeat_penalty, int | float) and self.repeat_penalty >= 0):
             raise ValueError(f"repeat_penalty must be a number >= 0, got {self.repeat_penalty!r}")
+        if self.ranker not in ("music", "density"):
+            raise ValueError(f"ranker must be 'music' or 'density', got {self.ranker!r}")
+        if not (isinstance(self.satisfied, int | float) and self.satisfied >= 0):
+            raise ValueError(f"satisfied must be a number >= 0, got {self.satisfied!r}")
 
 
 @dataclass
@@ -96,6 +117,9 @@ class GenerateConfig:
     """SoundFont (.sf2); None = TimGM6mb.sf2 shipped with pretty_midi."""
     checkpoint: Path | None = None
     """Composer checkpoint folder; None = the bundled one."""
+    session_sound: bool = False
+    """Session sound (MUSIC, issue 15): instruments chosen by energy and valence
+    (``ArrangementConfig.for_knobs``), stereo, the session's reverb and chorus."""
 
     def __post_init__(self) -> None:
         from st_agent.types import Knobs
@@ -117,6 +141,9 @@ class TrainGeneratorConfig:
     """Folder that holds all runs."""
     extra_abc_dirs: tuple[Path, ...] = ()
     """Folders of your own ``.abc`` files to add to the music21 corpus."""
+    music21: bool = True
+    """Include music21's bundled ABC tunes; ``--no-music21`` trains on
+    ``extra_abc_dirs`` alone (your own corpus, or a quick experiment)."""
     vocab_size: int = 800
     """BPE vocabulary size (bytes and control tokens included); 800 measured best
     for tokens per phrase vs. token frequency (``benchmarks/bench_tokenizer.py``)."""
@@ -154,3 +181,8 @@ class TrainGeneratorConfig:
     """Torch CPU threads; 0 leaves torch's default."""
     max_minutes: float = 0.0
     """Stop after this many minutes of training (0 = no limit)."""
+
+    def __post_init__(self) -> None:
+        if not self.music21 and not self.extra_abc_dirs:
+            raise ValueError("--no-music21 leaves no tunes to train on: give your own with "
+                             "--extra-abc-dirs DIR [DIR ...], or drop --no-music21")

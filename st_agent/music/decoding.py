@@ -21,7 +21,30 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2LMHeadModel
 
-__all__ = ["CachedDecoder", "StepHook"]
+__all__ = ["AddMM", "CachedDecoder", "Linear", "StepHook", "TiedHead"]
+
+#: A linear layer as the decoder calls it: (N, in) -> (N, out).
+Linear = Callable[["torch.Tensor"], "torch.Tensor"]
+
+
+class AddMM:
+    """A GPT-2 ``Conv1D`` read as ``y = b + x @ W`` with ``W`` of shape (in, out)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        self.weight, self.bias = weight, bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x, self.weight)
+
+
+class TiedHead:
+    """The output projection tied to the token embedding ``wte`` (V, C)."""
+
+    def __init__(self, wte: torch.Tensor) -> None:
+        self.wte = wte
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.wte.T
 
 #: Called after each sampled step with the new token of every continuation;
 #: returns an additive logit bias for the next step, shape (n, V) (a tensor or a
@@ -61,29 +84,34 @@ class CachedDecoder:
         self.blocks = [
             dict(
                 ln1=(b.ln_1.weight.detach(), b.ln_1.bias.detach()),
-                attn=(b.attn.c_attn.weight.detach(), b.attn.c_attn.bias.detach()),
-                attn_proj=(b.attn.c_proj.weight.detach(), b.attn.c_proj.bias.detach()),
+                attn=AddMM(b.attn.c_attn.weight.detach(), b.attn.c_attn.bias.detach()),
+                attn_proj=AddMM(b.attn.c_proj.weight.detach(), b.attn.c_proj.bias.detach()),
                 ln2=(b.ln_2.weight.detach(), b.ln_2.bias.detach()),
-                fc=(b.mlp.c_fc.weight.detach(), b.mlp.c_fc.bias.detach()),
-                proj=(b.mlp.c_proj.weight.detach(), b.mlp.c_proj.bias.detach()),
+                fc=AddMM(b.mlp.c_fc.weight.detach(), b.mlp.c_fc.bias.detach()),
+                proj=AddMM(b.mlp.c_proj.weight.detach(), b.mlp.c_proj.bias.detach()),
             )
             for b in tr.h
         ]
         self.ln_f = (tr.ln_f.weight.detach(), tr.ln_f.bias.detach())
         self.vocab_size = self.wte.shape[0]
+        #: The output projection (tied embedding), (B, C) -> (B, V).
+        self.lm_head: Linear = TiedHead(self.wte)
+        #: "float32" or the fast path that replaced the linear layers (e.g. "int8").
+        self.precision = "float32"
 
     # -- the forward pass -------------------------------------------------
     def _forward(self, ids: torch.Tensor, pos0: int, k_cache: torch.Tensor,
-                 v_cache: torch.Tensor) -> torch.Tensor:
+                 v_cache: torch.Tensor, every_position: bool = False) -> torch.Tensor:
         """Run tokens ``ids`` (B, T) at positions ``pos0..pos0+T-1``; fill the
-        caches (L, B, H, max_len, D) in place; return last-position logits (B, V)."""
+        caches (L, B, H, max_len, D) in place; return last-position logits (B, V),
+        or (B, T, V) at every position with ``every_position``."""
         B, T = ids.shape
         C, H, D = self.n_embd, self.n_head, self.head_dim
         x = self.wte[ids] + self.wpe[pos0:pos0 + T]  # (B, T, C)
         end = pos0 + T
         for i, blk in enumerate(self.blocks):
             h = F.layer_norm(x, (C,), *blk["ln1"], self.eps)
-            qkv = torch.addmm(blk["attn"][1], h.view(B * T, C), blk["attn"][0])
+            qkv = blk["attn"](h.view(B * T, C))
             q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each (B, H, T, D)
             k_cache[i, :, :, pos0:end] = k
             v_cache[i, :, :, pos0:end] = v
@@ -91,13 +119,15 @@ class CachedDecoder:
                 q, k_cache[i, :, :, :end], v_cache[i, :, :, :end], is_causal=T > 1 and pos0 == 0
             )  # (B, H, T, D)
             att = att.transpose(1, 2).reshape(B * T, C)
-            x = x + torch.addmm(blk["attn_proj"][1], att, blk["attn_proj"][0]).view(B, T, C)
+            x = x + blk["attn_proj"](att).view(B, T, C)
             h = F.layer_norm(x, (C,), *blk["ln2"], self.eps)
-            h = F.gelu(torch.addmm(blk["fc"][1], h.view(B * T, C), blk["fc"][0]),
-                       approximate=self.approx)
-            x = x + torch.addmm(blk["proj"][1], h, blk["proj"][0]).view(B, T, C)
+            h = F.gelu(blk["fc"](h.view(B * T, C)), approximate=self.approx)
+            x = x + blk["proj"](h).view(B, T, C)
+        if every_position:
+            x = F.layer_norm(x, (C,), *self.ln_f, self.eps).view(B * T, C)
+            return self.lm_head(x).view(B, T, -1)
         x = F.layer_norm(x[:, -1], (C,), *self.ln_f, self.eps)  # (B, C)
-        return x @ self.wte.T  # (B, V)
+        return self.lm_head(x)  # (B, V)
 
     def _new_cache(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (self.n_layer, batch, self.n_head, self.max_len, self.head_dim)
@@ -110,6 +140,27 @@ class CachedDecoder:
         k, v = self._new_cache(1)
         ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.wte.device)
         return self._forward(ids, 0, k, v)[0]
+
+    @torch.inference_mode()
+    def sequence_nll(self, ids: Sequence[int]) -> tuple[float, int]:
+        """Summed negative log-likelihood (nats) of ``ids[1:]`` given what precedes
+        each token, and the number of tokens scored (held-out loss, int8 vs float).
+
+        Parameters
+        ----------
+        ids : sequence of int
+            At least two tokens and at most ``max_len``.
+
+        Returns
+        -------
+        nll_nats, n_tokens : float, int
+        """
+        if not 2 <= len(ids) <= self.max_len:
+            raise ValueError(f"ids must hold 2 to {self.max_len} tokens, got {len(ids)}")
+        k, v = self._new_cache(1)
+        x = torch.tensor([list(ids)], dtype=torch.long, device=self.wte.device)
+        logits = self._forward(x, 0, k, v, every_position=True)[0, :-1].float()  # (T-1, V)
+        return float(F.cross_entropy(logits, x[0, 1:], reduction="sum")), len(ids) - 1
 
     # -- sampling ---------------------------------------------------------
     def _prefill(self, prompt_ids: Sequence[int], n: int

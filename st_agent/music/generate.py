@@ -59,14 +59,19 @@ def generate(cfg: GenerateConfig) -> GenerateResult:
                                    f"energy {knobs.energy:.2f}")
     abc_path = out / "piece.abc"
     abc_path.write_text(abc)
-    pm = render_phrase(abc, phrase.key, knobs, meter=phrase.meter)
+    from st_agent.music.arrangement import ArrangementConfig
+    from st_agent.music.synthesis import SESSION_EFFECTS
+
+    arrangement = ArrangementConfig.for_knobs(knobs) if cfg.session_sound else None
+    pm = render_phrase(abc, phrase.key, knobs, meter=phrase.meter, config=arrangement)
     midi_path = out / "piece.mid"
     pm.write(str(midi_path))
     features = measure_features(pm)
     wav_path = None
     if cfg.wav:
         wav_path = out / "piece.wav"
-        with AudioRenderer(cfg.soundfont) as synth:
+        sound = dict(stereo=True, settings=SESSION_EFFECTS) if cfg.session_sound else {}
+        with AudioRenderer(cfg.soundfont, **sound) as synth:
             synth.write_wav(pm, wav_path)
     if cfg.play:
         try:

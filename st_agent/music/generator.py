@@ -86,7 +86,7 @@ def _prepare_data(cfg: TrainGeneratorConfig, ckpt: Path
     from st_agent.tokenizer.bpe import save_tokenizer, to_transformers, train_tokenizer
     from st_agent.tokenizer.corpus import load_corpus
 
-    corpus = load_corpus(extra_dirs=cfg.extra_abc_dirs)
+    corpus = load_corpus(files=None if cfg.music21 else [], extra_dirs=cfg.extra_abc_dirs)
     train_texts = [t.training_text() for t in corpus.train]
     val_texts = [t.training_text() for t in corpus.validation]
     tok = to_transformers(train_tokenizer(train_texts, cfg.vocab_size))

@@ -285,6 +285,12 @@ class BrainVoicesConfig:
     accelerated: bool = False
     """With --board virtual or file:<path>: run on the stream's clock as fast as the CPU
     allows instead of waiting for the wall clock."""
+    play: bool = False
+    """With --board: play the voices live through FluidSynth's audio driver as they are
+    made (piece.wav is streamed either way; without an audio device: the WAV only)."""
+    no_audio: bool = False
+    """With --board: no live sound from this program (--play is refused); piece.wav is
+    still written."""
     out: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None
     """Output folder (created); None = ``<runs dir>/brain-voices`` (see st_agent.paths)."""
     regions: Literal["lobes", "hemispheres"] = "lobes"
@@ -333,6 +339,22 @@ class BrainVoicesConfig:
         if not (math.isfinite(self.tempo) and 0.0 <= self.tempo <= 1.0):
             raise ValueError(f"tempo must be in [0, 1], got {self.tempo!r}")
         _check_int("candidates", self.candidates, 1, 16)
+        self._check_playback()
+
+    def _check_playback(self) -> None:
+        """--play and --no-audio (VOICES, issue 19): live sound needs --board."""
+        from st_agent.errors import UsageError
+
+        for flag in ("play", "no_audio"):
+            if not isinstance(getattr(self, flag), bool):
+                raise UsageError(f"--{flag.replace('_', '-')} must be True or False, got "
+                                 f"{getattr(self, flag)!r}")
+        if self.play and self.no_audio:
+            raise UsageError("--no-audio turns live sound off; it cannot be combined with "
+                             "--play")
+        if self.play and not self.board:
+            raise UsageError("--play plays a live board (--board); a recording is written "
+                             "to piece.wav: play that file")
 
     def _check_source(self) -> None:
         """A recording or a --board (with only the flags that apply to it)."""

@@ -28,6 +28,7 @@ from st_agent.music.meter import musical_span_sec
 
 __all__ = [
     "FLUIDSYNTH_INSTALL_HINT",
+    "SESSION_EFFECTS",
     "AudioDeviceError",
     "AudioRenderer",
     "LivePlayer",
@@ -41,6 +42,16 @@ FLUIDSYNTH_INSTALL_HINT = (
     "install the FluidSynth library (Debian/Ubuntu: sudo apt-get install libfluidsynth3; "
     "macOS: brew install fluid-synth) and the Python binding (pip install pyfluidsynth)"
 )
+
+
+#: FluidSynth reverb and chorus for a listening session (a medium warm room, a slow,
+#: shallow chorus); pass as ``AudioRenderer(settings=SESSION_EFFECTS)``. Names are
+#: FluidSynth 2 settings (``fluidsynth -o help``).
+SESSION_EFFECTS: dict[str, float | int] = {
+    "synth.reverb.room-size": 0.7, "synth.reverb.damp": 0.4, "synth.reverb.width": 0.9,
+    "synth.reverb.level": 0.6, "synth.chorus.nr": 3, "synth.chorus.level": 1.2,
+    "synth.chorus.speed": 0.3, "synth.chorus.depth": 6.0,
+}
 
 
 def find_soundfont(path: str | Path | None = None) -> Path:
@@ -184,6 +195,12 @@ class AudioRenderer(_SynthBase):
     gain : float
         FluidSynth master gain (0.2 is its default; lower avoids clipping with
         many voices).
+    stereo : bool
+        :meth:`synthesize` returns (n, 2) left/right samples and :meth:`write_wav`
+        writes a stereo file (default mono, the mean of the two).
+    settings : mapping, optional
+        More FluidSynth settings, e.g. :data:`SESSION_EFFECTS` (reverb and chorus
+        of a session); ignored for reverb and chorus when ``effects=False``.
     effects : bool
         Reverb and chorus on (default). Renders of the same MIDI sound the same
         but are not sample-identical, as the chorus LFO and the reverb carry
@@ -206,12 +223,19 @@ class AudioRenderer(_SynthBase):
     """
 
     def __init__(self, sf2_path: str | Path | None = None, sample_rate: int = 44100,
-                 release_sec: float = 0.0, gain: float = 0.2, effects: bool = True) -> None:
+                 release_sec: float = 0.0, gain: float = 0.2, effects: bool = True,
+                 stereo: bool = False,
+                 settings: Mapping[str, str | int | float] | None = None) -> None:
         if not math.isfinite(release_sec) or not 0.0 <= release_sec <= 30.0:
             raise ValueError(f"release_sec must be in [0, 30] seconds, got {release_sec!r}")
-        fx = {} if effects else {"synth.reverb.active": 0, "synth.chorus.active": 0}
+        if not isinstance(stereo, bool):
+            raise TypeError(f"stereo must be a bool, got {type(stereo).__name__}")
+        fx = dict(settings or {})
+        if not effects:
+            fx.update({"synth.reverb.active": 0, "synth.chorus.active": 0})
         super().__init__(sf2_path, sample_rate, gain, fx)
         self.release_sec = float(release_sec)
+        self.stereo = stereo
 
     def __enter__(self) -> AudioRenderer:
         return self
@@ -241,8 +265,8 @@ class AudioRenderer(_SynthBase):
 
         Returns
         -------
-        audio : ndarray, shape (n_samples,), float32
-            Mono samples in [-1, 1] at ``sample_rate``; ``n_samples`` is the end
+        audio : ndarray, shape (n_samples,) or (n_samples, 2) when ``stereo``, float32
+            Samples in [-1, 1] at ``sample_rate``; ``n_samples`` is the end
             of the last bar (:func:`~st_agent.music.meter.musical_span_sec`) plus ``release_sec``,
             times the rate.
         """
@@ -272,8 +296,10 @@ class AudioRenderer(_SynthBase):
             s.all_sounds_off(ch)
         self._flush(max(n_total, cursor))
         if not chunks:
-            return np.zeros(0, dtype=np.float32)
+            return np.zeros((0, 2) if self.stereo else 0, dtype=np.float32)
         stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2)  # (n, 2) int16 range
+        if self.stereo:
+            return stereo / np.float32(32768.0)
         return (stereo.mean(axis=1) / 32768.0).astype(np.float32)
 
     def _flush(self, n_generated: int) -> None:
@@ -294,7 +320,7 @@ class AudioRenderer(_SynthBase):
 
     def write_wav(self, pm: pretty_midi.PrettyMIDI, path: str | Path,
                   peak: float = 0.89) -> Path:
-        """Render a MIDI and write a 16-bit PCM mono WAV file.
+        """Render a MIDI and write a 16-bit PCM WAV file (mono, or stereo when ``stereo``).
 
         Parameters
         ----------

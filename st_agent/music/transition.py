@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ from st_agent.music.piece_config import TransitionConfig, out_dir
 from st_agent.types import Knobs
 
 __all__ = ["Calibration", "TransitionConfig", "TransitionResult", "calibrate", "largest_step",
-           "plan_path", "play_path", "transition"]
+           "plan_path", "plan_steps", "play_path", "transition"]
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +187,65 @@ def plan_path(cal: Calibration, start: Knobs, end: Knobs, total_sec: float,
             break
         best = u
     return best, cal.at(best)
+
+
+def plan_steps(cal: Calibration, start: Knobs, end: Knobs, max_step: float,
+               max_knob_step: float = 1.0, max_phrases: int = 400
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Positions on the line at equal predicted steps, each at most ``max_step``.
+
+    The bounded form of :func:`plan_path` (used inside a session, where the
+    length of the transition follows from the bound rather than a duration):
+    ``N - 1 = max(ceil(L / max_step), ceil(max |end - start| / max_knob_step), 1)``
+    steps, ``L`` the predicted path length, so that every predicted step is
+    at most ``max_step`` and no knob moves more than ``max_knob_step`` per phrase.
+
+    Parameters
+    ----------
+    cal : Calibration
+    start, end : Knobs
+    max_step : float
+        Largest predicted step per phrase, feature-coordinate units (> 0).
+    max_knob_step : float
+        Largest knob change per phrase (the session's ``max_delta``), in (0, 1].
+    max_phrases : int
+        Upper limit on N.
+
+    Returns
+    -------
+    u : ndarray, shape (N,)
+        ``u[0] = 0`` (the phrase playing at the change), ``u[-1] = 1``.
+    coords : ndarray, shape (N, 4)
+        Predicted coordinates of each phrase.
+    """
+    if not (math.isfinite(max_step) and max_step > 0):
+        raise ValueError(f"max_step must be > 0, got {max_step!r}")
+    if not 0 < max_knob_step <= 1:
+        raise ValueError(f"max_knob_step must be in (0, 1], got {max_knob_step!r}")
+    s = cal.arc_length()
+    length = float(s[-1])
+    knob_span = float(np.max(np.abs(np.subtract(end.as_tuple(), start.as_tuple()))))
+    n_steps = max(math.ceil(length / max_step - 1e-9), math.ceil(knob_span / max_knob_step
+                                                                 - 1e-9), 1)
+    n = min(n_steps + 1, max_phrases)
+    u = np.linspace(0.0, 1.0, n) if length <= 1e-12 else \
+        np.interp(np.linspace(0.0, length, n), s, cal.u)
+    # equal arc length may crowd the knob steps where the audio changes little
+    knob_steps = np.abs(np.diff(u)) * knob_span
+    if knob_steps.size and knob_steps.max() > max_knob_step + 1e-9:
+        u = _spread_knob_steps(u, knob_span, max_knob_step)
+    return u, cal.at(u)
+
+
+def _spread_knob_steps(u: np.ndarray, knob_span: float, max_knob_step: float) -> np.ndarray:
+    """Cap each step of ``u`` at ``max_knob_step / knob_span``, adding steps where needed."""
+    cap = max_knob_step / knob_span
+    out = [0.0]
+    for b in u[1:]:
+        while b - out[-1] > cap + 1e-12:
+            out.append(out[-1] + cap)
+        out.append(float(b))
+    return np.array(out)
 
 
 def largest_step(coords: np.ndarray) -> float:

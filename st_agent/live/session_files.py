@@ -1,0 +1,68 @@
+"""What a finished session writes beside its recording: the score, ``summary.json``,
+the report and the visuals page (the WAV and MIDI were streamed while it went)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from st_agent.live.audio import PlayedPhrase, session_score
+from st_agent.live.common import jsonable
+from st_agent.live.session_types import SessionResult
+
+__all__ = ["write_session_files"]
+
+logger = logging.getLogger(__name__)
+
+
+def write_session_files(folder: Path, played: list[PlayedPhrase], summary: dict[str, Any],
+                        key_file: Path | None, report: bool = True) -> SessionResult:
+    """Write ``score.abc``, ``summary.json`` (with the metrics read back from the
+    recording) and, with ``report``, ``report.html`` and ``visuals.html``.
+
+    Parameters
+    ----------
+    folder : Path
+        The session folder (its recording is closed).
+    played : list of PlayedPhrase
+        The phrases in the order they played.
+    summary : dict
+        The session's summary; ``"metrics"`` is added from the recording.
+    key_file : Path or None
+        The recording's key when it is encrypted (the derived files stay plaintext: said
+        in the log).
+    report : bool
+        Also write the report and the visuals page.
+
+    Returns
+    -------
+    result : SessionResult
+    """
+    from st_agent.biometrics.recording import read_session
+    from st_agent.live.report import session_metrics
+
+    score = folder / "score.abc"
+    score.write_text(session_score(played, title=f"st-agent session {folder.name}"),
+                     encoding="utf-8")
+    wav: Path | None = folder / "session.wav"
+    if not (played and wav.is_file()):
+        wav = None
+    summary["metrics"] = session_metrics(read_session(folder, key=key_file).events)
+    (folder / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n",
+                                         encoding="utf-8")
+    html = None
+    if report:
+        from st_agent.live.report import write_report
+
+        html = write_report(folder, key_file=key_file)
+        if wav is not None:  # the visuals in time with the music, beside session.wav
+            from st_agent.live.visuals import write_visuals_page
+
+            write_visuals_page(folder, key_file=key_file)
+    if key_file is not None:
+        logger.info("the recording in %s is encrypted with %s; its derived files "
+                    "(session.wav, session.mid, score.abc, summary.json, report.html, "
+                    "visuals.html, *.png) are plaintext", folder, key_file)
+    return SessionResult(folder, wav, score, html, summary)
