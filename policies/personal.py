@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from st_agent.errors import UsageError
+from st_agent.subjects import PERSONAL_CALIBRATION_FILE
 
 __all__ = ["PERSONAL_FORMAT", "apply_subject", "controller_files", "install_personal_controller",
            "personal_listener_file", "personal_listeners", "sha256_file",
@@ -50,7 +51,7 @@ PERSONAL_FORMAT = "st-agent-personal-controller"
 #: Where a subject's files live inside :func:`st_agent.subjects.subject_dir`.
 LISTENER_FILE = "listener.json"
 CONTROLLER_DIR = "controller"
-CALIBRATION_FILE = "calibration.json"
+CALIBRATION_FILE = PERSONAL_CALIBRATION_FILE
 _CHUNK = 1 << 20
 
 

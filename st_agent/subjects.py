@@ -42,11 +42,16 @@ from st_agent.biometrics.session_meta import (
 )
 from st_agent.errors import DataError, UsageError
 
-__all__ = ["SubjectSummary", "SubjectsConfig", "check_pseudonym", "list_subjects",
+__all__ = ["PERSONAL_CALIBRATION_FILE", "SubjectSummary", "SubjectsConfig", "check_pseudonym",
+           "list_subjects",
            "note_session", "registry_path", "resolve_subject", "run_subjects",
            "sessions_for_subject", "subject_dir", "subject_fields"]
 
 logger = logging.getLogger(__name__)
+
+#: The personal arousal map inside :func:`subject_dir` (``st-agent calibrate --subject``
+#: writes it; ``st-agent session --subject`` uses it).
+PERSONAL_CALIBRATION_FILE = "calibration.json"
 
 _FORMAT = "st-agent-subjects"
 _VERSION = 1

@@ -164,10 +164,17 @@ def test_calibrate_end_to_end_on_the_virtual_listener(tmp_path, capsys):
     out = tmp_path / "cal.json"
     code = main(["calibrate", "--board", "virtual", "--accelerated", "--blocks", "6",
                  "--block-sec", "30", "--calibration-sec", "30", "--record",
-                 str(tmp_path / "rec"), "--name", "cal", "--out", str(out), "--seed", "0"])
+                 str(tmp_path / "rec"), "--name", "cal", "--out", str(out), "--seed", "0",
+                 "--subject", "p0042"])
     assert code == 0, capsys.readouterr().err
     assert "CV AUC" in capsys.readouterr().out
     doc = json.loads(out.read_text())
+    # recorded under the subject, and installed as their personal calibration
+    from st_agent.subjects import PERSONAL_CALIBRATION_FILE, subject_dir
+
+    meta = json.loads((tmp_path / "rec" / "cal" / "session.json").read_text())
+    assert meta["meta"]["subject_id"] == "p0042"
+    assert json.loads((subject_dir("p0042") / PERSONAL_CALIBRATION_FILE).read_text()) == doc
     cv = doc["info"]["cv"]
     # measured with these settings: AUC 0.992 (95 % CI 0.976-1.000), accuracy 0.945, fold
     # AUCs 0.99/1.00/0.99. The floor leaves room for another platform's composer output;

@@ -115,6 +115,10 @@ class CalibrateConfig:
     """SoundFont (.sf2); default: the one pretty_midi ships."""
     report: bool = False
     """Also write the session's report.html."""
+    subject: str = ""
+    """The listener's pseudonym: the calibration is recorded under it and the map is also
+    installed as their personal calibration (``<subject folder>/calibration.json``, which
+    ``st-agent session --subject`` uses). Empty: a new pseudonym, nothing installed."""
 
     def __post_init__(self) -> None:
         if isinstance(self.name, str) and not self.name:  # one name for every later call
@@ -169,7 +173,8 @@ class CalibrateConfig:
             start_knobs=tuple(self.calm_knobs), listener=self.listener,
             accelerated=self.accelerated, seed=self.seed, key_file=self.key_file,
             consent=self.consent, consent_version=self.consent_version, play=self.play,
-            soundfont=self.soundfont, report=self.report, status_sec=1.0)
+            soundfont=self.soundfont, report=self.report, status_sec=1.0,
+            subject=self.subject)
 
 
 class ProtocolController:
@@ -391,4 +396,10 @@ def run_calibration(cfg: CalibrateConfig, on_status: Any = None) -> CalibrationO
         raise CalibrationRefused(f"no calibration map written: {outcome.refused} (recording "
                                  f"and figures kept in {result.folder})")
     save_map(outcome.mapping, cfg.out)
+    if cfg.subject:  # the subject's personal calibration, for session --subject
+        from st_agent.subjects import PERSONAL_CALIBRATION_FILE, subject_dir
+
+        personal = subject_dir(cfg.subject, create=True) / PERSONAL_CALIBRATION_FILE
+        save_map(outcome.mapping, personal)
+        logger.info("installed as %s's personal calibration: %s", cfg.subject, personal)
     return outcome

@@ -114,8 +114,13 @@ def neurokit(block: bool = True) -> Any:
     NeuroKitLoading
         ``block=False`` and the background import has not finished.
     """
-    if not block and _PRELOAD and _PRELOAD[0].is_alive():
-        raise NeuroKitLoading("NeuroKit2 is loading")
+    if _PRELOAD and _PRELOAD[0].is_alive():
+        if not block:
+            raise NeuroKitLoading("NeuroKit2 is loading")
+        # wait for the background import rather than import beside it: two threads
+        # importing the same package can be handed a half-initialised module (Python's
+        # import-deadlock escape), seen as "neurokit2 has no attribute ecg_findpeaks"
+        _PRELOAD[0].join()
     return _neurokit()
 
 

@@ -35,7 +35,7 @@ main{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:8px;padd
 section{background:#171b22;border-radius:6px;padding:6px}
 h2{font-size:13px;margin:2px 4px 4px;color:#9aa4b2;font-weight:normal}
 canvas{width:100%;display:block}
-#score{background:#f4f1e8;border-radius:4px;min-height:120px}
+#score{background:#f4f1e8;color:#111;border-radius:4px;min-height:120px}
 table{border-collapse:collapse;width:100%;font-size:12px}
 td,th{border-bottom:1px solid #2a2f38;padding:2px 4px;text-align:left}
 tr.sel{background:#2a3240} .ctl label{display:inline-block;width:60px}
