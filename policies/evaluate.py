@@ -293,7 +293,7 @@ def _check(cfg: EvaluateConfig) -> tuple[str, ...]:
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-    if cfg.explore_std:  # OPE (issue 18): refused before any tuning
+    if cfg.explore_std:  # off-policy evaluation: refused before any tuning
         from st_agent.policies.transitions import Exploration
 
         Exploration(cfg.explore_std)
@@ -358,7 +358,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         makers, refs = fold_controllers(name, train_fams, cfg, bank, out / "folds" / name)
         if extra is not None:
             makers[cfg.policy] = extra
-        if cfg.log_transitions:  # OPE (issue 18): every episode recorded
+        if cfg.log_transitions:  # off-policy evaluation: every episode recorded
             from st_agent.policies.sim_logging import logged_factory
 
             makers = {n: logged_factory(m, Path(cfg.log_transitions) / name / n,
@@ -366,7 +366,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                       for n, m in makers.items()}
         eps = {n: rollout_episodes(m, listeners, env_kwargs, cfg.seed, cfg.radius)
                for n, m in makers.items()}
-        for m in makers.values():  # OPE: the last logged episode's end
+        for m in makers.values():  # off-policy evaluation: the last logged episode's end
             getattr(m, "close", lambda: None)()
         ref = eps.get("pid")
         block = {"train_families": list(train_fams), "references": refs, "controllers": {}}

@@ -79,10 +79,10 @@ COMMANDS: tuple[Command, ...] = (
             "A live session: a board (or file, LSL stream, virtual listener) and the music."),
     Command("jam", "st_agent.live.jam:JamConfig", f"{_H}:run_jam_command",
             "Several performers, one piece: one board and one agent each."),
-    Command("report", "st_agent.live.longitudinal:ReportCommandConfig",  # PERS: --subject
+    Command("report", "st_agent.live.longitudinal:ReportCommandConfig",  # --subject
             "st_agent.live.longitudinal:run_report_command",
             "Rebuild a session's report.html, or compare a subject's sessions (--subject)."),
-    Command("dashboard", "st_agent.live.dashboard_cli:DashboardConfig",  # DASH (issue 16)
+    Command("dashboard", "st_agent.live.dashboard_cli:DashboardConfig",
             "st_agent.live.dashboard_cli:run_dashboard",
             "Review a finished session on the dashboard page (local, read-only)."),
     Command("render-video", "st_agent.live.visuals:RenderVideoConfig", f"{_H}:run_render_video",
@@ -97,10 +97,10 @@ COMMANDS: tuple[Command, ...] = (
             "Export a recorded session (EDF+, FIF, BIDS)."),
     Command("delete", "st_agent.biometrics.recording:DeleteConfig", f"{_H}:run_delete_command",
             "Delete a recorded session (all its files)."),
-    Command("consent", "st_agent.biometrics.consent_auth:ConsentConfig",  # SUBJ (issue 16)
+    Command("consent", "st_agent.biometrics.consent_auth:ConsentConfig",
             "st_agent.subject_commands:run_consent_command",
             "Record a listener's new consent on a recorded session (authenticated)."),
-    Command("subjects", "st_agent.subjects:SubjectsConfig",  # SUBJ (issue 16)
+    Command("subjects", "st_agent.subjects:SubjectsConfig",
             "st_agent.subject_commands:run_subjects_command",
             "List the subjects: pseudonym, sessions, first and last date, personal files."),
     Command("calibrate", "st_agent.biometrics.calibrate_protocol:CalibrateConfig",
@@ -113,9 +113,9 @@ COMMANDS: tuple[Command, ...] = (
             "Train a PPO controller on simulated listeners."),
     Command("evaluate", "st_agent.policies.evaluate:EvaluateConfig", f"{_H}:run_evaluate",
             "Compare controllers on held-out simulated listeners."),
-    Command("ope", "st_agent.policies.ope:OPEConfig", "st_agent.policies.ope:run_ope",  # OPE
+    Command("ope", "st_agent.policies.ope:OPEConfig", "st_agent.policies.ope:run_ope",
             "Estimate a policy's value on logged sessions (off-policy evaluation)."),
-    Command("train-offline", "st_agent.policies.offline:TrainOfflineConfig",  # OPE (issue 18)
+    Command("train-offline", "st_agent.policies.offline:TrainOfflineConfig",
             "st_agent.policies.offline:run_train_offline",
             "Train a controller from logged sessions (IQL) in the policy format."),
     Command("train-jam", "st_agent.policies.config:TrainJamConfig", f"{_H}:run_train_jam",
@@ -124,7 +124,7 @@ COMMANDS: tuple[Command, ...] = (
             f"{_H}:run_evaluate_jam", "Compare jam policies on held-out groups."),
     Command("combine-jam", "st_agent.policies.config:CombineJamConfig",
             f"{_H}:run_combine_jam", "Combine trained jam policies into an ensemble."),
-    Command("export-rllib", "st_agent.policies.rllib_export:ExportRLlibConfig",  # RLLIB
+    Command("export-rllib", "st_agent.policies.rllib_export:ExportRLlibConfig",
             "st_agent.policies.rllib_export:run_export_rllib_command",
             "Convert an RLlib checkpoint into a policy file (safetensors + JSON)."),
     Command("sonify", "st_agent.music.piece_config:SonifyConfig", f"{_H}:run_sonify",

@@ -57,7 +57,7 @@ def _status_printer() -> Callable[[SessionStatus], None]:
 
 
 def _announce_dashboard(url: str) -> None:
-    """DASH: the line with the dashboard's URL (and its token), on stdout at once."""
+    """The line with the dashboard's URL (and its token), on stdout at once."""
     sys.stdout.write(f"dashboard: {url}\n")
     sys.stdout.flush()
 
@@ -99,20 +99,20 @@ def run_session_command(cfg: SessionConfig) -> SessionResult:
     check_board(cfg.board)
     check_key_file(cfg.key_file)
     session_folder(cfg)
-    from st_agent.subject_commands import announce_subjects  # SUBJ: --subject
+    from st_agent.subject_commands import announce_subjects  # --subject
 
     sys.stderr.write("\n".join(announce_subjects(cfg)) + "\n")
     from st_agent.policies.controllers import make_controller
     from st_agent.policies.personal import apply_subject
     from st_agent.types import Knobs
 
-    picked = apply_subject(cfg)  # PERS: --subject's personal controller, calibration, listener
+    picked = apply_subject(cfg)  # --subject's personal controller, calibration, listener
     if picked:
         _out([picked])
     override = Knobs(*cfg.knobs) if cfg.knobs is not None else None
     controller, name = make_controller(cfg.policy, cfg.bounds(), cfg.target, override, cfg.seed)
     result = run_session(cfg, controller, name, _status_printer(),
-                         on_dashboard=_announce_dashboard)  # DASH: --dashboard
+                         on_dashboard=_announce_dashboard)  # --dashboard
     sys.stderr.write("\n")
     _out(_session_lines(result))
     return result
@@ -135,7 +135,7 @@ def run_jam_command(cfg: JamConfig) -> None:
         check_board(board)
     check_key_file(cfg.key_file)
     jam_folder(cfg)
-    from st_agent.subject_commands import announce_subjects  # SUBJ: --subject
+    from st_agent.subject_commands import announce_subjects  # --subject
 
     sys.stderr.write("\n".join(announce_subjects(cfg)) + "\n")
     n = len(boards)
@@ -145,7 +145,7 @@ def run_jam_command(cfg: JamConfig) -> None:
     tty = sys.stderr.isatty()
     res = run_jam(cfg, controller, name, lambda line: sys.stderr.write(
         ("\r" + line[:200] + "\x1b[K") if tty else line + "\n"), history_len,
-        on_dashboard=_announce_dashboard)  # DASH: --dashboard
+        on_dashboard=_announce_dashboard)  # --dashboard
     s = res.summary
     g = s["group_distance_last_half"]
     _out([f"\njam written to {res.folder}",

@@ -416,7 +416,7 @@ def test_export_edf_fif_bids(tmp_path: Path) -> None:
 
     out = tmp_path / "bids"
     written = export_session(folder, "bids", out=out, line_freq=50.0)
-    ses = "01"  # the subject's first session (its place in the folder; SUBJ, issue 16)
+    ses = "01"  # the subject's first session (its place in the folder)
     eeg_dir = out / "sub-s00001234" / f"ses-{ses}" / "eeg"
     assert (out / "dataset_description.json").is_file()
     assert "sub-s00001234" in (out / "participants.tsv").read_text()

@@ -208,7 +208,7 @@ class VirtualListenerSource(BiometricSource):
     hearing : {"midi", "audio"}
         What the listener responds to: the MIDI features, or loudness and
         density as heard in the rendered audio when :meth:`hear` is given it
-        (:func:`st_agent.listener.features.heard_features`; VOICES, issue 19).
+        (:func:`st_agent.listener.features.heard_features`).
 
     Examples
     --------
@@ -353,7 +353,7 @@ class VirtualListenerSource(BiometricSource):
                 and duration_sec > 0):
             raise ValueError(f"duration_sec must be a positive number of seconds, got "
                              f"{duration_sec!r}")
-        if self.hearing == "audio" and audio is not None:  # VOICES: what is heard
+        if self.hearing == "audio" and audio is not None:  # what is heard
             from st_agent.listener.features import heard_features
 
             features = heard_features(features, audio)

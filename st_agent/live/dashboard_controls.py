@@ -138,7 +138,7 @@ def _apply(session: Any, a: ControlAction, now: float) -> dict[str, Any]:
         before = getattr(changer.current_target(session.target), "name", "") \
             if changer is not None else session.target.name
         if changer is not None and callable(getattr(changer, "request", None)):
-            changer.request(a.value)  # VOICES' planned transition from the next decision
+            changer.request(a.value)  # the planned transition from the next decision
             return {"previous": before, "transition": "planned (st_agent.live.target_change)"}
         session.target = resolve_target(a.value)
         return {"previous": before, "transition": "rate limit"}

@@ -12,7 +12,7 @@ every performer's recording (``source="dashboard"``), so each performer's report
 it.
 
 :class:`~st_agent.live.jam_loop.JamLoop` calls :func:`jam_dashboard_step` once per turn
-and :func:`publish_jam_phrase` when a phrase starts (its ``DASH`` lines).
+and :func:`publish_jam_phrase` when a phrase starts (where the jam loop publishes).
 """
 
 from __future__ import annotations

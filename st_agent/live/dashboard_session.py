@@ -4,7 +4,7 @@ With ``SessionConfig.dashboard`` the session starts a
 :class:`~st_agent.live.dashboard_server.DashboardServer` once its first chunk is
 recorded and its outputs are open, publishes into the server's
 :class:`~st_agent.live.dashboard.DashboardHub` from the loop (the runtime calls the
-``_dash_*`` methods below at the places marked ``DASH``) and stops it when the session
+``_dash_*`` methods below where the loop publishes) and stops it when the session
 closes (the page gets an ``end`` message first). Without it every hook is skipped
 (``self.hub is None``), so a session without a dashboard pays nothing.
 """

@@ -75,7 +75,7 @@ def _virtual_source(cfg: SessionConfig) -> Any:
     return VirtualListenerSource(
         params, model=SignalModel(chunk_sec=1.0 if cfg.accelerated else 0.25),
         rng=cfg.seed + 1, realtime=not cfg.accelerated,
-        hearing=getattr(cfg, "listener_hears", "midi"))  # VOICES: --listener-hears
+        hearing=getattr(cfg, "listener_hears", "midi"))  # --listener-hears
 
 
 def open_source(cfg: SessionConfig) -> Any:

@@ -104,7 +104,7 @@ class JamConfig:
     recording): record, store_local, export, share_pseudonymized. Default
     ``record,store_local``; ``st-agent export`` needs ``export``."""
     subject: str = ""
-    """Each performer's pseudonym, comma-separated in performer order (SUBJ, issue 16);
+    """Each performer's pseudonym, comma-separated in performer order;
     an empty entry (or an empty list): a new pseudonym for that performer, printed with
     how to reuse it. ``st-agent subjects`` lists them."""
     line_freq: float | None = None
@@ -151,7 +151,7 @@ class JamConfig:
     lsl_out_name: str = ""
     """Name prefix of those LSL streams (default st-agent); giving one turns them on."""
 
-    # --- DASH (issue 16): the live dashboard (st_agent.live.dashboard_jam)
+    # --- the live dashboard (st_agent.live.dashboard_jam)
     dashboard: bool = False
     """Serve a live dashboard: each performer's state, target and knobs, the phrases and
     the score, and two controls (fade out and stop, markers); the command prints
@@ -173,7 +173,7 @@ class JamConfig:
         ValueError
             Naming the setting, the bad value and what is allowed.
         """
-        from st_agent.live.dashboard import check_dashboard_flags  # DASH
+        from st_agent.live.dashboard import check_dashboard_flags
 
         check_dashboard_flags(self.dashboard, self.dashboard_host, self.dashboard_port)
         specs = self.board_specs()
@@ -278,7 +278,7 @@ class JamConfig:
                              seed=self.seed + 1000 * i, record=self.record,
                              serial_port=spec.serial_port, mac_address=spec.mac_address,
                              other_info=other, inject_dropout=inject, consent=self.consent,
-                             subject=self.subject_list(len(specs))[i],  # SUBJ
+                             subject=self.subject_list(len(specs))[i],
                              line_freq=self.line_freq)
 
 
@@ -330,7 +330,7 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
     history_len : int
         Past phrases in each observation, as the controller was trained with.
     on_dashboard : callable, optional
-        With ``cfg.dashboard``: gets the dashboard's URL (DASH).
+        With ``cfg.dashboard``: gets the dashboard's URL.
     """
     from st_agent.live.dashboard_jam import start_jam_dashboard, stop_jam_dashboard
     from st_agent.live.jam_report import write_jam_outputs
@@ -348,11 +348,11 @@ def run_jam(cfg: JamConfig, controller: JamController, controller_name: str = ""
     dashboard = None
     try:
         loop.open(key, controller_name, folder.name)
-        dashboard = start_jam_dashboard(cfg, loop, folder.name, on_dashboard)  # DASH
+        dashboard = start_jam_dashboard(cfg, loop, folder.name, on_dashboard)
         loop.run(on_status)
     finally:
         loop.close()
-        stop_jam_dashboard(loop, dashboard)  # DASH
+        stop_jam_dashboard(loop, dashboard)
     wav, report, summary = write_jam_outputs(cfg, folder, perf, loop.played, loop.clashes,
                                              loop.latencies, targets, controller_name,
                                              time.monotonic() - loop.wall0)

@@ -176,12 +176,12 @@ class Performer:
     def open_recording(self, key: bytes | None, **start: Any) -> None:
         """Read the first chunk, open the recorder, mark the start with ``start``."""
         from st_agent.biometrics.recording import ConsentRecord, SessionMeta, SessionRecorder
-        from st_agent.subjects import subject_fields  # SUBJ
+        from st_agent.subjects import subject_fields
 
         first = read_first_chunk(self.source, f"performer {self.index}'s board {self.board!r}")
         meta = SessionMeta.from_chunk(first, ConsentRecord(self.cfg.consent_version,
                                                            scopes=self.cfg.consent_scopes()),
-                                      **subject_fields(self.cfg, self.folder))  # SUBJ
+                                      **subject_fields(self.cfg, self.folder))
         self.recorder = SessionRecorder(self.folder, meta, key=key)
         self.recorder.write_marker("session_start", first.t0_sec, board=self.board,
                                    performer=self.index, **start)
@@ -291,8 +291,8 @@ class JamLoop:
         self.outputs = jam_outputs(cfg) if outputs is None else outputs
         self.stop_reason = "time up"
         self.notices: deque = deque()  # (t_sec, text) from an output's thread
-        self.hub: Any = None  # DASH: the dashboard's hub (st_agent.live.dashboard_jam)
-        self.dash_stop = False  # DASH: "fade out and stop" from the dashboard
+        self.hub: Any = None  # the dashboard's hub (st_agent.live.dashboard_jam)
+        self.dash_stop = False  # "fade out and stop" from the dashboard
         for out in self.outputs.outputs:
             if hasattr(out, "on_notice") and out.on_notice is None:
                 out.on_notice = lambda t, text: self.notices.append((t, text))
@@ -323,7 +323,7 @@ class JamLoop:
                 if arrived is not None:
                     self.t_read = arrived  # decisions are timed from the last arrival
             now = self.perf[0].t_stream if cfg.accelerated else time.monotonic() - self.wall0
-            if self.hub is not None:  # DASH: controls (stop, marker), per-performer state
+            if self.hub is not None:  # controls (stop, marker), per-performer state
                 from st_agent.live.dashboard_jam import jam_dashboard_step
 
                 jam_dashboard_step(self, now)
@@ -351,7 +351,7 @@ class JamLoop:
             for p in self.perf:
                 p.close()
             if self.player is not None:
-                if self.dash_stop:  # DASH: stopped from the dashboard
+                if self.dash_stop:  # stopped from the dashboard
                     self.player.fade_out(self.cfg.fade_sec)
                 else:
                     self.player.wait(timeout_sec=30.0)
@@ -471,7 +471,7 @@ class JamLoop:
                      m.mix.duration_sec)
         if self.player is not None:
             self.player.play(pm)
-        if self.hub is not None:  # DASH
+        if self.hub is not None:
             from st_agent.live.dashboard_jam import publish_jam_phrase
 
             publish_jam_phrase(self, t, phrase, reasons)

@@ -389,7 +389,7 @@ def incident_rows(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def control_table(events: list[dict[str, Any]]) -> str:
-    """The control actions of the session (``control`` events, DASH) as an HTML section.
+    """The control actions of the session (``control`` events) as an HTML section.
 
     Parameters
     ----------
@@ -463,7 +463,7 @@ def _html(name: str, summary: dict[str, Any], m: dict[str, Any], decisions: list
                                         ("audio", "Audio features per phrase"))
                      if key in imgs)
     figs += "\n" + (_audio_table(audio) if audio is not None else "")
-    if audio is not None:  # VOICES (issue 19): target changes as heard
+    if audio is not None:  # target changes as heard
         from st_agent.live.phrase_audio import target_change_html
 
         figs += "\n" + target_change_html(audio)

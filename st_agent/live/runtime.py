@@ -110,7 +110,7 @@ class _LoopState:
     context: Phrase | None = None
 
 
-class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_session.py)
+class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.py)
     """The closed loop with a wall clock (or an accelerated simulated clock).
 
     Parameters
@@ -144,12 +144,12 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
         cfg.check()  # the config may have changed since it was built
         self.config = cfg
         self.bounds = cfg.bounds()
-        # VOICES (issue 19): --target-schedule, and planned knob paths at target changes
+        # --target-schedule, and planned knob paths at target changes
         from st_agent.live.target_change import for_session, session_target
 
         self.target: Target = session_target(cfg.target, getattr(cfg, "target_schedule", ""))
         self.target_change = for_session(cfg, self.bounds)
-        from st_agent.live.phrase_audio import ListenerHearing  # VOICES: --listener-hears
+        from st_agent.live.phrase_audio import ListenerHearing  # --listener-hears
 
         self._hearing = ListenerHearing(getattr(cfg, "listener_hears", "midi"), cfg.soundfont)
         if not callable(getattr(controller, "predict", None)):
@@ -178,7 +178,7 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
         self._maker_errors: list[str] = []
         self._recorder: Any = None
         self._outputs_open = False
-        # OPE (issue 18): behaviour noise (--explore-std) and one "transition" event per
+        # off-policy evaluation: behaviour noise (--explore-std), one "transition" event per
         # decision (st_agent.policies.transitions documents the payload)
         from st_agent.policies.transitions import Exploration, TransitionLog, policy_fingerprint
 
@@ -187,7 +187,7 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
                                                np.random.default_rng([cfg.seed, 18])),
             self.controller_name, policy_fingerprint(cfg.policy, cfg.target))
         self._now = 0.0  # session time of the loop's latest turn, seconds
-        # DASH: the live dashboard (st_agent.live.dashboard*); its controls act on these
+        # the live dashboard (st_agent.live.dashboard*); its controls act on these
         self.controls = ControlState()
         self.hub: Any = None  # the DashboardHub while a dashboard serves
         self._dashboard: Any = None
@@ -231,7 +231,7 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
             recorder = self._recorder = self._open_recorder(first)
             self._output_failures(self.outputs.open(self.folder))
             self._outputs_open = True
-            self._start_dashboard(first)  # DASH
+            self._start_dashboard(first)
             self._loop(_Parts(source, estimator, maker, recorder, player, played,
                               time.monotonic()), first)
         except BaseException as e:
@@ -259,18 +259,18 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
 
     def _open_recorder(self, first: SignalChunk) -> Any:
         from st_agent.biometrics.recording import ConsentRecord, SessionMeta, SessionRecorder
-        from st_agent.subjects import subject_fields  # SUBJ
+        from st_agent.subjects import subject_fields
 
         cfg = self.config
         key = load_or_create_key(cfg.key_file)
         meta = SessionMeta.from_chunk(first, ConsentRecord(cfg.consent_version,
                                                            scopes=cfg.consent_scopes()),
-                                      **subject_fields(cfg, self.folder))  # SUBJ
+                                      **subject_fields(cfg, self.folder))
         recorder = SessionRecorder(self.folder, meta, key=key)
         recorder.write_marker("session_start", first.t0_sec, board=cfg.board,
                               policy=self.controller_name, target=self.target.name,
                               bounds=asdict(self.bounds), config=jsonable(asdict(cfg)))
-        # PERS: the SHA-256 of the files defining the controller and its inputs, once
+        # the SHA-256 of the files defining the controller and its inputs, once
         from st_agent.policies.personal import controller_files
 
         recorder.write_event("controller_files", first.t0_sec, policy=cfg.policy,
@@ -284,7 +284,7 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
         """Stop everything; the music fades out on a stop, else plays to its end. The
         outputs are closed whatever happened (``reason`` says what)."""
         maker.close()
-        self.target_change.close()  # VOICES
+        self.target_change.close()
         self._hearing.close()
         source.stop()
         if player is not None:
@@ -303,7 +303,7 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
             recorder.write_marker("session_end", None, reason=self._stop_reason or "time up")
             recorder.close()
         estimator.close()
-        self._stop_dashboard(reason)  # DASH
+        self._stop_dashboard(reason)
 
     def _discard_if_empty(self, recorder: Any, created: bool) -> None:
         """A start that failed before a single sample was recorded leaves no folder (it
@@ -354,7 +354,7 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
             self._acquire(st, parts)
             now = self._now = self._clock(st.t_stream, parts.wall0)
             self._watch_signal(st, parts)
-            if self.hub is not None:  # DASH: the dashboard's controls (pause, stop, ...)
+            if self.hub is not None:  # the dashboard's controls (pause, stop, ...)
                 apply_controls(self, self.hub, parts.recorder, now)
             if st.calibrated_at is None:
                 self._calibrate(st, parts, now)
@@ -391,11 +391,11 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
                 st.signal = "ok"
             st.last_data_wall = st.t_read
             self._last_chunk = (chunk.t0_sec + chunk.n_times / chunk.sfreq, st.t_read)
-            if self.hub is not None:  # DASH
+            if self.hub is not None:
                 self._dash_chunk(chunk)
             for est in parts.estimator.push(chunk):
                 recorder.write_state(est.state)
-                if self.hub is not None:  # DASH
+                if self.hub is not None:
                     self._dash_estimate(est, parts.estimator)
                 if not est.quality.get("calibrating"):
                     st.latest = est.state
@@ -455,20 +455,20 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
         if st.pending is not None or self._stop.is_set() \
                 or now < cur.end_sec - cfg.decision_lead_sec or cur.end_sec >= st.music_end:
             return
-        tgt = self.target_change.current_target(self.target)  # VOICES: a requested change
+        tgt = self.target_change.current_target(self.target)  # a requested change
         target = tgt.at(now - st.calibrated_at)
         latest = st.latest
         usable = st.signal == "ok" and latest is not None
         obs = build_observation(latest if usable else None, target, st.knobs,
                                 latest.confidence if usable else 0.0, list(st.history))
         new, words, applied, logp, mean = self._controller_step(st, obs, target, now, usable)
-        # VOICES: after a target change the knobs follow the planned path (target_change.py)
+        # after a target change the knobs follow the planned path (target_change.py)
         planned = self.target_change.decide(now, now - st.calibrated_at, tgt, st.knobs,
                                             parts.maker)
         if planned is not None:
             new, words = planned.knobs, planned.words
         self._target_change_events(parts.recorder)
-        # DASH: the dashboard's pause and knob override come last (a planned target
+        # the dashboard's pause and knob override come last (a planned target
         # change waits while they hold)
         if self.controls.active:
             new, words = adjust_knobs(self.controls, st.knobs, new, words, self.bounds)
@@ -484,12 +484,12 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
                                    knobs=new.as_tuple(), target=tuple(target),
                                    target_region=getattr(target, "region", None),
                                    controller=self.guard.using)
-        if self.hub is not None:  # DASH
+        if self.hub is not None:
             from st_agent.live.dashboard_feed import publish_decision
 
             publish_decision(self.hub, now, new, target, words, self.guard.using)
-        # OPE: the transition; knobs set by a planned target change or a control (or
-        # held) are logged as held, with the change that was applied
+        # the transition (off-policy evaluation); knobs set by a planned target change or
+        # a control (or held) are logged as held, with the change that was applied
         held = not usable or new != action_to_knobs(applied, st.knobs, self.bounds)
         if held:
             applied = mean = (np.asarray(new.as_tuple()) - st.knobs.as_tuple()) \
@@ -503,7 +503,7 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
         st.knobs = new
         st.pending = planned.submit(parts.maker, st.context) \
             if planned is not None and planned.submit is not None \
-            else parts.maker.submit(st.knobs, st.context)  # VOICES: a planned step's phrase
+            else parts.maker.submit(st.knobs, st.context)  # a planned step's phrase
         st.pending_reason = "; ".join(words)
 
     def _controller_step(self, st: _LoopState, obs: np.ndarray, target: Target, now: float,
@@ -515,16 +515,16 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
         latest = st.latest
         assert latest is not None
         action, fallback = self.guard.predict(obs)
-        applied, logp, mean = self.transitions.explore(action)  # OPE: behaviour noise
-        explored = self.transitions.exploration.std > 0  # OPE: then no controller reason
+        applied, logp, mean = self.transitions.explore(action)  # behaviour noise (OPE)
+        explored = self.transitions.exploration.std > 0  # then no controller reason
         new = action_to_knobs(applied, st.knobs, self.bounds)
-        # PERS: the reason states what the controller used (its explain()), the rate
+        # the reason states what the controller used (its explain()), the rate
         # limit and the bound that shaped the move (st_agent.live.explain)
         words = explain_change(st.knobs, new, (latest.valence, latest.arousal), target,
                                action=applied if explored else action, bounds=self.bounds,
                                info=None if explored else controller_info(self.guard.active)) \
             or ["knobs unchanged: the controller holds them"]
-        if explored:  # OPE
+        if explored:
             words = [*words, f"exploration noise on the action (--explore-std "
                              f"{self.transitions.exploration.std:g})"]
         if fallback is not None:
@@ -550,7 +550,7 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
             st.pending = parts.maker.submit(st.knobs, st.context)
             st.pending_reason = "knobs hold"
         phrase, feats, pm, ready_wall = st.pending.result()
-        self._target_change_events(parts.recorder)  # VOICES: the step's measured audio
+        self._target_change_events(parts.recorder)  # the step's measured audio
         lead = self._lead(cur, ready_wall, parts.wall0)
         self.leads_sec.append(lead)
         if lead < 0:
@@ -567,13 +567,13 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
             Playing(phrase, feats, pm, cur.end_sec, st.pending_reason), st.knobs, parts, None)
 
     def _target_change_events(self, recorder: Any) -> None:
-        """VOICES: record the target change's events (target_change, target_change_step,
+        """Record the target change's events (target_change, target_change_step,
         target_change_done; st_agent.live.target_change documents them)."""
         for kind, payload in self.target_change.pop_events():
             recorder.write_event(kind, None, **payload)
 
     def _show_status(self, st: _LoopState, parts: _Parts, now: float) -> None:
-        if self.hub is not None and now >= st.next_status:  # DASH
+        if self.hub is not None and now >= st.next_status:
             self._dash_status(st, parts, now)
         if self.on_status is not None and now >= st.next_status:
             st.next_status = now + self.config.status_sec
@@ -605,7 +605,7 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
         parts.recorder.write_event("phrase_start", None, t_session=p.start_sec,
                                    index=index, knobs=knobs.as_tuple(), reason=p.reason)
         self._output_failures(self.outputs.phrase(index, p, knobs))
-        if self.hub is not None:  # DASH
+        if self.hub is not None:
             from st_agent.live.dashboard_feed import publish_phrase
 
             publish_phrase(self.hub, index, p.start_sec, p.end_sec, knobs, p.reason,
@@ -613,7 +613,7 @@ class LiveSession(DashboardMixin):  # DASH: the dashboard's hooks (dashboard_ses
         source = parts.source
         hear = getattr(getattr(source, "inner", source), "hear", None)
         if hear is not None:  # a virtual listener hears what plays
-            hear(p.features, **self._hearing.audio_of(source, p.pm))  # VOICES: its audio
+            hear(p.features, **self._hearing.audio_of(source, p.pm))  # its audio
         if player is not None:
             player.play(p.pm)
         self._music_end_wall = time.monotonic() + max(0.0, p.end_sec - p.start_sec)

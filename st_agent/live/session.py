@@ -217,7 +217,7 @@ class SessionConfig:
     the logged transitions let `st-agent ope` evaluate other policies; the knobs stay in
     the bounds. 0: the controller's own actions (deterministic). Typical: 0.05-0.3."""
 
-    # --- SUBJ (issue 16): one subject across sessions; the recording's mains frequency
+    # --- one subject across sessions; the recording's mains frequency
     subject: str = ""
     """The listener's pseudonym (letters and digits with a digit, never a name), to join
     their sessions: ``st-agent subjects`` lists them. Empty: a new pseudonym is made and
@@ -226,7 +226,7 @@ class SessionConfig:
     """Mains frequency where the session is recorded, Hz (50 or 60); stored with the
     recording (a BIDS export needs it)."""
 
-    # --- DASH (issue 16): the live dashboard (st_agent.live.dashboard*)
+    # --- the live dashboard (st_agent.live.dashboard*)
     dashboard: bool = False
     """Serve a live dashboard (plots, score, controls: override knobs, change target,
     pause, fade out and stop, markers) on this machine; the command prints
@@ -254,7 +254,7 @@ class SessionConfig:
                              "`st-agent boards` lists them")
         self._check_files()
         resolve_target(self.target)
-        from st_agent.live.target_change import check_transition_flags  # VOICES
+        from st_agent.live.target_change import check_transition_flags
 
         check_transition_flags(self.target, self.target_schedule, self.transition_max_step,
                                self.transition_candidates)
@@ -279,12 +279,12 @@ class SessionConfig:
         check_midi_flags(self.midi_out, self.no_audio, self.play)
         check_fraction("min_confidence", self.min_confidence)
         if isinstance(self.explore_std, bool) or not isinstance(self.explore_std, int | float) \
-                or not 0.0 <= self.explore_std <= 2.0:  # OPE (issue 18)
+                or not 0.0 <= self.explore_std <= 2.0:
             raise ValueError(f"--explore-std must be a number in [0, 2] (action units), got "
                              f"{self.explore_std!r}")
         self.consent_scopes()
-        self._check_subject()  # SUBJ
-        self._check_dashboard()  # DASH
+        self._check_subject()
+        self._check_dashboard()
         self._check_network_outputs()
         if not isinstance(self.consent_version, str) or not self.consent_version.strip():
             raise ValueError(f"--consent-version must name the consent text, got "
@@ -306,13 +306,13 @@ class SessionConfig:
                                  "`st-agent fit-listener`")
 
     def _check_dashboard(self) -> None:
-        """--dashboard, --dashboard-host and --dashboard-port (DASH, issue 16)."""
+        """--dashboard, --dashboard-host and --dashboard-port."""
         from st_agent.live.dashboard import check_dashboard_flags
 
         check_dashboard_flags(self.dashboard, self.dashboard_host, self.dashboard_port)
 
     def _check_subject(self) -> None:
-        """--subject (a pseudonym or empty) and --line-freq (SUBJ, issue 16)."""
+        """--subject (a pseudonym or empty) and --line-freq."""
         from st_agent.biometrics.session_meta import check_pseudonym
 
         if not isinstance(self.subject, str):
@@ -430,7 +430,7 @@ def run_session(cfg: SessionConfig, controller: Any, controller_name: str = "",
 
     ``outputs`` (:class:`~st_agent.live.outputs.SessionOutput`) are fed besides those
     the config asks for (:func:`~st_agent.live.session_outputs.build_outputs`);
-    ``on_dashboard`` gets the dashboard's URL (``cfg.dashboard``, DASH).
+    ``on_dashboard`` gets the dashboard's URL (``cfg.dashboard``).
     """
     session = LiveSession(cfg, controller, controller_name, on_status, outputs,
                           on_dashboard)

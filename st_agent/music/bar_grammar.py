@@ -350,7 +350,7 @@ class BarGrammar:
             self._masks[cache_key] = ok
         if text is None:
             return ok.copy()
-        # MUSIC (issue 15): the tie rule depends on ``text`` only through a small
+        # the tie rule depends on ``text`` only through a small
         # state (a pending tied pitch, or the last pitch and whether a tie just
         # resolved), so the final mask is cached per state too: no per-vocabulary
         # comparison at a step once the state has been seen.

@@ -66,7 +66,7 @@ class ComposerConfig:
     sitting on one note without going below the corpus' own share of 4-note runs
     (``benchmarks/bench_composer.py --sections repetition``)."""
 
-    # --- music v2 (issue 15, MUSIC helper): additive fields ---
+    # --- music v2: the int8 decoder, the ranker, context across mode flips ---
     int8: bool = True
     """Decode with the int8 fast path (:mod:`st_agent.music.quantized`: GPT-2's linear
     layers dynamically quantised); falls back to float32 with a warning when no int8

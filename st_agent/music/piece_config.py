@@ -342,7 +342,7 @@ class BrainVoicesConfig:
         self._check_playback()
 
     def _check_playback(self) -> None:
-        """--play and --no-audio (VOICES, issue 19): live sound needs --board."""
+        """--play and --no-audio: live sound needs --board."""
         from st_agent.errors import UsageError
 
         for flag in ("play", "no_audio"):
