@@ -128,6 +128,10 @@ def test_state_changes_need_the_csrf_token(served) -> None:
     ({"action": "marker", "value": ""}, "marker takes"),
     ({"action": "stop", "value": 3}, "takes no value"),
     ({"action": "stop", "extra": 1}, "unknown field"),
+    ({"action": []}, "unknown action"),
+    ({"action": "target", "value": [1]}, "unknown target"),
+    (b'{"action": "knobs", "value": {"tempo": 1' + b"0" * 400 + b"}}", "must be a number"),
+    (b"[" * 3000 + b"]" * 3000, "not JSON"),
 ])
 def test_a_malformed_control_is_refused_and_changes_nothing(served, caplog, body,
                                                              needle) -> None:
@@ -138,6 +142,37 @@ def test_a_malformed_control_is_refused_and_changes_nothing(served, caplog, body
     assert status == 400 and needle in out["error"]
     assert hub.drain() == []
     assert any("refused" in r.getMessage() for r in caplog.records)
+
+
+def test_odd_credentials_and_paths_are_refused_cleanly(served, caplog) -> None:
+    """A non-ASCII token, cookie or CSRF header is a refusal, not a server error; a
+    declared oversize body is refused before it is read; a path cannot forge log lines."""
+    hub, server = served
+    status, _, _ = _request(server, "GET", "/?token=%C3%A9")
+    assert status == 401
+    status, _, _ = _request(server, "GET", "/api/messages",
+                            {"Cookie": f"{COOKIE}=\u00e9".encode().decode("unicode_escape")})
+    assert status == 401
+    cookie = _sign_in(server)
+    status, out = _post(server, cookie, b'{"action":"stop"}', **{CSRF_HEADER: "\u00e9"})
+    assert status == 403 and "CSRF" in out["error"]
+    status, out = _post(server, cookie, b'{"action":"stop"}',
+                        **{"Content-Length": str(10**9)})
+    assert status == 413
+    with caplog.at_level(logging.WARNING, logger="st_agent.live"):
+        _request(server, "GET", "/x%0aforged%20line%1b[31m")
+    logged = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert logged and all("\n" not in m and "\x1b" not in m for m in logged)
+    assert hub.drain() == []
+
+
+def test_answers_are_not_cached(served) -> None:
+    _hub, server = served
+    cookie = _sign_in(server)
+    for path, headers in (("/api/messages", {"Cookie": cookie}), ("/api/messages", {})):
+        _, got, _ = _request(server, "GET", path, headers)
+        got = {k.lower(): v for k, v in got.items()}
+        assert got["cache-control"] == "no-store" and got["x-content-type-options"] == "nosniff"
 
 
 def test_a_valid_control_is_queued_for_the_loop(served) -> None:

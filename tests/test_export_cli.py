@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -136,9 +137,13 @@ def test_tampered_or_missing_consent_is_detected(runs, capsys: pytest.CaptureFix
     assert main(["export", str(folder), "--format", "fif"]) == 3
     err = _err_line(capsys)
     assert "does not match its authentication" in err and "st-agent consent" in err
-    # an older session (no authentication): refused, unless the override is asked for
+    # the seal removed from a session this account sealed: caught, even with the override
     del doc["consent_auth"]
     meta_file.write_text(json.dumps(doc))
+    assert main(["export", str(folder), "--format", "fif", "--accept-unauthenticated"]) == 3
+    assert "has been removed" in _err_line(capsys)
+    # an older session (no authentication, not sealed here): refused unless asked for
+    (Path(os.environ["ST_AGENT_CONFIG_DIR"]) / "sealed_sessions.txt").unlink()
     assert main(["export", str(folder), "--format", "fif"]) == 3
     assert "--accept-unauthenticated" in _err_line(capsys)
     assert main(["export", str(folder), "--format", "fif", "--accept-unauthenticated"]) == 0

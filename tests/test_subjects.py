@@ -153,13 +153,33 @@ def test_consent_record_is_authenticated_and_bound_to_its_session(tmp_path: Path
             forged = SessionMeta.from_json({**doc["meta"], field: value})
             with pytest.raises(ConsentTamperedError, match="edited"):
                 verify_consent(doc, forged, k)
-        with pytest.raises(UnauthenticatedConsentError, match="--accept-unauthenticated"):
-            verify_consent({**doc, "consent_auth": None}, meta, k)
+        # the seal removed: this account sealed the session, so it is caught
+        with pytest.raises(ConsentTamperedError, match="has been removed"):
+            verify_consent({**doc, "consent_auth": None}, meta, k, accept_unauthenticated=True)
         bad = {**doc, "consent_auth": {**doc["consent_auth"], "scheme": "md5"}}
         with pytest.raises(ConsentTamperedError, match="malformed"):
             verify_consent(bad, meta, k)
+    # a session sealed elsewhere (not in this account's ledger) without its seal: an old
+    # session, refused unless the override is asked for
+    (Path(os.environ["ST_AGENT_CONFIG_DIR"]) / "sealed_sessions.txt").unlink()
+    doc = load_meta_doc(plain)
+    meta = SessionMeta.from_json(doc["meta"])
+    with pytest.raises(UnauthenticatedConsentError, match="--accept-unauthenticated"):
+        verify_consent({**doc, "consent_auth": None}, meta, None)
+    assert verify_consent({**doc, "consent_auth": None}, meta, None,
+                          accept_unauthenticated=True) == "unauthenticated (accepted)"
     # an encrypted session whose consent was sealed with the local key: edited
     doc = load_meta_doc(plain)
     forged = SessionMeta.from_json({**doc["meta"], "encrypted": True, "key_id": "0" * 16})
     with pytest.raises(ConsentTamperedError, match="encrypted=True"):
         verify_consent(doc, forged, key)
+
+
+def test_a_pseudonym_or_session_id_with_a_trailing_newline_is_refused() -> None:
+    from st_agent.biometrics.session_meta import check_pseudonym, check_session_id
+
+    with pytest.raises(ValueError, match="pseudonym"):
+        check_pseudonym("abc1\n")
+    with pytest.raises(ValueError):
+        check_session_id("x1\n")
+    assert check_pseudonym("abc1") == "abc1"

@@ -39,6 +39,8 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -57,7 +59,8 @@ from st_agent.errors import DataError
 
 __all__ = ["CONSENT_AUTH_FIELD", "ConsentConfig", "ConsentKeyError", "ConsentTamperedError",
            "UnauthenticatedConsentError", "local_consent_key_path", "record_consent",
-           "run_consent", "seal_consent", "try_seal_consent", "verify_consent"]
+           "run_consent", "seal_consent", "try_seal_consent", "verify_consent",
+           "was_sealed_here"]
 
 logger = logging.getLogger(__name__)
 
@@ -158,22 +161,67 @@ def seal_consent(meta: SessionMeta, session_key: bytes | None) -> dict[str, Any]
             "mac": _mac(local, meta)}
 
 
+#: One session id per line: the sessions this account sealed (so a removed seal is caught).
+_SEALED_LEDGER = "sealed_sessions.txt"
+_MAX_LEDGER_BYTES = 64 << 20
+
+
+def _ledger_path() -> Path:
+    from st_agent.paths import config_dir
+
+    return config_dir() / _SEALED_LEDGER
+
+
+def was_sealed_here(session_id: str) -> bool:
+    """Whether this account sealed the consent of ``session_id`` when recording it."""
+    path = _ledger_path()
+    try:
+        if path.stat().st_size > _MAX_LEDGER_BYTES:
+            logger.warning("%s is larger than %d bytes; not read", path, _MAX_LEDGER_BYTES)
+            return False
+        return session_id in path.read_text(encoding="ascii", errors="replace").split()
+    except FileNotFoundError:
+        return False
+
+
+def _note_sealed(session_id: str) -> None:
+    """Append ``session_id`` to this account's ledger of sealed sessions (mode 0600)."""
+    if was_sealed_here(session_id):
+        return
+    path = _ledger_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (session_id + "\n").encode("ascii"))
+    finally:
+        os.close(fd)
+
+
 def try_seal_consent(meta: SessionMeta, session_key: bytes | None) -> dict[str, Any] | None:
     """:func:`seal_consent`, or None (and a warning) when the local consent key cannot be
-    read or made: the session still records, and export says it is not authenticated."""
+    read or made: the session still records, and export says it is not authenticated.
+    A sealed session is noted in this account's ledger (:func:`was_sealed_here`), so that
+    removing its seal later is caught rather than taken for an old session."""
     try:
-        return seal_consent(meta, session_key)
+        auth = seal_consent(meta, session_key)
     except (OSError, EncryptionKeyError) as e:
         logger.warning("session %s: consent record not authenticated (%s); export will "
                        "refuse it until `st-agent consent` records it again", meta.session_id, e)
         return None
+    try:
+        _note_sealed(meta.session_id)
+    except OSError as e:
+        logger.warning("session %s: could not note the seal in %s (%s)", meta.session_id,
+                       _ledger_path(), e)
+    return auth
 
 
 def _check_auth_block(auth: object, where: str) -> dict[str, str]:
     fields = ("scheme", "key", "key_id", "mac")
     if not (isinstance(auth, dict) and set(auth) == set(fields)
             and all(isinstance(auth[f], str) for f in fields)
-            and auth["scheme"] == _SCHEME and auth["key"] in ("session", "local")):
+            and auth["scheme"] == _SCHEME and auth["key"] in ("session", "local")
+            and re.fullmatch(r"[0-9a-f]{64}", auth["mac"])):
         raise ConsentTamperedError(
             f"{where}: field '{CONSENT_AUTH_FIELD}' is malformed ({auth!r:.120}); it must be "
             f"an object with {list(fields)} (scheme {_SCHEME!r}, key 'session' or 'local'). "
@@ -219,6 +267,11 @@ def verify_consent(doc: dict[str, Any], meta: SessionMeta, session_key: bytes | 
     auth = doc.get(CONSENT_AUTH_FIELD)
     sid = meta.session_id
     if auth is None:
+        if was_sealed_here(sid):
+            raise ConsentTamperedError(
+                f"{where}: session {sid} was recorded with an authenticated consent record "
+                f"on this account, and its '{CONSENT_AUTH_FIELD}' block has been removed: "
+                f"session.json was edited. Restore the original session.json, or {_RECONSENT}")
         if accept_unauthenticated:
             logger.warning("session %s: consent record not authenticated; accepted as asked "
                            "(--accept-unauthenticated): scopes %s", sid, meta.consent.scopes)
@@ -313,6 +366,7 @@ def record_consent(folder: str | Path, scopes: tuple[str, ...], key: bytes | str
     doc[CONSENT_AUTH_FIELD] = seal_consent(new_meta, key_bytes if meta.encrypted else None)
     doc["consent_history"] = history
     write_json_atomic(folder / META_FILE, doc)
+    _note_sealed(meta.session_id)
     logger.info("session %s: consent now %s (was %s)", meta.session_id, consent.scopes,
                 meta.consent.scopes)
     return consent

@@ -118,7 +118,7 @@ def new_session_id() -> str:
 
 def check_pseudonym(subject_id: object) -> str:
     """Return ``subject_id`` if it is a pseudonym; raise ValueError naming the fix."""
-    if not isinstance(subject_id, str) or not _PSEUDONYM_RE.match(subject_id):
+    if not isinstance(subject_id, str) or not _PSEUDONYM_RE.fullmatch(subject_id):
         raise ValueError(
             f"subject_id must be a pseudonym of 3-32 letters and digits (no spaces, path "
             f"separators or punctuation), got {subject_id!r}; use new_pseudonym()"
@@ -133,7 +133,7 @@ def check_pseudonym(subject_id: object) -> str:
 
 def check_session_id(session_id: object) -> str:
     """Return ``session_id`` if it is a valid session id; raise ValueError otherwise."""
-    if not isinstance(session_id, str) or not _SESSION_ID_RE.match(session_id):
+    if not isinstance(session_id, str) or not _SESSION_ID_RE.fullmatch(session_id):
         raise ValueError(
             f"session_id must be 1-64 letters, digits, '-' or '_' starting with a letter or "
             f"digit, got {session_id!r}; use new_session_id()"

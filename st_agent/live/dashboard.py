@@ -91,7 +91,9 @@ class ControlAction:
 
 
 def _number(name: str, x: Any, lo: float, hi: float) -> float:
-    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+    if isinstance(x, int) and not isinstance(x, bool):
+        x = float(x) if abs(x) < 1e300 else math.inf  # a huge JSON int: out of range
+    if isinstance(x, bool) or not isinstance(x, float) or not math.isfinite(x):
         raise ControlRefused(400, f"knob {name} must be a number, got {x!r}")
     if not lo <= x <= hi:
         raise ControlRefused(400, f"knob {name} must be in [{lo:g}, {hi:g}] (the therapist's "
@@ -237,8 +239,9 @@ class DashboardHub:
             raise ControlRefused(400, f"unknown field(s) {extra} in the control; allowed: "
                                       f"{sorted(allowed)}")
         action = msg.get("action")
-        if action not in self.actions:
-            what = "unknown action" if action not in ACTIONS else "this session does not take"
+        if not isinstance(action, str) or action not in self.actions:
+            what = "this session does not take" if isinstance(action, str) \
+                and action in ACTIONS else "unknown action"
             raise ControlRefused(400, f"{what} {action!r}; allowed: "
                                       f"{', '.join(self.actions)}")
         performer = self._performer(msg.get("performer"))
@@ -264,7 +267,7 @@ class DashboardHub:
             return {k: _number(k, value[k], *self.ranges[KNOB_NAMES.index(k)])
                     for k in KNOB_NAMES if k in value}
         if action == "target":
-            if value not in TARGET_REGIONS:
+            if not isinstance(value, str) or value not in TARGET_REGIONS:
                 raise ControlRefused(400, f"unknown target {value!r}; the presets are "
                                           f"{', '.join(TARGET_REGIONS)}")
             return value

@@ -217,7 +217,7 @@ class DashboardServer:
             return _refuse(json_response, 413, f"a control is at most {_MAX_BODY} bytes")
         try:
             msg = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as e:
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
             return _refuse(json_response, 400, f"the control is not JSON ({e}); send "
                                                '{"action": ..., "value": ...}')
         try:
@@ -242,21 +242,31 @@ class DashboardServer:
                 if batch:
                     await websocket.send_text(json.dumps(batch))
                 await asyncio.sleep(_WS_TICK_SEC)
+            await websocket.close()
         except (WebSocketDisconnect, RuntimeError, OSError):
             return
-        await websocket.close()
 
     def authorised(self, cookie_header: str) -> bool:
         """Whether a ``Cookie`` header carries this launch's session cookie."""
         for part in cookie_header.split(";"):
             name, _, value = part.strip().partition("=")
-            if name == COOKIE and hmac.compare_digest(value, self._cookie_value):
+            if name == COOKIE and _same(value, self._cookie_value):
                 return True
         return False
 
 
+#: Headers of every answer: biometric data is not cached, types are not sniffed.
+_NO_STORE = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison of a credential (any text: compared as UTF-8 bytes)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                               expected.encode("utf-8", "surrogateescape"))
+
+
 def _refuse(json_response: Callable[..., Any], status: int, message: str) -> Any:
-    logger.warning("dashboard request refused (%d): %s", status, message)
+    logger.warning("dashboard request refused (%d): %s", status, ascii(message))
     return json_response({"error": message}, status_code=status)
 
 
@@ -272,18 +282,28 @@ class _Guard:
             return
         why = self._check(scope)
         if why is None:
-            await self.app(scope, receive, send)
+            if scope["type"] == "http":
+                async def send_no_store(message: dict) -> None:
+                    if message["type"] == "http.response.start":
+                        message = {**message,
+                                   "headers": [*message.get("headers", []), *_NO_STORE]}
+                    await send(message)
+
+                await self.app(scope, receive, send_no_store)
+            else:
+                await self.app(scope, receive, send)
             return
         status, message = why
         logger.warning("dashboard %s %s refused (%d): %s", scope["type"],
-                       scope.get("path", ""), status, message)
+                       ascii(scope.get("path", "")), status, ascii(message))
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
         body = json.dumps({"error": message}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+                                (b"content-length", str(len(body)).encode()),
+                                *_NO_STORE]})
         await send({"type": "http.response.body", "body": body})
 
     def _check(self, scope: dict) -> tuple[int, str] | None:
@@ -305,14 +325,17 @@ class _Guard:
         path = scope.get("path", "")
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if path == "/" and "token" in query and not websocket:
-            if not hmac.compare_digest(query["token"][0], srv.token):
+            if query.get("token") is None or not _same(query["token"][0], srv.token):
                 return 401, "wrong token: open the URL printed on the terminal"
             return None
         if not srv.authorised(headers.get("cookie", "")):
             return 401, ("not signed in: open the URL with ?token=... printed on the "
                          "terminal")
         if changes:
-            if not hmac.compare_digest(headers.get(CSRF_HEADER, ""), srv.csrf):
+            declared = headers.get("content-length", "0")
+            if not declared.isdigit() or int(declared) > _MAX_BODY:
+                return 413, f"a control is at most {_MAX_BODY} bytes (Content-Length)"
+            if not _same(headers.get(CSRF_HEADER, ""), srv.csrf):
                 return 403, f"missing or wrong {CSRF_HEADER} header (CSRF protection)"
             if not headers.get("content-type", "").startswith("application/json"):
                 return 415, "a control must be sent as application/json"
