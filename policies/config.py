@@ -20,11 +20,27 @@ if TYPE_CHECKING:
     from st_agent.envs.jam import JamBank
     from st_agent.envs.phrase_bank import PhraseBank
 
-__all__ = ["CombineJamConfig", "EvaluateJamConfig", "TrainConfig", "TrainJamConfig"]
+__all__ = ["BackendOptions", "CombineJamConfig", "EvaluateJamConfig", "TrainConfig",
+           "TrainJamConfig"]
 
 
 @dataclass
-class TrainConfig:
+class BackendOptions:
+    """Which library trains (shared by ``st-agent train`` and ``train-jam``)."""
+
+    backend: str = "sb3"
+    """Training library: ``sb3`` (stable-baselines3, one process) or ``rllib`` (Ray RLlib's
+    PPO on its current API stack; needs the ``rllib`` extra, installed in its own venv by
+    ``scripts/setup_rllib.sh``: run ``.venv-rllib/bin/st-agent ...``)."""
+    num_env_runners: int = 0
+    """RLlib: env-runner worker processes that sample in parallel (0: sample in the driver)."""
+    address: str = ""
+    """RLlib: the Ray cluster to join (``auto``: the one ``ray start`` started here or
+    that this machine belongs to; ``HOST:PORT``; empty: a private Ray on this machine)."""
+
+
+@dataclass
+class TrainConfig(BackendOptions):
     """Train a PPO controller (``st-agent train``); every field is a flag."""
 
     name: str = "ppo_calm"
@@ -80,16 +96,6 @@ class TrainConfig:
     """Torch device."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further ClosedLoopEnv keyword arguments (e.g. jerk_weight)."""
-    # --- RLlib backend (issue 18; st_agent.policies.rllib_backend) ---
-    backend: str = "sb3"
-    """Training library: ``sb3`` (stable-baselines3, one process) or ``rllib`` (Ray RLlib's
-    PPO on its current API stack; needs the ``rllib`` extra, installed in its own venv by
-    ``scripts/setup_rllib.sh``: run ``.venv-rllib/bin/st-agent ...``)."""
-    num_env_runners: int = 0
-    """RLlib: env-runner worker processes that sample in parallel (0: sample in the driver)."""
-    address: str = ""
-    """RLlib: the Ray cluster to join (``auto``: the one ``ray start`` started here or
-    that this machine belongs to; ``HOST:PORT``; empty: a private Ray on this machine)."""
 
     # --- personalisation (issue 16; st_agent.policies.personal) ---
     listener: str = ""
@@ -131,7 +137,7 @@ class TrainConfig:
 
 
 @dataclass
-class TrainJamConfig:
+class TrainJamConfig(BackendOptions):
     """Train one shared PPO policy for all performers (``st-agent train-jam``).
 
     The defaults are the recipe of the members of the bundled ``jam3`` (an
@@ -201,16 +207,6 @@ class TrainJamConfig:
     """Torch CPU threads (1 is fastest for small MLPs)."""
     device: str = "cpu"
     """Torch device."""
-    # --- RLlib backend (issue 18; st_agent.policies.rllib_backend) ---
-    backend: str = "sb3"
-    """Training library: ``sb3`` (stable-baselines3, one process) or ``rllib`` (Ray RLlib's
-    PPO on its current API stack; needs the ``rllib`` extra, installed in its own venv by
-    ``scripts/setup_rllib.sh``: run ``.venv-rllib/bin/st-agent ...``)."""
-    num_env_runners: int = 0
-    """RLlib: env-runner worker processes that sample in parallel (0: sample in the driver)."""
-    address: str = ""
-    """RLlib: the Ray cluster to join (``auto``: the one ``ray start`` started here or
-    that this machine belongs to; ``HOST:PORT``; empty: a private Ray on this machine)."""
     policy_mapping: str = "shared"
     """RLlib: ``shared`` (one network for every performer, parameter sharing, as SB3 trains)
     or ``per-performer`` (one network per performer, mapped by agent id)."""

@@ -55,7 +55,7 @@ __all__ = ["BACKENDS", "ENV_NAME", "INSTALL_HINT", "RAY_PIN", "RLlibMissing",
            "RayClusterUnreachable", "check_backend_settings", "checkpoint_parts", "connect_ray",
            "export_rllib_checkpoint", "filter_to_vecnorm",
            "module_to_policy_state", "policy_from_module", "ppo_training_kwargs",
-           "require_ray", "run_train_backend", "save_rllib_policy", "train_rllib"]
+           "require_ray", "run_train_backend", "save_rllib_policy", "start_run", "train_rllib"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,29 @@ def require_ray() -> Any:
         raise RLlibMissing(f"--backend rllib needs Ray RLlib, which is not installed in this "
                            f"environment ({e}); {INSTALL_HINT}") from e
     return ray
+
+
+def start_run(cfg: Any, env_name: str, make_env: Callable[[Mapping[str, Any]], Any]
+              ) -> tuple[Any, Path]:
+    """What every RLlib training run does first: join (or start) Ray, set torch's threads,
+    create the run folder with its ``config.json``, and register the env maker.
+
+    Returns
+    -------
+    ray : module
+    run : Path
+        ``cfg.run_dir()``, created.
+    """
+    ray = connect_ray(cfg.address, num_cpus=max(2, cfg.num_env_runners + 1))
+    import torch
+    from ray.tune.registry import register_env
+
+    torch.set_num_threads(cfg.torch_threads)
+    run = cfg.run_dir()
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+    register_env(env_name, make_env)
+    return ray, run
 
 
 def connect_ray(address: str = "", num_cpus: int | None = None) -> Any:
@@ -308,19 +331,11 @@ def train_rllib(cfg: Any, on_iteration: Callable[[dict[str, Any]], None] | None 
     if cfg.n_envs < 1 or cfg.total_timesteps < 1:
         raise UsageError(f"n_envs ({cfg.n_envs}) and total_timesteps ({cfg.total_timesteps}) "
                          "must be >= 1")
-    ray = connect_ray(cfg.address, num_cpus=max(2, cfg.num_env_runners + 1))
-    import torch
-    from ray.tune.registry import register_env
-
     from st_agent.envs.phrase_bank import PhraseBank, build_phrase_bank
     from st_agent.policies.loading import POLICY_FORMAT
 
-    torch.set_num_threads(cfg.torch_threads)
-    run = cfg.run_dir()
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+    ray, run = start_run(cfg, ENV_NAME, _make_env)
     bank = PhraseBank.load(cfg.phrase_bank) if cfg.phrase_bank else build_phrase_bank()
-    register_env(ENV_NAME, _make_env)
     env_config = {**cfg.env_kwargs(bank), "seed": int(cfg.seed)}
     algo = _ppo_config(cfg, env_config).build_algo()
     from ray.rllib.core import DEFAULT_MODULE_ID

@@ -33,13 +33,13 @@ from st_agent.errors import UsageError
 from st_agent.policies.rllib_backend import (
     CLIP_OBS,
     check_backend_settings,
-    connect_ray,
     filter_to_vecnorm,
     learner_module_state,
     model_config,
     policy_from_module,
     ppo_training_kwargs,
     save_rllib_policy,
+    start_run,
 )
 
 __all__ = ["JAM_ENV_NAME", "POLICY_MAPPINGS", "agent_to_module", "export_jam_modules",
@@ -182,19 +182,12 @@ def train_jam_rllib(cfg: Any, on_iteration: Callable[[dict[str, Any]], None] | N
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be an int >= 1, got {v!r}")
-    ray = connect_ray(cfg.address, num_cpus=max(2, cfg.num_env_runners + 1))
-    import torch
-    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
-    from ray.tune.registry import register_env
-
     from st_agent.envs.jam import JamBank, build_jam_bank
 
-    torch.set_num_threads(cfg.torch_threads)
-    run = cfg.run_dir()
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+    ray, run = start_run(cfg, JAM_ENV_NAME, _make_jam_env)
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
+
     bank = JamBank.load(cfg.jam_bank) if cfg.jam_bank else build_jam_bank()
-    register_env(JAM_ENV_NAME, _make_jam_env)
     algo = _jam_ppo_config(cfg, {**cfg.env_kwargs(bank), "seed": int(cfg.seed)},
                            table).build_algo()
     t0, agent_steps, next_ckpt = time.perf_counter(), 0, cfg.checkpoint_freq or None
