@@ -28,6 +28,12 @@ speed        compose + render of one 4-bar phrase, p50/p95 wall and CPU time, fo
              FluidSynth audio of the phrase); tokens/s of the cached sampler vs
              `model.generate` at batch 1 and 8 with the bar grammar applied in both (a
              LogitsProcessor for `generate`), float32 and int8; held-out loss float vs int8.
+floor        the arithmetic floor of composing: the decoder's cost per sampled token
+             (one forward step, no grammar, no sampling) at batch 1, 4 and 8, float32 and
+             int8, times the tokens a phrase takes (median over a knob grid and at the
+             slowest, densest knobs): the least any phrase can cost with this model on this
+             machine, beside the 75 ms compose+render target and, for the full-fidelity
+             env (one phrase per step), the steps/s that floor leaves at most.
 repetition   the calm corner (61 BPM, energy 0.1): phrases with 4+ and 6+ repeated notes
              in a row (consecutive onsets on one pitch; tied continuations are no onsets)
              for the composer before (re-barring, no penalty), meter-aware without and
@@ -171,6 +177,49 @@ def section_decoding(composer: Composer, repeats: int) -> None:
         print(f"decoding batch {batch:>2}: cached sampler {o:,.0f} tokens/s, "
               f"model.generate {h:,.0f} tokens/s, speed-up {o / h:.2f}x "
               f"(8-token prompt, {new} new tokens, median of {repeats})")
+
+
+def _step_ms(dec: CachedDecoder, batch: int, context: int, repeats: int = 5) -> float:
+    """Median ms of one decoding step (forward of one token per row) at ``batch`` rows
+    after ``context`` cached positions."""
+    k, v = dec._new_cache(batch)
+    tok = torch.zeros(batch, dtype=torch.long)
+    with torch.inference_mode():
+        dec._forward(torch.zeros((batch, context), dtype=torch.long), 0, k, v)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for s in range(20):
+                dec._step(tok, context + s, k, v)
+            times.append((time.perf_counter() - t0) / 20 * 1e3)
+    return float(np.median(times))
+
+
+def section_floor(composer: Composer, n: int) -> None:
+    """The least a phrase can cost: tokens per phrase x the forward step alone."""
+    print(f"floor: {_load_note()}, torch threads {torch.get_num_threads()}")
+    tok = composer.tokenizer
+    counts = {}
+    for label, knobs in (("knob grid", knob_grid(n, seed=5)),
+                         ("slowest, densest (tempo 0, energy 1)", [Knobs(0.5, 0.0, 1.0)] * n)):
+        counts[label] = float(np.median([
+            len(tok(composer.compose(k, seed=i).body, add_special_tokens=False)["input_ids"])
+            for i, k in enumerate(knobs)]))
+    context = 110  # a typical prompt: the header, two context phrases and the controls
+    steps = {(name, b): _step_ms(dec, b, context)
+             for name, dec in (("float32", composer.float_decoder), ("int8", composer.decoder))
+             for b in (1, 4, 8)}
+    for (name, b), ms in steps.items():
+        print(f"  forward step {name} batch {b}: {ms:.2f} ms")
+    for label, toks in counts.items():
+        best = min(steps.values())
+        one = min(steps[("float32", 1)], steps[("int8", 1)])
+        eight = min(steps[("float32", 8)], steps[("int8", 8)])
+        print(f"  {label}: {toks:.0f} tokens per 4-bar phrase; floor (forward steps only) "
+              f"{toks * eight:.0f} ms with 8 candidates, {toks * one:.0f} ms with one "
+              f"candidate (best step {best:.2f} ms); target compose+render p95 75 ms; one "
+              f"phrase per full-fidelity step leaves at most {1000 / (toks * one):.1f} steps/s "
+              f"before the listener and the estimator")
 
 
 def _load_note() -> str:
@@ -426,7 +475,7 @@ def main() -> None:
     ap.add_argument("--sections", nargs="+",
                     default=["validity", "perplexity", "decoding", "bars", "repetition", "speed"],
                     choices=["validity", "perplexity", "decoding", "bars", "repetition",
-                             "speed"])
+                             "speed", "floor"])
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -453,6 +502,8 @@ def main() -> None:
         section_repetition(20 if args.quick else min(n, 200))
     if "speed" in args.sections:
         section_speed(20 if args.quick else min(n, 200))
+    if "floor" in args.sections:
+        section_floor(composer, 10 if args.quick else min(n, 40))
 
 
 if __name__ == "__main__":

@@ -28,11 +28,21 @@ sound (--sound)           a chain of phrases rendered to audio before (fixed ins
                           between consecutive phrases, and the session WAV's length, LUFS and
                           peak, measured from the file written.
 
-Three composers on the same knobs and seeds: ``model`` (one candidate, no ranking: the
-model's own figure), ``density`` (8 candidates ranked by density, register, repeats: the
-ranker before) and ``music`` (8 candidates, the music ranker now). The difference between
-``model`` and the other two is what the ranker (candidate choice) contributes; nothing is
-repaired after sampling.
+Composers on the same knobs and seeds: ``model`` (one candidate, no ranking, drawn again
+until valid: the model's own figure), ``density`` (8 candidates ranked by density, register,
+repeats: the ranker of earlier versions), ``music`` (8 candidates, the previous wave's music
+ranker, ``WAVE3_WEIGHTS``), ``v2`` (8 candidates, the ranker now: ``RankerWeights()``) and
+``v2-enough8`` (the same, every candidate of a batch finished instead of the first four).
+The difference between ``model`` and the others is what the ranker (candidate choice)
+contributes; nothing is repaired after sampling. Differences are printed with percentile
+bootstrap 95 % CIs (2,000 resamples) paired by knob setting (grid, calm corner) or by
+chain (joins: a chain's steps are resampled together); ``--results DIR`` keeps each
+composer's per-item figures so that runs of different composers can be paired
+(``--composers`` with no name prints only the paired differences of ``DIR``).
+
+    nice .venv/bin/python benchmarks/bench_music_quality.py --phrases 100 --chains 24 \
+        --chain-len 5 --reference 300 --composers model music v2 v2-enough8 \
+        --results runs/ranker_quality
 """
 
 from __future__ import annotations
@@ -40,18 +50,23 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import gaussian_kde, spearmanr
 
-from st_agent.music.composer import Composer, ComposerConfig
-from st_agent.music.ranker import melody_facts, melody_notes
+from st_agent.music.composer import Composer, ComposerConfig, ComposerError
+from st_agent.music.ranker import RankerWeights, melody_facts, melody_notes
 from st_agent.music.render import measure_features, render_phrase
 from st_agent.theory import parse_key
 from st_agent.types import Knobs
 
 CALM_TEMPO = (61 - 50) / 110  # 61 BPM
+#: The ranker of the previous wave (music v2, first version): its weights, no density term.
+WAVE3_WEIGHTS = RankerWeights(key=1.0, cadence=0.2, short_end=0.1, leap=0.15, join=0.4,
+                              repeat=0.1, few_pitches=0.1, rhythm=0.15, rhythm_floor=1.0,
+                              density=0.0)
 
 
 def knob_grid(n: int, seed: int = 0) -> list[Knobs]:
@@ -106,6 +121,7 @@ def phrase_figures(items: list[tuple[str, str, str]], train_grams: set[int]) -> 
         if g:
             over.append(np.mean([h in train_grams for h in g]))
     return {"family": np.mean(fam_ok), "key": np.mean(key_ok), "entropy": np.array(ent),
+            "fam_ok": np.array(fam_ok, dtype=float), "key_ok": np.array(key_ok, dtype=float),
             "runs6": np.mean(np.array(runs) >= 6), "overlap": float(np.mean(over))}
 
 
@@ -136,44 +152,137 @@ def corpus_reference(max_phrases: int, seed: int) -> tuple[list, list, set[int]]
     return held, joins, grams
 
 
+def calm_reference() -> str:
+    """Distinct pitches and runs of real phrases labelled with the sparsest energy (the
+    calm corner's reference: only 42 phrases carry both the slow and sparsest labels)."""
+    from fractions import Fraction
+
+    from st_agent.tokenizer.corpus import load_corpus
+
+    corpus = load_corpus()
+    facts = [melody_facts(p, float(Fraction(t.tune.unit)) * 4, t.tune.key)
+             for t in [*corpus.train, *corpus.test] if t.tune.meter == "4/4" and
+             t.tune.unit == "1/8" for p, c in zip(t.tune.phrases, t.controls, strict=True)
+             if c.energy == 0]
+    d = np.array([f.distinct for f in facts])
+    runs = np.array([f.longest_repeat for f in facts])
+    return (f"n={len(d)}, distinct pitches per phrase mean {d.mean():.2f} (median "
+            f"{np.median(d):.0f}, 10th percentile {np.percentile(d, 10):.0f}), 4+ runs "
+            f"{np.mean(runs >= 4):.1%}, 6+ runs {np.mean(runs >= 6):.1%}")
+
+
+_FAILURES: dict[int, int] = {}
+
+
+def _compose(comp: Composer, knobs: Knobs, seed: int, context=None):
+    """``comp.compose``; when no valid phrase comes within its tries (ComposerError), the
+    same knobs with another seed (counted in ``_FAILURES[id(comp)]``), at most 3 times,
+    then once more without the context (counted in ``_FAILURES[-id(comp)]``)."""
+    for attempt in range(4):
+        try:
+            return comp.compose(knobs, context=context, seed=seed + 7919 * attempt)
+        except ComposerError:
+            _FAILURES[id(comp)] = _FAILURES.get(id(comp), 0) + 1
+    if context is None:
+        raise ComposerError(f"no phrase for {knobs} with seeds {seed} + 7919 k, k < 4")
+    _FAILURES[-id(comp)] = _FAILURES.get(-id(comp), 0) + 1
+    return comp.compose(knobs, context=None, seed=seed)
+
+
 def composer_figures(comp: Composer, n: int, chains: int, chain_len: int,
                      train_grams: set[int]) -> dict:
+    """The figures of one composer, and the per-item values the paired bootstrap needs
+    (``items``: per grid knob; ``joins``: per chain step, (chain, leap); ``calm``)."""
     knobs = knob_grid(n)
     items, npb, bpm_ok, lat = [], [], [], []
     for i, k in enumerate(knobs):
         t0 = time.perf_counter()
-        p = comp.compose(k, seed=i)
+        p = _compose(comp, k, seed=i)
         lat.append(time.perf_counter() - t0)
         items.append((p.body, p.key, "major" if k.valence >= 0.5 else "minor"))
         f = measure_features(render_phrase(p.abc, p.key, p.knobs, meter=p.meter))
         npb.append(f.notes_per_beat)
         bpm_ok.append(abs(f.bpm - k.bpm) < 0.5)
     out = phrase_figures(items, train_grams)
-    out["spearman"] = spearmanr([k.energy for k in knobs], npb).statistic
+    out["energy"], out["npb"] = np.array([k.energy for k in knobs]), np.array(npb)
+    out["spearman"] = spearmanr(out["energy"], npb).statistic
     out["tempo"] = np.mean(bpm_ok)
     out["compose_p50_ms"] = 1000 * float(np.median(lat))
     rng = np.random.default_rng(7)
     leaps, flips = [], 0
     for c in range(chains):
         k = Knobs(float(rng.random()), float(rng.random()), float(rng.random()))
-        prev = comp.compose(k, seed=1000 + c)
+        prev = _compose(comp, k, seed=1000 + c)
         for j in range(1, chain_len):
             k = Knobs(*(float(np.clip(x + rng.normal(0, 0.25), 0, 1)) for x in
                         (k.valence, k.tempo, k.energy)))
-            p = comp.compose(k, context=prev, seed=1000 + 100 * c + j)
+            p = _compose(comp, k, context=prev, seed=1000 + 100 * c + j)
             flips += p.key != prev.key
             a = melody_notes(prev.body, 0.5, prev.key)
             b = melody_notes(p.body, 0.5, p.key)
-            leaps.append(abs(b[0][2] - a[-1][2]))
+            leaps.append((c, abs(b[0][2] - a[-1][2])))
             prev = p
-    out["joins5"] = np.mean(np.array(leaps) > 7)
+    out["join_chain"] = np.array([c for c, _ in leaps])
+    out["join_leap"] = np.array([x for _, x in leaps])
+    out["joins5"] = np.mean(out["join_leap"] > 7)
     out["flips"] = flips
     calm = []
     for i in range(max(n // 2, 10)):
-        p = comp.compose(Knobs(0.2 if i % 2 else 0.8, CALM_TEMPO, 0.1), seed=500 + i)
-        calm.append(melody_facts(p.body, 0.5, p.key).longest_repeat)
-    out["calm4"], out["calm6"] = np.mean(np.array(calm) >= 4), np.mean(np.array(calm) >= 6)
+        p = _compose(comp, Knobs(0.2 if i % 2 else 0.8, CALM_TEMPO, 0.1), seed=500 + i)
+        calm.append(melody_facts(p.body, 0.5, p.key))
+    out["calm_run"] = np.array([f.longest_repeat for f in calm])
+    out["calm_distinct"] = np.array([f.distinct for f in calm])
+    out["calm4"], out["calm6"] = np.mean(out["calm_run"] >= 4), np.mean(out["calm_run"] >= 6)
     return out
+
+
+def _ci(stat, groups: np.ndarray, rng: np.random.Generator, n_boot: int = 2000
+        ) -> tuple[float, float, float]:
+    """Statistic and percentile bootstrap 95 % CI, resampling ``groups`` (index arrays)."""
+    vals = [stat(np.concatenate([groups[j] for j in rng.integers(len(groups), size=len(groups))]))
+            for _ in range(n_boot)]
+    return stat(np.concatenate(groups)), *np.percentile(vals, [2.5, 97.5])
+
+
+def paired_differences(a: dict, b: dict, name_a: str, name_b: str, ref_entropy: np.ndarray
+                       ) -> None:
+    """``b`` minus ``a`` on the figures that matter, with bootstrap 95 % CIs paired by
+    knob setting (grid, calm) or by chain (joins; a chain's steps are resampled together)."""
+    rng = np.random.default_rng(0)
+    grid = np.arange(len(a["energy"]))[:, None]
+    per = {
+        "mode family": lambda i: np.mean(b["fam_ok"][i]) - np.mean(a["fam_ok"][i]),
+        "exact key": lambda i: np.mean(b["key_ok"][i]) - np.mean(a["key_ok"][i]),
+        "energy Spearman": lambda i: spearmanr(b["energy"][i], b["npb"][i]).statistic
+        - spearmanr(a["energy"][i], a["npb"][i]).statistic,
+        "note-length OA": lambda i: overlap_area(b["entropy"][i], ref_entropy)
+        - overlap_area(a["entropy"][i], ref_entropy),
+    }
+    for label, stat in per.items():
+        d, lo, hi = _ci(stat, list(grid), rng)
+        print(f"  {name_b} - {name_a}: {label} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    chains = [np.flatnonzero(a["join_chain"] == c) for c in np.unique(a["join_chain"])]
+    d, lo, hi = _ci(lambda i: np.mean(b["join_leap"][i] > 7) - np.mean(a["join_leap"][i] > 7),
+                    chains, rng)
+    print(f"  {name_b} - {name_a}: joins > fifth {d:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+          f"(n={len(a['join_leap'])} joins, {len(chains)} chains)")
+    calm = list(np.arange(len(a["calm_run"]))[:, None])
+    for label, key, fn in (("calm 4+ runs", "calm_run", lambda x: x >= 4),
+                           ("calm distinct pitches", "calm_distinct", lambda x: x)):
+        d, lo, hi = _ci(lambda i, k=key, f=fn: np.mean(f(b[k][i])) - np.mean(f(a[k][i])), calm,
+                        rng)
+        print(f"  {name_b} - {name_a}: {label} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+
+
+def _single_cis(f: dict, ref_entropy: np.ndarray) -> str:
+    """Bootstrap 95 % CIs of one composer's join rate (by chain) and energy Spearman."""
+    rng = np.random.default_rng(1)
+    chains = [np.flatnonzero(f["join_chain"] == c) for c in np.unique(f["join_chain"])]
+    j = _ci(lambda i: np.mean(f["join_leap"][i] > 7), chains, rng)
+    s = _ci(lambda i: spearmanr(f["energy"][i], f["npb"][i]).statistic,
+            list(np.arange(len(f["energy"]))[:, None]), rng)
+    return (f"joins > fifth {j[0]:.1%} [{j[1]:.1%}, {j[2]:.1%}], energy Spearman {s[0]:.3f} "
+            f"[{s[1]:.3f}, {s[2]:.3f}]")
 
 
 def section_sound(comp: Composer, n: int, out_dir: str) -> None:
@@ -230,6 +339,12 @@ def section_sound(comp: Composer, n: int, out_dir: str) -> None:
         synth.close()
 
 
+def _save(f: dict, path: Path) -> None:
+    """The per-item arrays of one composer's figures (for later paired comparisons)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{k: np.asarray(v) for k, v in f.items() if isinstance(v, np.ndarray)})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -237,12 +352,15 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=8)
     ap.add_argument("--chain-len", type=int, default=6)
     ap.add_argument("--reference", type=int, default=400, help="held-out phrases measured")
-    ap.add_argument("--composers", nargs="+", default=["model", "density", "music"],
-                    choices=["model", "density", "music", "music4"])
+    ap.add_argument("--composers", nargs="*", default=["model", "music", "v2"],
+                    choices=["model", "density", "music", "v2", "v2-enough8", "music4"],
+                    help="composers to measure (none: only the paired differences of --results)")
     ap.add_argument("--sound", type=int, default=0,
                     help="also the sound section over a chain of this many phrases")
     ap.add_argument("--sound-only", action="store_true", help="only the sound section")
     ap.add_argument("--out", default=tempfile.gettempdir(), help="folder for the session WAVs")
+    ap.add_argument("--results", default="", help="folder to keep each composer's per-item "
+                    "figures in; the paired differences also use those of earlier runs")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.sound or args.sound_only:
@@ -258,22 +376,50 @@ def main() -> None:
           f"8-gram overlap with training {ref['overlap']:.1%}; joins > fifth "
           f"{np.mean(np.array(real_joins) > 7):.1%} (n={len(real_joins)}); note-length "
           f"entropy OA real-vs-real {ceiling:.3f}")
-    settings = {"model": dict(candidates=1, enough=1, ranker="density", repeat_penalty=0.0),
+    settings = {"model": dict(candidates=1, enough=1, ranker="density", repeat_penalty=0.0,
+                              max_tries=30),  # one candidate, drawn again until valid
                 "density": dict(ranker="density", keep_context=False),
-                "music": dict(ranker="music"),
+                "music": dict(ranker="music"), "v2": dict(ranker="music"),
+                "v2-enough8": dict(ranker="music", enough=8),
                 "music4": dict(ranker="music", candidates=4, enough=2)}
-    for name in args.composers:
-        comp = Composer(ComposerConfig(**settings[name]))
+    print(f"real sparsest-energy phrases (M:4/4 L:1/8): {calm_reference()}")
+    results = {}
+    composers = {name: Composer(ComposerConfig(**settings[name])) for name in args.composers}
+    for name, comp in composers.items():  # built together: the same decoding tables
+        if name in ("music", "music4"):  # the previous wave's ranker
+            comp.ranker_weights = WAVE3_WEIGHTS
         comp.compose(Knobs(0.5, 0.5, 0.5), seed=0)
+        _FAILURES.pop(id(comp), None)
         f = composer_figures(comp, args.phrases, args.chains, args.chain_len, grams)
+        results[name] = f
         oa = overlap_area(f["entropy"], ref["entropy"])
-        print(f"{name:8s} (n={args.phrases}, {settings[name]}): mode family {f['family']:.1%}, "
-              f"exact key {f['key']:.1%}, note-length entropy OA {oa:.3f}, 6+ runs "
-              f"{f['runs6']:.1%}, calm corner 4+/6+ {f['calm4']:.1%}/{f['calm6']:.1%}, joins > "
-              f"fifth {f['joins5']:.1%} ({f['flips']} mode flips, context "
-              f"{'kept' if comp.config.keep_context else 'dropped'}), 8-gram "
+        print(f"{name:8s} (n={args.phrases}, {settings[name]}, {comp.ranker_weights}): mode "
+              f"family {f['family']:.1%}, exact key {f['key']:.1%}, note-length entropy OA "
+              f"{oa:.3f}, 6+ runs {f['runs6']:.1%}, calm corner 4+/6+ {f['calm4']:.1%}/"
+              f"{f['calm6']:.1%}, calm distinct pitches {f['calm_distinct'].mean():.2f} "
+              f"(min {f['calm_distinct'].min()}), joins > fifth {f['joins5']:.1%} "
+              f"({int((f['join_leap'] > 7).sum())} of {len(f['join_leap'])}; {f['flips']} mode "
+              f"flips, context {'kept' if comp.config.keep_context else 'dropped'}), 8-gram "
               f"overlap {f['overlap']:.1%}, energy Spearman {f['spearman']:.3f}, tempo exact "
-              f"{f['tempo']:.1%}, compose p50 {f['compose_p50_ms']:.0f} ms", flush=True)
+              f"{f['tempo']:.1%}, compose p50 {f['compose_p50_ms']:.0f} ms; phrases drawn "
+              f"again with another seed after a ComposerError: {_FAILURES.get(id(comp), 0)}, "
+              f"chain phrases composed without their context after 4: "
+              f"{_FAILURES.get(-id(comp), 0)}",
+              flush=True)
+        print(f"  {name}: {_single_cis(f, ref['entropy'])}", flush=True)
+        if args.results:
+            _save(results[name], Path(args.results) / f"{name}-{args.phrases}-{args.chains}x"
+                  f"{args.chain_len}.npz")
+    if args.results:  # composers measured by earlier runs with the same sizes
+        for path in sorted(Path(args.results).glob(f"*-{args.phrases}-{args.chains}x"
+                                                   f"{args.chain_len}.npz")):
+            name = path.name.split(f"-{args.phrases}-")[0]
+            results.setdefault(name, dict(np.load(path)))
+    names = list(results)
+    for base in ("model", "music"):
+        for other in names:
+            if base in results and other != base and other not in ("model", "density"):
+                paired_differences(results[base], results[other], base, other, ref["entropy"])
 
 
 if __name__ == "__main__":

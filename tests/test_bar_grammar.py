@@ -133,3 +133,23 @@ def test_shipped_tables_match_the_bundled_vocabulary(vocab):
     recomputed = BarGrammar(vocab, 0.5, 4.0)
     for key in list(g.tables)[:5]:
         np.testing.assert_array_equal(recomputed.table(key).ok, g.tables[key].ok)
+
+
+def test_state_caches_stay_bounded_and_masks_stay_right(vocab, monkeypatch):
+    """A long session meets ever more open-bar states: the caches are cleared at their
+    bound instead of growing, and a mask computed after a clear is the same."""
+    import st_agent.music.bar_grammar as bg
+
+    monkeypatch.setattr(bg, "MAX_CACHED_STATES", 8)
+    small = BarGrammar(vocab, unit_q=0.5, bar_q=4.0)
+    texts = ["A", "A2 ", "A3/", "A>", "A2-", "A6 B2-|", "A8|B8|c6 d2-", "c2BdcBc2- | c2A2 z2ce",
+             "E2 A3AA2-|A2 A3AA2|A2 A4A2-|", "(3AB", "A8 | B4 c4 | "] * 3
+    for text in texts:
+        got = grammar_mask(small, text)
+        assert len(small._masks) <= 8 and len(small._tie_keep_masks) <= 8
+        np.testing.assert_array_equal(got, brute_force(small, text))
+        tail = text[text.rfind("|") + 1:]
+        prefix_q, raw = small._split(tail)
+        row = small.bias_row(prefix_q, raw, 4 - text.count("|"), text)
+        np.testing.assert_array_equal(np.isfinite(row) if row is not None else
+                                      np.zeros(len(vocab), bool), got)

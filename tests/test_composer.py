@@ -39,6 +39,21 @@ def test_cached_decoder_logits_match_transformers(tiny_model):
     torch.testing.assert_close(dec.prompt_logits(prompt), ref, rtol=1e-4, atol=1e-4)
 
 
+def test_cached_decoder_step_logits_match_transformers_per_row(tiny_model):
+    """The one-token step (what sampling runs) gives every row of a batch the logits
+    the full model gives its whole sequence, rows with different tokens."""
+    dec = CachedDecoder(tiny_model)
+    prompt = [3, 7, 1]
+    rows = torch.tensor([[4, 9, 2], [11, 0, 5], [7, 7, 7]])
+    _, k, v = dec._prefill(prompt, 3)
+    with torch.inference_mode():
+        for j in range(rows.shape[1]):
+            ours = dec._step(rows[:, j], len(prompt) + j, k, v)
+            full = torch.cat([torch.tensor([prompt] * 3), rows[:, :j + 1]], dim=1)
+            ref = tiny_model(full).logits[:, -1]
+            torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
 def test_cached_decoder_greedy_matches_generate(tiny_model):
     dec = CachedDecoder(tiny_model)
     prompt = [5, 11, 2]
@@ -234,3 +249,14 @@ def test_calm_corner_repetition_bound(composer):
     assert all(a <= b for a, b in zip(*excess, strict=True))
     with pytest.raises(ValueError, match="repeat_penalty"):
         ComposerConfig(repeat_penalty=-1.0)
+
+
+def test_a_batch_that_runs_out_of_tokens_gets_a_larger_budget():
+    """A context in sixteenth notes takes ~20 tokens a bar: when every candidate of a
+    batch runs out of ``max_new_tokens``, the next batch has twice as many, instead of
+    failing the phrase after ``max_tries`` batches cut short the same way."""
+    comp = Composer(ComposerConfig(max_new_tokens=6, max_tries=4))
+    p = comp.compose(Knobs(0.6, 0.5, 0.9), seed=3)
+    assert p.tries >= 2  # 6 tokens never hold four bars
+    assert len(split_bars(p.body)) == 4
+    assert p.extra["rejections"].get("cut", 0) >= comp.config.candidates

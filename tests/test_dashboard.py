@@ -71,8 +71,28 @@ def test_a_missing_or_wrong_token_is_refused(served) -> None:
         assert status == 401 and "token" in json.loads(body)["error"]
     status, headers, _ = _request(server, "GET", "/?token=not-the-token")
     assert status == 401 and "set-cookie" not in {k.lower() for k in headers}
-    status, _, _ = _request(server, "GET", "/", {"Cookie": f"{COOKIE}=forged"})
+    status, _, _ = _request(server, "GET", "/", {"Cookie": f"{server.cookie_name}=forged"})
     assert status == 401
+
+
+def test_two_dashboards_keep_their_own_cookies(served) -> None:
+    """Cookies are shared by every port of a host: a second dashboard (a review beside a
+    live session) sets a cookie of another name, and neither accepts the other's."""
+    hub, server = served
+    other = DashboardServer(hub)
+    other.start()
+    try:
+        mine, theirs = _sign_in(server), _sign_in(other)
+        assert mine.split("=")[0] == server.cookie_name != theirs.split("=")[0]
+        assert server.cookie_name.startswith(COOKIE)
+        assert _request(server, "GET", "/api/messages", {"Cookie": mine})[0] == 200
+        assert _request(server, "GET", "/api/messages", {"Cookie": theirs})[0] == 401
+        assert _request(other, "GET", "/api/messages", {"Cookie": mine})[0] == 401
+        both = f"{mine}; {theirs}"  # what the browser sends once both are open
+        assert _request(server, "GET", "/api/messages", {"Cookie": both})[0] == 200
+        assert _request(other, "GET", "/api/messages", {"Cookie": both})[0] == 200
+    finally:
+        other.stop(grace_sec=0.0)
 
 
 def test_the_token_buys_a_cookie_and_the_page(served) -> None:
@@ -150,8 +170,8 @@ def test_odd_credentials_and_paths_are_refused_cleanly(served, caplog) -> None:
     hub, server = served
     status, _, _ = _request(server, "GET", "/?token=%C3%A9")
     assert status == 401
-    status, _, _ = _request(server, "GET", "/api/messages",
-                            {"Cookie": f"{COOKIE}=\u00e9".encode().decode("unicode_escape")})
+    odd = f"{server.cookie_name}=\u00e9".encode().decode("unicode_escape")
+    status, _, _ = _request(server, "GET", "/api/messages", {"Cookie": odd})
     assert status == 401
     cookie = _sign_in(server)
     status, out = _post(server, cookie, b'{"action":"stop"}', **{CSRF_HEADER: "\u00e9"})

@@ -248,7 +248,7 @@ def test_nan_controller_falls_back_and_the_session_writes_everything(faulty) -> 
     report = res.report_path.read_text()
     assert "nan after 2 failed" in report and "not finite" in report
     sr, audio = wavfile.read(res.wav_path)
-    assert abs(audio.size / sr - s["music_sec"]) < 1e-3  # the WAV is the whole music
+    assert abs(audio.shape[0] / sr - s["music_sec"]) < 1e-3  # the WAV is the whole music
     assert np.abs(audio).max() > 1000
 
 

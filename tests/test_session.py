@@ -59,8 +59,8 @@ def test_demo_writes_every_artifact(demo) -> None:
 @pytest.mark.slow
 def test_demo_wav_matches_the_session_and_is_not_silent(demo) -> None:
     sr, audio = wavfile.read(demo.wav_path)
-    assert audio.ndim == 1 and sr == 44100
-    assert abs(audio.size / sr - demo.summary["music_sec"]) < 1.0 / sr + 1e-6
+    assert audio.ndim == 2 and audio.shape[1] == 2 and sr == 44100  # the session sound
+    assert abs(audio.shape[0] / sr - demo.summary["music_sec"]) < 1.0 / sr + 1e-6
     x = audio.astype(float) / 32767
     assert np.sqrt(np.mean(x ** 2)) > 0.02
     # the stop fades out: the last 0.1 s is far quieter than the session
@@ -177,7 +177,7 @@ def test_sigint_mid_session_leaves_a_readable_recording_and_a_report(tmp_path: P
            and e["payload"]["label"] == "session_end"]
     assert end and end[0]["payload"]["reason"] == "Ctrl-C"
     sr, audio = wavfile.read(folder / "session.wav")
-    assert 0 < audio.size / sr < 60.0  # stopped early, not the 5 minutes asked for
+    assert 0 < audio.shape[0] / sr < 60.0  # stopped early, not the 5 minutes asked for
 
 
 def test_explanations_name_the_state_and_target() -> None:

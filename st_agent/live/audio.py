@@ -63,11 +63,15 @@ class PlayedPhrase:
         Session time at which it started, seconds.
     duration_sec : float
         Its musical length, seconds.
+    programs : tuple of (str, int)
+        Each part's General MIDI program as it played (the session sound chooses them
+        by the knobs); the score notes them.
     """
 
     phrase: Phrase
     start_sec: float
     duration_sec: float
+    programs: tuple[tuple[str, int], ...] = ()
 
     @property
     def end_sec(self) -> float:
@@ -77,7 +81,10 @@ class PlayedPhrase:
     @classmethod
     def of(cls, p: Playing) -> PlayedPhrase:
         """The compact record of a :class:`~st_agent.live.common.Playing`."""
-        return cls(p.phrase, float(p.start_sec), float(p.features.duration_sec))
+        from st_agent.live.session_sound import phrase_programs
+
+        return cls(p.phrase, float(p.start_sec), float(p.features.duration_sec),
+                   tuple(phrase_programs(p.pm).items()))
 
 
 def join_phrases(played: list[Playing]) -> Any:
@@ -114,8 +121,12 @@ def session_score(played: Sequence[Playing | PlayedPhrase],
     for i, p in enumerate(played):
         ph = p.phrase
         k = ph.knobs
+        progs = getattr(p, "programs", ()) or (
+            tuple((inst.name, inst.program) for inst in p.pm.instruments)
+            if hasattr(p, "pm") else ())
+        sound = "; programs " + " ".join(f"{n} {g}" for n, g in progs) if progs else ""
         lines.append(f"% phrase {i}: t={p.start_sec:.1f}s knobs valence {k.valence:.2f} "
-                     f"tempo {k.tempo:.2f} energy {k.energy:.2f}")
+                     f"tempo {k.tempo:.2f} energy {k.energy:.2f}{sound}")
         head = ""
         if ph.meter != meter:
             head += f"[M:{ph.meter}]"
@@ -173,16 +184,18 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int, peak: float = 0.8
 _HEADER_BYTES = 44
 
 
-def _wav_header(n_samples: int, sample_rate: int) -> bytes:
-    """The 44-byte header of a mono 16-bit PCM WAV holding ``n_samples``."""
-    data = 2 * n_samples
+def _wav_header(n_samples: int, sample_rate: int, channels: int = 1) -> bytes:
+    """The 44-byte header of a 16-bit PCM WAV holding ``n_samples`` frames of
+    ``channels`` (1 mono, 2 stereo) samples."""
+    data = 2 * channels * n_samples
     return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, 2 * sample_rate, 2, 16)
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate,
+                                    2 * channels * sample_rate, 2 * channels, 16)
             + b"data" + struct.pack("<I", data))
 
 
 class WavStream:
-    """A mono 16-bit PCM WAV file written in appends; a valid WAV after each one.
+    """A 16-bit PCM WAV file (mono or stereo) written in appends; a valid WAV after each one.
 
     The header's RIFF and data sizes are rewritten after every :meth:`append`
     and the file is flushed and fsynced, so a crash (or ``kill -9``) leaves a
@@ -194,30 +207,37 @@ class WavStream:
         The file to create (it must not exist).
     sample_rate : int
         Hz.
+    channels : {1, 2}
+        Mono (default) or stereo (left, right interleaved). ``n_samples`` and the
+        other counts are in frames (one sample per channel).
     """
 
-    #: Largest WAV a RIFF header can describe, samples (4 GiB of 16-bit samples).
+    #: Largest mono WAV a RIFF header can describe, samples (4 GiB of 16-bit samples);
+    #: a stereo file holds half as many frames.
     MAX_SAMPLES = (2**32 - 1 - 36) // 2
 
-    def __init__(self, path: Path, sample_rate: int) -> None:
+    def __init__(self, path: Path, sample_rate: int, channels: int = 1) -> None:
         if not isinstance(sample_rate, int) or not 8000 <= sample_rate <= 192000:
             raise ValueError(f"sample_rate must be an int in [8000, 192000] Hz, got "
                              f"{sample_rate!r}")
+        if channels not in (1, 2) or isinstance(channels, bool):
+            raise ValueError(f"channels must be 1 (mono) or 2 (stereo), got {channels!r}")
         self.path = Path(path)
         self.sample_rate = sample_rate
+        self.channels = channels
         self.n_samples = 0
         self.clipped = 0
         self.peak = 0.0  # loudest sample appended so far, fraction of full scale
         self.boost = 1.0  # factor :meth:`finish` raised the level by
         self._f = open(self.path, "xb+")  # kept open across appends
-        self._f.write(_wav_header(0, sample_rate))
+        self._f.write(_wav_header(0, sample_rate, channels))
         self._sync()
 
     def _sync(self) -> None:
         f = self._f
         f.seek(0)
-        f.write(_wav_header(self.n_samples, self.sample_rate))
-        f.seek(_HEADER_BYTES + 2 * self.n_samples)
+        f.write(_wav_header(self.n_samples, self.sample_rate, self.channels))
+        f.seek(_HEADER_BYTES + 2 * self.channels * self.n_samples)
         f.flush()
         os.fsync(f.fileno())
 
@@ -226,12 +246,17 @@ class WavStream:
 
         Parameters
         ----------
-        audio : ndarray of float, shape (n,)
+        audio : ndarray of float, shape (n,) for a mono file, (n, 2) for a stereo one
         """
-        a = np.asarray(audio, dtype=np.float32).reshape(-1)
+        a = np.asarray(audio, dtype=np.float32)
+        if self.channels == 2 and (a.ndim != 2 or a.shape[1] != 2):
+            raise ValueError(f"{self.path}: a stereo WAV takes audio of shape (n, 2), got "
+                             f"{a.shape}")
+        a = a.reshape(-1)
         if not a.size:
             return
-        if self.n_samples + a.size > self.MAX_SAMPLES:
+        frames = a.size // self.channels
+        if self.n_samples + frames > self.MAX_SAMPLES // self.channels:
             raise ValueError(f"{self.path}: a WAV holds at most {self.MAX_SAMPLES} samples; "
                              "the session is longer than a WAV file can be")
         a = np.nan_to_num(a, nan=0.0)
@@ -240,7 +265,7 @@ class WavStream:
             self.clipped += over
             a = np.clip(a, -1.0, 1.0)
         self._f.write(np.round(a * 32767).astype("<i2").tobytes())
-        self.n_samples += a.size
+        self.n_samples += frames
         self.peak = max(self.peak, float(np.max(np.abs(a))))
         self._sync()
 
@@ -273,14 +298,16 @@ class WavStream:
             self.boost = max(1.0, min(max_boost, peak / self.peak))
             self._raise_level(n, self.boost)
         fade = max(0, min(int(fade_samples), n))
+        ch = self.channels
         if fade:
-            at = _HEADER_BYTES + 2 * (n - fade)
+            at = _HEADER_BYTES + 2 * ch * (n - fade)
             f.seek(at)
-            tail = np.frombuffer(f.read(2 * fade), dtype="<i2").astype(np.float32)
-            tail *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+            tail = np.frombuffer(f.read(2 * ch * fade), dtype="<i2").astype(np.float32)
+            tail = tail.reshape(fade, ch) * np.linspace(1.0, 0.0, fade,
+                                                        dtype=np.float32)[:, None]
             f.seek(at)
             f.write(np.round(tail).astype("<i2").tobytes())
-        f.truncate(_HEADER_BYTES + 2 * n)
+        f.truncate(_HEADER_BYTES + 2 * ch * n)
         self.n_samples = n
         self._sync()
         f.close()
@@ -291,6 +318,7 @@ class WavStream:
         if factor <= 1.0:
             return
         f = self._f
+        n *= self.channels  # samples, not frames
         for start in range(0, n, block):
             count = min(block, n - start)
             at = _HEADER_BYTES + 2 * start
@@ -341,6 +369,14 @@ class SessionWavOutput:
     phrase's end), drops the tail past it and fades the last ``fade_sec`` out,
     as :func:`write_session_wav` does.
 
+    With ``sound="session"`` (what ``st-agent session`` and ``demo`` use unless
+    ``--sound plain``; :mod:`st_agent.live.session_sound`) the file is stereo and
+    each phrase is rendered with the session's reverb and chorus and set to the
+    loudness of its energy (:class:`~st_agent.live.session_sound.PhraseSoundRenderer`;
+    a render the composer thread made ahead for the live player is used instead of
+    a new one); ``gain`` is then not applied and the finished file is not raised, so
+    each phrase keeps its planned loudness (-26 to -18 LUFS, peaks at most -1 dBFS).
+
     Parameters
     ----------
     fade_sec : float
@@ -348,39 +384,57 @@ class SessionWavOutput:
     soundfont : Path, optional
         Default: the one pretty_midi ships.
     gain : float
-        Applied to the renderer's output (:data:`SESSION_WAV_GAIN`).
+        Applied to the renderer's output (:data:`SESSION_WAV_GAIN`); plain sound only.
     sample_rate : int
         Hz.
+    sound : {"plain", "session"}
+        ``"plain"`` (default here): mono, programs as the phrase's MIDI, one gain.
     """
 
     name = "session-wav"
 
     def __init__(self, fade_sec: float, soundfont: Path | None = None,
-                 gain: float = SESSION_WAV_GAIN, sample_rate: int = 44100) -> None:
+                 gain: float = SESSION_WAV_GAIN, sample_rate: int = 44100,
+                 sound: str = "plain") -> None:
+        from st_agent.live.session_sound import check_sound
+
         for label, v in (("fade_sec", fade_sec), ("gain", gain)):
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{label} must be a finite number >= 0, got {v!r}")
+        self.sound = check_sound(sound, "sound")
         self.fade_sec = float(fade_sec)
         self.soundfont = soundfont
         self.gain = float(gain)
         self.sample_rate = sample_rate
+        self.channels = 2 if self.sound == "session" else 1
+        self.render_ms: list[float] = []  # wall time of each phrase's render (+ matching)
+        self.sounds: list[dict[str, Any]] = []  # session sound: each phrase's PhraseSound
         self.path: Path | None = None
         self._wav: WavStream | None = None
         self._synth: Any = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._jobs: list[concurrent.futures.Future] = []
         self._t0: float | None = None
-        self._tail = np.zeros(0, dtype=np.float32)
+        self._tail = self._silence()
         self._stop_sec: float | None = None
         self._trim = _libc_trim()
+
+    def _silence(self) -> np.ndarray:
+        """No frames: shape (0,) mono, (0, 2) stereo."""
+        return np.zeros((0, 2) if self.channels == 2 else 0, dtype=np.float32)
 
     def open(self, folder: Path) -> None:
         """Create ``folder/session.wav`` (empty, valid) and the renderer."""
         from st_agent.music.render import AudioRenderer
 
         self.path = Path(folder) / "session.wav"
-        self._synth = AudioRenderer(self.soundfont, self.sample_rate, release_sec=TAIL_SEC)
-        self._wav = WavStream(self.path, self.sample_rate)
+        if self.sound == "session":
+            from st_agent.live.session_sound import PhraseSoundRenderer
+
+            self._synth = PhraseSoundRenderer(self.soundfont, TAIL_SEC, self.sample_rate)
+        else:
+            self._synth = AudioRenderer(self.soundfont, self.sample_rate, release_sec=TAIL_SEC)
+        self._wav = WavStream(self.path, self.sample_rate, self.channels)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="session-wav", initializer=_lower_priority)
 
@@ -398,26 +452,51 @@ class SessionWavOutput:
             self._t0 = float(playing.start_sec)
         start = round((playing.start_sec - self._t0) * self.sample_rate)
         end = round((playing.end_sec - self._t0) * self.sample_rate)
-        self._jobs.append(self._pool.submit(self._add, playing.pm, start, end))
+        self._jobs.append(self._pool.submit(self._add, playing.pm, start, end, knobs))
 
     def wait(self) -> None:
         """Block until every phrase handed so far is on disk (raises a render's error)."""
         self._collect(wait=True)
 
-    def _add(self, pm: Any, start: int, end: int) -> None:
-        """Overlap-add one phrase at sample ``start``; commit up to sample ``end``."""
+    def _render(self, pm: Any, knobs: Knobs | None) -> np.ndarray:
+        """The phrase's audio at the file's level: (n,) plain, (n, 2) session."""
+        import time
+
+        tic = time.perf_counter()
+        if self.sound != "session":
+            audio = self._synth.synthesize(pm) * np.float32(self.gain)
+            self.render_ms.append(1e3 * (time.perf_counter() - tic))
+            return audio
+        from st_agent.live.session_sound import sound_of, take_audio, voice_for_knobs
+
+        audio = take_audio(pm)  # rendered ahead by the composer thread (--play)
+        if audio is None:
+            if sound_of(pm) is None and knobs is not None:
+                pm = voice_for_knobs(pm, knobs)  # not arranged for the session yet
+            if knobs is None:
+                raise ValueError("session-wav: the session sound needs the phrase's knobs")
+            audio, _ = self._synth.render(pm, knobs)
+        self.render_ms.append(1e3 * (time.perf_counter() - tic))
+        sound = sound_of(pm)
+        if sound is not None:
+            self.sounds.append(sound.as_dict())
+        return audio
+
+    def _add(self, pm: Any, start: int, end: int, knobs: Knobs | None = None) -> None:
+        """Overlap-add one phrase at frame ``start``; commit up to frame ``end``."""
         wav = self._wav
         assert wav is not None
-        audio = self._synth.synthesize(pm) * np.float32(self.gain)
+        audio = self._render(pm, knobs)
         offset = start - wav.n_samples  # the carried tail begins at wav.n_samples
         if offset < 0:  # cannot happen with phrases in order; keep the file consistent
             logger.warning("session-wav: phrase starts %d samples before the written end",
                            -offset)
             audio, offset = audio[-offset:], 0
-        buf = np.zeros(max(self._tail.size, offset + audio.size, end - wav.n_samples),
-                       dtype=np.float32)
-        buf[:self._tail.size] = self._tail
-        buf[offset:offset + audio.size] += audio
+        n = len(audio)
+        buf = np.zeros((max(len(self._tail), offset + n, end - wav.n_samples),
+                        *audio.shape[1:]), dtype=np.float32)
+        buf[:len(self._tail)] = self._tail
+        buf[offset:offset + n] += audio
         commit = max(0, end - wav.n_samples)
         clipped = wav.clipped
         wav.append(buf[:commit])
@@ -452,8 +531,8 @@ class SessionWavOutput:
                     n_keep = round((self._stop_sec - self._t0 + self.fade_sec)
                                    * self.sample_rate)
                 self._wav.finish(n_keep, round(self.fade_sec * self.sample_rate),
-                                 peak=FINAL_PEAK)
-                self._tail = np.zeros(0, dtype=np.float32)
+                                 peak=FINAL_PEAK if self.sound == "plain" else None)
+                self._tail = self._silence()
                 if self._wav.n_samples == 0 and self.path is not None:
                     self.path.unlink(missing_ok=True)  # no music, no WAV
             if self._synth is not None:

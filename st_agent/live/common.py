@@ -277,13 +277,15 @@ def check_key_file(key_file: Path | None) -> None:
             + "; choose a writable path for --key-file")
 
 
-def open_player(soundfont: Path | None = None) -> Any:
+def open_player(soundfont: Path | None = None, settings: dict[str, Any] | None = None
+                ) -> Any:
     """A :class:`~st_agent.music.render.LivePlayer`, or None (with a warning) without an
-    audio device: the WAV is written either way."""
+    audio device: the WAV is written either way. ``settings``: more FluidSynth settings
+    (the session sound's reverb and chorus, :func:`st_agent.live.session_sound.player_settings`)."""
     from st_agent.music.render import AudioDeviceError, LivePlayer
 
     try:
-        return LivePlayer(soundfont)
+        return LivePlayer(soundfont, settings=settings)
     except AudioDeviceError as e:
         logger.warning("--play: %s Falling back to the WAV only.", e)
         return None

@@ -21,6 +21,19 @@ class PhraseMaker:
     ----------
     seed : int
         Phrase ``k`` is composed with seed ``seed + k``.
+    sound : {"plain", "session"}
+        ``"session"``: each phrase is arranged with the instruments of its knobs
+        (``render_phrase(..., config=ArrangementConfig.for_knobs(knobs))``,
+        :mod:`st_agent.live.session_sound`); ``"plain"`` (default here): programs
+        0/32/4 as before.
+    render_ahead : bool
+        With the session sound: also render each phrase's matched stereo audio in
+        this thread (:class:`~st_agent.live.session_sound.PhraseSoundRenderer`), so
+        the live player knows its loudness gain before it plays (``--play``) and
+        ``session.wav`` reuses the render. Costs one render per phrase in the
+        composer thread; off, ``session.wav`` renders in its own worker.
+    soundfont : Path, optional
+        For ``render_ahead``.
 
     Notes
     -----
@@ -29,25 +42,41 @@ class PhraseMaker:
     is kept in :attr:`errors`.
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, sound: str = "plain", render_ahead: bool = False,
+                 soundfont: Any = None) -> None:
+        from st_agent.live.session_sound import check_sound
         from st_agent.music.composer import Composer
 
+        self.sound = check_sound(sound, "sound")
+        if not isinstance(render_ahead, bool):
+            raise TypeError(f"render_ahead must be a bool, got {type(render_ahead).__name__}")
         self.composer = Composer()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="composer")
         self._seed = seed
         self._n = 0
         self.last: tuple[Phrase, MusicFeatures, Any] | None = None
         self.errors: list[str] = []  # composer failures covered by a repeat
+        self._ahead: Any = None
+        if render_ahead and self.sound == "session":
+            from st_agent.live.audio import TAIL_SEC
+            from st_agent.live.session_sound import PhraseSoundRenderer
+
+            self._ahead = PhraseSoundRenderer(soundfont, release_sec=TAIL_SEC)
 
     def _make(self, knobs: Knobs, context: Phrase | None) -> tuple[Phrase, MusicFeatures, Any,
                                                                     float]:
+        from st_agent.live.session_sound import mark_voiced
         from st_agent.music.abc import AbcError
         from st_agent.music.composer import ComposerError
-        from st_agent.music.render import measure_features, render_phrase
+        from st_agent.music.render import ArrangementConfig, measure_features, render_phrase
 
+        config = ArrangementConfig.for_knobs(knobs) if self.sound == "session" else None
         try:
             phrase = self.composer.compose(knobs, context=context, seed=self._seed + self._n)
-            pm = render_phrase(phrase.abc, phrase.key, knobs, meter=phrase.meter)
+            pm = render_phrase(phrase.abc, phrase.key, knobs, meter=phrase.meter,
+                               config=config)
+            if config is not None:
+                mark_voiced(pm)
         except (ComposerError, AbcError) as e:
             if self.last is None:
                 raise
@@ -58,8 +87,24 @@ class PhraseMaker:
         finally:
             self._n += 1
         feats = measure_features(pm)
+        pm = self.voiced(pm, knobs)
         self.last = (phrase, feats, pm)
         return phrase, feats, pm, time.monotonic()
+
+    def voiced(self, pm: Any, knobs: Knobs) -> Any:
+        """``pm`` as this session sounds at ``knobs``: with the session sound, re-voiced
+        for the knobs when it is not yet (a target change's steps are arranged with the
+        default programs; :func:`~st_agent.live.session_sound.voice_for_knobs`) and,
+        with ``render_ahead``, rendered and loudness-matched; plain: ``pm`` itself."""
+        from st_agent.live.session_sound import sound_of, voice_for_knobs
+
+        if self.sound != "session":
+            return pm
+        if sound_of(pm) is None:
+            pm = voice_for_knobs(pm, knobs)
+        if self._ahead is not None and sound_of(pm).gain_db is None:
+            self._ahead.render(pm, knobs, keep=True)
+        return pm
 
     def submit(self, knobs: Knobs, context: Phrase | None) -> concurrent.futures.Future:
         """Start composing the phrase after ``context`` under ``knobs``.
@@ -80,3 +125,6 @@ class PhraseMaker:
     def close(self) -> None:
         """Stop the worker (a phrase being composed is finished first)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None

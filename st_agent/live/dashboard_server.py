@@ -50,6 +50,10 @@ __all__ = ["COOKIE", "CSRF_HEADER", "DashboardServer", "is_loopback"]
 
 logger = logging.getLogger(__name__)
 
+#: Prefix of the session cookie's name; the name ends with the port
+#: (:attr:`DashboardServer.cookie_name`): cookies are shared by every port of a host,
+#: so two dashboards open at once (a session and a review) must not overwrite each
+#: other's cookie.
 COOKIE = "st_dashboard"
 CSRF_HEADER = "x-csrf-token"
 _WS_TICK_SEC = 0.03
@@ -106,6 +110,8 @@ class DashboardServer:
         self._cookie_value = secrets.token_urlsafe(32)
         self._sock = self._bind(host, port)
         self.port = self._sock.getsockname()[1]
+        #: Name of this launch's session cookie (``st_dashboard_<port>``).
+        self.cookie_name = f"{COOKIE}_{self.port}"
         names = {"127.0.0.1", "localhost", "[::1]"}
         if not is_loopback(host):
             logger.warning("the dashboard listens on %s:%d: anyone who can reach it and has "
@@ -180,8 +186,8 @@ class DashboardServer:
         def index(request: Request) -> Response:
             if "token" in request.query_params:  # the guard checked it
                 resp = RedirectResponse("/", status_code=303)
-                resp.set_cookie(COOKIE, self._cookie_value, httponly=True, samesite="strict",
-                                path="/")
+                resp.set_cookie(self.cookie_name, self._cookie_value, httponly=True,
+                                samesite="strict", path="/")
                 return resp
             return HTMLResponse(page_html(self.title, self.csrf),
                                 headers={"Content-Security-Policy": CSP,
@@ -250,7 +256,7 @@ class DashboardServer:
         """Whether a ``Cookie`` header carries this launch's session cookie."""
         for part in cookie_header.split(";"):
             name, _, value = part.strip().partition("=")
-            if name == COOKIE and _same(value, self._cookie_value):
+            if name == self.cookie_name and _same(value, self._cookie_value):
                 return True
         return False
 

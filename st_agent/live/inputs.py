@@ -30,8 +30,17 @@ from st_agent.live.common import VIRTUAL_BOARD
 if TYPE_CHECKING:
     from st_agent.live.session import SessionConfig
 
-__all__ = ["BoardSpec", "check_board", "check_board_specs", "estimator_config",
-           "load_boards_file", "open_source", "parse_board_item", "parse_boards"]
+__all__ = [
+    "BoardSpec",
+    "check_board",
+    "check_board_specs",
+    "estimator_config",
+    "load_boards_file",
+    "open_source",
+    "parse_board_item",
+    "parse_boards",
+    "start_source",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -132,3 +141,17 @@ def estimator_config(cfg: SessionConfig) -> Any:
         logger.info("synthetic board: artifact gates opened (its EEG is broadband noise)")
         ec.muscle_ratio, ec.max_abs_uv, ec.blink_uv = 1.0, 1e4, 1e5
     return ec
+
+
+def start_source(source: Any) -> None:
+    """Start a biometric source; a board that cannot start says how to list the boards
+    and that ``--board virtual`` needs no hardware."""
+    try:
+        source.start()
+    except Exception as e:
+        from st_agent.biometrics.sources import SourceError
+
+        if isinstance(e, SourceError):
+            raise SourceError(f"{e}. `st-agent boards` lists the boards and their "
+                              "ids; --board virtual needs no hardware") from e
+        raise

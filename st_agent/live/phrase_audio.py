@@ -64,6 +64,9 @@ class PhraseAudio:
         reported only above the sum of theirs.
     step : float or None
         Distance in audio-feature coordinates from the previous measured phrase.
+    programs : dict of str to int or None
+        General MIDI program of each part as it played (``phrase_start``'s
+        ``programs``; None in recordings made before they were recorded).
     """
 
     index: int
@@ -75,6 +78,7 @@ class PhraseAudio:
     heard: str
     noise_floor: tuple[float, ...] | None = None
     step: float | None = None
+    programs: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict, for JSON."""
@@ -82,7 +86,18 @@ class PhraseAudio:
                 "knobs": list(self.knobs), "reason": self.reason, "heard": self.heard,
                 "features": None if self.features is None else self.features.as_dict(),
                 "noise_floor": None if self.noise_floor is None else list(self.noise_floor),
-                "step": self.step}
+                "step": self.step, "programs": self.programs}
+
+    def instruments(self) -> str:
+        """The parts and their General MIDI instruments in words ("" when unknown), e.g.
+        ``"melody: String Ensemble 2, bass: Acoustic Bass (finger), ..."``."""
+        import pretty_midi
+
+        if not self.programs:
+            return ""
+        return ", ".join(f"{part}: " + (pretty_midi.program_to_instrument_name(p)
+                                        if 0 <= p <= 127 else f"drums {p - 128}")
+                         for part, p in self.programs.items())
 
 
 @dataclass
@@ -110,10 +125,13 @@ def _read_mono(path: Path) -> tuple[np.ndarray, int]:
 
     rate, x = wavfile.read(path, mmap=True)
     x = np.asarray(x)
-    if np.issubdtype(x.dtype, np.integer):
-        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max)
-    x = x.astype(np.float32, copy=False)
-    return (x.mean(axis=1) if x.ndim == 2 else x), int(rate)
+    scale = float(np.iinfo(x.dtype).max) if np.issubdtype(x.dtype, np.integer) else 1.0
+    # stereo (the session sound) is downmixed to mono straight from the mapped file:
+    # the mean of left and right, with no float copy of both channels
+    x = x.mean(axis=1, dtype=np.float32) if x.ndim == 2 else x.astype(np.float32)
+    if scale != 1.0:
+        x /= np.float32(scale)
+    return x, int(rate)
 
 
 def measure_session_audio(wav: str | Path, events: list[dict[str, Any]]) -> SessionAudio:
@@ -170,7 +188,8 @@ def measure_session_audio(wav: str | Path, events: list[dict[str, Any]]) -> Sess
         out.phrases.append(PhraseAudio(int(e["payload"].get("index", k)), a / rate, b / rate,
                                        tuple(e["payload"].get("knobs", ())),
                                        str(e["payload"].get("reason", "")), feats, heard,
-                                       None if floor is None else tuple(floor.tolist()), step))
+                                       None if floor is None else tuple(floor.tolist()), step,
+                                       e["payload"].get("programs")))
     out.ms_per_phrase = 1e3 * spent / n if n else float("nan")
     out.target_changes = target_change_steps(out, events)
     logger.info("audio features of %d phrases: %.1f ms per phrase", n, out.ms_per_phrase)
@@ -187,18 +206,31 @@ class ListenerHearing:
     listener's loudness and density come from it
     (:func:`st_agent.listener.features.heard_features`).
 
+    With the session sound (``sound="session"``, :mod:`st_agent.live.session_sound`)
+    the listener hears the phrase's session instruments with the session's reverb
+    and chorus, rendered in stereo and downmixed to mono explicitly (the mean of
+    left and right, :func:`~st_agent.live.session_sound.downmix`: the audio
+    features are mono), still at the synthesiser's own level: the audio view's
+    loudness map was fitted at that level (-39.8 LUFS for the average phrase), and
+    the matched loudness of ``session.wav`` (-26 to -18 LUFS, a function of the
+    energy knob alone) would put every phrase past the fitted range.
+
     Parameters
     ----------
     hearing : {"midi", "audio"}
     soundfont : path or None
+    sound : {"plain", "session"}
     """
 
-    def __init__(self, hearing: str = "midi", soundfont: Any = None) -> None:
+    def __init__(self, hearing: str = "midi", soundfont: Any = None,
+                 sound: str = "plain") -> None:
         from st_agent.listener.features import HEARING
+        from st_agent.live.session_sound import check_sound
 
         if hearing not in HEARING:
             raise ValueError(f"--listener-hears must be one of {HEARING}, got {hearing!r}")
         self.hearing, self.soundfont = hearing, soundfont
+        self.sound = check_sound(sound, "sound")
         self._synth: Any = None
         self.ms: list[float] = []  # synthesis + measurement time per phrase
 
@@ -207,12 +239,15 @@ class ListenerHearing:
         inner = getattr(source, "inner", source)
         if self.hearing != "audio" or getattr(inner, "hearing", "midi") != "audio":
             return {}
+        from st_agent.live.session_sound import downmix, player_settings
         from st_agent.music.render import AudioRenderer
 
         if self._synth is None:
-            self._synth = AudioRenderer(self.soundfont)
+            session = self.sound == "session"
+            self._synth = AudioRenderer(self.soundfont, stereo=session,
+                                        settings=player_settings(self.sound))
         tic = time.perf_counter()
-        x = np.asarray(self._synth.synthesize(pm), dtype=np.float64)
+        x = np.asarray(downmix(self._synth.synthesize(pm)), dtype=np.float64)
         if x.size < round(_MIN_SEC * self._synth.sample_rate):
             return {}
         feats = measure_audio(x, self._synth.sample_rate)

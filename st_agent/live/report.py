@@ -229,13 +229,15 @@ def _audio_table(audio: Any) -> str:
             f"{f.onset_rate_hz:.2f}")
         knobs = " / ".join(f"{k:.2f}" for k in p.knobs)
         cells.append(f"<tr><td>{p.index}</td><td>{p.start_sec:.1f}</td><td>{knobs}</td>"
+                     + f"<td>{html.escape(p.instruments() or '–')}</td>"  # what played
                      + "".join(f"<td>{v}</td>" for v in vals)
                      + f"<td>{html.escape(p.heard)}</td><td>{html.escape(p.reason)}</td></tr>")
     return ("<h2>What each phrase sounded like</h2>\n<p>Measured from session.wav "
             f"({audio.ms_per_phrase:.0f} ms per phrase); <em>heard</em> names the audio "
             "features that changed most from the previous phrase.</p>\n"
             "<table><tr><th>phrase</th><th>start (s)</th><th>knobs v / t / e</th>"
-            "<th>loudness (LUFS)</th><th>centroid (Hz)</th><th>flux</th><th>onsets/s</th>"
+            "<th>instruments</th><th>loudness (LUFS)</th><th>centroid (Hz)</th><th>flux</th>"
+            "<th>onsets/s</th>"
             "<th>heard</th><th>why (the decision)</th></tr>\n" + "\n".join(cells)
             + "</table>")
 

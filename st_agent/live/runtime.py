@@ -22,15 +22,13 @@ replaced by its fallback, recorded as a ``controller_fallback`` event.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import math
 import shutil
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,8 +38,6 @@ from st_agent.live.audio import PlayedPhrase
 from st_agent.live.common import (
     Playing,
     explain_change,
-    jsonable,
-    load_or_create_key,
     open_player,
     read_first_chunk,
 )
@@ -50,9 +46,9 @@ from st_agent.live.dashboard_controls import ControlState, adjust_knobs, apply_c
 from st_agent.live.dashboard_session import DashboardMixin
 from st_agent.live.explain import controller_info
 from st_agent.live.guarded import Fallback, GuardedController
-from st_agent.live.inputs import estimator_config, open_source
+from st_agent.live.inputs import estimator_config, open_source, start_source
 from st_agent.live.outputs import OutputFailure, OutputSet
-from st_agent.live.session_files import write_session_files
+from st_agent.live.session_files import open_recorder, write_session_files
 from st_agent.live.session_outputs import (
     MARKER_CALIBRATED,
     MARKER_CONTROLLER,
@@ -61,8 +57,15 @@ from st_agent.live.session_outputs import (
     WAV_OUTPUT,
     build_outputs,
 )
-from st_agent.live.session_types import SessionResult, SessionStatus, session_folder
-from st_agent.types import EmotionState, Knobs, Phrase, SignalChunk
+from st_agent.live.session_sound import phrase_programs, play_phrase, player_settings
+from st_agent.live.session_types import (
+    LoopParts,
+    LoopState,
+    SessionResult,
+    SessionStatus,
+    session_folder,
+)
+from st_agent.types import Knobs, SignalChunk
 
 if TYPE_CHECKING:
     from st_agent.live.session import SessionConfig
@@ -70,44 +73,6 @@ if TYPE_CHECKING:
 __all__ = ["LiveSession", "SessionResult", "SessionStatus", "session_folder"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Parts:
-    """What the loop works with (opened by :meth:`LiveSession.run`)."""
-
-    source: Any
-    estimator: Any
-    maker: PhraseMaker
-    recorder: Any
-    player: Any
-    played: list[PlayedPhrase]  # compact: no MIDI or audio is kept per phrase
-    wall0: float  # monotonic time at which the loop started
-
-
-@dataclass
-class _LoopState:
-    """Everything the loop carries from one turn to the next."""
-
-    knobs: Knobs
-    chunk: SignalChunk | None
-    t_stream: float
-    t_read: float
-    last_data_wall: float
-    history: deque = field(default_factory=lambda: deque(maxlen=8))
-    latest: EmotionState | None = None
-    latest_ok: bool = False
-    signal: str = "ok"
-    lost_since: float | None = None
-    calibrated_at: float | None = None
-    calib_deadline: float | None = None
-    current: Playing | None = None
-    pending: concurrent.futures.Future | None = None
-    pending_reason: str = ""
-    queued: bool = False  # the pending phrase is already in the live player's queue
-    music_end: float = math.inf
-    next_status: float = 0.0
-    context: Phrase | None = None
 
 
 class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.py)
@@ -151,7 +116,8 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
         self.target_change = for_session(cfg, self.bounds)
         from st_agent.live.phrase_audio import ListenerHearing  # --listener-hears
 
-        self._hearing = ListenerHearing(getattr(cfg, "listener_hears", "midi"), cfg.soundfont)
+        self._hearing = ListenerHearing(getattr(cfg, "listener_hears", "midi"), cfg.soundfont,
+                                        sound=cfg.sound)
         if not callable(getattr(controller, "predict", None)):
             raise TypeError(f"controller must have a predict(obs) method, got "
                             f"{type(controller).__name__}")
@@ -217,23 +183,31 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
 
         cfg = self.config
         source = open_source(cfg)
-        maker = PhraseMaker(cfg.seed)
+        player = open_player(cfg.soundfont, player_settings(cfg.sound)) if cfg.play else None
+        try:  # the session sound: the composer thread renders ahead when a live player
+            # needs each phrase's loudness gain before it plays (live/session_sound.py)
+            maker = PhraseMaker(cfg.seed, sound=cfg.sound, render_ahead=player is not None,
+                                soundfont=cfg.soundfont)
+        except BaseException:
+            if player is not None:
+                player.close()
+            raise
         estimator = StateEstimator(estimator_config(cfg))
-        player = open_player(cfg.soundfont) if cfg.play else None
         played: list[PlayedPhrase] = []
         recorder = None
         wall0 = time.monotonic()
         self._maker_errors = maker.errors
         created = not self.folder.exists()
         try:
-            self._start_source(source)
+            start_source(source)
             first = read_first_chunk(source, f"the board {cfg.board!r}")
-            recorder = self._recorder = self._open_recorder(first)
+            recorder = self._recorder = open_recorder(
+                cfg, self.folder, first, self.controller_name, self.target.name, self.bounds)
             self._output_failures(self.outputs.open(self.folder))
             self._outputs_open = True
             self._start_dashboard(first)
-            self._loop(_Parts(source, estimator, maker, recorder, player, played,
-                              time.monotonic()), first)
+            self._loop(LoopParts(source, estimator, maker, recorder, player, played,
+                                 time.monotonic()), first)
         except BaseException as e:
             self._close(source, maker, estimator, player, recorder,
                         f"crashed: {type(e).__name__}: {e}")
@@ -245,39 +219,6 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
                                   "calibration": asdict(estimator.calibration_status()),
                                   "markers_unavailable": estimator.marker_status()}
         return self._finish(played, time.monotonic() - wall0)
-
-    def _start_source(self, source: Any) -> None:
-        try:
-            source.start()
-        except Exception as e:
-            from st_agent.biometrics.sources import SourceError
-
-            if isinstance(e, SourceError):
-                raise SourceError(f"{e}. `st-agent boards` lists the boards and their "
-                                  "ids; --board virtual needs no hardware") from e
-            raise
-
-    def _open_recorder(self, first: SignalChunk) -> Any:
-        from st_agent.biometrics.recording import ConsentRecord, SessionMeta, SessionRecorder
-        from st_agent.subjects import subject_fields
-
-        cfg = self.config
-        key = load_or_create_key(cfg.key_file)
-        meta = SessionMeta.from_chunk(first, ConsentRecord(cfg.consent_version,
-                                                           scopes=cfg.consent_scopes()),
-                                      **subject_fields(cfg, self.folder))
-        recorder = SessionRecorder(self.folder, meta, key=key)
-        recorder.write_marker("session_start", first.t0_sec, board=cfg.board,
-                              policy=self.controller_name, target=self.target.name,
-                              bounds=asdict(self.bounds), config=jsonable(asdict(cfg)))
-        # the SHA-256 of the files defining the controller and its inputs, once
-        from st_agent.policies.personal import controller_files
-
-        recorder.write_event("controller_files", first.t0_sec, policy=cfg.policy,
-                             controller=self.controller_name, files=controller_files(
-                                 cfg.policy, cfg.target, cfg.knobs is not None,
-                                 {"listener": cfg.listener, "calibration": cfg.calibration}))
-        return recorder
 
     def _close(self, source: Any, maker: PhraseMaker, estimator: Any, player: Any,
                recorder: Any, reason: str) -> None:
@@ -343,10 +284,10 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
         return time.monotonic() - wall0
 
     # ------------------------------------------------------------------ loop
-    def _loop(self, parts: _Parts, first: SignalChunk) -> None:
+    def _loop(self, parts: LoopParts, first: SignalChunk) -> None:
         cfg = self.config
         self._last_chunk = (first.t0_sec, parts.wall0)
-        st = _LoopState(knobs=self.bounds.clip(Knobs(*cfg.start_knobs)), chunk=first,
+        st = LoopState(knobs=self.bounds.clip(Knobs(*cfg.start_knobs)), chunk=first,
                         t_stream=(first.first_sample + first.n_times) / first.sfreq,
                         t_read=time.monotonic(), last_data_wall=time.monotonic())
         self._music_end_wall = time.monotonic()
@@ -377,7 +318,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
         self._output_failures(self.outputs.marker(
             now, f"{MARKER_STOP}: {self._stop_reason or 'time up'}"))
 
-    def _acquire(self, st: _LoopState, parts: _Parts) -> None:
+    def _acquire(self, st: LoopState, parts: LoopParts) -> None:
         """Record the chunk read last turn, then estimate from it."""
         chunk, recorder = st.chunk, parts.recorder
         if chunk is not None:
@@ -407,7 +348,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
         for ev in parts.source.pop_events():
             recorder.write_source_event(ev)
 
-    def _watch_signal(self, st: _LoopState, parts: _Parts) -> None:
+    def _watch_signal(self, st: LoopState, parts: LoopParts) -> None:
         """No samples for ``signal_timeout_sec``: lost; a poor estimate: unusable."""
         cfg = self.config
         # silent: the last read brought nothing, and nothing came for signal_timeout_sec
@@ -425,7 +366,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
         if st.signal != "lost":
             st.signal = "ok" if st.latest_ok or st.calibrated_at is None else "unusable"
 
-    def _calibrate(self, st: _LoopState, parts: _Parts, now: float) -> None:
+    def _calibrate(self, st: LoopState, parts: LoopParts, now: float) -> None:
         """Wait for the rest baseline (or its deadline), then play the first phrase."""
         cfg, estimator = self.config, parts.estimator
         if st.calib_deadline is None:
@@ -448,7 +389,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
             parts, parts.player)
         st.music_end = start + 60.0 * cfg.minutes
 
-    def _decide_if_due(self, st: _LoopState, parts: _Parts, now: float) -> None:
+    def _decide_if_due(self, st: LoopState, parts: LoopParts, now: float) -> None:
         """A lead before the current phrase ends: choose the knobs, start composing."""
         cfg, cur = self.config, st.current
         assert cur is not None and st.calibrated_at is not None
@@ -506,7 +447,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
             else parts.maker.submit(st.knobs, st.context)  # a planned step's phrase
         st.pending_reason = "; ".join(words)
 
-    def _controller_step(self, st: _LoopState, obs: np.ndarray, target: Target, now: float,
+    def _controller_step(self, st: LoopState, obs: np.ndarray, target: Target, now: float,
                          usable: bool) -> tuple[Knobs, list[str], np.ndarray, float, np.ndarray]:
         """The controller's knobs and their reasons; with the behaviour noise (OPE) the
         applied action, its log-density and the noise-free mean."""
@@ -533,15 +474,15 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
                      f"{fallback.now} decides from the next phrase"]
         return new, words, applied, logp, mean
 
-    def _queue_live(self, st: _LoopState, parts: _Parts) -> None:
+    def _queue_live(self, st: LoopState, parts: LoopParts) -> None:
         """Live audio: queue the next phrase as soon as it is ready, so the player joins
         it to the current one without a gap."""
         if parts.player is not None and st.pending is not None and st.pending.done() \
                 and not st.queued:
-            parts.player.play(st.pending.result()[2])
+            play_phrase(parts.player, st.pending.result()[2])
             st.queued = True
 
-    def _next_phrase(self, st: _LoopState, parts: _Parts) -> None:
+    def _next_phrase(self, st: LoopState, parts: LoopParts) -> None:
         """The current phrase ended: the composed one (or, without a decision, one at the
         same knobs) starts; its lead time is measured."""
         cur = st.current
@@ -561,7 +502,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
         st.pending = None
         st.context = phrase
         if parts.player is not None and not st.queued:
-            parts.player.play(pm)
+            play_phrase(parts.player, pm)
         st.queued = False
         st.current = self._start_phrase(
             Playing(phrase, feats, pm, cur.end_sec, st.pending_reason), st.knobs, parts, None)
@@ -572,7 +513,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
         for kind, payload in self.target_change.pop_events():
             recorder.write_event(kind, None, **payload)
 
-    def _show_status(self, st: _LoopState, parts: _Parts, now: float) -> None:
+    def _show_status(self, st: LoopState, parts: LoopParts, now: float) -> None:
         if self.hub is not None and now >= st.next_status:
             self._dash_status(st, parts, now)
         if self.on_status is not None and now >= st.next_status:
@@ -595,7 +536,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
             return math.nan
         return (wall0 + current.end_sec) - ready_wall
 
-    def _start_phrase(self, p: Playing, knobs: Knobs, parts: _Parts, player: Any) -> Playing:
+    def _start_phrase(self, p: Playing, knobs: Knobs, parts: LoopParts, player: Any) -> Playing:
         """``p`` starts: record it; the outputs get it; the (virtual) listener hears it;
         ``player`` plays it. Only a compact record of it is kept afterwards."""
         parts.played.append(PlayedPhrase.of(p))
@@ -603,7 +544,8 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
         parts.recorder.write_phrase(p.phrase, None, duration_sec=p.features.duration_sec,
                                     features=p.features)
         parts.recorder.write_event("phrase_start", None, t_session=p.start_sec,
-                                   index=index, knobs=knobs.as_tuple(), reason=p.reason)
+                                   index=index, knobs=knobs.as_tuple(), reason=p.reason,
+                                   sound=self.config.sound, programs=phrase_programs(p.pm))
         self._output_failures(self.outputs.phrase(index, p, knobs))
         if self.hub is not None:
             from st_agent.live.dashboard_feed import publish_phrase
@@ -615,7 +557,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
         if hear is not None:  # a virtual listener hears what plays
             hear(p.features, **self._hearing.audio_of(source, p.pm))  # its audio
         if player is not None:
-            player.play(p.pm)
+            play_phrase(player, p.pm)
         self._music_end_wall = time.monotonic() + max(0.0, p.end_sec - p.start_sec)
         return p
 

@@ -175,6 +175,12 @@ class SessionConfig:
     """Fade-out at the stop, seconds."""
     soundfont: Path | None = None
     """SoundFont (.sf2); default: the one pretty_midi ships."""
+    sound: str = "session"
+    """How the music sounds: session (default: instruments chosen by energy and valence,
+    stereo with reverb and chorus, each phrase set to the loudness of its energy,
+    -26 to -18 LUFS, so phrases join without jumps; a stereo session.wav) or plain (the
+    earlier sound: piano, acoustic bass, electric piano whatever the knobs, mono, one
+    gain). st_agent.live.session_sound documents it."""
     consent: str = DEFAULT_CONSENT
     """What the listener consented to, comma-separated (recorded with the session):
     record, store_local, export, share_pseudonymized. Default ``record,store_local``;
@@ -258,6 +264,9 @@ class SessionConfig:
 
         check_transition_flags(self.target, self.target_schedule, self.transition_max_step,
                                self.transition_candidates)
+        from st_agent.live.session_sound import check_sound
+
+        check_sound(self.sound)
         if self.listener_hears not in ("midi", "audio"):
             raise ValueError(f"--listener-hears must be midi or audio, got "
                              f"{self.listener_hears!r}")
@@ -404,6 +413,9 @@ class DemoConfig:
     subject: str = ""
     """Pseudonym of the (simulated) listener; empty: a new one, printed with how to
     reuse it (``st-agent subjects`` lists them)."""
+    sound: str = "session"
+    """session (default: instruments by the knobs, stereo, reverb and chorus, matched
+    loudness) or plain (the earlier sound); as ``st-agent session --sound``."""
 
     def __post_init__(self) -> None:
         self.session_config()  # validates every setting
@@ -416,7 +428,7 @@ class DemoConfig:
             record=self.out, name=self.name or f"demo-{Path(self.policy).name}-{stamp}",
             calibration_sec=self.calibration_sec, accelerated=True, seed=self.seed,
             listener=self.listener, status_sec=30.0, consent=self.consent,
-            key_file=self.key_file, subject=self.subject)
+            key_file=self.key_file, subject=self.subject, sound=self.sound)
 
 
 # --------------------------------------------------------------------------- entry points

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_agent.live.audio import PlayedPhrase, session_score
-from st_agent.live.common import jsonable
+from st_agent.live.common import jsonable, load_or_create_key
 from st_agent.live.session_types import SessionResult
 
-__all__ = ["write_session_files"]
+if TYPE_CHECKING:
+    from st_agent.live.session import SessionConfig
+    from st_agent.types import SignalChunk
+
+__all__ = ["open_recorder", "write_session_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,3 +71,44 @@ def write_session_files(folder: Path, played: list[PlayedPhrase], summary: dict[
                     "(session.wav, session.mid, score.abc, summary.json, report.html, "
                     "visuals.html, *.png) are plaintext", folder, key_file)
     return SessionResult(folder, wav, score, html, summary)
+
+
+def open_recorder(cfg: SessionConfig, folder: Path, first: SignalChunk, controller_name: str,
+                  target_name: str, bounds: Any) -> Any:
+    """Open the session's recording at its first chunk: the consent record and the
+    subject's pseudonym in its metadata, a ``session_start`` marker with the whole
+    config, and the SHA-256 of the files that define the controller (once).
+
+    Parameters
+    ----------
+    cfg : SessionConfig
+    folder : Path
+        The session folder.
+    first : SignalChunk
+        The first chunk read from the source (its layout fixes the recording's).
+    controller_name, target_name : str
+        How the recording names the controller and the target.
+    bounds : KnobBounds
+        The knob bounds in force.
+
+    Returns
+    -------
+    recorder : SessionRecorder
+    """
+    from st_agent.biometrics.recording import ConsentRecord, SessionMeta, SessionRecorder
+    from st_agent.policies.personal import controller_files
+    from st_agent.subjects import subject_fields
+
+    key = load_or_create_key(cfg.key_file)
+    meta = SessionMeta.from_chunk(first, ConsentRecord(cfg.consent_version,
+                                                       scopes=cfg.consent_scopes()),
+                                  **subject_fields(cfg, folder))
+    recorder = SessionRecorder(folder, meta, key=key)
+    recorder.write_marker("session_start", first.t0_sec, board=cfg.board,
+                          policy=controller_name, target=target_name,
+                          bounds=asdict(bounds), config=jsonable(asdict(cfg)))
+    recorder.write_event("controller_files", first.t0_sec, policy=cfg.policy,
+                         controller=controller_name, files=controller_files(
+                             cfg.policy, cfg.target, cfg.knobs is not None,
+                             {"listener": cfg.listener, "calibration": cfg.calibration}))
+    return recorder

@@ -328,10 +328,13 @@ def part_audio(played: Sequence[Playing | MidiPhrase], music_sec: float, fade_se
         return {}, 44100
     records = [MidiPhrase.of(p) for p in played]
     t0 = records[0].start_sec
-    insts: dict[str, pretty_midi.Instrument] = {}
+    # a part whose program changes from phrase to phrase (the session sound chooses the
+    # instruments by the knobs) is one instrument per program, rendered together
+    insts: dict[str, dict[int, pretty_midi.Instrument]] = {}
     for r in records:
         for label, program, drum, notes in r.parts:
-            inst = insts.setdefault(label, pretty_midi.Instrument(program, drum, label))
+            inst = insts.setdefault(label, {}).setdefault(
+                program, pretty_midi.Instrument(program, drum, label))
             inst.notes.extend(pretty_midi.Note(int(v), int(p), s + r.start_sec - t0,
                                                e + r.start_sec - t0)
                               for s, e, p, v in notes)
@@ -341,9 +344,9 @@ def part_audio(played: Sequence[Playing | MidiPhrase], music_sec: float, fade_se
         n = round(music_sec * sr)
         fade = min(n, round(fade_sec * sr))
         ramp = np.linspace(1.0, 0.0, fade, dtype=np.float32)
-        for label, inst in insts.items():
+        for label, by_program in insts.items():
             one = pretty_midi.PrettyMIDI(initial_tempo=120.0)
-            one.instruments = [inst]
+            one.instruments = list(by_program.values())
             audio = np.zeros(n, dtype=np.float32)
             got = synth.synthesize(one)[:n]
             audio[:got.size] = got

@@ -49,7 +49,8 @@ def build_outputs(cfg: SessionConfig, extra: list[Any] | tuple[Any, ...] = ()) -
     -------
     outputs : OutputSet
     """
-    outputs: list[Any] = [SessionWavOutput(cfg.fade_sec, cfg.soundfont)]
+    outputs: list[Any] = [SessionWavOutput(cfg.fade_sec, cfg.soundfont,
+                                           sound=getattr(cfg, "sound", "plain"))]
     result = OutputSet()  # filled below; notices reach it from the outputs' threads
     # ---- further outputs: one block each, `if <flag>: outputs.append(<Output>(...))` ----
     # MIDI port (--midi-out), then session.mid and the stems (--stems), helper E:

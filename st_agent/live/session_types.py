@@ -1,24 +1,31 @@
 """What a live session shows and returns, and the folder it will write.
 
 :class:`SessionStatus` (the status line), :class:`SessionResult` (where the
-outputs are) and :func:`session_folder` (checked before anything is created);
+outputs are), :func:`session_folder` (checked before anything is created) and what the
+loop carries (:class:`LoopParts`, :class:`LoopState`);
 re-exported by :mod:`st_agent.live.runtime` and :mod:`st_agent.live.session`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import concurrent.futures
+import math
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from st_agent.live.common import check_writable
-from st_agent.types import EmotionState, Knobs
+from st_agent.types import EmotionState, Knobs, Phrase, SignalChunk
 
 if TYPE_CHECKING:
+    from st_agent.live.audio import PlayedPhrase
+    from st_agent.live.common import Playing
+    from st_agent.live.composing import PhraseMaker
     from st_agent.live.session import SessionConfig
 
-__all__ = ["SessionResult", "SessionStatus", "session_folder"]
+__all__ = ["LoopParts", "LoopState", "SessionResult", "SessionStatus", "session_folder"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +94,42 @@ def session_folder(cfg: SessionConfig) -> Path:
                              f"{folder}; keep the key outside the recording it protects")
     check_writable(Path(cfg.record))
     return folder
+
+
+@dataclass
+class LoopParts:
+    """What the loop of :class:`~st_agent.live.runtime.LiveSession` works with
+    (opened by its ``run``)."""
+
+    source: Any
+    estimator: Any
+    maker: PhraseMaker
+    recorder: Any
+    player: Any
+    played: list[PlayedPhrase]  # compact: no MIDI or audio is kept per phrase
+    wall0: float  # monotonic time at which the loop started
+
+
+@dataclass
+class LoopState:
+    """Everything the loop carries from one turn to the next."""
+
+    knobs: Knobs
+    chunk: SignalChunk | None
+    t_stream: float
+    t_read: float
+    last_data_wall: float
+    history: deque = field(default_factory=lambda: deque(maxlen=8))
+    latest: EmotionState | None = None
+    latest_ok: bool = False
+    signal: str = "ok"
+    lost_since: float | None = None
+    calibrated_at: float | None = None
+    calib_deadline: float | None = None
+    current: Playing | None = None
+    pending: concurrent.futures.Future | None = None
+    pending_reason: str = ""
+    queued: bool = False  # the pending phrase is already in the live player's queue
+    music_end: float = math.inf
+    next_status: float = 0.0
+    context: Phrase | None = None

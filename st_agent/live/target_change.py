@@ -464,8 +464,10 @@ class TargetChange:
         if last:
             self._events.append(("target_change_done", {"t_session": now, "new": plan.new,
                                                         "knobs": knobs.as_tuple()}))
-        maker.last = (best.phrase, best.midi, best.pm)
-        return best.phrase, best.midi, best.pm, time.monotonic()
+        voiced = getattr(maker, "voiced", None)  # the session's sound (PhraseMaker.voiced)
+        pm = voiced(best.pm, knobs) if voiced is not None else best.pm
+        maker.last = (best.phrase, best.midi, pm)
+        return best.phrase, best.midi, pm, time.monotonic()
 
     def close(self) -> None:
         """Release the renderer (safe to call twice)."""

@@ -50,6 +50,11 @@ __all__ = ["GRAMMAR_VERSION", "BarGrammar", "BarHook", "BarScan", "KeyTable", "b
 #: Changes whenever the rules change, so tables saved by an older version are ignored.
 GRAMMAR_VERSION = 6
 
+#: Most open-bar states whose masks are cached (each cache; a long session meets a
+#: few thousand); beyond it the cache is cleared, so memory stays bounded.
+MAX_CACHED_STATES = 16_384
+
+
 # a tied note still waiting for its continuation at the end of the text
 _TIE_END = re.compile(r"((?:\^{1,2}|_{1,2}|=)?[A-Ga-g][,']*)[\d/]*-[ |]*$")
 # a text that ends with the note a tie reached
@@ -180,7 +185,7 @@ class BarGrammar:
         self._grid_q = self.unit_q / 2
         self._tables: dict[str, KeyTable] = {}
         self._masks: dict[tuple[str, float, int], np.ndarray] = {}
-        self._tied_masks: dict[tuple, np.ndarray] = {}  # (mask key, tie state) -> mask
+        self._tie_keep_masks: dict[tuple, np.ndarray] = {}  # tie state -> tokens kept
 
     def key_of(self, tail: str) -> tuple[float, str]:
         """Split the open bar's text into fixed quarter notes and a canonical key.
@@ -324,14 +329,21 @@ class BarGrammar:
         """:meth:`allowed` from an open bar split by :meth:`advance`.
 
         The mask of a key, prefix and bars left is computed once and cached;
-        the tie rule, which depends on the pitches of ``text``, is applied to
-        a copy.
+        the tie rule, which depends on the pitches of ``text``, is a second
+        cached mask (per tie state) combined with it at each call.
 
         Returns
         -------
         allowed : ndarray of bool, shape (V,)
             A new array.
         """
+        _, ok = self._mask_key(prefix_q, raw_key, bars_left)
+        if text is None:
+            return ok.copy()
+        return ok & self._tie_keep(text)
+
+    def _mask_key(self, prefix_q: float, raw_key: str, bars_left: int) -> tuple[tuple, np.ndarray]:
+        """The cache key of an open bar and its mask before the tie rule (cached)."""
         key = _canonical(raw_key)
         cache_key = (key, round(prefix_q, 9), bars_left)
         ok = self._masks.get(cache_key)
@@ -345,24 +357,41 @@ class BarGrammar:
             last = tab.n_bars == bars_left
             ok = tab.ok & fits & (tab.n_bars <= bars_left) & ~(
                 last & (tab.after_music | tab.ends_tied))
-            if len(self._masks) > 200_000:  # bounded: clear rather than grow without end
+            if len(self._masks) >= MAX_CACHED_STATES:  # bounded: clear, do not grow
                 self._masks.clear()
             self._masks[cache_key] = ok
-        if text is None:
-            return ok.copy()
-        # the tie rule depends on ``text`` only through a small
-        # state (a pending tied pitch, or the last pitch and whether a tie just
-        # resolved), so the final mask is cached per state too: no per-vocabulary
-        # comparison at a step once the state has been seen.
+        return cache_key, ok
+
+    def _tie_keep(self, text: str) -> np.ndarray:
+        """The tokens the tie rule keeps after ``text``, shape (V,), bool, read-only.
+
+        The rule depends on ``text`` only through a small state (a pending tied pitch,
+        or the last pitch and whether a tie just resolved): a few dozen states in
+        practice, each computed once. Kept apart from the open-bar masks (a final mask
+        per open bar *and* tie state was a cache that grew by about 25 entries per
+        phrase through a long session).
+        """
         state = self._tie_state(text)
-        final = self._tied_masks.get((cache_key, state))
-        if final is None:
-            final = ok.copy()
-            self._apply_tie_state(final, state)
-            if len(self._tied_masks) > 200_000:
-                self._tied_masks.clear()
-            self._tied_masks[(cache_key, state)] = final
-        return final.copy()
+        keep = self._tie_keep_masks.get(state)
+        if keep is None:
+            keep = np.ones(len(self.token_text), dtype=bool)
+            self._apply_tie_state(keep, state)
+            keep.flags.writeable = False
+            if len(self._tie_keep_masks) >= MAX_CACHED_STATES:
+                self._tie_keep_masks.clear()
+            self._tie_keep_masks[state] = keep
+        return keep
+
+    def bias_row(self, prefix_q: float, raw_key: str, bars_left: int, text: str
+                 ) -> np.ndarray | None:
+        """:meth:`mask` after ``text`` as an additive logit bias, shape (V,), float32:
+        0 where a token is allowed, -inf where not; None when no token is allowed (a
+        dead end)."""
+        _, ok = self._mask_key(prefix_q, raw_key, bars_left)
+        allowed = ok & self._tie_keep(text)
+        if not allowed.any():
+            return None
+        return np.where(allowed, np.float32(0.0), np.float32(-np.inf))
 
     @staticmethod
     def _tie_state(text: str) -> tuple[str, str, bool]:
@@ -461,12 +490,12 @@ class BarHook:
 
     def _mask_row(self, i: int) -> bool:
         prefix_q, raw_key = self._split[i]
-        allowed = self.grammar.mask(prefix_q, raw_key, self.n_bars - self.bars_done[i],
+        row = self.grammar.bias_row(prefix_q, raw_key, self.n_bars - self.bars_done[i],
                                     self.texts[i])
-        if not allowed.any():
+        if row is None:
             self._bias[i] = 0.0
             return False
-        self._bias[i] = np.where(allowed, 0.0, -np.inf)
+        self._bias[i] = row
         return True
 
     def __call__(self, tokens: list[int]) -> tuple[np.ndarray, list[bool]]:

@@ -73,6 +73,9 @@ __all__ = ["Composer", "ComposerConfig", "ComposerError"]
 
 logger = logging.getLogger(__name__)
 
+#: Most tokens a phrase may take when every candidate of a batch ran out of
+#: ``ComposerConfig.max_new_tokens`` (the budget doubles per such batch up to this).
+_MAX_NEW_TOKENS = 192
 
 
 class ComposerError(RuntimeError):
@@ -425,10 +428,11 @@ class Composer:
 
     # ------------------------------------------------------------------
     def _prompt(self, controls: Controls, key: str, meter: str, unit: str,
-                history: list[tuple[Controls, str]]) -> list[int]:
+                history: list[tuple[Controls, str]], new_tokens: int | None = None
+                ) -> list[int]:
         head = f"{BOS}M:{meter}\nL:{unit}\nK:{key}\n"
         tail = controls.tokens()
-        budget = self.decoder.max_len - self.config.max_new_tokens
+        budget = self.decoder.max_len - (new_tokens or self.config.max_new_tokens)
         kept = history[-self.config.context_phrases:] if self.config.context_phrases else []
         while True:
             text = head + "".join(c.tokens() + b + "\n" for c, b in kept) + tail
@@ -441,16 +445,22 @@ class Composer:
                         history: list[tuple[Controls, str]], gen: torch.Generator,
                         prev_pitch: int | None = None) -> _Outcome:
         cfg = self.config
-        prompt = self._prompt(controls, key, meter, unit, history)
+        new_tokens = cfg.max_new_tokens
+        prompt = self._prompt(controls, key, meter, unit, history, new_tokens)
         outcome = _Outcome()
         target = self.target_density(knobs.energy)
         for attempt in range(1, cfg.max_tries + 1):
             hook, first_bias = self._hook(meter, unit, lambda text: self._score_body(
                 text.strip(), controls, target, key, meter, unit, prev_pitch)[0])
             outs = self.decoder.sample(
-                prompt, cfg.candidates, cfg.max_new_tokens, self._stop_ids,
+                prompt, cfg.candidates, new_tokens, self._stop_ids,
                 self._banned_ids, cfg.temperature, cfg.top_k, gen, step_hook=hook,
                 first_bias=first_bias)
+            if not any(hook.complete) and any(len(o) >= new_tokens for o in outs):
+                # every candidate ran out of tokens (a context in sixteenth notes takes
+                # ~20 tokens a bar): the next batch gets twice the budget
+                new_tokens = min(2 * new_tokens, _MAX_NEW_TOKENS)
+                prompt = self._prompt(controls, key, meter, unit, history, new_tokens)
             cands = [self._screen(o, controls, target, key, meter, unit, prev_pitch) if done
                      else _Candidate("", math.inf, "cut: unfinished when enough candidates were")
                      for o, done in zip(outs, hook.complete, strict=True)]
@@ -571,7 +581,7 @@ class Composer:
         if self.config.ranker == "music":
             beat_q = parse_abc_meter(meter)[1]
             facts = melody_facts(body, float(u) * 4, key, prev_pitch, beat_q)
-            score += penalty(facts, self.ranker_weights, beat_q)
+            score += penalty(facts, self.ranker_weights, beat_q, target=target)  # ranker v2
             details["melody"] = facts
         else:  # long runs of one repeated pitch (the calm corner's weakness)
             score += self.config.repeat_penalty * max(0, stats.longest_repeat - 3)

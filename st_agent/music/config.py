@@ -181,8 +181,17 @@ class TrainGeneratorConfig:
     """Torch CPU threads; 0 leaves torch's default."""
     max_minutes: float = 0.0
     """Stop after this many minutes of training (0 = no limit)."""
+    corpus: str = "original"
+    """Training text: ``original`` (each tune's own meter, unit, key and bars, a pickup
+    folded into the first phrase; the shipped model's), ``condition`` (renotated into
+    the composer's condition: A / Am, L:1/8, 2/4 paired to 4/4, whole bars from a
+    downbeat, the pickup on its own line; :mod:`st_agent.tokenizer.corpus_condition`)
+    or ``condition44`` (the conditioned tunes in 4/4 only)."""
 
     def __post_init__(self) -> None:
+        if self.corpus not in ("original", "condition", "condition44"):
+            raise ValueError(f"corpus must be one of ('original', 'condition', 'condition44'), "
+                             f"got {self.corpus!r}")
         if not self.music21 and not self.extra_abc_dirs:
             raise ValueError("--no-music21 leaves no tunes to train on: give your own with "
                              "--extra-abc-dirs DIR [DIR ...], or drop --no-music21")

@@ -86,7 +86,18 @@ def _prepare_data(cfg: TrainGeneratorConfig, ckpt: Path
     from st_agent.tokenizer.bpe import save_tokenizer, to_transformers, train_tokenizer
     from st_agent.tokenizer.corpus import load_corpus
 
-    corpus = load_corpus(files=None if cfg.music21 else [], extra_dirs=cfg.extra_abc_dirs)
+    files = None if cfg.music21 else []
+    if cfg.corpus == "original":
+        corpus = load_corpus(files=files, extra_dirs=cfg.extra_abc_dirs)
+    else:
+        from st_agent.tokenizer.corpus_condition import load_condition_corpus
+
+        corpus, report = load_condition_corpus(files=files, extra_dirs=cfg.extra_abc_dirs,
+                                               only_44=cfg.corpus == "condition44")
+        (ckpt / "corpus_report.json").write_text(json.dumps(report.summary(), indent=2))
+        if not corpus.train or not corpus.validation:
+            raise ValueError(f"the {cfg.corpus} corpus has {len(corpus.train)} training and "
+                             f"{len(corpus.validation)} validation tunes; both must be > 0")
     train_texts = [t.training_text() for t in corpus.train]
     val_texts = [t.training_text() for t in corpus.validation]
     tok = to_transformers(train_tokenizer(train_texts, cfg.vocab_size))

@@ -66,7 +66,8 @@ def session_lufs(energy: float) -> float:
 
 
 def match_loudness(audio: np.ndarray, rate: int, target_lufs: float,
-                   max_peak: float = 0.89) -> tuple[np.ndarray, float]:
+                   max_peak: float = 0.89, measured_lufs: float | None = None
+                   ) -> tuple[np.ndarray, float]:
     """Scale audio to ``target_lufs``, never letting its peak pass ``max_peak``.
 
     Parameters
@@ -78,6 +79,9 @@ def match_loudness(audio: np.ndarray, rate: int, target_lufs: float,
         Wanted integrated loudness, in [-70, 0].
     max_peak : float
         Largest absolute sample after scaling (0.89 = -1 dBFS).
+    measured_lufs : float, optional
+        ``loudness_lufs(audio, rate)`` when the caller has it already (it is not
+        measured twice); None measures it.
 
     Returns
     -------
@@ -90,7 +94,10 @@ def match_loudness(audio: np.ndarray, rate: int, target_lufs: float,
     if not 0.0 < max_peak <= 1.0:
         raise ValueError(f"max_peak must be in (0, 1], got {max_peak!r}")
     a = _check_audio(audio, rate)
-    now = loudness_lufs(a, rate)
+    if measured_lufs is not None and not isinstance(measured_lufs, int | float):
+        raise TypeError(f"measured_lufs must be a number or None, got "
+                        f"{type(measured_lufs).__name__}")
+    now = loudness_lufs(a, rate) if measured_lufs is None else float(measured_lufs)
     if not math.isfinite(now):
         return a.astype(np.float32), 0.0
     gain_db = target_lufs - now

@@ -447,12 +447,16 @@ class LivePlayer(_SynthBase):
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def play(self, pm: pretty_midi.PrettyMIDI) -> float:
+    def play(self, pm: pretty_midi.PrettyMIDI, gain: float | None = None) -> float:
         """Queue a piece after everything already queued; returns at once.
 
         Parameters
         ----------
         pm : pretty_midi.PrettyMIDI
+        gain : float, optional
+            FluidSynth master gain from the piece's start on, in (0, 10] (a session's
+            loudness-matched phrase: :func:`st_agent.live.session_sound.play_phrase`);
+            None keeps the gain in force.
 
         Returns
         -------
@@ -461,6 +465,8 @@ class LivePlayer(_SynthBase):
         """
         if not isinstance(pm, pretty_midi.PrettyMIDI):
             raise TypeError(f"pm must be a pretty_midi.PrettyMIDI, got {type(pm).__name__}")
+        if gain is not None and not (isinstance(gain, int | float) and 0.0 < gain <= 10.0):
+            raise ValueError(f"gain must be in (0, 10] or None, got {gain!r}")
         channels = _channel_map(pm)
         _, end_sec = musical_span_sec(pm)
         with self._cond:
@@ -468,6 +474,9 @@ class LivePlayer(_SynthBase):
                 raise RuntimeError("this LivePlayer is closed; create a new one")
             now = time.monotonic()
             start = max(now + self.lead_sec, self._queue_end)
+            if gain is not None:  # the level, then the programs, at the piece's start
+                heapq.heappush(self._queue, (start, -2, next(self._seq), 0,
+                                             round(gain * 1e6), 0))
             # programs are set at the start of the piece, through the same queue
             for inst, ch in zip(pm.instruments, channels, strict=True):
                 heapq.heappush(self._queue, (start, -1, next(self._seq), ch,
@@ -511,7 +520,9 @@ class LivePlayer(_SynthBase):
                 if self._closed:
                     return
                 _, kind, _, ch, a, b = heapq.heappop(self._queue)
-                if kind == -1:
+                if kind == -2:  # master gain, in millionths
+                    self._synth.setting("synth.gain", a / 1e6)
+                elif kind == -1:
                     bank = 128 if b else 0
                     if self._synth.program_select(ch, self._sfid, bank, a) == -1:
                         self._synth.program_select(ch, self._sfid, bank, 0)
