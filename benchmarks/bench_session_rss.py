@@ -15,7 +15,8 @@ With ``--trim`` each sample also asks glibc to hand freed memory back to the OS
 (``malloc_trim(0)``) and prints the RSS after it: growth that disappears there
 is freed memory kept by the allocator (fragmentation), not objects that pile up.
 
-Run: ``nice python benchmarks/bench_session_rss.py [--minutes 60] [--every 10] [--trim]``
+Run: ``nice python benchmarks/bench_session_rss.py [--minutes 60] [--every 10] [--trim]
+[--sound session|plain]``
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def main() -> None:
     ap.add_argument("--every", type=float, default=10.0, help="simulated minutes per sample")
     ap.add_argument("--calibration-sec", type=float, default=30.0)
     ap.add_argument("--no-report", action="store_true", help="skip report.html")
+    ap.add_argument("--sound", default="session", choices=["session", "plain"],
+                    help="the session's sound (as st-agent session --sound)")
     ap.add_argument("--trim", action="store_true",
                     help="also print RSS after glibc malloc_trim(0) at each sample")
     args = ap.parse_args()
@@ -61,7 +64,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_rss_"))
     cfg = SessionConfig(board="virtual", accelerated=True, minutes=args.minutes,
                         calibration_sec=args.calibration_sec, record=tmp, name="rss",
-                        status_sec=30.0, report=not args.no_report)
+                        status_sec=30.0, report=not args.no_report, sound=args.sound)
     controller, name = make_controller(cfg.policy, cfg.bounds(), cfg.target, None, cfg.seed)
     libc = ctypes.CDLL(ctypes.util.find_library("c")) if args.trim else None
     samples: list[tuple[float, float]] = []
@@ -85,7 +88,8 @@ def main() -> None:
             print(f"  {t_music:6.1f} simulated min  RSS {samples[-1][1]:8.1f} MB{after}  "
                   f"(wall {time.perf_counter() - wall0:6.0f} s)", flush=True)
 
-    print(f"session: virtual board, accelerated, {args.minutes:g} min of music, {name}")
+    print(f"session: virtual board, accelerated, {args.minutes:g} min of music, {name}, "
+          f"sound {args.sound}")
     res = run_session(cfg, controller, name, on_status)
     samples.append(((res.summary["music_sec"]) / 60.0, rss_mb()))
     print(f"  {samples[-1][0]:6.1f} simulated min  RSS {samples[-1][1]:8.1f} MB  "
