@@ -224,3 +224,16 @@ def test_render_ahead_gives_the_player_its_gain_and_session_wav_reuses_the_rende
     rate, x = wavfile.read(tmp_path / "session.wav")
     assert x.shape == (round(feats.duration_sec * rate), 2)
     assert loudness_lufs(x / 32767.0, rate) == pytest.approx(session_lufs(0.1), abs=1.0)
+
+
+def test_malloc_arenas_are_shared_on_linux_and_bad_counts_refused():
+    """The composer thread shares glibc's arena (its memory would fragment in one of its
+    own); a count below 1 is refused."""
+    import sys
+
+    from st_agent.live.composing import share_malloc_arenas
+
+    assert share_malloc_arenas(1) is sys.platform.startswith("linux")
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="n must be an int >= 1"):
+            share_malloc_arenas(bad)
