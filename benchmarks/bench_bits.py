@@ -28,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import lzma
 import math
 from dataclasses import dataclass
@@ -197,11 +198,21 @@ def same_melodies(original_ckpt: Path, condition_ckpt: Path, split: str, max_tun
           f"(bootstrap 95 % CI {lo:+.3f} .. {hi:+.3f}, tunes resampled)")
 
 
+def trained_on(checkpoint: Path) -> str:
+    """The ``corpus`` in a checkpoint's ``train_config.json`` ("original" before it had one)."""
+    for folder in (checkpoint, checkpoint / "checkpoint"):
+        cfg = folder / "train_config.json"
+        if cfg.is_file():
+            return json.loads(cfg.read_text()).get("corpus", "original")
+    return "original"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", type=Path, default=BUNDLED_COMPOSER)
-    ap.add_argument("--corpus", default="original",
-                    choices=["original", "condition", "condition44"])
+    ap.add_argument("--corpus", default=None, choices=["original", "condition", "condition44"],
+                    help="held-out text to score (default: the corpus the checkpoint was "
+                         "trained on, from its train_config.json)")
     ap.add_argument("--split", default="test", choices=["validation", "test"])
     ap.add_argument("--max-tunes", type=int, default=100_000)
     ap.add_argument("--compare", type=Path, nargs=2, metavar=("ORIGINAL", "CONDITION"),
@@ -212,7 +223,8 @@ def main() -> None:
     if args.compare:
         same_melodies(*args.compare, args.split, args.max_tunes)
     else:
-        own_split(args.checkpoint, args.corpus, args.split, args.max_tunes)
+        own_split(args.checkpoint, args.corpus or trained_on(args.checkpoint), args.split,
+                  args.max_tunes)
 
 
 if __name__ == "__main__":

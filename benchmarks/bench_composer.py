@@ -48,6 +48,7 @@ import argparse
 import math
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -121,10 +122,25 @@ def section_validity_adherence(composer: Composer, n: int) -> None:
           f"max {lat_ms.max():.1f} ms (n={n})")
 
 
-def section_perplexity(composer: Composer, max_tunes: int) -> None:
-    from st_agent.tokenizer.corpus import load_corpus
+def trained_corpus(composer: Composer):
+    """The corpus the checkpoint was trained on (``train_config.json``'s ``corpus``: the
+    original text, or the corpus in the composer's condition) and its kind."""
+    import json
 
-    corpus = load_corpus()
+    from st_agent.tokenizer.corpus import load_corpus
+    from st_agent.tokenizer.corpus_condition import load_condition_corpus
+
+    cfg = Path(composer.checkpoint) / "train_config.json"
+    kind = json.loads(cfg.read_text()).get("corpus", "original") if cfg.is_file() else "original"
+    return (load_corpus() if kind == "original"
+            else load_condition_corpus(only_44=kind == "condition44")[0]), kind
+
+
+def section_perplexity(composer: Composer, max_tunes: int) -> None:
+    """Per-token perplexity on the held-out split of the corpus the checkpoint was
+    trained on (:func:`trained_corpus`), beside a unigram baseline."""
+    corpus, kind = trained_corpus(composer)
+    print(f"held-out split of the {kind!r} corpus (the checkpoint's training corpus)")
     tok = composer.tokenizer
     train_texts = [t.training_text() for t in corpus.train]
     train_ids = tok(train_texts, add_special_tokens=False)["input_ids"]
@@ -337,10 +353,9 @@ def _prompt_controls():
 
 def section_int8_loss(composer: Composer, max_tunes: int) -> None:
     """Held-out loss (nats/token) of the float32 and int8 decoders on the same tokens."""
-    from st_agent.tokenizer.corpus import load_corpus
 
     tok = composer.tokenizer
-    texts = [t.training_text() for t in load_corpus().test][:max_tunes]
+    texts = [t.training_text() for t in trained_corpus(composer)[0].test][:max_tunes]
     ids = [x[:composer.decoder.max_len] for x in
            tok(texts, add_special_tokens=False)["input_ids"] if len(x) > 1]
     tot = {}

@@ -43,6 +43,10 @@ composer's per-item figures so that runs of different composers can be paired
     nice .venv/bin/python benchmarks/bench_music_quality.py --phrases 100 --chains 24 \
         --chain-len 5 --reference 300 --composers model music v2 v2-enough8 \
         --results runs/ranker_quality
+    # another checkpoint on the same knobs and seeds, paired with the bundled model's:
+    nice .venv/bin/python benchmarks/bench_music_quality.py --phrases 100 --chains 24 \
+        --chain-len 5 --reference 300 --composers model v2 --checkpoint runs/composer_cond \
+        --tag cond- --results runs/ranker_quality
 """
 
 from __future__ import annotations
@@ -361,6 +365,11 @@ def main() -> None:
     ap.add_argument("--out", default=tempfile.gettempdir(), help="folder for the session WAVs")
     ap.add_argument("--results", default="", help="folder to keep each composer's per-item "
                     "figures in; the paired differences also use those of earlier runs")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="composer checkpoint folder (default: the bundled model)")
+    ap.add_argument("--tag", default="", help="prefix of the composers' names in the output "
+                    "and in --results (e.g. 'cond-' for another checkpoint), so that its "
+                    "figures pair with the bundled model's of the same knobs and seeds")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.sound or args.sound_only:
@@ -384,16 +393,19 @@ def main() -> None:
                 "music4": dict(ranker="music", candidates=4, enough=2)}
     print(f"real sparsest-energy phrases (M:4/4 L:1/8): {calm_reference()}")
     results = {}
-    composers = {name: Composer(ComposerConfig(**settings[name])) for name in args.composers}
+    composers = {args.tag + name: Composer(ComposerConfig(checkpoint=args.checkpoint,
+                                                          **settings[name]))
+                 for name in args.composers}
     for name, comp in composers.items():  # built together: the same decoding tables
-        if name in ("music", "music4"):  # the previous wave's ranker
+        setting = settings[name.removeprefix(args.tag)]
+        if name.removeprefix(args.tag) in ("music", "music4"):  # the previous wave's ranker
             comp.ranker_weights = WAVE3_WEIGHTS
         comp.compose(Knobs(0.5, 0.5, 0.5), seed=0)
         _FAILURES.pop(id(comp), None)
         f = composer_figures(comp, args.phrases, args.chains, args.chain_len, grams)
         results[name] = f
         oa = overlap_area(f["entropy"], ref["entropy"])
-        print(f"{name:8s} (n={args.phrases}, {settings[name]}, {comp.ranker_weights}): mode "
+        print(f"{name:8s} (n={args.phrases}, {setting}, {comp.ranker_weights}): mode "
               f"family {f['family']:.1%}, exact key {f['key']:.1%}, note-length entropy OA "
               f"{oa:.3f}, 6+ runs {f['runs6']:.1%}, calm corner 4+/6+ {f['calm4']:.1%}/"
               f"{f['calm6']:.1%}, calm distinct pitches {f['calm_distinct'].mean():.2f} "
@@ -416,9 +428,10 @@ def main() -> None:
             name = path.name.split(f"-{args.phrases}-")[0]
             results.setdefault(name, dict(np.load(path)))
     names = list(results)
-    for base in ("model", "music"):
+    for base in ("model", "music", "v2"):
         for other in names:
-            if base in results and other != base and other not in ("model", "density"):
+            if (base in results and other != base and other not in ("model", "density")
+                    and (base != "v2" or other.endswith("v2"))):
                 paired_differences(results[base], results[other], base, other, ref["entropy"])
 
 

@@ -145,7 +145,7 @@ def test_train_generator_on_the_conditioned_corpus(tmp_path: Path):
     assert load_generator(run).model.config.n_layer == 1
 
 
-def test_the_default_corpus_stays_the_default_and_bad_kinds_are_refused():
-    assert TrainGeneratorConfig().corpus == "original"
+def test_the_shipped_models_corpus_is_the_default_and_bad_kinds_are_refused():
+    assert TrainGeneratorConfig().corpus == "condition"
     with pytest.raises(ValueError, match="corpus must be one of"):
         TrainGeneratorConfig(corpus="transposed")

@@ -159,8 +159,8 @@ class TrainGeneratorConfig:
     """Dropout on embeddings, attention and residuals."""
     batch_size: int = 32
     """Sequences per optimiser step."""
-    max_steps: int = 2000
-    """Optimiser steps."""
+    max_steps: int = 850
+    """Optimiser steps (the shipped model: 850)."""
     lr: float = 1e-3
     """Peak learning rate (AdamW), after linear warm-up, then cosine decay to lr/10."""
     warmup_steps: int = 100
@@ -181,12 +181,12 @@ class TrainGeneratorConfig:
     """Torch CPU threads; 0 leaves torch's default."""
     max_minutes: float = 0.0
     """Stop after this many minutes of training (0 = no limit)."""
-    corpus: str = "original"
-    """Training text: ``original`` (each tune's own meter, unit, key and bars, a pickup
-    folded into the first phrase; the shipped model's), ``condition`` (renotated into
-    the composer's condition: A / Am, L:1/8, 2/4 paired to 4/4, whole bars from a
-    downbeat, the pickup on its own line; :mod:`st_agent.tokenizer.corpus_condition`)
-    or ``condition44`` (the conditioned tunes in 4/4 only)."""
+    corpus: str = "condition"
+    """Training text: ``condition`` (renotated into the composer's condition: A / Am,
+    L:1/8, 2/4 paired to 4/4, whole bars from a downbeat, the pickup on its own line;
+    :mod:`st_agent.tokenizer.corpus_condition`; the shipped model's), ``condition44``
+    (the conditioned tunes in 4/4 only) or ``original`` (each tune's own meter, unit,
+    key and bars, a pickup folded into the first phrase; the earlier model's)."""
 
     def __post_init__(self) -> None:
         if self.corpus not in ("original", "condition", "condition44"):
