@@ -281,7 +281,7 @@ def section_speed(n: int) -> None:
         dt = (time.perf_counter() - t0) / 5
     print(f"  FluidSynth audio of one phrase ({len(audio) / synth.sample_rate:.1f} s of music): "
           f"{1000 * dt:.0f} ms ({len(audio) / synth.sample_rate / dt:.0f}x real time)")
-    section_grammar_decoding(c, 3)
+    section_grammar_decoding(c, 10)
     section_int8_loss(c, 200)
     print(f"speed: {_load_note()} at the end")
 

@@ -32,7 +32,8 @@ Composers on the same knobs and seeds: ``model`` (one candidate, no ranking, dra
 until valid: the model's own figure), ``density`` (8 candidates ranked by density, register,
 repeats: the ranker of earlier versions), ``music`` (8 candidates, the previous wave's music
 ranker, ``WAVE3_WEIGHTS``), ``v2`` (8 candidates, the ranker now: ``RankerWeights()``) and
-``v2-enough8`` (the same, every candidate of a batch finished instead of the first four).
+``v2-enough8`` (the same, every candidate of a batch finished instead of the first four)
+and ``v2-4`` (the ranker now over 4 candidates, the first 2 finished: the faster setting).
 The difference between ``model`` and the others is what the ranker (candidate choice)
 contributes; nothing is repaired after sampling. Differences are printed with percentile
 bootstrap 95 % CIs (2,000 resamples) paired by knob setting (grid, calm corner) or by
@@ -357,7 +358,7 @@ def main() -> None:
     ap.add_argument("--chain-len", type=int, default=6)
     ap.add_argument("--reference", type=int, default=400, help="held-out phrases measured")
     ap.add_argument("--composers", nargs="*", default=["model", "music", "v2"],
-                    choices=["model", "density", "music", "v2", "v2-enough8", "music4"],
+                    choices=["model", "density", "music", "v2", "v2-enough8", "music4", "v2-4"],
                     help="composers to measure (none: only the paired differences of --results)")
     ap.add_argument("--sound", type=int, default=0,
                     help="also the sound section over a chain of this many phrases")
@@ -390,7 +391,8 @@ def main() -> None:
                 "density": dict(ranker="density", keep_context=False),
                 "music": dict(ranker="music"), "v2": dict(ranker="music"),
                 "v2-enough8": dict(ranker="music", enough=8),
-                "music4": dict(ranker="music", candidates=4, enough=2)}
+                "music4": dict(ranker="music", candidates=4, enough=2),
+                "v2-4": dict(ranker="music", candidates=4, enough=2)}
     print(f"real sparsest-energy phrases (M:4/4 L:1/8): {calm_reference()}")
     results = {}
     composers = {args.tag + name: Composer(ComposerConfig(checkpoint=args.checkpoint,
@@ -431,7 +433,7 @@ def main() -> None:
     for base in ("model", "music", "v2"):
         for other in names:
             if (base in results and other != base and other not in ("model", "density")
-                    and (base != "v2" or other.endswith("v2"))):
+                    and (base != "v2" or other.endswith("v2") or other.startswith("v2-"))):
                 paired_differences(results[base], results[other], base, other, ref["entropy"])
 
 

@@ -12,7 +12,12 @@ from st_agent.music.arrangement import ArrangementConfig
 from st_agent.music.bar_grammar import bars_are_valid
 from st_agent.music.composer import Composer, ComposerConfig
 from st_agent.music.decoding import CachedDecoder
-from st_agent.music.quantized import QuantizationUnavailable, fast_decoder, quantize_decoder
+from st_agent.music.quantized import (
+    Int8Linear,
+    QuantizationUnavailable,
+    fast_decoder,
+    quantize_decoder,
+)
 from st_agent.music.ranker import (
     RankerWeights,
     key_correlations,
@@ -51,6 +56,23 @@ def test_int8_and_float_agree_in_held_out_loss(composer):
         loss[name] = sum(a for a, _ in pairs) / sum(b for _, b in pairs)
     assert abs(loss["int8"] - loss["float"]) <= INT8_LOSS_TOLERANCE
     assert 1.0 < loss["float"] < 4.0  # a trained model, not a uniform one (log 800 = 6.7)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_int8_linear_is_the_quantised_modules_own_arithmetic():
+    """The decoder calls the packed int8 weights directly; the result is exactly what
+    ``quantize_dynamic``'s module computes, and a float16 layer is refused."""
+    from torch.ao.quantization import quantize_dynamic
+
+    torch.manual_seed(0)
+    layers = {dtype: quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(32, 24)),
+                                      {torch.nn.Linear}, dtype=dtype)[0]
+              for dtype in (torch.qint8, torch.float16)}
+    x = torch.randn(5, 32)
+    with torch.inference_mode():
+        assert torch.equal(Int8Linear(layers[torch.qint8])(x), layers[torch.qint8](x))
+    with pytest.raises(TypeError, match="qint8"):
+        Int8Linear(layers[torch.float16])
 
 
 def test_sequence_nll_matches_transformers(composer):

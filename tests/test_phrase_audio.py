@@ -61,6 +61,30 @@ def test_no_wav_or_a_too_short_phrase(tmp_path: Path) -> None:
     assert p[1].heard == "first phrase" and p[2].features is not None
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.int32])
+def test_pcm_read_segment_by_segment_measures_what_the_float_file_does(tmp_path: Path,
+                                                                       dtype) -> None:
+    """Session WAVs (integer PCM, stereo) are read one phrase at a time with ``wave``;
+    float WAVs through SciPy's memory map: the same audio gives the same features, and
+    stereo is the mean of the two channels."""
+    left = np.concatenate([_tone(440, 0.1, 2), _tone(660, 0.3, 2)])
+    right = np.concatenate([_tone(440, 0.3, 2), _tone(990, 0.1, 2)])
+    scale = np.iinfo(dtype).max
+    stereo = np.round(np.stack([left, right], axis=1) * scale).astype(dtype)
+    wavfile.write(tmp_path / "pcm.wav", SR, stereo)
+    wavfile.write(tmp_path / "float.wav", SR, (stereo.astype(np.float64) / scale
+                                               ).mean(axis=1).astype(np.float32))
+    events = _events([0.0, 2.0])
+    pcm = measure_session_audio(tmp_path / "pcm.wav", events).phrases
+    flt = measure_session_audio(tmp_path / "float.wav", events).phrases
+    assert [p.end_sec for p in pcm] == pytest.approx([2.0, 4.0])
+    for a, b in zip(pcm, flt, strict=True):
+        assert a.features.loudness_lufs == pytest.approx(b.features.loudness_lufs, abs=1e-3)
+        assert a.features.spectral_centroid_hz == pytest.approx(
+            b.features.spectral_centroid_hz, rel=1e-4)
+    assert pcm[1].features.spectral_centroid_hz > pcm[0].features.spectral_centroid_hz
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):
     from st_agent.live.session import DemoConfig, run_session

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,19 +120,57 @@ class SessionAudio:
                 "target_changes": self.target_changes}
 
 
-def _read_mono(path: Path) -> tuple[np.ndarray, int]:
-    """Samples in [-1, 1] (stereo averaged), shape (n_samples,), and the rate in Hz."""
-    from scipy.io import wavfile
+#: Sample width in bytes -> little-endian dtype of the integer PCM read with :mod:`wave`.
+_PCM_DTYPES = {2: "<i2", 4: "<i4"}
 
-    rate, x = wavfile.read(path, mmap=True)
-    x = np.asarray(x)
-    scale = float(np.iinfo(x.dtype).max) if np.issubdtype(x.dtype, np.integer) else 1.0
-    # stereo (the session sound) is downmixed to mono straight from the mapped file:
-    # the mean of left and right, with no float copy of both channels
-    x = x.mean(axis=1, dtype=np.float32) if x.ndim == 2 else x.astype(np.float32)
-    if scale != 1.0:
-        x /= np.float32(scale)
-    return x, int(rate)
+
+class _MonoSegments:
+    """A session WAV read one segment at a time: samples in [-1, 1], stereo averaged.
+
+    Integer PCM (what sessions write) is read with :mod:`wave`, one segment's frames
+    at a time, so a long session (2 h of stereo is 1.3 GB of 16-bit samples) is
+    measured in a phrase's worth of memory; other WAVs (float) are memory-mapped
+    with SciPy and only the segment asked for is converted.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._wave: wave.Wave_read | None = None
+        self._mapped: np.ndarray | None = None
+        try:
+            w = wave.open(str(path), "rb")
+        except (wave.Error, EOFError):  # float or extensible WAV: SciPy reads those
+            w = None
+        if w is not None and w.getsampwidth() in _PCM_DTYPES:
+            self._wave, self.rate = w, int(w.getframerate())
+            self.n_frames, self._channels = int(w.getnframes()), int(w.getnchannels())
+            self._dtype = np.dtype(_PCM_DTYPES[w.getsampwidth()])
+            self._scale = float(np.iinfo(self._dtype).max)
+            return
+        if w is not None:
+            w.close()
+        from scipy.io import wavfile
+
+        rate, self._mapped = wavfile.read(path, mmap=True)
+        self.rate, self.n_frames = int(rate), int(self._mapped.shape[0])
+        dtype = self._mapped.dtype
+        self._scale = float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+
+    def __call__(self, a: int, b: int) -> np.ndarray:
+        """Frames ``a:b`` as mono float64, shape (b - a,)."""
+        if self._wave is not None:
+            self._wave.setpos(a)
+            raw = np.frombuffer(self._wave.readframes(b - a), dtype=self._dtype)
+            seg = raw.reshape(-1, self._channels)
+        else:
+            seg = self._mapped[a:b]
+        mono = seg.mean(axis=1) if seg.ndim == 2 else seg.astype(np.float64)
+        return mono / self._scale if self._scale != 1.0 else mono
+
+    def close(self) -> None:
+        """Close the file (it can then be replaced or deleted)."""
+        if self._wave is not None:
+            self._wave.close()
+        self._wave = self._mapped = None
 
 
 def measure_session_audio(wav: str | Path, events: list[dict[str, Any]]) -> SessionAudio:
@@ -161,20 +200,33 @@ def measure_session_audio(wav: str | Path, events: list[dict[str, Any]]) -> Sess
                     key=lambda e: e["payload"].get("index", 0))
     if not starts or not path.is_file():
         return SessionAudio()
-    x, rate = _read_mono(path)
+    segments = _MonoSegments(path)
+    try:
+        out = _measure_phrases(segments, starts)
+    finally:
+        segments.close()
+    out.target_changes = target_change_steps(out, events)
+    logger.info("audio features of %d phrases: %.1f ms per phrase",
+                sum(p.features is not None for p in out.phrases), out.ms_per_phrase)
+    return out
+
+
+def _measure_phrases(segments: _MonoSegments, starts: list[dict[str, Any]]) -> SessionAudio:
+    """Features, noise floor and change description of each phrase's segment."""
+    rate, n_frames = segments.rate, segments.n_frames
     t = [float(e["payload"].get("t_session", e["onset_sec"])) for e in starts]
     t0 = t[0]
-    bounds = [*(ti - t0 for ti in t), x.size / rate]
+    bounds = [*(ti - t0 for ti in t), n_frames / rate]
     out = SessionAudio(sample_rate=rate)
     prev: tuple[AudioFeatures, np.ndarray] | None = None
     spent, n = 0.0, 0
     rng = np.random.default_rng(0)  # the dither of the noise-floor measurement
     for k, e in enumerate(starts):
-        a, b = (min(x.size, max(0, round(s * rate))) for s in bounds[k:k + 2])
+        a, b = (min(n_frames, max(0, round(s * rate))) for s in bounds[k:k + 2])
         feats, floor, step = None, None, None
         heard = "too short to measure"
         if b - a >= round(_MIN_SEC * rate):
-            seg = np.asarray(x[a:b], dtype=np.float64)
+            seg = segments(a, b)
             tic = time.perf_counter()
             feats = measure_audio(seg, rate)
             spent += time.perf_counter() - tic
@@ -191,8 +243,6 @@ def measure_session_audio(wav: str | Path, events: list[dict[str, Any]]) -> Sess
                                        None if floor is None else tuple(floor.tolist()), step,
                                        e["payload"].get("programs")))
     out.ms_per_phrase = 1e3 * spent / n if n else float("nan")
-    out.target_changes = target_change_steps(out, events)
-    logger.info("audio features of %d phrases: %.1f ms per phrase", n, out.ms_per_phrase)
     return out
 
 

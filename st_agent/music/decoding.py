@@ -138,17 +138,19 @@ class CachedDecoder:
         C, H, D = self.n_embd, self.n_head, self.head_dim
         x = self.wte[tok] + self.wpe[pos]  # (B, C)
         end = pos + 1
-        for i, blk in enumerate(self.blocks):
-            h = F.layer_norm(x, (C,), *blk["ln1"], self.eps)
+        # select/narrow/copy_ rather than tuple indexing: fewer Python-side steps per
+        # call, which at batch 1 is a good part of what a step costs
+        for blk, kc, vc in zip(self.blocks, k_cache, v_cache, strict=True):  # (B, H, P, D)
+            h = torch.layer_norm(x, (C,), *blk["ln1"], self.eps)
             q, k, v = blk["attn"](h).view(B, 3, H, D).unbind(1)  # each (B, H, D)
-            k_cache[i, :, :, pos] = k
-            v_cache[i, :, :, pos] = v
-            att = F.scaled_dot_product_attention(q[:, :, None], k_cache[i, :, :, :end],
-                                                 v_cache[i, :, :, :end])  # (B, H, 1, D)
+            kc.select(2, pos).copy_(k)
+            vc.select(2, pos).copy_(v)
+            att = F.scaled_dot_product_attention(q.unsqueeze(2), kc.narrow(2, 0, end),
+                                                 vc.narrow(2, 0, end))  # (B, H, 1, D)
             x = x + blk["attn_proj"](att.view(B, C))
-            h = F.layer_norm(x, (C,), *blk["ln2"], self.eps)
+            h = torch.layer_norm(x, (C,), *blk["ln2"], self.eps)
             x = x + blk["proj"](F.gelu(blk["fc"](h), approximate=self.approx))
-        return self.lm_head(F.layer_norm(x, (C,), *self.ln_f, self.eps))
+        return self.lm_head(torch.layer_norm(x, (C,), *self.ln_f, self.eps))
 
     def _new_cache(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (self.n_layer, batch, self.n_head, self.max_len, self.head_dim)
