@@ -279,7 +279,7 @@ class JamConfig:
                              serial_port=spec.serial_port, mac_address=spec.mac_address,
                              other_info=other, inject_dropout=inject, consent=self.consent,
                              subject=self.subject_list(len(specs))[i],
-                             line_freq=self.line_freq)
+                             line_freq=self.line_freq, min_confidence=self.min_confidence)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from st_agent.contract import (
 from st_agent.live.common import Playing, explain_change, read_first_chunk
 from st_agent.live.inputs import estimator_config, open_source
 from st_agent.live.outputs import OutputSet
+from st_agent.live.session_types import UsableEstimate
 from st_agent.types import Knobs, MusicFeatures
 
 if TYPE_CHECKING:
@@ -159,7 +160,8 @@ class Performer:
         self.estimator = StateEstimator(estimator_config(cfg))
         self.recorder: Any = None
         self.latest: Any = None
-        self.usable = False
+        # the last usable estimate, held through a blink's few unusable windows
+        self.usable = UsableEstimate(cfg.signal_hold_sec, cfg.min_confidence)
         self.signal = "ok"
         self.last_wall = time.monotonic()
         self.last_chunk = (0.0, time.monotonic())
@@ -200,7 +202,7 @@ class Performer:
         arrived = time.monotonic() if chunk is not None else None
         self.pending_chunk = None
         if chunk is not None:
-            self._take(chunk, cfg.min_confidence)
+            self._take(chunk)
         for ev in self.source.pop_events():
             self.recorder.write_source_event(ev)
         # silent: nothing arrived now, nor for signal_timeout_sec (the time this turn spent
@@ -213,10 +215,10 @@ class Performer:
             logger.warning("performer %d: signal lost; their voice holds its knobs",
                            self.index)
         if self.signal != "lost":
-            self.signal = "ok" if self.usable or not calibrated else "unusable"
+            self.signal = "ok" if self.usable.ok or not calibrated else "unusable"
         return arrived
 
-    def _take(self, chunk: Any, min_confidence: float) -> None:
+    def _take(self, chunk: Any) -> None:
         self.recorder.write_chunk(chunk)
         self.t_stream = (chunk.first_sample + chunk.n_times) / chunk.sfreq
         if self.signal == "lost":
@@ -230,7 +232,7 @@ class Performer:
             self.recorder.write_state(est.state)
             if not est.quality.get("calibrating"):
                 self.latest = est.state
-                self.usable = not est.bad and est.state.confidence >= min_confidence
+                self.usable.update(est.state, est.bad)
 
     def close(self) -> None:
         """Stop the source; close the recording (``session_end``) and the estimator."""
@@ -382,11 +384,10 @@ class JamLoop:
         perf, n = self.perf, len(self.perf)
         assert self.calibrated_at is not None
         t_targets = np.array([t.at(now - self.calibrated_at) for t in self.targets])
-        ok = [p.latest is not None and p.signal == "ok" for p in perf]
-        est = np.array([(p.latest.valence, p.latest.arousal) if k else (math.nan, math.nan)
-                        for p, k in zip(perf, ok, strict=True)])
-        conf = np.array([p.latest.confidence if k else 0.0 for p, k in zip(perf, ok,
-                                                                           strict=True)])
+        states = [p.usable.state if p.signal == "ok" else None for p in perf]
+        est = np.array([(s.valence, s.arousal) if s is not None else (math.nan, math.nan)
+                        for s in states])
+        conf = np.array([s.confidence if s is not None else 0.0 for s in states])
         m_hist = max(self.history_len, 1)
         he = np.full((n, m_hist, 2), np.nan)
         hk = np.zeros((n, m_hist, 3))

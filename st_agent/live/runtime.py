@@ -63,6 +63,7 @@ from st_agent.live.session_types import (
     LoopState,
     SessionResult,
     SessionStatus,
+    UsableEstimate,
     session_folder,
 )
 from st_agent.types import Knobs, SignalChunk
@@ -289,7 +290,8 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
         self._last_chunk = (first.t0_sec, parts.wall0)
         st = LoopState(knobs=self.bounds.clip(Knobs(*cfg.start_knobs)), chunk=first,
                         t_stream=(first.first_sample + first.n_times) / first.sfreq,
-                        t_read=time.monotonic(), last_data_wall=time.monotonic())
+                        t_read=time.monotonic(), last_data_wall=time.monotonic(),
+                        usable=UsableEstimate(cfg.signal_hold_sec, cfg.min_confidence))
         self._music_end_wall = time.monotonic()
         while True:
             self._acquire(st, parts)
@@ -340,8 +342,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
                     self._dash_estimate(est, parts.estimator)
                 if not est.quality.get("calibrating"):
                     st.latest = est.state
-                    st.latest_ok = (not est.bad
-                                    and est.state.confidence >= self.config.min_confidence)
+                    st.usable.update(est.state, est.bad)
             # calibration warnings and fallbacks, markers the montage cannot give
             for ev in parts.estimator.pop_events():
                 recorder.write_event(ev.kind, ev.t_sec, detail=ev.detail, **ev.payload)
@@ -364,7 +365,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
             logger.warning("signal lost: no samples for %.1f s; the music holds its knobs",
                            time.monotonic() - st.last_data_wall)
         if st.signal != "lost":
-            st.signal = "ok" if st.latest_ok or st.calibrated_at is None else "unusable"
+            st.signal = "ok" if st.usable.ok or st.calibrated_at is None else "unusable"
 
     def _calibrate(self, st: LoopState, parts: LoopParts, now: float) -> None:
         """Wait for the rest baseline (or its deadline), then play the first phrase."""
@@ -398,7 +399,9 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
             return
         tgt = self.target_change.current_target(self.target)  # a requested change
         target = tgt.at(now - st.calibrated_at)
-        latest = st.latest
+        # a blink's few unusable windows do not hold the knobs: the last usable estimate
+        # (at most signal_hold_sec older) decides
+        latest = st.usable.state
         usable = st.signal == "ok" and latest is not None
         obs = build_observation(latest if usable else None, target, st.knobs,
                                 latest.confidence if usable else 0.0, list(st.history))
@@ -453,7 +456,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
         applied action, its log-density and the noise-free mean."""
         if not usable:
             return st.knobs, [f"knobs hold: signal {st.signal}"], np.zeros(3), 0.0, np.zeros(3)
-        latest = st.latest
+        latest = st.usable.state
         assert latest is not None
         action, fallback = self.guard.predict(obs)
         applied, logp, mean = self.transitions.explore(action)  # behaviour noise (OPE)

@@ -20,8 +20,9 @@ One loop, four jobs (see ``DESIGN.md``)::
   time between the next phrase being ready and the current one ending is the
   *lead time*. The music never waits on a decision.
 * **Safety**: when the signal is lost (no samples for ``signal_timeout_sec``) or
-  unusable (estimator confidence below ``min_confidence``), the knobs hold
-  their last safe values and the session says so. A manual override
+  unusable (estimator confidence below ``min_confidence`` for longer than
+  ``signal_hold_sec``: a blink's few windows are bridged by the last usable
+  estimate), the knobs hold their last safe values and the session says so. A manual override
   (``knobs``) replaces the policy by a fixed setting reached at the rate limit.
   A stop (time up or Ctrl-C) fades the music out over ``fade_sec``.
 
@@ -171,6 +172,9 @@ class SessionConfig:
     """No samples for this long counts as a lost signal (knobs hold)."""
     min_confidence: float = 0.2
     """Estimates below this confidence are unusable (knobs hold)."""
+    signal_hold_sec: float = 2.0
+    """A decision during a run of unusable windows this short (a blink makes one to
+    three) uses the last usable estimate instead of holding the knobs; 0 = hold at once."""
     fade_sec: float = 4.0
     """Fade-out at the stop, seconds."""
     soundfont: Path | None = None
@@ -282,7 +286,8 @@ class SessionConfig:
                 except (TypeError, ValueError) as e:
                     raise ValueError(f"{flag} takes three knobs (valence, tempo, energy) in "
                                      f"[0, 1], got {knobs!r}: {e}") from e
-        for name in ("calibration_sec", "decision_lead_sec", "signal_timeout_sec", "fade_sec"):
+        for name in ("calibration_sec", "decision_lead_sec", "signal_timeout_sec", "fade_sec",
+                     "signal_hold_sec"):
             check_seconds(name, getattr(self, name))
         check_seconds("status_sec", self.status_sec, positive=True)
         check_midi_flags(self.midi_out, self.no_audio, self.play)

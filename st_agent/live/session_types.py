@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from st_agent.live.composing import PhraseMaker
     from st_agent.live.session import SessionConfig
 
-__all__ = ["LoopParts", "LoopState", "SessionResult", "SessionStatus", "session_folder"]
+__all__ = ["LoopParts", "LoopState", "SessionResult", "SessionStatus", "UsableEstimate",
+           "session_folder"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,42 @@ class LoopParts:
 
 
 @dataclass
+class UsableEstimate:
+    """The last usable estimate, held through short runs of unusable windows.
+
+    A blink or a burst of muscle makes one to three windows unusable (rejected, or
+    below ``min_confidence``); a decision that falls in such a run uses the last usable
+    estimate if it is at most ``hold_sec`` older than the newest estimate, instead of
+    holding the knobs. Longer runs make the signal unusable (knobs hold).
+
+    Parameters
+    ----------
+    hold_sec : float
+        Longest run of unusable windows (estimator time, seconds) bridged; 0 = none.
+    min_confidence : float
+        Estimates below this confidence are unusable.
+    """
+
+    hold_sec: float
+    min_confidence: float
+    state: EmotionState | None = None
+    """The last usable estimate (None before the first)."""
+    newest_t_sec: float = -math.inf
+    """Estimator time of the newest estimate, usable or not."""
+
+    def update(self, state: EmotionState, bad: bool) -> None:
+        """Take the estimator's newest ``state`` (``bad``: a rejected window)."""
+        self.newest_t_sec = state.t_sec
+        if not bad and state.confidence >= self.min_confidence:
+            self.state = state
+
+    @property
+    def ok(self) -> bool:
+        """A usable estimate at most ``hold_sec`` older than the newest one."""
+        return self.state is not None and self.newest_t_sec - self.state.t_sec <= self.hold_sec
+
+
+@dataclass
 class LoopState:
     """Everything the loop carries from one turn to the next."""
 
@@ -119,9 +156,9 @@ class LoopState:
     t_stream: float
     t_read: float
     last_data_wall: float
+    usable: UsableEstimate
     history: deque = field(default_factory=lambda: deque(maxlen=8))
     latest: EmotionState | None = None
-    latest_ok: bool = False
     signal: str = "ok"
     lost_since: float | None = None
     calibrated_at: float | None = None
