@@ -11,12 +11,18 @@ Runs the same loop as ``st-agent session --board virtual --accelerated --minutes
 * the peak RSS of the whole run (``ru_maxrss``), which includes writing the
   session's files at the end (score, summary, report).
 
+With ``--trace`` Python's own allocations are traced (``tracemalloc``, 8 frames; the
+session runs several times slower) and the allocation sites that grew most between the
+first and the last sample are printed: growth there is Python objects that pile up;
+growth of RSS beyond it is below Python (the allocator, torch, FluidSynth). The RSS
+figures of a traced run include tracemalloc's own records: read only its Python growth.
+
 With ``--trim`` each sample also asks glibc to hand freed memory back to the OS
 (``malloc_trim(0)``) and prints the RSS after it: growth that disappears there
 is freed memory kept by the allocator (fragmentation), not objects that pile up.
 
 Run: ``nice python benchmarks/bench_session_rss.py [--minutes 60] [--every 10] [--trim]
-[--sound session|plain]``
+[--sound session|plain] [--trace]``
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import ctypes.util
 import resource
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +61,12 @@ def main() -> None:
                     help="the session's sound (as st-agent session --sound)")
     ap.add_argument("--trim", action="store_true",
                     help="also print RSS after glibc malloc_trim(0) at each sample")
+    ap.add_argument("--trace", action="store_true",
+                    help="trace Python allocations; print the sites that grew most")
     args = ap.parse_args()
+    snapshots: list = []
+    if args.trace:
+        tracemalloc.start(8)
     try:
         import torch
 
@@ -87,6 +99,8 @@ def main() -> None:
                 after = f"  after malloc_trim {trimmed[-1][1]:8.1f} MB"
             print(f"  {t_music:6.1f} simulated min  RSS {samples[-1][1]:8.1f} MB{after}  "
                   f"(wall {time.perf_counter() - wall0:6.0f} s)", flush=True)
+            if args.trace and t_music > 0:  # the first and the latest sample of the loop
+                snapshots[1:] = [tracemalloc.take_snapshot()]
 
     print(f"session: virtual board, accelerated, {args.minutes:g} min of music, {name}, "
           f"sound {args.sound}")
@@ -106,7 +120,21 @@ def main() -> None:
     print(f"peak RSS of the run: {peak:.0f} MB; session.wav "
           f"{wav.stat().st_size / 1e6 if wav.is_file() else 0:.0f} MB; "
           f"{res.summary['phrases']} phrases; wall {time.perf_counter() - wall0:.0f} s")
+    if len(snapshots) == 2:
+        _print_growth(*snapshots, samples[1][0], samples[-2][0])
     print(f"artifacts in {tmp}")
+
+
+def _print_growth(first, last, t_first: float, t_last: float, top: int = 10) -> None:
+    """The allocation sites (tracebacks) whose traced Python memory grew most."""
+    diff = last.compare_to(first, "traceback")
+    total = sum(d.size_diff for d in diff)
+    print(f"Python allocations (tracemalloc) from {t_first:.0f} to {t_last:.0f} simulated min: "
+          f"{total / 1e6:+.2f} MB in all; the {top} sites that changed most:")
+    for d in diff[:top]:
+        frames = [f for f in d.traceback if "st_agent" in f.filename] or list(d.traceback)
+        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames[-3:][::-1])
+        print(f"  {d.size_diff / 1e6:+.2f} MB ({d.count_diff:+d} blocks)  {where}")
 
 
 if __name__ == "__main__":
