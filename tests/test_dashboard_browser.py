@@ -103,7 +103,12 @@ def test_the_dashboard_shows_the_session_and_its_controls_act(tmp_path) -> None:
               and int(d["frames"]) > int(data["frames"]), "the plots updating")
         _wait(driver, lambda d: int(d["phrases"]) >= 1 and int(d["score"]) >= 1,
               "a phrase and its score")
-        assert driver.find_element("css selector", "#score svg").size["height"] > 20
+        # measured in the page in one call: the score is redrawn at each new phrase, which
+        # can replace the element between a lookup and a second request for its size
+        score_px = driver.execute_script(
+            "const s = document.querySelector('#score svg');"
+            "return s ? s.getBoundingClientRect().height : 0;")
+        assert score_px > 20
         driver.execute_script("const e = document.getElementById('k-tempo');"
                               "e.value = 0.2; e.dispatchEvent(new Event('input'));")
         driver.find_element("id", "override").click()
