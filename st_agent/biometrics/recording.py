@@ -106,7 +106,7 @@ from st_agent.biometrics.session_meta import (
     new_session_id,
     utc_now_iso,
 )
-from st_agent.biometrics.session_reader import Session, is_session, read_session
+from st_agent.biometrics.session_reader import Session, is_session, read_events, read_session
 from st_agent.types import EmotionState, Knobs, MusicFeatures, Phrase, SignalChunk
 
 __all__ = [
@@ -129,6 +129,7 @@ __all__ = [
     "load_key_file",
     "new_pseudonym",
     "new_session_id",
+    "read_events",
     "read_session",
     "run_delete",
     "run_export",

@@ -51,7 +51,7 @@ from st_agent.biometrics.session_meta import (
     SessionMeta,
 )
 
-__all__ = ["scan_segments"]
+__all__ = ["first_segment_time", "scan_segments"]
 
 _TRAILER = 4  # the body's CRC32
 
@@ -339,3 +339,27 @@ def scan_segments(buf: bytes, meta: SessionMeta, aead: Any, source: str = SAMPLE
     report.approximate = any(not s.exact for s in report.lost)
     report.reason = bads[0].reason if bads else None
     return [g.seg for g in goods], report
+
+
+def first_segment_time(buf: Any, meta: SessionMeta, aead: Any, source: str = SAMPLES_FILE
+                       ) -> tuple[int, float] | None:
+    """``(first_sample, t0_sec)`` of the first segment that verifies, the one
+    :func:`scan_segments` would start from, without reading the rest of the file.
+
+    Parameters
+    ----------
+    buf : bytes or mmap
+        Contents of ``samples.seg`` (a memory map reads only the pages it touches).
+    meta, aead, source
+        As for :func:`scan_segments`.
+
+    Returns
+    -------
+    first : tuple of (int, float) or None
+        None when no segment verifies.
+    """
+    scanner = _Scanner(buf, meta, aead, source)
+    good, _, reason = scanner.segment(0)
+    if good is None:
+        good = scanner.resync(_Bad(0, 0, reason), [])
+    return None if good is None else (good.first, good.seg[1])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import mmap
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from st_agent.biometrics.crypto import aead_for, default_key_file, key_id, resolve_key
-from st_agent.biometrics.segment_scan import scan_segments
+from st_agent.biometrics.segment_scan import first_segment_time, scan_segments
 from st_agent.biometrics.segments import (
     DropReport,
     LostSpan,
@@ -44,7 +45,7 @@ from st_agent.biometrics.session_meta import (
 if TYPE_CHECKING:
     import mne
 
-__all__ = ["Session", "is_session", "read_session"]
+__all__ = ["Session", "is_session", "read_events", "read_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +195,14 @@ def _session_aead(meta: SessionMeta, key: bytes | str | Path | None, folder: Pat
     return aead_for(key_bytes)
 
 
+def _open_session(folder: Path, key: bytes | str | Path | None
+                  ) -> tuple[dict[str, Any], SessionMeta, Any]:
+    """``session.json`` parsed and checked, its metadata, and the session's cipher."""
+    doc = load_meta_doc(folder)
+    meta = SessionMeta.from_json(doc.get("meta"), source=str(folder / META_FILE))
+    return doc, meta, _session_aead(meta, key, folder)
+
+
 def _finish_report(report: DropReport, doc: dict[str, Any], events: list[dict[str, Any]],
                    meta: SessionMeta) -> None:
     """Fill in how the recording ended, and log what reading could not use."""
@@ -261,9 +270,7 @@ def read_session(folder: str | Path, key: bytes | str | Path | None = None) -> S
         If the session is encrypted and no key or another key was given.
     """
     folder = Path(folder)
-    doc = load_meta_doc(folder)
-    meta = SessionMeta.from_json(doc.get("meta"), source=str(folder / META_FILE))
-    aead = _session_aead(meta, key, folder)
+    doc, meta, aead = _open_session(folder, key)
     seg_path = folder / SAMPLES_FILE
     buf = seg_path.read_bytes() if seg_path.exists() else b""
     segments, report = scan_segments(buf, meta, aead, source=str(seg_path))
@@ -281,6 +288,50 @@ def read_session(folder: str | Path, key: bytes | str | Path | None = None) -> S
         logger.info("session %s has no recorded samples", meta.session_id)
     return Session(folder=folder, meta=meta, raw=raw, events=events, dropped=report,
                    first_sample=first_sample, t0_sec=t0)
+
+
+def read_events(folder: str | Path, key: bytes | str | Path | None = None
+                ) -> tuple[SessionMeta, list[dict[str, Any]]]:
+    """The metadata and events table of a session, without reading its samples.
+
+    The rows are those of :func:`read_session`'s ``Session.events``, ``onset_sec``
+    included (it needs only the first segment that verifies, read through a memory
+    map); for what is computed from events alone (a session's metrics, the visuals'
+    timeline), at a fraction of the memory of reading hours of samples.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Session folder.
+    key : bytes or str or Path or None
+        Key (32 bytes) or key file, for an encrypted session.
+
+    Returns
+    -------
+    meta : SessionMeta
+    events : list of dict
+        As ``Session.events``.
+
+    Raises
+    ------
+    SessionNotFoundError, CorruptSessionError, EncryptionKeyError
+        As :func:`read_session` for ``session.json`` and the key; the samples are not
+        checked beyond the first segment that verifies.
+    """
+    folder = Path(folder)
+    _, meta, aead = _open_session(folder, key)
+    events, bad_lines = _read_events(folder / EVENTS_FILE, meta, aead)
+    first = None
+    seg_path = folder / SAMPLES_FILE
+    if seg_path.exists() and seg_path.stat().st_size > 0:
+        with seg_path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            first = first_segment_time(buf, meta, aead, source=str(seg_path))
+    t0 = first[1] if first is not None else (events[0]["t_sec"] if events else 0.0)
+    for row in events:
+        row["onset_sec"] = row["t_sec"] - t0
+    if bad_lines:
+        logger.info("session %s: %d bad event line(s) skipped", meta.session_id, len(bad_lines))
+    return meta, events
 
 
 # --------------------------------------------------------------------------- to MNE

@@ -103,7 +103,7 @@ def write_jam_outputs(cfg: JamConfig, folder: Path, perf: list[Performer],
     wav_path, report_path, summary
         ``report_path`` is None without ``cfg.report``.
     """
-    from st_agent.biometrics.recording import read_session
+    from st_agent.biometrics.recording import read_events
     from st_agent.live.report import session_metrics, write_report
 
     wav = None
@@ -114,7 +114,7 @@ def write_jam_outputs(cfg: JamConfig, folder: Path, perf: list[Performer],
         _retitle(p.abc, i) for i, p in enumerate(played)), encoding="utf-8")
     per = []
     for i, p in enumerate(perf):
-        m = session_metrics(read_session(p.folder, key=cfg.key_file).events)
+        m = session_metrics(read_events(p.folder, key=cfg.key_file)[1])
         summary = {"board": p.board, "policy": name, "target": targets[i].name,
                    "target_point": targets[i].at(0.0), "phrases": len(played),
                    "music_sec": (played[-1].end_sec - played[0].start_sec) if played else 0.0,
@@ -156,12 +156,12 @@ def _group_plot(folder: Path, perf: list[Performer], key_file: Path | None) -> s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from st_agent.biometrics.recording import read_session
+    from st_agent.biometrics.recording import read_events
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True)
     starts: list[dict[str, Any]] = []
     for i, p in enumerate(perf):
-        ev = read_session(p.folder, key=key_file).events
+        ev = read_events(p.folder, key=key_file)[1]
         dec = [e for e in ev if e["kind"] == "decision"]
         t_music = next((e["onset_sec"] for e in ev if e["kind"] == "phrase_start"), 0.0)
         st = [e for e in ev if e["kind"] == "state" and e["onset_sec"] >= t_music]

@@ -45,7 +45,7 @@ def write_session_files(folder: Path, played: list[PlayedPhrase], summary: dict[
     -------
     result : SessionResult
     """
-    from st_agent.biometrics.recording import read_session
+    from st_agent.biometrics.recording import read_events
     from st_agent.live.report import session_metrics
 
     score = folder / "score.abc"
@@ -54,7 +54,8 @@ def write_session_files(folder: Path, played: list[PlayedPhrase], summary: dict[
     wav: Path | None = folder / "session.wav"
     if not (played and wav.is_file()):
         wav = None
-    summary["metrics"] = session_metrics(read_session(folder, key=key_file).events)
+    # from the events alone: hours of samples need not be read for a few figures
+    summary["metrics"] = session_metrics(read_events(folder, key=key_file)[1])
     (folder / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n",
                                          encoding="utf-8")
     html = None

@@ -1,7 +1,7 @@
 """Visuals in time with the music of a recorded session: a video and a page.
 
 ``st-agent render-video FOLDER`` reads a finished session back
-(:func:`st_agent.biometrics.recording.read_session`) and shows, in time with
+(:func:`st_agent.biometrics.recording.read_events`) and shows, in time with
 its ``session.wav``:
 
 * the estimated state's trail in the valence/arousal plane, with the target
@@ -347,18 +347,18 @@ def load_timeline(folder: str | Path, key_file: str | Path | None = None) -> Tim
     DataError
         When ``folder`` is not a session folder, has no WAV, or played no phrase.
     """
-    from st_agent.biometrics.recording import is_session, read_session
+    from st_agent.biometrics.recording import is_session, read_events
 
     folder = Path(folder)
     if not is_session(folder):
         raise DataError(f"{folder} is not a session folder (no session.json); give the folder "
                         "that `st-agent session` or `st-agent demo` wrote")
     duration = wav_duration(folder / "session.wav")
-    sess = read_session(folder, key=key_file)
-    if sess.meta.encrypted:
+    meta, events = read_events(folder, key=key_file)
+    if meta.encrypted:
         logger.warning("%s is encrypted at rest, but its video and visuals.html are not: they "
                        "show the estimated states in the clear (as report.html does)", folder)
-    return timeline_from_events(sess.events, duration, folder.name)
+    return timeline_from_events(events, duration, folder.name)
 
 
 # --------------------------------------------------------------------------- the page
