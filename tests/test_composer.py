@@ -64,6 +64,40 @@ def test_cached_decoder_greedy_matches_generate(tiny_model):
     assert ours == [ref] * 3
 
 
+def test_cached_decoder_keeps_its_caches_without_carrying_state(tiny_model):
+    """The KV caches are kept between calls (a long session's memory stays flat), per
+    thread; what one call leaves in them never reaches the next: the same seed gives the
+    same samples after a longer prompt, from a fresh decoder, and from two threads at once."""
+    import threading
+
+    dec = CachedDecoder(tiny_model)
+
+    def draw(d: CachedDecoder, prompt: list[int], seed: int) -> list[list[int]]:
+        g = torch.Generator().manual_seed(seed)
+        return d.sample(prompt, n=4, max_new_tokens=20, stop_ids=[], generator=g)
+
+    first = draw(dec, [5, 11, 2], 1)
+    draw(dec, list(range(1, 40)), 2)  # fills more positions of the same caches
+    assert draw(dec, [5, 11, 2], 1) == first == draw(CachedDecoder(tiny_model), [5, 11, 2], 1)
+    assert dec._new_cache(4, "batch")[0] is dec._new_cache(4, "batch")[0]
+
+    got: dict[int, list] = {}
+    other_cache = []
+
+    def worker(i: int) -> None:
+        got[i] = [draw(dec, [5, 11, 2], 1) for _ in range(5)]
+        other_cache.append(dec._new_cache(4, "batch")[0])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got[0] == got[1] == [first] * 5
+    mine = dec._new_cache(4, "batch")[0]
+    assert all(c is not mine for c in other_cache) and other_cache[0] is not other_cache[1]
+
+
 def test_cached_decoder_rejects_bad_arguments(tiny_model):
     dec = CachedDecoder(tiny_model)
     with pytest.raises(ValueError, match="at least one token"):

@@ -14,6 +14,7 @@ with ``GPT2LMHeadModel``'s to float tolerance).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
@@ -98,6 +99,14 @@ class CachedDecoder:
         self.lm_head: Linear = TiedHead(self.wte)
         #: "float32" or the fast path that replaced the linear layers (e.g. "int8").
         self.precision = "float32"
+        self._local = threading.local()  # this thread's KV caches, see _new_cache
+
+    def __copy__(self) -> CachedDecoder:
+        """A shallow copy (shared weights) with caches of its own."""
+        out = object.__new__(type(self))
+        out.__dict__.update(self.__dict__)
+        out._local = threading.local()
+        return out
 
     # -- the forward pass -------------------------------------------------
     def _forward(self, ids: torch.Tensor, pos0: int, k_cache: torch.Tensor,
@@ -152,10 +161,24 @@ class CachedDecoder:
             x = x + blk["proj"](F.gelu(blk["fc"](h), approximate=self.approx))
         return self.lm_head(torch.layer_norm(x, (C,), *self.ln_f, self.eps))
 
-    def _new_cache(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (self.n_layer, batch, self.n_head, self.max_len, self.head_dim)
-        return (torch.empty(shape, dtype=self.wte.dtype, device=self.wte.device),
-                torch.empty(shape, dtype=self.wte.dtype, device=self.wte.device))
+    def _new_cache(self, batch: int, role: str = "scratch") -> tuple[torch.Tensor, torch.Tensor]:
+        """Key and value caches (L, batch, H, max_len, D), uninitialised.
+
+        They are kept per thread and ``role`` and handed out again at the next call:
+        every position is written before it is read, and a batch's caches are tens of MB,
+        which glibc would otherwise take from and return to the heap at every phrase
+        (the resident memory of a long session crept up by about 0.5 MB per 100
+        phrases, against 0.17 with the caches kept). One thread uses one pair of a role
+        at a time; ``prefill`` and ``batch`` are sampling's two.
+        """
+        store = self._local.__dict__.setdefault("caches", {})
+        pair = store.get((role, batch))
+        if pair is None:
+            shape = (self.n_layer, batch, self.n_head, self.max_len, self.head_dim)
+            pair = (torch.empty(shape, dtype=self.wte.dtype, device=self.wte.device),
+                    torch.empty(shape, dtype=self.wte.dtype, device=self.wte.device))
+            store[(role, batch)] = pair
+        return pair
 
     @torch.inference_mode()
     def prompt_logits(self, prompt_ids: Sequence[int]) -> torch.Tensor:
@@ -193,9 +216,9 @@ class CachedDecoder:
         Returns the next-token logits (n, V) and the caches (L, n, H, max_len, D).
         """
         T0 = len(prompt_ids)
-        k1, v1 = self._new_cache(1)
+        k1, v1 = self._new_cache(1, "prefill")
         logits = self._forward(torch.tensor([list(prompt_ids)], device=self.wte.device), 0, k1, v1)
-        k_cache, v_cache = self._new_cache(n)
+        k_cache, v_cache = self._new_cache(n, "batch")
         k_cache[:, :, :, :T0] = k1[:, :, :, :T0]  # broadcast over the batch
         v_cache[:, :, :, :T0] = v1[:, :, :, :T0]
         return logits.expand(n, -1), k_cache, v_cache
