@@ -6,8 +6,8 @@ Runs the same loop as ``st-agent session --board virtual --accelerated --minutes
 * the resident set size (``VmRSS`` of ``/proc/self/status``, MB) at each
   ``--every`` simulated minutes of music;
 * the growth per simulated hour: least-squares slope of RSS against simulated
-  time from the first sample on (the first minutes load the composer and the
-  estimator, they are not growth);
+  time from the first sample on, with its 95 % CI (the first minutes load the
+  composer and the estimator, they are not growth);
 * the peak RSS of the whole run (``ru_maxrss``), which includes writing the
   session's files at the end (score, summary, report).
 
@@ -37,6 +37,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from st_agent.live.session import SessionConfig, SessionStatus, run_session
 from st_agent.policies.controllers import make_controller
@@ -113,9 +114,15 @@ def main() -> None:
         loop = [(t, r) for t, r in series if t > 0]
         if len(loop) >= 2:
             t, r = np.array(loop).T
-            slope = float(np.polyfit(t / 60.0, r, 1)[0])
-            print(f"{label} growth during the loop: {slope:+.1f} MB per simulated hour "
-                  f"(fit over {t[0]:.0f}-{t[-1]:.0f} min, {len(t)} samples)")
+            fit = stats.linregress(t / 60.0, r)
+            ci = ""
+            if len(t) >= 3:  # 95 % CI of the slope (t distribution, n - 2 dof)
+                half = float(stats.t.ppf(0.975, len(t) - 2) * fit.stderr)
+                ci = f", 95 % CI {fit.slope - half:+.1f} … {fit.slope + half:+.1f}"
+            print(f"{label} growth during the loop: {fit.slope:+.1f} MB per simulated hour"
+                  f"{ci} (fit over {t[0]:.0f}-{t[-1]:.0f} min, {len(t)} samples; the "
+                  "sawtooth of phrase audio makes the samples correlated: read the CI as "
+                  "a lower bound on the uncertainty)")
     wav = res.folder / "session.wav"
     print(f"peak RSS of the run: {peak:.0f} MB; session.wav "
           f"{wav.stat().st_size / 1e6 if wav.is_file() else 0:.0f} MB; "

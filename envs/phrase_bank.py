@@ -9,6 +9,7 @@ generator actually does, at a fraction of the cost. Built once by
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from st_agent.envs.bank_cache import bank_path, load_or_build
 from st_agent.listener.model import feature_vector
 from st_agent.types import Knobs, MusicFeatures
 
-__all__ = ["BANK_FORMAT", "PhraseBank", "build_phrase_bank", "default_bank_path"]
+__all__ = ["BANK_FORMAT", "PhraseBank", "build_phrase_bank", "composer_fingerprint",
+           "default_bank_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,15 @@ class PhraseBank:
             self._members.append(idx)
         self._mean_x = np.stack([self.x[m].mean(axis=0) for m in self._members])
         self._mean_dur = np.array([self.duration_sec[m].mean() for m in self._members])
+
+    @property
+    def fingerprint(self) -> str:
+        """First 12 hex digits of the SHA-256 of the knobs and the listener features
+        (``x``): names the bank that controllers were tuned on."""
+        h = hashlib.sha256(np.ascontiguousarray(self.knobs, dtype="<f8").tobytes())
+        h.update(np.ascontiguousarray(self.x, dtype="<f8").tobytes())
+        h.update(np.ascontiguousarray(self.duration_sec, dtype="<f8").tobytes())
+        return h.hexdigest()[:12]
 
     def cell(self, knobs: Knobs | np.ndarray) -> int:
         """Index of the grid point nearest to ``knobs``."""
@@ -165,7 +176,20 @@ def build_phrase_bank(path: str | Path | None = None, grid: int = 5, per_point: 
         path = bank_path(f"bank_g{grid}_p{per_point}_s{seed}.json", for_writing=overwrite)
     return load_or_build(Path(path), grid, overwrite, PhraseBank.load,
                          lambda: _compose_bank(grid, per_point, seed),
-                         {"per_point": per_point, "seed": seed})
+                         {"per_point": per_point, "seed": seed,
+                          "composer_weights_sha256": composer_fingerprint()})
+
+
+def composer_fingerprint() -> str:
+    """First 12 hex digits of the SHA-256 of the bundled composer's weights: names the
+    model a bank's phrases were composed by (written into the bank's JSON)."""
+    from st_agent.music.generator import BUNDLED_COMPOSER
+
+    h = hashlib.sha256()
+    with (BUNDLED_COMPOSER / "model.safetensors").open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
 
 
 def _compose_bank(grid: int, per_point: int, seed: int) -> PhraseBank:

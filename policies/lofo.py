@@ -95,9 +95,8 @@ def fit_references(target: str, train_families: tuple[str, ...], bank: PhraseBan
 
     kw = {"target": target, "phrase_bank": bank, "max_steps": max_steps,
           "families": list(train_families)}
-    key = {"target": target, "train_families": list(train_families), "seed": seed,
-           "tune_listeners": tune_listeners, "adaptive_trials": adaptive_trials,
-           "max_steps": max_steps, "bank_size": len(bank.features)}
+    key = _reference_key(target, train_families, seed, tune_listeners, adaptive_trials,
+                         max_steps, bank)
     pid, _ = tune_pid(kw, tune_listeners, seed)
     const, const_s = best_constant(kw, tune_listeners, seed + 1)
     prior = fit_population_prior(kw, max(tune_listeners, 256), seed + 2,
@@ -108,12 +107,22 @@ def fit_references(target: str, train_families: tuple[str, ...], bank: PhraseBan
                           ad_s, key)
 
 
+def _reference_key(target: str, train_families: tuple[str, ...], seed: int,
+                   tune_listeners: int, adaptive_trials: int, max_steps: int,
+                   bank: PhraseBank) -> dict[str, Any]:
+    """What fitted references depend on: a cached fit with another key is refitted (a
+    rebuilt phrase bank has another fingerprint), and shipped ones record it."""
+    return {"target": target, "train_families": list(train_families), "seed": seed,
+            "tune_listeners": tune_listeners, "adaptive_trials": adaptive_trials,
+            "max_steps": max_steps, "bank_size": len(bank.features),
+            "bank_fingerprint": bank.fingerprint}
+
+
 def _cached_references(folder: Path, target: str, train_families: tuple[str, ...],
                        bank: PhraseBank, cfg: EvaluateConfig) -> FoldReferences:
     path = folder / "references.json"
-    key = {"target": target, "train_families": list(train_families), "seed": cfg.seed,
-           "tune_listeners": cfg.tune_listeners, "adaptive_trials": cfg.adaptive_trials,
-           "max_steps": cfg.max_steps, "bank_size": len(bank.features)}
+    key = _reference_key(target, train_families, cfg.seed, cfg.tune_listeners,
+                         cfg.adaptive_trials, cfg.max_steps, bank)
     if path.is_file():
         try:
             refs = FoldReferences.from_json(json.loads(path.read_text(encoding="utf-8")))

@@ -100,7 +100,9 @@ class SignalModel:
     theta_uv: float = 3.0
     """Frontal-midline theta RMS."""
     alpha_arousal: float = 0.7
-    """ln alpha amplitude lost per unit of arousal."""
+    """ln alpha amplitude lost per unit of arousal. The direction is from Klimesch 1999
+    and Barry et al. 2007; the size is an assumption (about half the alpha amplitude
+    between the calm and the neutral state)."""
     beta_arousal: float = 0.6
     """ln beta amplitude gained per unit of arousal."""
     faa_valence: float = 0.35
@@ -123,7 +125,11 @@ class SignalModel:
     hr_rest_bpm: float = 68.0
     """Population mean resting heart rate (each listener draws ±6 bpm around it)."""
     hr_arousal_bpm: float = 12.0
-    """Heart-rate change per unit of arousal, bpm."""
+    """Heart-rate change per unit of arousal, bpm. An assumption: no paper gives bpm per
+    unit of this arousal scale; listening studies report a few bpm between conditions
+    (music vs silence, or a 30-45 % slower tempo; van Dyck et al. 2017, Musicae
+    Scientiae, abstract), so this listener's heart answers more
+    strongly than most people's."""
     hr_noise_bpm: float = 1.5
     """Stationary std of slow heart-rate fluctuations (5 s time constant) beside the
     0.1 Hz Mayer wave (1.5 bpm) and respiratory sinus arrhythmia (2 bpm)."""
