@@ -11,6 +11,7 @@ ever written into the checkout or site-packages.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 from st_agent.paths import cache_dir
 
-__all__ = ["bank_path", "build_lock", "load_or_build", "shipped_bank"]
+__all__ = ["bank_path", "build_lock", "composer_fingerprint", "load_or_build", "shipped_bank"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,18 @@ def build_lock(path: Path, timeout_sec: float = 3600.0) -> Iterator[None]:
                            f"{timeout_sec:.0f} s; remove {path}.lock if it died") from e
 
 
+def composer_fingerprint() -> str:
+    """First 12 hex digits of the SHA-256 of the bundled composer's weights: names the
+    model a bank's phrases were composed by (written into the bank's JSON)."""
+    from st_agent.music.generator import BUNDLED_COMPOSER
+
+    h = hashlib.sha256()
+    with (BUNDLED_COMPOSER / "model.safetensors").open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
 def load_or_build(path: Path, grid: int, overwrite: bool, load: Callable[[Path], Bank],
                   build: Callable[[], Bank], extra: dict[str, Any]) -> Bank:
     """Load the bank at ``path`` if it has this ``grid``; else build it once, under a lock.
@@ -81,7 +94,8 @@ def load_or_build(path: Path, grid: int, overwrite: bool, load: Callable[[Path],
         ``load(path)`` reads a bank (with ``.grid``); ``build()`` composes one (with
         ``.to_json()``).
     extra : dict
-        Written into the JSON beside the bank (how it was built).
+        Written into the JSON beside the bank (how it was built), with the
+        :func:`composer_fingerprint` of the composer that built it.
     """
     if path.is_file() and not overwrite:
         bank = load(path)
@@ -95,7 +109,8 @@ def load_or_build(path: Path, grid: int, overwrite: bool, load: Callable[[Path],
         bank = build()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(bank.to_json() | extra), encoding="utf-8")
+        tmp.write_text(json.dumps(bank.to_json() | extra | {
+            "composer_weights_sha256": composer_fingerprint()}), encoding="utf-8")
         tmp.replace(path)
     logger.info("bank of %d^3 grid points -> %s", grid, path)
     return bank

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from st_agent.envs.bank_cache import bank_path, load_or_build
-from st_agent.envs.phrase_bank import PhraseBank, composer_fingerprint
+from st_agent.envs.phrase_bank import PhraseBank
 from st_agent.music.ensemble import STEPS_PER_QUARTER, voice_masks
 from st_agent.types import Knobs
 
@@ -155,8 +155,7 @@ def build_jam_bank(path: str | Path | None = None, grid: int = 5, per_point: int
         path = bank_path(f"jam_bank_g{grid}_p{per_point}_s{seed}.json", for_writing=overwrite)
     return load_or_build(Path(path), grid, overwrite, JamBank.load,
                          lambda: _compose_jam_bank(grid, per_point, seed),
-                         {"per_point": per_point, "seed": seed,
-                          "composer_weights_sha256": composer_fingerprint()})
+                         {"per_point": per_point, "seed": seed})
 
 
 def _compose_jam_bank(grid: int, per_point: int, seed: int) -> JamBank:

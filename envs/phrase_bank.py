@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from st_agent.envs.bank_cache import bank_path, load_or_build
+from st_agent.envs.bank_cache import bank_path, composer_fingerprint, load_or_build
 from st_agent.listener.model import feature_vector
 from st_agent.types import Knobs, MusicFeatures
 
@@ -176,20 +176,8 @@ def build_phrase_bank(path: str | Path | None = None, grid: int = 5, per_point: 
         path = bank_path(f"bank_g{grid}_p{per_point}_s{seed}.json", for_writing=overwrite)
     return load_or_build(Path(path), grid, overwrite, PhraseBank.load,
                          lambda: _compose_bank(grid, per_point, seed),
-                         {"per_point": per_point, "seed": seed,
-                          "composer_weights_sha256": composer_fingerprint()})
+                         {"per_point": per_point, "seed": seed})
 
-
-def composer_fingerprint() -> str:
-    """First 12 hex digits of the SHA-256 of the bundled composer's weights: names the
-    model a bank's phrases were composed by (written into the bank's JSON)."""
-    from st_agent.music.generator import BUNDLED_COMPOSER
-
-    h = hashlib.sha256()
-    with (BUNDLED_COMPOSER / "model.safetensors").open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:12]
 
 
 def _compose_bank(grid: int, per_point: int, seed: int) -> PhraseBank:

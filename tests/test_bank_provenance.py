@@ -50,3 +50,11 @@ def test_fingerprint_follows_the_features(shipped_bank: PhraseBank) -> None:
     args = ("calm", ("first_order",), 0, 16, 1, 32)
     assert _reference_key(*args, shipped_bank) == _reference_key(*args, same)
     assert _reference_key(*args, shipped_bank) != _reference_key(*args, other)
+
+
+def test_a_built_bank_records_its_composer(tmp_path) -> None:
+    path = tmp_path / "bank.json"
+    build_phrase_bank(path, grid=2, per_point=1)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    assert doc["composer_weights_sha256"] == composer_fingerprint()
+    assert (doc["per_point"], doc["seed"]) == (1, 0)
