@@ -9,7 +9,9 @@
    figure that carries over, the load average is printed).
 3. How cost grows: steps/s against the number of sessions (``--grow``, 8 ... 4,096).
 4. A single env stepped directly, then full fidelity (composer + renderer + raw
-   signals + estimator).
+   signals + estimator); with ``--full-procs N`` also N full-fidelity envs in SB3's
+   ``SubprocVecEnv`` (one process each, one composer thread each: how a training
+   run uses every core), steps/s counted over all of them.
 
 One step = one phrase of one session; every listener family is in the
 population (the default). The runs of the envs compared are interleaved
@@ -23,7 +25,7 @@ the phrase bank's cached phrases (``bank``); the CPU time of a step is split
 into composer, virtual listener (signal synthesis) and estimator.
 
 Run: ``python benchmarks/bench_env.py [--n-envs 8] [--steps 40000] [--full-steps 5]
-[--plot env_growth.png] [--full-phrases compose,bank]``
+[--plot env_growth.png] [--full-phrases compose,bank] [--full-procs 2]``
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import time
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from st_agent.envs.closed_loop import ClosedLoopEnv
 from st_agent.envs.phrase_bank import build_phrase_bank
@@ -191,6 +193,8 @@ def _single_and_full(args, bank) -> None:
                 ("the slowest, densest music throughout (tempo 0, energy 1)",
                  np.tile(a, (args.full_steps, 1)), Knobs(0.5, 0.0, 1.0))):
             _full_rate(args, bank, phrases, label, acts, start)
+            if args.full_procs > 0:
+                _full_vec_rate(args, phrases, label, acts, start)
 
 
 def _full_rate(args, bank, phrases: str, label: str, acts: np.ndarray,
@@ -220,6 +224,42 @@ def _full_rate(args, bank, phrases: str, label: str, acts: np.ndarray,
           f"CPU ms per step: {split}; target >= 20; {_load()}")
 
 
+def _make_full(phrases: str, max_steps: int, start: Knobs | None):
+    """A picklable maker of one full-fidelity env whose composer uses one thread."""
+    from st_agent.music.composer import ComposerConfig
+
+    def make() -> ClosedLoopEnv:
+        return ClosedLoopEnv(fidelity="full", max_steps=max_steps, full_phrases=phrases,
+                             start_knobs=start, composer=ComposerConfig(threads=1))
+    return make
+
+
+def _full_vec_rate(args, phrases: str, label: str, acts: np.ndarray,
+                   start: Knobs | None) -> None:
+    """Full-fidelity steps/s of ``--full-procs`` envs, one process each (wall clock)."""
+    n = args.full_procs
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per process, as on a cluster
+    venv = SubprocVecEnv([_make_full(phrases, args.full_steps + 2, start)] * n)
+    try:
+        venv.seed(0)
+        t0 = time.perf_counter()
+        venv.reset()
+        t_reset = time.perf_counter() - t0
+        venv.step(np.tile(acts[0].astype(np.float32), (n, 1)))  # warm-up
+        t0 = time.perf_counter()
+        sim = 0.0
+        for act in acts.astype(np.float32):
+            infos = venv.step(np.tile(act, (n, 1)))[3]
+            sim += sum(i["phrase_sec"] for i in infos)
+        dt = time.perf_counter() - t0
+    finally:
+        venv.close()
+    steps = n * len(acts)
+    print(f"full ({phrases}), {label}, SubprocVecEnv x{n} (one composer thread each): "
+          f"reset {t_reset:.1f} s; {steps / dt:.2f} steps/s wall over all envs "
+          f"({sim / steps:.1f} s phrases, {sim / dt:.0f}x real time); target >= 20; {_load()}")
+
+
 def _timed(fn, acc: dict[str, float], key: str):
     """``fn`` that adds its CPU time to ``acc[key]``."""
     def wrapper(*a, **kw):
@@ -244,6 +284,8 @@ def main() -> None:
     ap.add_argument("--full-phrases", default="compose,bank",
                     help="full fidelity's phrase sources: compose (live composer) and/or bank "
                          "(the phrase bank's measured phrases, the cached path)")
+    ap.add_argument("--full-procs", type=int, default=0,
+                    help="also step this many full-fidelity envs in SubprocVecEnv (0: skip)")
     args = ap.parse_args()
     from st_agent.envs.vector import numba_available
 

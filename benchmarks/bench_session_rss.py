@@ -17,12 +17,18 @@ first and the last sample are printed: growth there is Python objects that pile 
 growth of RSS beyond it is below Python (the allocator, torch, FluidSynth). The RSS
 figures of a traced run include tracemalloc's own records: read only its Python growth.
 
+With ``--maps`` each sample also splits the RSS by where it lives (``/proc/self/smaps``:
+glibc's main heap, other anonymous mappings such as thread arenas and large ``mmap``
+blocks, shared libraries, other mapped files), reads glibc's own count of bytes in use
+and free (``mallinfo2``) and the number of threads, and prints the growth per simulated
+hour of each: the part that grows names the layer that holds the memory.
+
 With ``--trim`` each sample also asks glibc to hand freed memory back to the OS
 (``malloc_trim(0)``) and prints the RSS after it: growth that disappears there
 is freed memory kept by the allocator (fragmentation), not objects that pile up.
 
 Run: ``nice python benchmarks/bench_session_rss.py [--minutes 60] [--every 10] [--trim]
-[--sound session|plain] [--trace]``
+[--sound session|plain] [--trace] [--maps]``
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import os
 import resource
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -51,6 +59,83 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status (Linux only)")
 
 
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc >= 2.33), summed over every arena."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+
+def memory_parts(libc) -> dict[str, float]:
+    """Where this process's RSS lives now, MB, and what glibc's allocator reports.
+
+    ``heap``: the ``[heap]`` mapping (glibc's main arena, grown with ``brk``);
+    ``anon``: other anonymous mappings (thread arenas, ``mmap``-ed blocks, pymalloc's
+    arenas, thread stacks); ``libs``: shared objects; ``files``: other mapped files;
+    ``malloc_used`` / ``malloc_free``: bytes glibc counts as allocated / free in its
+    arenas (``uordblks`` / ``fordblks``) plus ``mmap``-ed chunks (``hblkhd``) in use;
+    ``pymalloc``: the 1 MiB arenas of Python's small-object allocator now held
+    (``sys._debugmallocstats``; an arena goes back only when all its objects are gone);
+    ``py_kblocks``: thousands of memory blocks the interpreter has allocated now
+    (``sys.getallocatedblocks``: flat while ``pymalloc`` grows is fragmentation, not
+    objects that pile up);
+    ``threads``: the process's thread count; ``python``: what ``tracemalloc`` traces
+    (Python's own allocations), when it runs.
+    """
+    parts = {"heap": 0.0, "anon": 0.0, "libs": 0.0, "files": 0.0}
+    kind = "anon"
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if not head:
+            continue
+        if "-" in head[0] and len(head) >= 5:  # a mapping's header line
+            path = head[5] if len(head) > 5 else ""
+            kind = ("heap" if path == "[heap]" else
+                    "anon" if not path or path.startswith("[") else
+                    "libs" if ".so" in Path(path).name else "files")
+        elif head[0] == "Rss:":
+            parts[kind] += int(head[1]) / 1024.0
+    if libc is not None and hasattr(libc, "mallinfo2"):
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+        parts["malloc_used"] = (info.uordblks + info.hblkhd) / 2**20
+        parts["malloc_free"] = info.fordblks / 2**20
+    parts["pymalloc"] = _pymalloc_arena_mb()
+    parts["py_kblocks"] = sys.getallocatedblocks() / 1e3
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            parts["threads"] = float(line.split()[1])
+    if tracemalloc.is_tracing():
+        parts["python"] = tracemalloc.get_traced_memory()[0] / 2**20
+    return parts
+
+
+def _pymalloc_arena_mb() -> float:
+    """MB in the arenas pymalloc holds now (its statistics go to the C ``stderr``)."""
+    with tempfile.TemporaryFile(mode="w+") as out:
+        saved = os.dup(2)
+        os.dup2(out.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        for line in out:
+            if "bytes/arena" in line:  # "N arenas * 1048576 bytes/arena = X"
+                return int(line.rsplit("=", 1)[1].replace(",", "")) / 2**20
+    return float("nan")
+
+
+def _slope_ci(t_min: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope per simulated hour and the half-width of its 95 % CI."""
+    fit = stats.linregress(t_min / 60.0, values)
+    if len(t_min) < 3:
+        return float(fit.slope), float("nan")
+    return float(fit.slope), float(stats.t.ppf(0.975, len(t_min) - 2) * fit.stderr)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,6 +147,8 @@ def main() -> None:
                     help="the session's sound (as st-agent session --sound)")
     ap.add_argument("--trim", action="store_true",
                     help="also print RSS after glibc malloc_trim(0) at each sample")
+    ap.add_argument("--maps", action="store_true",
+                    help="split RSS by mapping and read glibc's counts at each sample")
     ap.add_argument("--trace", action="store_true",
                     help="trace Python allocations; print the sites that grew most")
     args = ap.parse_args()
@@ -79,7 +166,9 @@ def main() -> None:
                         calibration_sec=args.calibration_sec, record=tmp, name="rss",
                         status_sec=30.0, report=not args.no_report, sound=args.sound)
     controller, name = make_controller(cfg.policy, cfg.bounds(), cfg.target, None, cfg.seed)
-    libc = ctypes.CDLL(ctypes.util.find_library("c")) if args.trim else None
+    libc = (ctypes.CDLL(ctypes.util.find_library("c"))
+            if args.trim or args.maps else None)
+    parts: list[tuple[float, dict[str, float]]] = []
     samples: list[tuple[float, float]] = []
     trimmed: list[tuple[float, float]] = []
     music0: list[float] = []
@@ -94,10 +183,13 @@ def main() -> None:
         if not samples or t_music >= samples[-1][0] + args.every - 1e-9:
             samples.append((t_music, rss_mb()))
             after = ""
-            if libc is not None:
+            if args.maps:
+                parts.append((t_music, memory_parts(libc)))
+                after += "  " + " ".join(f"{k} {v:.1f}" for k, v in parts[-1][1].items())
+            if args.trim:
                 libc.malloc_trim(0)
                 trimmed.append((t_music, rss_mb()))
-                after = f"  after malloc_trim {trimmed[-1][1]:8.1f} MB"
+                after += f"  after malloc_trim {trimmed[-1][1]:8.1f} MB"
             print(f"  {t_music:6.1f} simulated min  RSS {samples[-1][1]:8.1f} MB{after}  "
                   f"(wall {time.perf_counter() - wall0:6.0f} s)", flush=True)
             if args.trace and t_music > 0:  # the first and the latest sample of the loop
@@ -114,15 +206,20 @@ def main() -> None:
         loop = [(t, r) for t, r in series if t > 0]
         if len(loop) >= 2:
             t, r = np.array(loop).T
-            fit = stats.linregress(t / 60.0, r)
-            ci = ""
-            if len(t) >= 3:  # 95 % CI of the slope (t distribution, n - 2 dof)
-                half = float(stats.t.ppf(0.975, len(t) - 2) * fit.stderr)
-                ci = f", 95 % CI {fit.slope - half:+.1f} … {fit.slope + half:+.1f}"
-            print(f"{label} growth during the loop: {fit.slope:+.1f} MB per simulated hour"
+            slope, half = _slope_ci(t, r)
+            ci = f", 95 % CI {slope - half:+.1f} … {slope + half:+.1f}" if len(t) >= 3 else ""
+            print(f"{label} growth during the loop: {slope:+.1f} MB per simulated hour"
                   f"{ci} (fit over {t[0]:.0f}-{t[-1]:.0f} min, {len(t)} samples; the "
                   "sawtooth of phrase audio makes the samples correlated: read the CI as "
                   "a lower bound on the uncertainty)")
+    loop_parts = [(t, p) for t, p in parts if t > 0]
+    if len(loop_parts) >= 3:
+        t = np.array([t for t, _ in loop_parts])
+        print("growth per simulated hour by part (95 % CI half-width):")
+        for key in loop_parts[0][1]:
+            slope, half = _slope_ci(t, np.array([p[key] for _, p in loop_parts]))
+            print(f"  {key:12s} {slope:+8.2f} ± {half:.2f} per hour  "
+                  f"({loop_parts[0][1][key]:.1f} → {loop_parts[-1][1][key]:.1f})")
     wav = res.folder / "session.wav"
     print(f"peak RSS of the run: {peak:.0f} MB; session.wav "
           f"{wav.stat().st_size / 1e6 if wav.is_file() else 0:.0f} MB; "
@@ -132,16 +229,29 @@ def main() -> None:
     print(f"artifacts in {tmp}")
 
 
-def _print_growth(first, last, t_first: float, t_last: float, top: int = 10) -> None:
-    """The allocation sites (tracebacks) whose traced Python memory grew most."""
+def _print_growth(first, last, t_first: float, t_last: float, top: int = 15) -> None:
+    """The allocation sites (tracebacks) whose traced Python memory grew most.
+
+    Sites that changed by one block are left out of the list (and counted apart): a
+    phrase's audio buffer alive at one sample and not at the other is the sawtooth,
+    not growth.
+    """
     diff = last.compare_to(first, "traceback")
     total = sum(d.size_diff for d in diff)
+    single = sum(d.size_diff for d in diff if abs(d.count_diff) <= 1)
     print(f"Python allocations (tracemalloc) from {t_first:.0f} to {t_last:.0f} simulated min: "
-          f"{total / 1e6:+.2f} MB in all; the {top} sites that changed most:")
-    for d in diff[:top]:
+          f"{total / 1e6:+.2f} MB in all, {single / 1e6:+.2f} MB of it in sites that changed "
+          f"by one block (buffers alive at one sample only); the {top} others that grew most:")
+    for d in [d for d in diff if abs(d.count_diff) > 1][:top]:
         frames = [f for f in d.traceback if "st_agent" in f.filename] or list(d.traceback)
         where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames[-3:][::-1])
         print(f"  {d.size_diff / 1e6:+.2f} MB ({d.count_diff:+d} blocks)  {where}")
+    by_file: dict[str, int] = {}
+    for d in last.compare_to(first, "filename"):
+        by_file[d.traceback[0].filename] = d.size_diff
+    print("by file:")
+    for name, size in sorted(by_file.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {size / 1e6:+.2f} MB  {name}")
 
 
 if __name__ == "__main__":

@@ -153,3 +153,22 @@ def test_state_caches_stay_bounded_and_masks_stay_right(vocab, monkeypatch):
         row = small.bias_row(prefix_q, raw, 4 - text.count("|"), text)
         np.testing.assert_array_equal(np.isfinite(row) if row is not None else
                                       np.zeros(len(vocab), bool), got)
+
+
+def test_build_tables_merges_into_the_file_and_composes_chains(tmp_path, vocab):
+    """``--merge`` keeps every key the checkpoint's file had; ``--chained`` composes
+    phrases that continue each other, and what it writes loads back."""
+    import shutil
+
+    from st_agent.music.bar_tables import build_tables, tables_path
+
+    ckpt = tmp_path / "composer"
+    shutil.copytree(BUNDLED_COMPOSER, ckpt)
+    path = tables_path(ckpt, "4/4", "1/8")
+    with np.load(path, allow_pickle=False) as data:
+        before = {str(k) for k in data["keys"]}
+    assert build_tables(ckpt, compose=0, chained=2, chain_len=2, merge=True) == path
+    with np.load(path, allow_pickle=False) as data:
+        after = {str(k) for k in data["keys"]}
+    assert before <= after
+    assert load_tables(BarGrammar(vocab, 0.5, 4.0), path) == len(after)

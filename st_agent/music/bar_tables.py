@@ -7,15 +7,19 @@ corpus' own bars produce, at token boundaries of the checkpoint's tokenizer,
 and saves them in the checkpoint folder
 (``bar_grammar_M4-4_L1-8.npz`` for ``M:4/4``, ``L:1/8``), so a composer starts
 with them and the first phrases decode as fast as the later ones. Keys the file
-lacks are still computed when met (about 0.3 s each on one core: the tail of the
-composer's latency); a file made for another vocabulary, meter, unit or grammar
-version is ignored (its fingerprint differs). The bundled file holds 662 keys: the
-corpus walk plus 1,500 phrases composed over random knobs (seed 1), merged with the
-earlier file's 200 (seed 0).
+lacks are still computed when met (about 25 ms each on one core, one scan of each of
+~500 usable tokens; and the table stays in memory: about 22 KB, so keys met late in a
+long session are memory it grows by); a file made for another vocabulary, meter, unit or
+grammar version is ignored (its fingerprint differs). The bundled file holds 727 keys:
+the corpus walk, 1,500 phrases composed over random knobs (seed 1), then, merged in
+(``--merge``), 1,500 more (seed 2) and 1,500 composed as a session composes them, in
+chains of 6 that continue the phrase before (``--chained``); the phrases composed are the
+same with and without the file (it is a cache).
 
 Build the bundled file with::
 
-    .venv/bin/python -m st_agent.music.bar_tables            # the bundled checkpoint (~15 min)
+    # the bundled checkpoint (~6 min), adding to the file it has
+    .venv/bin/python -m st_agent.music.bar_tables --merge --seed 2 --chained 1500
     .venv/bin/python -m st_agent.music.bar_tables runs/<name>/checkpoint
 """
 
@@ -126,7 +130,8 @@ def corpus_keys(grammar: BarGrammar, tokenizer: object, bodies: Iterable[str]) -
 
 
 def build_tables(checkpoint: Path | None = None, meter: str = "4/4", unit: str = "1/8",
-                 compose: int = 1500, seed: int = 1) -> Path:
+                 compose: int = 1500, seed: int = 1, chained: int = 0, chain_len: int = 6,
+                 merge: bool = False) -> Path:
     """Build and save the tables of a checkpoint from the training corpus and
     from phrases the model writes.
 
@@ -140,6 +145,15 @@ def build_tables(checkpoint: Path | None = None, meter: str = "4/4", unit: str =
         Phrases then composed over random knobs (seeded), whose keys are kept too.
     seed : int
         Seed of those knobs and phrases.
+    chained : int
+        Phrases then composed as a session composes them: in chains of ``chain_len``,
+        each phrase continuing the one before (its context), the knobs drawn once per
+        chain (seeded by ``seed``).
+    chain_len : int
+        Phrases per chain.
+    merge : bool
+        Start from the tables already in the checkpoint's file (when it fits this
+        grammar), so a build adds keys to it.
 
     Returns
     -------
@@ -154,6 +168,9 @@ def build_tables(checkpoint: Path | None = None, meter: str = "4/4", unit: str =
     composer = Composer(ComposerConfig(checkpoint=checkpoint, meter=meter, unit=unit,
                                        bar_tables=False))
     grammar = composer.grammar(meter, unit)
+    if merge:
+        logger.info("%d tables from the existing file",
+                    load_tables(grammar, tables_path(composer.checkpoint, meter, unit)))
     bar = parse_meter(meter)
     corpus = load_corpus()
     bodies = [p for t in corpus.train for p in t.tune.phrases
@@ -163,9 +180,16 @@ def build_tables(checkpoint: Path | None = None, meter: str = "4/4", unit: str =
     rng = np.random.default_rng(seed)
     for i in range(compose):
         composer.compose(Knobs(*(float(x) for x in rng.random(3))), seed=seed + i)
+    context = None
+    for i in range(chained):
+        if i % chain_len == 0:
+            knobs, context = Knobs(*(float(x) for x in rng.random(3))), None
+        context = composer.compose(knobs, context=context, seed=seed + compose + i)
+    logger.info("%d tables after %d phrases and %d chained ones", grammar.n_tables, compose,
+                chained)
     n = grammar.n_tables
     path = save_tables(grammar, tables_path(composer.checkpoint, meter, unit))
-    logger.info("%d bar tables (%d composed phrases) written to %s", n, compose, path)
+    logger.info("%d bar tables written to %s", n, path)
     return path
 
 
@@ -179,9 +203,15 @@ def main() -> None:
     ap.add_argument("--compose", type=int, default=1500,
                     help="phrases to compose for more keys after the corpus walk")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--chained", type=int, default=0,
+                    help="then phrases composed in chains, each continuing the one before")
+    ap.add_argument("--chain-len", type=int, default=6)
+    ap.add_argument("--merge", action="store_true",
+                    help="add to the tables already in the checkpoint's file")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    build_tables(args.checkpoint, args.meter, args.unit, args.compose, args.seed)
+    build_tables(args.checkpoint, args.meter, args.unit, args.compose, args.seed,
+                 args.chained, args.chain_len, args.merge)
 
 
 if __name__ == "__main__":
