@@ -20,8 +20,9 @@ figures of a traced run include tracemalloc's own records: read only its Python 
 With ``--maps`` each sample also splits the RSS by where it lives (``/proc/self/smaps``:
 glibc's main heap, other anonymous mappings such as thread arenas and large ``mmap``
 blocks, shared libraries, other mapped files), reads glibc's own count of bytes in use
-and free (``mallinfo2``) and the number of threads, and prints the growth per simulated
-hour of each: the part that grows names the layer that holds the memory.
+and free (``mallinfo2``), pymalloc's arenas and the interpreter's allocated blocks, and
+the number of threads, and prints the growth per simulated hour of each: the part that
+grows names the layer that holds the memory.
 
 With ``--trim`` each sample also asks glibc to hand freed memory back to the OS
 (``malloc_trim(0)``) and prints the RSS after it: growth that disappears there
@@ -51,12 +52,17 @@ from st_agent.live.session import SessionConfig, SessionStatus, run_session
 from st_agent.policies.controllers import make_controller
 
 
-def rss_mb() -> float:
-    """Resident set size of this process now, MB (Linux ``/proc/self/status``)."""
+def _status_field(name: str) -> int:
+    """The first number of ``name:`` in ``/proc/self/status`` (Linux only)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmRSS in /proc/self/status (Linux only)")
+        if line.startswith(f"{name}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {name} in /proc/self/status (Linux only)")
+
+
+def rss_mb() -> float:
+    """Resident set size of this process now, MB (``VmRSS``)."""
+    return _status_field("VmRSS") / 1024.0
 
 
 class _MallInfo2(ctypes.Structure):
@@ -103,9 +109,7 @@ def memory_parts(libc) -> dict[str, float]:
         parts["malloc_free"] = info.fordblks / 2**20
     parts["pymalloc"] = _pymalloc_arena_mb()
     parts["py_kblocks"] = sys.getallocatedblocks() / 1e3
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            parts["threads"] = float(line.split()[1])
+    parts["threads"] = float(_status_field("Threads"))
     if tracemalloc.is_tracing():
         parts["python"] = tracemalloc.get_traced_memory()[0] / 2**20
     return parts
