@@ -28,8 +28,15 @@ With ``--trim`` each sample also asks glibc to hand freed memory back to the OS
 (``malloc_trim(0)``) and prints the RSS after it: growth that disappears there
 is freed memory kept by the allocator (fragmentation), not objects that pile up.
 
+With ``--types`` each sample also counts the objects the garbage collector tracks, by
+type (``gc.get_objects()``; containers and instances, not str, float or array data),
+and the types whose count grew most between the first and the last sample of the loop
+(a dict named by its first keys) are printed with their growth per simulated hour, and
+the lists, dicts, sets and deques that grew most in place, with the attribute that
+holds them: what a session keeps that it should not is named by its type or its owner.
+
 Run: ``nice python benchmarks/bench_session_rss.py [--minutes 60] [--every 10] [--trim]
-[--sound session|plain] [--trace] [--maps]``
+[--sound session|plain] [--trace] [--maps] [--types]``
 """
 
 from __future__ import annotations
@@ -37,12 +44,14 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import gc
 import os
 import resource
 import sys
 import tempfile
 import time
 import tracemalloc
+from collections import Counter, deque
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +162,8 @@ def main() -> None:
                     help="also print RSS after glibc malloc_trim(0) at each sample")
     ap.add_argument("--maps", action="store_true",
                     help="split RSS by mapping and read glibc's counts at each sample")
+    ap.add_argument("--types", action="store_true",
+                    help="count gc-tracked objects by type; print the types that grew most")
     ap.add_argument("--trace", action="store_true",
                     help="trace Python allocations; print the sites that grew most")
     args = ap.parse_args()
@@ -173,6 +184,8 @@ def main() -> None:
     libc = (ctypes.CDLL(ctypes.util.find_library("c"))
             if args.trim or args.maps else None)
     parts: list[tuple[float, dict[str, float]]] = []
+    counts: list[tuple[float, Counter]] = []
+    sizes: list[dict] = []
     samples: list[tuple[float, float]] = []
     trimmed: list[tuple[float, float]] = []
     music0: list[float] = []
@@ -190,6 +203,9 @@ def main() -> None:
             if args.maps:
                 parts.append((t_music, memory_parts(libc)))
                 after += "  " + " ".join(f"{k} {v:.1f}" for k, v in parts[-1][1].items())
+            if args.types and t_music > 0:
+                counts[min(len(counts), 1):] = [(t_music, type_counts())]  # first, latest
+                sizes[min(len(sizes), 1):] = [container_sizes()]
             if args.trim:
                 libc.malloc_trim(0)
                 trimmed.append((t_music, rss_mb()))
@@ -228,9 +244,70 @@ def main() -> None:
     print(f"peak RSS of the run: {peak:.0f} MB; session.wav "
           f"{wav.stat().st_size / 1e6 if wav.is_file() else 0:.0f} MB; "
           f"{res.summary['phrases']} phrases; wall {time.perf_counter() - wall0:.0f} s")
+    if len(counts) == 2:
+        _print_type_growth(*counts)
+        _print_container_growth(*sizes, (counts[1][0] - counts[0][0]) / 60.0)
     if len(snapshots) == 2:
         _print_growth(*snapshots, samples[1][0], samples[-2][0])
     print(f"artifacts in {tmp}")
+
+
+def type_counts() -> Counter:
+    """Number of gc-tracked objects of each type now (``module.qualname``; a dict also
+    by its first keys, which name what it records)."""
+    def name(o: object) -> str:
+        kind = f"{type(o).__module__}.{type(o).__qualname__}"
+        if type(o) is dict:
+            kind += "[" + ", ".join(map(str, list(o)[:4])) + "]"
+        return kind
+
+    return Counter(name(o) for o in gc.get_objects())
+
+
+def container_sizes() -> dict[int, tuple[int, type]]:
+    """``id -> (len, type)`` of every gc-tracked list, dict, set and deque now (a
+    container that grows in place adds no object to :func:`type_counts`). Only ids are
+    kept, so the containers can still be freed; an id reused by a new container of the
+    same type can alias, rarely."""
+    kinds = (list, dict, set, deque)
+    return {id(o): (len(o), type(o)) for o in gc.get_objects() if type(o) in kinds}
+
+
+def _owner(o: object) -> str:
+    """Where a container lives: the attribute of the object that holds it."""
+    for ref in gc.get_referrers(o):
+        if type(ref) is dict:
+            for owner in gc.get_referrers(ref):
+                if getattr(owner, "__dict__", None) is ref:
+                    name = next((k for k, v in ref.items() if v is o), "?")
+                    return f"{type(owner).__module__}.{type(owner).__qualname__}.{name}"
+    return "?"
+
+
+def _print_container_growth(first: dict, last: dict, hours: float, top: int = 10) -> None:
+    """The containers alive at both samples (same id and type) whose length grew most."""
+    grown = sorted(((last[i][0] - n, i) for i, (n, kind) in first.items()
+                    if i in last and last[i][1] is kind), reverse=True)[:top]
+    wanted = {i for _, i in grown}
+    alive = {id(o): o for o in gc.get_objects() if id(o) in wanted}
+    print("containers that grew most in place (per simulated hour):")
+    for n, i in grown:
+        if n <= 0 or i not in alive:
+            continue
+        print(f"  {n / hours:+10.0f} entries per hour  (len {last[i][0]})  "
+              f"{last[i][1].__name__} {_owner(alive[i])}")
+
+
+def _print_type_growth(first: tuple[float, Counter], last: tuple[float, Counter],
+                       top: int = 15) -> None:
+    """The types whose number of gc-tracked objects grew most, per simulated hour."""
+    (t0, c0), (t1, c1) = first, last
+    hours = max(t1 - t0, 1e-9) / 60.0
+    grown = sorted(((c1[k] - c0[k], k) for k in c1), reverse=True)[:top]
+    print(f"gc-tracked objects from {t0:.0f} to {t1:.0f} simulated min: "
+          f"{sum(c1.values()) - sum(c0.values()):+d} in all; the {top} types that grew most:")
+    for n, k in grown:
+        print(f"  {n / hours:+10.0f} per hour  ({c0[k]} → {c1[k]})  {k}")
 
 
 def _print_growth(first, last, t_first: float, t_last: float, top: int = 15) -> None:

@@ -30,7 +30,13 @@ from st_agent.live.midi_out import (
 )
 from st_agent.live.outputs import OutputSet
 from st_agent.live.session import SessionConfig
-from st_agent.live.session_midi import SessionMidiFile, pan_gains, session_midi
+from st_agent.live.session_midi import (
+    SPOOL_NAME,
+    MidiPhrase,
+    SessionMidiFile,
+    pan_gains,
+    session_midi,
+)
 from st_agent.types import Knobs, MusicFeatures, Phrase
 
 PROGRAMS = {"melody": 0, "bass": 32, "chords": 4}
@@ -334,6 +340,33 @@ def test_session_mid_after_a_crash_holds_what_played(tmp_path: Path) -> None:
     cut = crash_at - played[0].start_sec
     assert max(n.end for i in pm.instruments for n in i.notes) <= cut + 1e-3
     assert sum(len(i.notes) for i in pm.instruments) == 24 + 3 * 2  # beats 0, 1 of phrase 1
+
+
+def test_session_mid_spools_each_phrase_to_disk_not_memory(tmp_path: Path) -> None:
+    played = _phrases()
+    out = SessionMidiFile(checkpoint_sec=float("inf"))  # no checkpoint: only the spool
+    with pytest.raises(RuntimeError, match=r"phrase\(\) before open\(\)"):
+        out.phrase(0, played[0], Knobs(0.5, 0.5, 0.5))
+    out.open(tmp_path)
+    for i, p in enumerate(played):
+        out.phrase(i, p, Knobs(0.5, 0.5, 0.5))
+    spool = tmp_path / SPOOL_NAME
+    assert len(spool.read_text().splitlines()) == len(played) == out.n_phrases
+    assert not hasattr(out, "played")  # nothing of a phrase is held in memory
+    for p, back in zip(played, out.spooled(), strict=True):  # read back exactly
+        want = MidiPhrase.of(p)
+        assert (back.start_sec, back.end_sec, back.tempo_us, back.meter) == (
+            want.start_sec, want.end_sec, want.tempo_us, want.meter)
+        for (la, pa, da, na), (lb, pb, db, nb) in zip(back.parts, want.parts, strict=True):
+            assert (la, pa, da) == (lb, pb, db) and np.array_equal(na, nb)
+    with open(spool, "a", encoding="utf-8") as f:
+        f.write('{"start_sec": 99.0, "end_')  # a line cut short (a full disk)
+    assert len(out.spooled()) == len(played)  # left out, the others kept
+    out.close("time up")
+    assert not spool.exists()
+    pm = pretty_midi.PrettyMIDI(str(tmp_path / "session.mid"))
+    assert sum(len(i.notes) for i in pm.instruments) == sum(
+        len(i.notes) for p in played for i in p.pm.instruments)
 
 
 def test_empty_session_writes_a_valid_empty_file() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -12,16 +13,19 @@ from pathlib import Path
 
 import music21
 import numpy as np
+import pretty_midi
 import pytest
 from scipy.io import wavfile
 
 from st_agent.biometrics.recording import read_session
 from st_agent.contract import SafetyBounds
+from st_agent.live.common import Playing
 from st_agent.live.report import write_report
 from st_agent.live.session import DemoConfig, SessionConfig, explain_change, run_session
+from st_agent.live.session_midi import SPOOL_NAME, MidiPhrase
 from st_agent.music.abc import check_many
 from st_agent.policies.controllers import make_controller
-from st_agent.types import Knobs
+from st_agent.types import Knobs, Phrase
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,6 +70,31 @@ def test_demo_wav_matches_the_session_and_is_not_silent(demo) -> None:
     # the stop fades out: the last 0.1 s is far quieter than the session
     tail = x[-int(0.1 * sr):]
     assert np.abs(tail).max() < 0.1 * np.abs(x).max()
+
+
+@pytest.mark.slow
+def test_a_session_keeps_no_phrase_in_memory_once_it_is_on_disk(tmp_path: Path) -> None:
+    """Hours of phrases must not pile up (benchmarks/bench_session_rss.py): the score,
+    the MIDI spool and the WAV take each phrase as it starts, and the loop keeps only
+    the phrase playing and the one being composed."""
+    cfg = SessionConfig(board="virtual", accelerated=True, minutes=4.0, calibration_sec=10.0,
+                        record=tmp_path, name="flat", status_sec=20.0, report=False)
+    kinds = (Phrase, Playing, MidiPhrase)
+    alive: list[tuple[int, int]] = []
+
+    def on_status(s) -> None:
+        if s.phase == "music":  # type(), not isinstance: no proxy's __class__ is asked
+            alive.append((s.phrases, sum(type(o) in kinds for o in gc.get_objects())))
+
+    controller, name = make_controller(cfg.policy, cfg.bounds(), cfg.target, None, cfg.seed)
+    res = run_session(cfg, controller, name, on_status)
+    assert res.summary["phrases"] >= 15 and alive[-1][0] >= 15
+    assert max(n for _, n in alive) <= 4, alive  # not one per phrase played
+    text = res.score_path.read_text()
+    assert text.count("% phrase ") == res.summary["phrases"]
+    pm = pretty_midi.PrettyMIDI(str(res.folder / "session.mid"))
+    assert pm.get_end_time() == pytest.approx(res.summary["music_sec"], abs=2.0)
+    assert not (res.folder / SPOOL_NAME).exists()  # session.mid has it all
 
 
 @pytest.mark.slow

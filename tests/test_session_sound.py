@@ -220,7 +220,7 @@ def test_render_ahead_gives_the_player_its_gain_and_session_wav_reuses_the_rende
     out.phrase(0, Playing(phrase, feats, pm, 10.0), knobs)
     out.close("time up")
     assert take_audio(pm) is None  # handed over once, not kept with the phrase
-    assert out.sounds == [sound.as_dict()]  # the render made ahead, not a second one
+    assert list(out.sounds) == [sound.as_dict()]  # the render made ahead, not a second one
     rate, x = wavfile.read(tmp_path / "session.wav")
     assert x.shape == (round(feats.duration_sec * rate), 2)
     assert loudness_lufs(x / 32767.0, rate) == pytest.approx(session_lufs(0.1), abs=1.0)

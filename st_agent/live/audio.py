@@ -1,4 +1,5 @@
-"""The music files of a session: the whole piece as one MIDI, one ABC score, one WAV.
+"""The music files of a session: the whole piece as one WAV (the score is written by
+:mod:`st_agent.live.session_score`, the MIDI file by :mod:`st_agent.live.session_midi`).
 
 A live session streams its WAV to disk as it goes (:class:`SessionWavOutput`, a
 :class:`~st_agent.live.outputs.SessionOutput`): each phrase is rendered when it
@@ -10,23 +11,22 @@ renders a list of phrases in one go (in memory) for callers that have them all.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import math
 import os
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from st_agent.live.common import Playing
-from st_agent.types import Knobs, Phrase
+from st_agent.types import Knobs
 
-__all__ = ["SESSION_WAV_GAIN", "PlayedPhrase", "SessionWavOutput", "WavStream",
-           "join_phrases", "session_score", "write_session_wav", "write_wav"]
+__all__ = ["SESSION_WAV_GAIN", "SessionWavOutput", "WavStream", "join_phrases",
+           "write_session_wav", "write_wav"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,45 +46,12 @@ SESSION_WAV_GAIN = 5.8
 #: crash leaves it at the streamed level above.
 FINAL_PEAK = 0.89
 
+#: Phrases whose render time and sound :class:`SessionWavOutput` keeps (the latest).
+RECENT_PHRASES = 200
+
 #: Seconds rendered past a phrase's musical end (release and reverb), added onto the
 #: start of the next phrase.
 TAIL_SEC = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class PlayedPhrase:
-    """What a session keeps of a phrase once it has started: enough for the score and
-    the summary, without its MIDI or audio.
-
-    Parameters
-    ----------
-    phrase : Phrase
-    start_sec : float
-        Session time at which it started, seconds.
-    duration_sec : float
-        Its musical length, seconds.
-    programs : tuple of (str, int)
-        Each part's General MIDI program as it played (the session sound chooses them
-        by the knobs); the score notes them.
-    """
-
-    phrase: Phrase
-    start_sec: float
-    duration_sec: float
-    programs: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def end_sec(self) -> float:
-        """Session time at which it ends, seconds."""
-        return self.start_sec + self.duration_sec
-
-    @classmethod
-    def of(cls, p: Playing) -> PlayedPhrase:
-        """The compact record of a :class:`~st_agent.live.common.Playing`."""
-        from st_agent.live.session_sound import phrase_programs
-
-        return cls(p.phrase, float(p.start_sec), float(p.features.duration_sec),
-                   tuple(phrase_programs(p.pm).items()))
 
 
 def join_phrases(played: list[Playing]) -> Any:
@@ -106,39 +73,6 @@ def join_phrases(played: list[Playing]) -> Any:
                 dst.notes.append(pretty_midi.Note(n.velocity, n.pitch, n.start + shift,
                                                   n.end + shift))
     return out
-
-
-def session_score(played: Sequence[Playing | PlayedPhrase],
-                  title: str = "st-agent session") -> str:
-    """The session as one ABC tune: each phrase a line, with inline tempo and key changes."""
-    lines = ["X:1", f"T:{title}"]
-    if not played:
-        return "\n".join([*lines, "M:4/4", "L:1/8", "K:C", "z8|"]) + "\n"
-    first = played[0].phrase
-    lines += [f"M:{first.meter}", f"L:{first.unit}",
-              f"Q:1/4={round(first.bpm)}", f"K:{first.key}"]
-    key, bpm, meter = first.key, round(first.bpm), first.meter
-    for i, p in enumerate(played):
-        ph = p.phrase
-        k = ph.knobs
-        progs = getattr(p, "programs", ()) or (
-            tuple((inst.name, inst.program) for inst in p.pm.instruments)
-            if hasattr(p, "pm") else ())
-        sound = "; programs " + " ".join(f"{n} {g}" for n, g in progs) if progs else ""
-        lines.append(f"% phrase {i}: t={p.start_sec:.1f}s knobs valence {k.valence:.2f} "
-                     f"tempo {k.tempo:.2f} energy {k.energy:.2f}{sound}")
-        head = ""
-        if ph.meter != meter:
-            head += f"[M:{ph.meter}]"
-            meter = ph.meter
-        if round(ph.bpm) != bpm:
-            head += f"[Q:1/4={round(ph.bpm)}]"
-            bpm = round(ph.bpm)
-        if ph.key != key:
-            head += f"[K:{ph.key}]"
-            key = ph.key
-        lines.append(head + ph.body.strip())
-    return "\n".join(lines) + "\n"
 
 
 def write_session_wav(path: Path, played: list[Playing], music_sec: float, fade_sec: float,
@@ -407,8 +341,11 @@ class SessionWavOutput:
         self.gain = float(gain)
         self.sample_rate = sample_rate
         self.channels = 2 if self.sound == "session" else 1
-        self.render_ms: list[float] = []  # wall time of each phrase's render (+ matching)
-        self.sounds: list[dict[str, Any]] = []  # session sound: each phrase's PhraseSound
+        # the last RECENT_PHRASES phrases' render wall time, ms (+ matching), and their
+        # PhraseSound (session sound): bounded, so hours of phrases keep no memory
+        self.render_ms: collections.deque[float] = collections.deque(maxlen=RECENT_PHRASES)
+        self.sounds: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=RECENT_PHRASES)
         self.path: Path | None = None
         self._wav: WavStream | None = None
         self._synth: Any = None

@@ -113,7 +113,7 @@ class DashboardMixin:
                        else "music", signal=st.signal, knobs=st.knobs,
                        target_name=str(getattr(tgt, "name", "")), target=point,
                        controller=str(self.guard.using), paused=self.controls.paused,
-                       override=self.controls.override, phrases=len(parts.played))
+                       override=self.controls.override, phrases=parts.score.n_phrases)
 
     def note_marker(self, now: float, text: str) -> None:
         """A dashboard note: to every output as a marker (the control event records it)."""

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from st_agent.contract import Target, action_to_knobs, build_observation
-from st_agent.live.audio import PlayedPhrase
 from st_agent.live.common import (
     Playing,
     explain_change,
@@ -57,6 +56,7 @@ from st_agent.live.session_outputs import (
     WAV_OUTPUT,
     build_outputs,
 )
+from st_agent.live.session_score import ScoreFile
 from st_agent.live.session_sound import phrase_programs, play_phrase, player_settings
 from st_agent.live.session_types import (
     LoopParts,
@@ -194,7 +194,6 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
                 player.close()
             raise
         estimator = StateEstimator(estimator_config(cfg))
-        played: list[PlayedPhrase] = []
         recorder = None
         wall0 = time.monotonic()
         self._maker_errors = maker.errors
@@ -207,7 +206,8 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
             self._output_failures(self.outputs.open(self.folder))
             self._outputs_open = True
             self._start_dashboard(first)
-            self._loop(LoopParts(source, estimator, maker, recorder, player, played,
+            score = ScoreFile(self.folder / "score.abc", f"st-agent session {self.folder.name}")
+            self._loop(LoopParts(source, estimator, maker, recorder, player, score,
                                  time.monotonic()), first)
         except BaseException as e:
             self._close(source, maker, estimator, player, recorder,
@@ -219,7 +219,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
         self._estimator_report = {"gates": estimator.gate_report().as_dict(),
                                   "calibration": asdict(estimator.calibration_status()),
                                   "markers_unavailable": estimator.marker_status()}
-        return self._finish(played, time.monotonic() - wall0)
+        return self._finish(score, time.monotonic() - wall0)
 
     def _close(self, source: Any, maker: PhraseMaker, estimator: Any, player: Any,
                recorder: Any, reason: str) -> None:
@@ -525,7 +525,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
             note = parts.estimator.calibration_status().message if phase == "calibrating" \
                 else ""
             self.on_status(SessionStatus(now, phase, st.latest, self.target.at(now), st.knobs,
-                                         st.signal, len(parts.played), note,
+                                         st.signal, parts.score.n_phrases, note,
                                          self.guard.using if self.guard.failed else ""))
 
     def _source_now(self) -> float:
@@ -541,9 +541,10 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
 
     def _start_phrase(self, p: Playing, knobs: Knobs, parts: LoopParts, player: Any) -> Playing:
         """``p`` starts: record it; the outputs get it; the (virtual) listener hears it;
-        ``player`` plays it. Only a compact record of it is kept afterwards."""
-        parts.played.append(PlayedPhrase.of(p))
-        index = len(parts.played) - 1
+        ``player`` plays it. Nothing of it is kept afterwards: ``score.abc`` and the
+        outputs have it on disk."""
+        index = parts.score.n_phrases
+        parts.score.add(p)
         parts.recorder.write_phrase(p.phrase, None, duration_sec=p.features.duration_sec,
                                     features=p.features)
         parts.recorder.write_event("phrase_start", None, t_session=p.start_sec,
@@ -565,20 +566,19 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
         return p
 
     # ------------------------------------------------------------------ outputs
-    def _finish(self, played: list[PlayedPhrase], wall_sec: float) -> SessionResult:
-        """Write the score, ``summary.json`` and (``config.report``) the report; the WAV
-        was streamed while the session went."""
-        return write_session_files(self.folder, played, self._summary(played, wall_sec),
+    def _finish(self, score: ScoreFile, wall_sec: float) -> SessionResult:
+        """Finish the score; write ``summary.json`` and (``config.report``) the report;
+        the WAV, the MIDI file and the score were streamed while the session went."""
+        return write_session_files(self.folder, score, self._summary(score, wall_sec),
                                    self.config.key_file, report=self.config.report)
 
-    def _summary(self, played: list[PlayedPhrase], wall_sec: float) -> dict[str, Any]:
+    def _summary(self, score: ScoreFile, wall_sec: float) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms)
         leads = np.asarray([x for x in self.leads_sec if math.isfinite(x)])
-        music = (played[-1].end_sec - played[0].start_sec) if played else 0.0
         return {
             "board": self.config.board, "policy": self.controller_name,
             "target": self.target.name, "target_point": self.target.at(0.0),
-            "phrases": len(played), "music_sec": music,
+            "phrases": score.n_phrases, "music_sec": score.music_sec,
             "calibration_end_sec": self._calibrated_at,
             "stopped": self._stop.is_set(), "stop_reason": self._stop_reason or "time up",
             "wall_sec": wall_sec, "accelerated": self.config.accelerated,

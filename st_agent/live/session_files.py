@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from st_agent.live.audio import PlayedPhrase, session_score
 from st_agent.live.common import jsonable, load_or_create_key
+from st_agent.live.session_score import ScoreFile
 from st_agent.live.session_types import SessionResult
 
 if TYPE_CHECKING:
@@ -22,17 +22,18 @@ __all__ = ["open_recorder", "write_session_files"]
 logger = logging.getLogger(__name__)
 
 
-def write_session_files(folder: Path, played: list[PlayedPhrase], summary: dict[str, Any],
+def write_session_files(folder: Path, score: ScoreFile, summary: dict[str, Any],
                         key_file: Path | None, report: bool = True) -> SessionResult:
-    """Write ``score.abc``, ``summary.json`` (with the metrics read back from the
-    recording) and, with ``report``, ``report.html`` and ``visuals.html``.
+    """Finish ``score.abc`` (written as the session played); write ``summary.json`` (with
+    the metrics read back from the recording) and, with ``report``, ``report.html`` and
+    ``visuals.html``.
 
     Parameters
     ----------
     folder : Path
         The session folder (its recording is closed).
-    played : list of PlayedPhrase
-        The phrases in the order they played.
+    score : ScoreFile
+        The session's score, every phrase in it.
     summary : dict
         The session's summary; ``"metrics"`` is added from the recording.
     key_file : Path or None
@@ -48,11 +49,9 @@ def write_session_files(folder: Path, played: list[PlayedPhrase], summary: dict[
     from st_agent.biometrics.recording import read_events
     from st_agent.live.report import session_metrics
 
-    score = folder / "score.abc"
-    score.write_text(session_score(played, title=f"st-agent session {folder.name}"),
-                     encoding="utf-8")
+    score_path = score.close()
     wav: Path | None = folder / "session.wav"
-    if not (played and wav.is_file()):
+    if not (score.n_phrases and wav.is_file()):
         wav = None
     # from the events alone: hours of samples need not be read for a few figures
     summary["metrics"] = session_metrics(read_events(folder, key=key_file)[1])
@@ -71,7 +70,7 @@ def write_session_files(folder: Path, played: list[PlayedPhrase], summary: dict[
         logger.info("the recording in %s is encrypted with %s; its derived files "
                     "(session.wav, session.mid, score.abc, summary.json, report.html, "
                     "visuals.html, *.png) are plaintext", folder, key_file)
-    return SessionResult(folder, wav, score, html, summary)
+    return SessionResult(folder, wav, score_path, html, summary)
 
 
 def open_recorder(cfg: SessionConfig, folder: Path, first: SignalChunk, controller_name: str,

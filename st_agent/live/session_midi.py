@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import math
 import os
@@ -41,6 +42,9 @@ __all__ = ["TICKS_PER_QUARTER", "MidiPhrase", "SessionMidiFile", "mix_gain", "mu
            "write_pcm", "write_session_midi", "write_stems"]
 
 logger = logging.getLogger(__name__)
+
+#: The spool of :class:`SessionMidiFile` in the session folder (removed at close).
+SPOOL_NAME = ".session-mid.jsonl"
 
 #: Resolution of ``session.mid``.
 TICKS_PER_QUARTER = 960
@@ -104,6 +108,23 @@ class MidiPhrase:
             for inst in p.pm.instruments)
         return cls(float(p.start_sec), float(p.end_sec), _phrase_tempo_us(p),
                    _phrase_meter(p), parts)
+
+    def to_json(self) -> str:
+        """One line of JSON (floats as Python writes them, so they read back exactly)."""
+        return json.dumps({"start_sec": self.start_sec, "end_sec": self.end_sec,
+                           "tempo_us": self.tempo_us, "meter": list(self.meter),
+                           "parts": [[label, program, drum, notes.tolist()]
+                                     for label, program, drum, notes in self.parts]})
+
+    @classmethod
+    def from_json(cls, line: str) -> MidiPhrase:
+        """The record :meth:`to_json` wrote."""
+        d = json.loads(line)
+        parts = tuple((str(label), int(program), bool(drum),
+                       np.array(notes, dtype=np.float64).reshape(-1, 4))
+                      for label, program, drum, notes in d["parts"])
+        return cls(float(d["start_sec"]), float(d["end_sec"]), int(d["tempo_us"]),
+                   (int(d["meter"][0]), int(d["meter"][1])), parts)
 
 
 class _TempoMap:
@@ -444,11 +465,14 @@ def write_stems(folder: Path, stems: dict[str, np.ndarray], sample_rate: int,
 class SessionMidiFile:
     """Writes ``session.mid`` (and with ``stems`` the ``stems/<part>.wav``) at close.
 
-    A :class:`~st_agent.live.outputs.SessionOutput`. Every ``checkpoint_sec`` the file so
-    far is written again (atomically, at a phrase start), so a session that dies without
-    closing still leaves what played up to then; :meth:`close` writes the final one (cut
-    at a stop or a crash: at the stop marker, or the last session time seen; whole on
-    ``"time up"``).
+    A :class:`~st_agent.live.outputs.SessionOutput`. Each phrase's notes go to a spool
+    file in the session folder (``.session-mid.jsonl``, a :class:`MidiPhrase` per line)
+    as it starts, not to memory, so a session's memory stays flat over hours. Every
+    ``checkpoint_sec`` the file so far is written again from the spool (atomically, at a
+    phrase start), so a session that dies without closing still leaves what played up
+    to then; :meth:`close` writes the final one (cut at a stop or a crash: at the stop
+    marker, or the last session time seen; whole on ``"time up"``) and removes the
+    spool.
 
     Parameters
     ----------
@@ -476,7 +500,9 @@ class SessionMidiFile:
         self.checkpoint_sec = float(checkpoint_sec)
         self._last_checkpoint = -math.inf
         self.folder: Path | None = None
-        self.played: list[MidiPhrase] = []
+        self.n_phrases = 0
+        self._spool: Path | None = None
+        self._last_end_sec = -math.inf
         self.markers: list[tuple[float, str]] = []
         self.path: Path | None = None
         self.stem_paths: list[Path] = []
@@ -485,18 +511,42 @@ class SessionMidiFile:
         self._closed = False
 
     def open(self, folder: Path) -> None:
-        """Files go to ``folder``."""
+        """Files go to ``folder`` (an earlier spool there is replaced)."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._spool = self.folder / SPOOL_NAME
+        self._spool.write_text("", encoding="utf-8")
 
     def phrase(self, index: int, playing: Playing, knobs: Knobs) -> None:
-        """Keep the phrase; rewrite the file so far."""
-        self.played.append(MidiPhrase.of(playing))
+        """Spool the phrase; rewrite the file so far when a checkpoint is due."""
+        if self.folder is None or self._spool is None:
+            raise RuntimeError("session-mid: phrase() before open()")
+        record = MidiPhrase.of(playing)
+        with open(self._spool, "a", encoding="utf-8") as f:
+            f.write(record.to_json() + "\n")
+        self.n_phrases += 1
+        self._last_end_sec = record.end_sec
         self._seen(playing.start_sec)
-        if self.folder is not None and \
-                playing.start_sec - self._last_checkpoint >= self.checkpoint_sec:
+        if playing.start_sec - self._last_checkpoint >= self.checkpoint_sec:
             self._last_checkpoint = playing.start_sec
-            write_session_midi(self.folder / "session.mid", self.played, None, self.markers)
+            write_session_midi(self.folder / "session.mid", self.spooled(), None,
+                               self.markers)
+
+    def spooled(self) -> list[MidiPhrase]:
+        """Every phrase spooled so far, read back from the spool file, in order (a line
+        that does not parse, such as one cut short by a full disk, is logged and left
+        out)."""
+        if self._spool is None or not self._spool.is_file():
+            return []
+        out: list[MidiPhrase] = []
+        with open(self._spool, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                try:
+                    out.append(MidiPhrase.from_json(line))
+                except (ValueError, KeyError, TypeError, IndexError) as e:
+                    logger.warning("session-mid: line %d of %s is not a phrase record, "
+                                   "left out (%s)", n, self._spool, e)
+        return out
 
     def state(self, t_sec: float, state: EmotionState | None, knobs: Knobs) -> None:
         """Note the session time."""
@@ -520,17 +570,20 @@ class SessionMidiFile:
             cut = self._stop_at
         elif reason != "time up" and math.isfinite(self._now):
             cut = self._now
-        if cut is not None and self.played and cut >= self.played[-1].end_sec:
+        if cut is not None and cut >= self._last_end_sec:
             cut = None
-        self.path = write_session_midi(self.folder / "session.mid", self.played, cut,
+        played = self.spooled()
+        self.path = write_session_midi(self.folder / "session.mid", played, cut,
                                        self.markers)
-        if self.stems and self.played:
-            music = music_length_sec(self.played)
+        if self.stems and played:
+            music = music_length_sec(played)
             if cut is not None:
-                music = min(music, cut - self.played[0].start_sec + self.fade_sec)
-            parts, sr = part_audio(self.played, music, self.fade_sec, self.soundfont)
+                music = min(music, cut - played[0].start_sec + self.fade_sec)
+            parts, sr = part_audio(played, music, self.fade_sec, self.soundfont)
             gain = _session_wav_gain(parts)
             self.stem_paths = write_stems(self.folder, parts, sr, gain)
+        if self._spool is not None:
+            self._spool.unlink(missing_ok=True)  # session.mid holds every phrase now
 
     def _seen(self, t: float | None) -> None:
         if t is not None and math.isfinite(t):

@@ -20,10 +20,10 @@ from st_agent.live.common import check_writable
 from st_agent.types import EmotionState, Knobs, Phrase, SignalChunk
 
 if TYPE_CHECKING:
-    from st_agent.live.audio import PlayedPhrase
     from st_agent.live.common import Playing
     from st_agent.live.composing import PhraseMaker
     from st_agent.live.session import SessionConfig
+    from st_agent.live.session_score import ScoreFile
 
 __all__ = ["LoopParts", "LoopState", "SessionResult", "SessionStatus", "UsableEstimate",
            "session_folder"]
@@ -107,7 +107,7 @@ class LoopParts:
     maker: PhraseMaker
     recorder: Any
     player: Any
-    played: list[PlayedPhrase]  # compact: no MIDI or audio is kept per phrase
+    score: ScoreFile  # score.abc as it plays: nothing of a phrase is kept once written
     wall0: float  # monotonic time at which the loop started
 
 
