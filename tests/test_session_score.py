@@ -63,3 +63,19 @@ def test_a_session_without_a_phrase_gets_a_one_bar_score(tmp_path: Path) -> None
     text = score.close().read_text()
     assert text == session_score([], "empty")
     assert check_many([text])[0].ok
+
+
+def test_a_score_that_cannot_be_written_stops_and_says_why(tmp_path: Path, played,
+                                                          caplog) -> None:
+    score = ScoreFile(tmp_path / "score.abc", "t")
+    score.add(played[0])
+    score.path.unlink()
+    score.path.mkdir()  # the file's place taken: every later write fails
+    score.add(played[1])
+    score.add(played[2])
+    assert score.error is not None and "score.abc" in score.error
+    assert "the recording still holds every phrase" in caplog.text
+    assert caplog.text.count("could not be written") == 1  # said once
+    assert score.n_phrases == 3  # the session's count goes on
+    assert score.music_sec == pytest.approx(played[-1].end_sec - played[0].start_sec)
+    assert score.close() == score.path

@@ -579,6 +579,7 @@ class LiveSession(DashboardMixin):  # the dashboard's hooks (dashboard_session.p
             "board": self.config.board, "policy": self.controller_name,
             "target": self.target.name, "target_point": self.target.at(0.0),
             "phrases": score.n_phrases, "music_sec": score.music_sec,
+            "score_error": score.error,
             "calibration_end_sec": self._calibrated_at,
             "stopped": self._stop.is_set(), "stop_reason": self._stop_reason or "time up",
             "wall_sec": wall_sec, "accelerated": self.config.accelerated,

@@ -5,12 +5,13 @@ then for every phrase a comment (its index, start time, knobs and General MIDI
 programs) and its bars, with inline ``[M:]``, ``[Q:]`` and ``[K:]`` fields where the
 meter, tempo or key changes. :class:`ScoreFile` appends each phrase's lines when it
 starts, so a session that dies still leaves its score up to then, and the session
-keeps nothing of a phrase once it is written (its memory stays flat over hours);
+keeps nothing of a phrase once it is written;
 :func:`session_score` builds the same text from a list, for callers that have one.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +19,8 @@ from pathlib import Path
 from st_agent.live.common import Playing
 
 __all__ = ["EMPTY_SCORE_BODY", "ScoreFile", "ScoreLines", "session_score"]
+
+logger = logging.getLogger(__name__)
 
 #: The body of the score of a session that played no phrase (one silent bar).
 EMPTY_SCORE_BODY = ("M:4/4", "L:1/8", "K:C", "z8|")
@@ -93,7 +96,9 @@ class ScoreFile:
 
     Each :meth:`add` appends the phrase's lines and closes the file again (no handle is
     held between phrases, so a crash loses nothing written). :meth:`close` writes the
-    one-bar score of a session that played nothing.
+    one-bar score of a session that played nothing. A write that fails (a full disk, a
+    folder made read-only) is logged once and the score stops there, in :attr:`error`;
+    the session goes on, and its recording still holds every phrase's ABC.
 
     Parameters
     ----------
@@ -108,6 +113,8 @@ class ScoreFile:
         self._lines = ScoreLines(title)
         self.first_start_sec = math.nan
         self.last_end_sec = math.nan
+        #: Why the score stopped being written (None while it is written).
+        self.error: str | None = None
 
     @property
     def n_phrases(self) -> int:
@@ -134,6 +141,15 @@ class ScoreFile:
         return self.path
 
     def _write(self, lines: list[str], mode: str) -> None:
-        with open(self.path, mode, encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
+        if self.error is not None:
+            return
+        try:
+            with open(self.path, mode, encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+        except OSError as e:
+            self.error = f"{type(e).__name__}: {e}"
+            logger.error("%s could not be written (%s); the score stops at phrase %d, "
+                         "the recording still holds every phrase's ABC (free space or "
+                         "fix the folder's permissions for the next session)",
+                         self.path, self.error, self.n_phrases - 1)
 
