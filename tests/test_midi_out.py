@@ -369,6 +369,35 @@ def test_session_mid_spools_each_phrase_to_disk_not_memory(tmp_path: Path) -> No
         len(i.notes) for p in played for i in p.pm.instruments)
 
 
+def test_track_encoding_reads_back_through_mido_with_every_delta_length() -> None:
+    """The array encoder of the note events against an independent reader (mido):
+    deltas of 1 to 4 bytes, ties at one tick (note-offs first, then as given)."""
+    import io
+
+    from st_agent.live.session_midi import TrackNotes, _meta, _smf, _track
+
+    rng = np.random.default_rng(3)
+    on = np.sort(rng.choice([0, 5, 100, 200, 20_000, 3_000_000, 3_000_001], 40))
+    on = np.cumsum(np.where(rng.random(40) < 0.2, 0, on % 300_000))  # ties and jumps
+    on[-1] += 2 ** 22  # a 4-byte delta
+    off = on + rng.choice([0, 1, 127, 128, 16_384], 40)
+    pitch, vel = rng.integers(0, 128, 40), rng.integers(1, 128, 40)
+    events = [(0, 0, _meta(0x03, b"melody")), (0, 1, bytes([0xC3, 40]))]
+    end = int(off.max()) + 10
+    smf = _smf(960, [_track(events, end, TrackNotes(3, on, off, pitch, vel))])
+    got, now = [], 0
+    for msg in mido.MidiFile(file=io.BytesIO(smf)).tracks[0]:
+        now += msg.time
+        got.append((now, msg.type) + ((msg.note, msg.velocity, msg.channel)
+                                      if msg.type.startswith("note") else ()))
+    want = [(0, 0, 0, ("track_name",)), (0, 1, 1, ("program_change",))]
+    for i in range(40):  # (tick, order, as given, message)
+        want.append((int(on[i]), 3, 2 + 2 * i, ("note_on", int(pitch[i]), int(vel[i]), 3)))
+        want.append((int(off[i]), 2, 3 + 2 * i, ("note_off", int(pitch[i]), 0, 3)))
+    want = [(t, *m) for t, _, _, m in sorted(want)] + [(end, "end_of_track")]
+    assert got == want
+
+
 def test_empty_session_writes_a_valid_empty_file() -> None:
     assert len(session_midi([]).tracks) == 1
 

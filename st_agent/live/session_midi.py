@@ -249,13 +249,10 @@ def session_midi_bytes(played: Sequence[Playing | MidiPhrase], cut_sec: float | 
             ev.append((tmap.tick(t), 1, bytes([0xC0 | ch, prog & 0x7F])))
         notes = part["notes"]
         on = tmap.ticks(notes[:, 0])
-        off = np.maximum(tmap.ticks(notes[:, 1]), on)
-        pitch = np.clip(notes[:, 2], 0, 127).astype(int).tolist()
-        vel = np.clip(notes[:, 3], 1, 127).astype(int).tolist()
-        for a, b, k, v in zip(on.tolist(), off.tolist(), pitch, vel, strict=True):
-            ev.append((a, 3, bytes((0x90 | ch, k, v))))
-            ev.append((b, 2, bytes((0x80 | ch, k, 0))))
-        tracks.append(_track(ev, end_tick))
+        tracks.append(_track(ev, end_tick, TrackNotes(
+            ch, on, np.maximum(tmap.ticks(notes[:, 1]), on),
+            np.clip(notes[:, 2], 0, 127).astype(np.int64),
+            np.clip(notes[:, 3], 1, 127).astype(np.int64))))
     return _smf(tpq, tracks)
 
 
@@ -291,16 +288,71 @@ def _meta(kind: int, data: bytes) -> bytes:
     return bytes([0xFF, kind]) + _varlen(len(data)) + data
 
 
-def _track(events: list[tuple[int, int, bytes]], end_tick: int) -> bytes:
-    """An ``MTrk`` chunk from absolute ``(tick, order, event)``: note-offs before
-    note-ons at one tick; ends at ``end_tick``."""
-    body = bytearray()
-    now = 0
-    for tick, _, ev in sorted(events, key=lambda e: (e[0], e[1])):
-        body += _varlen(tick - now) + ev
-        now = tick
-    body += _varlen(max(end_tick - now, 0)) + b"\xff\x2f\x00"
-    return b"MTrk" + len(body).to_bytes(4, "big") + bytes(body)
+@dataclass(frozen=True)
+class TrackNotes:
+    """A part's notes for :func:`_track`, as arrays of shape (n,) (int): each a note-on
+    at ``on_tick`` and a note-off at ``off_tick`` on ``channel``."""
+
+    channel: int
+    on_tick: np.ndarray
+    off_tick: np.ndarray
+    pitch: np.ndarray
+    velocity: np.ndarray
+
+
+# event order at one tick, as in session_midi_bytes: note-offs (2) before note-ons (3)
+_OFF_ORDER, _ON_ORDER = 2, 3
+
+
+def _track(events: list[tuple[int, int, bytes]], end_tick: int,
+           notes: TrackNotes | None = None) -> bytes:
+    """An ``MTrk`` chunk from absolute ``(tick, order, event)`` and ``notes``, sorted by
+    tick, then order (note-offs before note-ons at one tick), then as given (``events``
+    first, then each note's on and off); ends at ``end_tick``.
+
+    The notes are encoded with array operations, not an object per event: a checkpoint
+    of hours of notes would otherwise make millions of small objects at once, whose
+    peak grows with the session and leaves Python's allocator fragmented
+    (``benchmarks/bench_session_rss.py``).
+    """
+    m = len(events)
+    n = 0 if notes is None else len(notes.on_tick)
+    tick = np.empty(m + 2 * n, dtype=np.int64)
+    order = np.empty(m + 2 * n, dtype=np.int64)
+    plen = np.full(m + 2 * n, 3, dtype=np.int64)  # a note message is 3 bytes
+    if m:
+        tick[:m], order[:m] = zip(*((t, o) for t, o, _ in events), strict=True)
+        plen[:m] = [len(ev) for _, _, ev in events]
+    if n:
+        tick[m::2], tick[m + 1::2] = notes.on_tick, notes.off_tick
+        order[m::2], order[m + 1::2] = _ON_ORDER, _OFF_ORDER
+    src = np.lexsort((np.arange(m + 2 * n), order, tick))  # stable: ties as given
+    t = tick[src]
+    delta = np.diff(t, prepend=0)
+    vlen = 1 + (delta >= 1 << 7) + (delta >= 1 << 14) + (delta >= 1 << 21)
+    size = vlen + plen[src]
+    start = np.cumsum(size) - size
+    buf = np.zeros(int(size.sum()), dtype=np.uint8)
+    for k in range(4):  # the variable-length delta, most significant group first
+        sel = vlen > k
+        last = k == vlen[sel] - 1
+        group = (delta[sel] >> (7 * (vlen[sel] - 1 - k))) & 0x7F
+        buf[start[sel] + k] = np.where(last, group, group | 0x80)
+    is_note = src >= m
+    if n:
+        j = src[is_note] - m  # 2 i: note i's on, 2 i + 1: its off
+        i, is_on = j // 2, j % 2 == 0
+        at = start[is_note] + vlen[is_note]
+        buf[at] = np.where(is_on, 0x90, 0x80) | notes.channel
+        buf[at + 1] = notes.pitch[i]
+        buf[at + 2] = np.where(is_on, notes.velocity[i], 0)
+    for pos in np.flatnonzero(~is_note):  # the few other events, as they are
+        ev = events[src[pos]][2]
+        at = start[pos] + vlen[pos]
+        buf[at:at + len(ev)] = np.frombuffer(ev, dtype=np.uint8)
+    now = int(t[-1]) if len(t) else 0
+    body = buf.tobytes() + _varlen(max(end_tick - now, 0)) + b"\xff\x2f\x00"
+    return b"MTrk" + len(body).to_bytes(4, "big") + body
 
 
 def _smf(tpq: int, tracks: list[bytes]) -> bytes:
@@ -467,7 +519,8 @@ class SessionMidiFile:
 
     A :class:`~st_agent.live.outputs.SessionOutput`. Each phrase's notes go to a spool
     file in the session folder (``.session-mid.jsonl``, a :class:`MidiPhrase` per line)
-    as it starts, not to memory, so a session's memory stays flat over hours. Every
+    as it starts, not to memory, so the output keeps no phrase however long the
+    session (:meth:`spooled` reads them back). Every
     ``checkpoint_sec`` the file so far is written again from the spool (atomically, at a
     phrase start), so a session that dies without closing still leaves what played up
     to then; :meth:`close` writes the final one (cut at a stop or a crash: at the stop
