@@ -155,6 +155,47 @@ def test_state_caches_stay_bounded_and_masks_stay_right(vocab, monkeypatch):
                                       np.zeros(len(vocab), bool), got)
 
 
+def test_computed_tables_stay_bounded_and_loaded_ones_stay(tmp_path, vocab, monkeypatch):
+    """Keys the loaded tables lack are computed and kept up to a bound, the least
+    recently used dropped first (so a long session's memory stays bounded); loaded
+    tables are never dropped; a table computed again after it was dropped is the same;
+    a build (``max_learned_tables = None``) keeps every key."""
+    import st_agent.music.bar_grammar as bg
+
+    texts = ["A", "A2", "A3/", "A>", "(3AB", "A2-", "A/", "A3", "A4", "A6", "A3/2", "z2"]
+    keys = [BarGrammar(vocab, 0.5, 4.0).key_of(t)[1] for t in texts]
+    assert len(set(keys)) >= 8
+    unbounded = BarGrammar(vocab, 0.5, 4.0)
+    unbounded.max_learned_tables = None
+    for key in keys:
+        unbounded.table(key)
+    assert unbounded.n_tables == len(set(keys))
+    shipped = save_tables(unbounded, tmp_path / "tables.npz")
+
+    monkeypatch.setattr(bg, "MAX_LEARNED_TABLES", 3)
+    g = BarGrammar(vocab, 0.5, 4.0)
+    assert g.max_learned_tables == 3
+    loaded_key = keys[0]
+    first = g.table(keys[1])
+    for key in keys[2:]:
+        g.table(key)
+        assert g.n_tables <= 3
+    assert keys[1] not in g.tables  # the least recently used went first
+    again = g.table(keys[1])
+    assert again is not first
+    for name in ("ok", "n_bars", "first_q", "needs_q", "tie_open"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+
+    g2 = BarGrammar(vocab, 0.5, 4.0)
+    assert load_tables(g2, shipped) == len(set(keys))
+    for key in ["A8", "A7", "A5", "z6", "z7"]:
+        g2.table(g2.key_of(key)[1])
+    assert loaded_key in g2.tables and g2.n_tables <= len(set(keys)) + 3
+    assert g2.tables[loaded_key].n_bars.dtype == np.int8
+    with pytest.raises(ValueError, match="max_learned_tables"):
+        g2.max_learned_tables = -1
+
+
 def test_build_tables_merges_into_the_file_and_composes_chains(tmp_path, vocab):
     """``--merge`` keeps every key the checkpoint's file had; ``--chained`` composes
     phrases that continue each other, and what it writes loads back."""

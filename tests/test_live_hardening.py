@@ -13,7 +13,13 @@ import pytest
 from scipy.io import wavfile
 
 from st_agent.biometrics.recording import read_session
-from st_agent.live.audio import SESSION_WAV_GAIN, TAIL_SEC, SessionWavOutput, WavStream
+from st_agent.live.audio import (
+    MAX_PENDING_RENDERS,
+    SESSION_WAV_GAIN,
+    TAIL_SEC,
+    SessionWavOutput,
+    WavStream,
+)
 from st_agent.live.common import Playing
 from st_agent.live.guarded import GuardedController, check_action
 from st_agent.live.runtime import LiveSession, SessionStatus, session_folder
@@ -88,6 +94,33 @@ def test_streamed_session_wav_is_complete_after_each_phrase(tmp_path: Path,
     sr, audio = wavfile.read(tmp_path / "session.wav")
     assert audio.size == round((phrases[-1].end_sec - t0) * SR)  # the tail past it is cut
     assert audio[-1] == 0  # faded out
+
+
+def test_phrases_handed_faster_than_they_render_wait_at_a_bound(
+        tmp_path: Path, phrases: list[Playing]) -> None:
+    """An accelerated session hands phrases to the WAV faster than FluidSynth renders
+    them: the loop waits once MAX_PENDING_RENDERS are queued, instead of keeping every
+    phrase's MIDI and audio in memory, and the file still holds every phrase."""
+    out = SessionWavOutput(fade_sec=0.0)
+    out.open(tmp_path)
+    t, seen = 10.0, []
+    for i in range(3 * MAX_PENDING_RENDERS):
+        p = phrases[i % len(phrases)]
+        p = Playing(p.phrase, p.features, p.pm, t, "test")
+        out.phrase(i, p, p.phrase.knobs)
+        seen.append(out.pending)
+        assert len(out._jobs) <= MAX_PENDING_RENDERS
+        t = p.end_sec
+    assert max(seen) >= 2  # renders did queue up: the bound was reached, not idle
+    out.close("time up")
+    sr, audio = wavfile.read(tmp_path / "session.wav")
+    assert sr == SR
+    assert audio.size == round((t - 10.0) * SR)
+    starts = np.cumsum([0.0] + [phrases[i % 3].end_sec - phrases[i % 3].start_sec
+                                for i in range(3 * MAX_PENDING_RENDERS - 1)])
+    for s0 in starts:  # every phrase is in the file, none is silence
+        seg = audio[round(s0 * SR):round(s0 * SR) + SR // 2]
+        assert np.abs(seg).max() > 1000
 
 
 def test_tail_of_a_phrase_is_added_onto_the_next(tmp_path: Path,

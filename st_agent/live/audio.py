@@ -49,6 +49,12 @@ FINAL_PEAK = 0.89
 #: Phrases whose render time and sound :class:`SessionWavOutput` keeps (the latest).
 RECENT_PHRASES = 200
 
+#: Most phrases handed to the WAV's render thread and not yet on disk. A session
+#: that runs faster than FluidSynth renders (``--accelerated``, a loaded machine)
+#: waits at this bound instead of queueing every phrase with its MIDI and audio
+#: (a 6 h accelerated session grew by about 10 MB an hour that way).
+MAX_PENDING_RENDERS = 4
+
 #: Seconds rendered past a phrase's musical end (release and reverb), added onto the
 #: start of the next phrase.
 TAIL_SEC = 2.0
@@ -385,11 +391,19 @@ class SessionWavOutput:
         if self._pool is None:
             raise RuntimeError("session-wav: phrase() before open()")
         self._collect()
+        while len(self._jobs) >= MAX_PENDING_RENDERS:  # back-pressure: memory stays bounded
+            self._jobs.pop(0).result()
         if self._t0 is None:
             self._t0 = float(playing.start_sec)
         start = round((playing.start_sec - self._t0) * self.sample_rate)
         end = round((playing.end_sec - self._t0) * self.sample_rate)
         self._jobs.append(self._pool.submit(self._add, playing.pm, start, end, knobs))
+
+    @property
+    def pending(self) -> int:
+        """Phrases handed to the render thread whose audio is not on disk yet (at most
+        :data:`MAX_PENDING_RENDERS`)."""
+        return sum(not job.done() for job in self._jobs)
 
     def wait(self) -> None:
         """Block until every phrase handed so far is on disk (raises a render's error)."""

@@ -27,7 +27,8 @@ well formed, how many bar lines it writes, the quarter notes up to its first
 bar line (or in total) and whether music follows its last bar line
 (:class:`KeyTable`). A step then costs one short scan of the open bar and a few
 vector operations over the vocabulary; tables are cached across phrases (a few
-hundred keys cover the corpus' rhythms).
+hundred keys cover the corpus' rhythms; a checkpoint ships them, and those computed
+in a session are kept up to :data:`MAX_LEARNED_TABLES`, so memory stays bounded).
 
 Durations are in quarter notes (``*_q``).
 """
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,9 +52,40 @@ __all__ = ["GRAMMAR_VERSION", "BarGrammar", "BarHook", "BarScan", "KeyTable", "b
 #: Changes whenever the rules change, so tables saved by an older version are ignored.
 GRAMMAR_VERSION = 6
 
-#: Most open-bar states whose masks are cached (each cache; a long session meets a
-#: few thousand); beyond it the cache is cleared, so memory stays bounded.
-MAX_CACHED_STATES = 16_384
+#: Most open-bar states whose masks are cached (each cache, about 1 KB a state; a
+#: session meets about 5 new states a phrase). Beyond it the least recently used
+#: state is dropped, so memory stays bounded.
+MAX_CACHED_STATES = 4_096
+
+#: Most key tables kept beyond the ones loaded from a file (about 17 KB each; a
+#: session meets a few new keys an hour that the shipped tables lack). Beyond it the
+#: least recently used computed table is dropped; loaded tables are always kept.
+MAX_LEARNED_TABLES = 256
+
+
+class _LRU(OrderedDict):
+    """A dict that holds at most ``maxsize`` items (None: no bound), dropping the least
+    recently read or written one; read with :meth:`hit`, write with :meth:`put`."""
+
+    def __init__(self, maxsize: int | None) -> None:
+        super().__init__()
+        self.maxsize = maxsize
+
+    def hit(self, key: object) -> object | None:
+        value = self.get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+    def put(self, key: object, value: object) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        self.trim()
+
+    def trim(self) -> None:
+        """Drop the least recently used items beyond ``maxsize``."""
+        while self.maxsize is not None and len(self) > self.maxsize:
+            self.popitem(last=False)
 
 
 # a tied note still waiting for its continuation at the end of the text
@@ -183,9 +216,11 @@ class BarGrammar:
         self._octave_idx = np.array([i for i, t in enumerate(self.token_text)
                                      if t[:1] in (",", "'")], dtype=np.int64)
         self._grid_q = self.unit_q / 2
-        self._tables: dict[str, KeyTable] = {}
-        self._masks: dict[tuple[str, float, int], np.ndarray] = {}
-        self._tie_keep_masks: dict[tuple, np.ndarray] = {}  # tie state -> tokens kept
+        self._tables: dict[str, KeyTable] = {}  # loaded from a file: always kept
+        #: computed here (keys the loaded tables lack), at most ``max_learned_tables``
+        self._learned = _LRU(MAX_LEARNED_TABLES)
+        self._masks = _LRU(MAX_CACHED_STATES)  # (key, prefix_q, bars left) -> mask
+        self._tie_keep_masks = _LRU(MAX_CACHED_STATES)  # tie state -> tokens kept
 
     def key_of(self, tail: str) -> tuple[float, str]:
         """Split the open bar's text into fixed quarter notes and a canonical key.
@@ -262,13 +297,13 @@ class BarGrammar:
         return prefix_q, tail[start:]
 
     def table(self, key: str) -> KeyTable:
-        """The :class:`KeyTable` of ``key`` (computed once, then cached)."""
-        found = self._tables.get(key)
+        """The :class:`KeyTable` of ``key`` (loaded, or computed and then cached)."""
+        found = self._tables.get(key) or self._learned.hit(key)
         if found is not None:
             return found
         V = len(self.token_text)
         ok = np.zeros(V, dtype=bool)
-        n_bars = np.zeros(V, dtype=np.int64)
+        n_bars = np.zeros(V, dtype=np.int8)  # a token writes a few bar lines at most
         first_q, needs_q = np.zeros(V), np.zeros(V)
         after, tied, tie_open = (np.zeros(V, dtype=bool) for _ in range(3))
         for t in np.flatnonzero(self._usable):
@@ -278,7 +313,7 @@ class BarGrammar:
             if s.bar_fills_q and not self._room_ok(s.tail_q, s.needs_q, s.tie_open):
                 continue  # what follows its last bar line cannot make a bar
             ok[t] = True
-            n_bars[t] = len(s.bar_fills_q)
+            n_bars[t] = min(len(s.bar_fills_q), 127)
             first_q[t] = s.bar_fills_q[0] if s.bar_fills_q else s.tail_q
             after[t] = s.tail_has_music
             needs_q[t] = s.needs_q
@@ -286,8 +321,26 @@ class BarGrammar:
             tie_open[t] = s.tie_open
         base_q = scan_bars(key, self.unit_q, check_pitch=False).tail_q
         table = KeyTable(base_q, ok, n_bars, first_q, after, needs_q, tied, tie_open)
-        self._tables[key] = table
+        self._learned.put(key, table)
         return table
+
+    def add_table(self, key: str, table: KeyTable) -> None:
+        """Keep ``table`` for ``key`` for good (tables loaded from a file)."""
+        self._tables.setdefault(key, table)
+        self._learned.pop(key, None)
+
+    @property
+    def max_learned_tables(self) -> int | None:
+        """Most computed tables kept besides the loaded ones (None: all, as when the
+        tables of a checkpoint are built); default :data:`MAX_LEARNED_TABLES`."""
+        return self._learned.maxsize
+
+    @max_learned_tables.setter
+    def max_learned_tables(self, n: int | None) -> None:
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise ValueError(f"max_learned_tables must be an int >= 0 or None, got {n!r}")
+        self._learned.maxsize = n
+        self._learned.trim()
 
     def _room_ok(self, fill: np.ndarray | float, needs: np.ndarray | float,
                  tie_open: np.ndarray | bool) -> np.ndarray | bool:
@@ -346,7 +399,7 @@ class BarGrammar:
         """The cache key of an open bar and its mask before the tie rule (cached)."""
         key = _canonical(raw_key)
         cache_key = (key, round(prefix_q, 9), bars_left)
-        ok = self._masks.get(cache_key)
+        ok = self._masks.hit(cache_key)
         if ok is None:
             tab = self.table(key)
             fill = prefix_q + tab.first_q  # (V,) quarters at the first bar line, or at the end
@@ -357,9 +410,7 @@ class BarGrammar:
             last = tab.n_bars == bars_left
             ok = tab.ok & fits & (tab.n_bars <= bars_left) & ~(
                 last & (tab.after_music | tab.ends_tied))
-            if len(self._masks) >= MAX_CACHED_STATES:  # bounded: clear, do not grow
-                self._masks.clear()
-            self._masks[cache_key] = ok
+            self._masks.put(cache_key, ok)
         return cache_key, ok
 
     def _tie_keep(self, text: str) -> np.ndarray:
@@ -372,14 +423,12 @@ class BarGrammar:
         phrase through a long session).
         """
         state = self._tie_state(text)
-        keep = self._tie_keep_masks.get(state)
+        keep = self._tie_keep_masks.hit(state)
         if keep is None:
             keep = np.ones(len(self.token_text), dtype=bool)
             self._apply_tie_state(keep, state)
             keep.flags.writeable = False
-            if len(self._tie_keep_masks) >= MAX_CACHED_STATES:
-                self._tie_keep_masks.clear()
-            self._tie_keep_masks[state] = keep
+            self._tie_keep_masks.put(state, keep)
         return keep
 
     def bias_row(self, prefix_q: float, raw_key: str, bars_left: int, text: str
@@ -422,13 +471,13 @@ class BarGrammar:
 
     @property
     def n_tables(self) -> int:
-        """Keys whose tables have been computed so far."""
-        return len(self._tables)
+        """Keys whose tables are held: loaded ones and computed ones kept."""
+        return len(self._tables) + len(self._learned)
 
     @property
     def tables(self) -> dict[str, KeyTable]:
-        """The cached tables by key (read-only use; see :mod:`st_agent.music.bar_tables`)."""
-        return self._tables
+        """The tables held, by key (a new dict; see :mod:`st_agent.music.bar_tables`)."""
+        return {**self._tables, **self._learned}
 
     def fingerprint(self) -> str:
         """What the tables depend on: the vocabulary, the unit, the bar length and the

@@ -87,10 +87,10 @@ def load_tables(grammar: BarGrammar, path: Path) -> int:
             return 0
         keys = [str(k) for k in data["keys"]]
         arrays = {name: data[name] for name in _FIELDS}
+        arrays["n_bars"] = arrays["n_bars"].astype(np.int8)  # saved as int64 by older builds
         base_q = data["base_q"]
     for i, key in enumerate(keys):
-        grammar.tables.setdefault(key, KeyTable(float(base_q[i]),
-                                                **{n: arrays[n][i] for n in _FIELDS}))
+        grammar.add_table(key, KeyTable(float(base_q[i]), **{n: arrays[n][i] for n in _FIELDS}))
     return len(keys)
 
 
@@ -168,6 +168,7 @@ def build_tables(checkpoint: Path | None = None, meter: str = "4/4", unit: str =
     composer = Composer(ComposerConfig(checkpoint=checkpoint, meter=meter, unit=unit,
                                        bar_tables=False))
     grammar = composer.grammar(meter, unit)
+    grammar.max_learned_tables = None  # a build keeps every key it meets
     if merge:
         logger.info("%d tables from the existing file",
                     load_tables(grammar, tables_path(composer.checkpoint, meter, unit)))
