@@ -33,7 +33,8 @@ type (``gc.get_objects()``; containers and instances, not str, float or array da
 and the types whose count grew most between the first and the last sample of the loop
 (a dict named by its first keys) are printed with their growth per simulated hour, and
 the lists, dicts, sets and deques that grew most in place, with the attribute that
-holds them: what a session keeps that it should not is named by its type or its owner.
+holds them: what a session keeps that it should not is named by its type or its owner;
+and the entries of the bar grammar's caches (key tables, masks), which gc cannot see.
 
 Run: ``nice python benchmarks/bench_session_rss.py [--minutes 60] [--every 10] [--trim]
 [--sound session|plain] [--trace] [--maps] [--types]``
@@ -186,6 +187,7 @@ def main() -> None:
     parts: list[tuple[float, dict[str, float]]] = []
     counts: list[tuple[float, Counter]] = []
     sizes: list[dict] = []
+    caches: list[tuple[float, dict[str, int]]] = []
     samples: list[tuple[float, float]] = []
     trimmed: list[tuple[float, float]] = []
     music0: list[float] = []
@@ -206,6 +208,7 @@ def main() -> None:
             if args.types and t_music > 0:
                 counts[min(len(counts), 1):] = [(t_music, type_counts())]  # first, latest
                 sizes[min(len(sizes), 1):] = [container_sizes()]
+                caches[min(len(caches), 1):] = [(t_music, grammar_caches())]
             if args.trim:
                 libc.malloc_trim(0)
                 trimmed.append((t_music, rss_mb()))
@@ -247,6 +250,7 @@ def main() -> None:
     if len(counts) == 2:
         _print_type_growth(*counts)
         _print_container_growth(*sizes, (counts[1][0] - counts[0][0]) / 60.0)
+        _print_cache_growth(*caches)
     if len(snapshots) == 2:
         _print_growth(*snapshots, samples[1][0], samples[-2][0])
     print(f"artifacts in {tmp}")
@@ -262,6 +266,30 @@ def type_counts() -> Counter:
         return kind
 
     return Counter(name(o) for o in gc.get_objects())
+
+
+def grammar_caches() -> dict[str, int]:
+    """Entries of the bar grammars' caches now, summed over grammars
+    (:meth:`BarGrammar.cache_sizes`). Their masks are arrays under keys of plain
+    values, which the garbage collector does not track, so :func:`type_counts` and
+    :func:`container_sizes` cannot see them grow."""
+    from st_agent.music.bar_grammar import BarGrammar
+
+    total: Counter = Counter()
+    for o in gc.get_objects():
+        if isinstance(o, BarGrammar):
+            total.update(o.cache_sizes())
+    return dict(total)
+
+
+def _print_cache_growth(first: tuple[float, dict[str, int]],
+                        last: tuple[float, dict[str, int]]) -> None:
+    (t0, c0), (t1, c1) = first, last
+    hours = max(t1 - t0, 1e-9) / 60.0
+    print("bar grammar caches (bounded: MAX_LEARNED_TABLES, MAX_CACHED_STATES):")
+    for k in c1:
+        print(f"  {k:10s} {(c1[k] - c0.get(k, 0)) / hours:+8.0f} per hour  "
+              f"({c0.get(k, 0)} → {c1[k]})")
 
 
 def container_sizes() -> dict[int, tuple[int, type]]:

@@ -181,6 +181,7 @@ def test_computed_tables_stay_bounded_and_loaded_ones_stay(tmp_path, vocab, monk
         g.table(key)
         assert g.n_tables <= 3
     assert keys[1] not in g.tables  # the least recently used went first
+    assert g.cache_sizes()["learned"] == 3 and g.cache_sizes()["loaded"] == 0
     again = g.table(keys[1])
     assert again is not first
     for name in ("ok", "n_bars", "first_q", "needs_q", "tie_open"):

@@ -474,6 +474,12 @@ class BarGrammar:
         """Keys whose tables are held: loaded ones and computed ones kept."""
         return len(self._tables) + len(self._learned)
 
+    def cache_sizes(self) -> dict[str, int]:
+        """Entries of each cache: ``loaded`` and ``learned`` key tables, open-bar
+        ``masks`` and ``tie_masks`` (what a long session's memory holds here)."""
+        return {"loaded": len(self._tables), "learned": len(self._learned),
+                "masks": len(self._masks), "tie_masks": len(self._tie_keep_masks)}
+
     @property
     def tables(self) -> dict[str, KeyTable]:
         """The tables held, by key (a new dict; see :mod:`st_agent.music.bar_tables`)."""
