@@ -52,7 +52,8 @@ RECENT_PHRASES = 200
 #: Most phrases handed to the WAV's render thread and not yet on disk. A session
 #: that runs faster than FluidSynth renders (``--accelerated``, a loaded machine)
 #: waits at this bound instead of queueing every phrase with its MIDI and audio
-#: (a 6 h accelerated session grew by about 10 MB an hour that way).
+#: (part of the +11.9 MB per simulated hour a 6 h accelerated session grew by on a slow
+#: machine; +6.0 with this bound and the bar grammar's caches bounded).
 MAX_PENDING_RENDERS = 4
 
 #: Seconds rendered past a phrase's musical end (release and reverb), added onto the

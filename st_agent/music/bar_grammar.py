@@ -53,7 +53,7 @@ __all__ = ["GRAMMAR_VERSION", "BarGrammar", "BarHook", "BarScan", "KeyTable", "b
 GRAMMAR_VERSION = 6
 
 #: Most open-bar states whose masks are cached (each cache, about 1 KB a state; a
-#: session meets about 5 new states a phrase). Beyond it the least recently used
+#: session meets a few new states a phrase, ~800 an hour). Beyond it the least recently used
 #: state is dropped, so memory stays bounded.
 MAX_CACHED_STATES = 4_096
 
