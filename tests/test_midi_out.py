@@ -19,8 +19,8 @@ import pytest
 from scipy.io import wavfile
 
 from st_agent.errors import DeviceError, UsageError
+from st_agent.live.audio import MAX_PENDING_RENDERS
 from st_agent.live.common import Playing
-from st_agent.live.jam_report import jam_mix, write_jam_wav
 from st_agent.live.midi_out import (
     NO_ALSA_SEQ,
     MidiOut,
@@ -34,9 +34,9 @@ from st_agent.live.session_midi import (
     SPOOL_NAME,
     MidiPhrase,
     SessionMidiFile,
-    pan_gains,
     session_midi,
 )
+from st_agent.live.stems import PartStreams, pan_gains
 from st_agent.types import Knobs, MusicFeatures, Phrase
 
 PROGRAMS = {"melody": 0, "bass": 32, "chords": 4}
@@ -330,7 +330,9 @@ def test_session_mid_after_a_crash_holds_what_played(tmp_path: Path) -> None:
     out = SessionMidiFile(checkpoint_sec=0.0)  # rewritten at every phrase
     out.open(tmp_path)
     out.phrase(0, played[0], Knobs(0.5, 0.5, 0.5))
+    out.wait()  # the first checkpoint is written; the second is due now
     out.phrase(1, played[1], Knobs(0.5, 0.5, 0.5))
+    out.wait()
     checkpoint = pretty_midi.PrettyMIDI(str(tmp_path / "session.mid"))  # before any close
     assert sum(len(i.notes) for i in checkpoint.instruments) == 2 * 24
     crash_at = played[1].start_sec + 1.0
@@ -340,6 +342,40 @@ def test_session_mid_after_a_crash_holds_what_played(tmp_path: Path) -> None:
     cut = crash_at - played[0].start_sec
     assert max(n.end for i in pm.instruments for n in i.notes) <= cut + 1e-3
     assert sum(len(i.notes) for i in pm.instruments) == 24 + 3 * 2  # beats 0, 1 of phrase 1
+
+
+def test_a_checkpoint_being_written_never_holds_up_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkpoint is written in a worker: while it is held up, phrases keep being
+    spooled, a further checkpoint is skipped (not queued), and close writes them all."""
+    import threading
+
+    import st_agent.live.session_midi as session_midi_module
+
+    release, calls = threading.Event(), []
+    real = session_midi_module.write_session_midi
+
+    def held_up(path: Path, played: list, cut_sec: float | None = None,
+                markers: tuple = ()) -> Path:
+        calls.append((threading.current_thread().name, len(played)))
+        if len(calls) == 1:
+            assert release.wait(timeout=20)  # a slow disk, until the test lets it go
+        return real(path, played, cut_sec, markers)
+
+    monkeypatch.setattr(session_midi_module, "write_session_midi", held_up)
+    played = _phrases()
+    out = SessionMidiFile(checkpoint_sec=0.0)
+    out.open(tmp_path)
+    for i, p in enumerate(played):  # returns although the first checkpoint is held up
+        out.phrase(i, p, Knobs(0.5, 0.5, 0.5))
+    assert out.n_phrases == len(played)
+    assert calls == [("session-mid-checkpoint_0", 1)]  # the others were skipped
+    release.set()
+    out.close("time up")
+    assert calls[-1] == (threading.current_thread().name, len(played))  # the final file
+    pm = pretty_midi.PrettyMIDI(str(tmp_path / "session.mid"))
+    assert sum(len(i.notes) for i in pm.instruments) == sum(
+        len(i.notes) for p in played for i in p.pm.instruments)
 
 
 def test_session_mid_spools_each_phrase_to_disk_not_memory(tmp_path: Path) -> None:
@@ -418,26 +454,124 @@ def test_pan_law_is_equal_power_and_spreads_left_to_right() -> None:
         pan_gains(2, width=0.0)
 
 
-def test_jam_stems_sum_to_the_stereo_mix(tmp_path: Path) -> None:
+def _stream_parts(folder: Path, played: list[Playing], out: PartStreams,
+                  stop_sec: float | None = None) -> PartStreams:
+    out.open(folder)
+    for i, p in enumerate(played):
+        out.phrase(i, p, Knobs(0.5, 0.5, 0.5))
+        assert out.pending <= MAX_PENDING_RENDERS
+    if stop_sec is not None:
+        out.marker(stop_sec, "stop: user")
+    out.close("time up" if stop_sec is None else "stopped")
+    return out
+
+
+def _reference_parts(played: list[Playing], gain: float) -> dict[str, np.ndarray]:
+    """Every part of the whole piece in memory, in float: each phrase's part rendered
+    alone by a fresh renderer in the order the stream renders them, added at its
+    start (tails included), cut at the last phrase's end."""
+    from st_agent.live.audio import TAIL_SEC
+    from st_agent.live.midi_out import part_label
+    from st_agent.music.render import AudioRenderer
+
+    t0, sr = played[0].start_sec, 44100
+    n = round((played[-1].end_sec - t0) * sr)
+    out: dict[str, np.ndarray] = {}
+    with AudioRenderer(release_sec=TAIL_SEC) as synth:
+        for p in played:
+            at = round((p.start_sec - t0) * sr)
+            for inst in p.pm.instruments:
+                one = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+                one.__dict__.update({k: v for k, v in p.pm.__dict__.items()
+                                     if k != "instruments"})
+                one.instruments = [inst]
+                a = synth.synthesize(one).astype(np.float64) * gain
+                buf = out.setdefault(part_label(inst.name), np.zeros(n + 10 * sr))
+                buf[at:at + len(a)] += a
+    return {k: v[:n] for k, v in out.items()}
+
+
+def test_jam_stems_stream_pan_and_sum_to_the_mix_at_minus_1_dbfs(tmp_path: Path) -> None:
     played = _jam_phrases()
+    out = _stream_parts(tmp_path, played, PartStreams(1.0, n_performers=3, mix=True,
+                                                      gain=2.0))
+    sr, mix = wavfile.read(tmp_path / "session.wav")
     music = played[-1].end_sec - played[0].start_sec
-    mix, stems, sr = jam_mix(played, 3, music, fade_sec=1.0)
-    assert mix.shape == (round(music * sr), 2)
-    assert set(stems) == {"performer_0", "performer_1", "performer_2", "bass", "chords"}
-    assert np.allclose(sum(stems.values()), mix, atol=1e-9)  # before any normalisation
-    # performer 0 sits left, performer 2 right
-    e = {k: (v ** 2).sum(axis=0) for k, v in stems.items()}
-    assert e["performer_0"][0] > e["performer_0"][1] and e["performer_2"][1] > e[
-        "performer_2"][0]
-    wav = write_jam_wav(tmp_path, played, 3, music, 1.0, stems=True)
-    sr2, audio = wavfile.read(wav)
-    assert sr2 == sr and audio.shape == mix.shape
-    files = sorted((tmp_path / "stems").glob("*.wav"))
-    assert [f.stem for f in files] == sorted(stems)
-    total = sum(wavfile.read(f)[1].astype(np.int64) for f in files)
-    # the files share the mix's gain: they add up to it to the 16-bit rounding of each
-    assert np.abs(total - audio.astype(np.int64)).max() <= len(files)
-    assert np.abs(audio).max() > 0.85 * 32767
+    assert mix.shape == (round(music * sr), 2) and mix.dtype == np.int16
+    assert np.abs(mix).max() == pytest.approx(0.89 * 32767, rel=2e-3)  # raised to -1 dBFS
+    assert out.boost > 1.0
+    files = {f.stem: wavfile.read(f)[1].astype(np.int64)
+             for f in (tmp_path / "stems").glob("*.wav")}
+    assert set(files) == {"performer_0", "performer_1", "performer_2", "bass", "chords"}
+    # one gain for all: the stems add up to the mix, to each file's 16-bit rounding
+    # before and after the final raise (boost + 1) / 2 per file, and the mix's own
+    bound = (out.boost + 1) / 2 * (len(files) + 1) + 1
+    assert np.abs(sum(files.values()) - mix.astype(np.int64)).max() <= bound
+    e = {k: (v.astype(np.float64) ** 2).sum(axis=0) for k, v in files.items()}
+    assert e["performer_0"][0] > e["performer_0"][1]  # left
+    assert e["performer_2"][1] > e["performer_2"][0]  # right
+    assert np.allclose(e["bass"][0], e["bass"][1], rtol=1e-3)  # centred
+    # the streamed stems are the whole piece rendered in memory (overlap-added tails),
+    # at the mix's level, but faded over the last second
+    ref = _reference_parts(played, 2.0 * out.boost)
+    fade = sr
+    g = pan_gains(3)
+    for label, got in files.items():
+        want = ref[label][:, None] * (g[int(label[-1])] if label.startswith("performer")
+                                      else pan_gains(1)[0])[None, :] * 32767
+        assert np.abs(got[:-fade] - want[:-fade]).max() <= out.boost / 2 + 1
+        assert np.abs(got[-fade // 10:]).max() < np.abs(want[-fade // 10:]).max() + 1
+
+
+def test_session_stems_are_mono_and_end_at_the_stop_plus_the_fade(tmp_path: Path) -> None:
+    played = _phrases()
+    t0, sr = played[0].start_sec, 44100
+    stop = played[2].start_sec + 1.0
+    out = _stream_parts(tmp_path, played, PartStreams(0.5), stop_sec=stop)
+    assert out.boost == 1.0 and not (tmp_path / "session.wav").exists()
+    files = {f.stem: wavfile.read(f) for f in (tmp_path / "stems").glob("*.wav")}
+    assert set(files) == {"melody", "bass", "chords"}
+    for rate, audio in files.values():
+        assert rate == sr and audio.ndim == 1
+        assert len(audio) == round((stop - t0 + 0.5) * sr)
+        assert np.abs(audio[-50:]).max() <= 0.01 * np.abs(audio).max() + 1  # faded out
+    ref = _reference_parts(played, 5.8)
+    n = round((stop - t0) * sr)  # before the fade: the streamed level, not raised
+    assert np.abs(files["bass"][1][:n] - ref["bass"][:n] * 32767).max() <= 1
+
+
+def test_a_part_that_starts_late_or_ends_early_keeps_every_stem_aligned(
+        tmp_path: Path) -> None:
+    a = _playing(0.0, 120.0, parts={"melody": 0, "bass": 32})
+    b = _playing(a.end_sec, 120.0, parts={"melody": 0, "bass": 32, "chords": 4}, seed=1)
+    c = _playing(b.end_sec, 120.0, parts={"melody": 0}, seed=2)
+    _stream_parts(tmp_path, [a, b, c], PartStreams(0.0))
+    files = {f.stem: wavfile.read(f)[1] for f in (tmp_path / "stems").glob("*.wav")}
+    n = round(c.end_sec * 44100)
+    assert {k: len(v) for k, v in files.items()} == {"melody": n, "bass": n, "chords": n}
+    start_b = round(b.start_sec * 44100)
+    assert not files["chords"][:start_b].any() and files["chords"][start_b:].any()
+
+
+def test_part_streams_refuse_what_they_cannot_write(tmp_path: Path) -> None:
+    from st_agent.live.audio import WavStream
+
+    with pytest.raises(ValueError, match="give n_performers"):
+        PartStreams(1.0, mix=True)
+    with pytest.raises(ValueError, match="writes nothing"):
+        PartStreams(1.0, stems=False)
+    with pytest.raises(ValueError, match="gain must be a finite number >= 0, got nan"):
+        PartStreams(1.0, gain=float("nan"))
+    with pytest.raises(ValueError, match=r"n must be an int >= 1 performers, got 0"):
+        PartStreams(1.0, n_performers=0)
+    out = PartStreams(1.0)
+    with pytest.raises(RuntimeError, match=r"phrase\(\) before open\(\)"):
+        out.phrase(0, _playing(0.0, 120.0), Knobs(0.5, 0.5, 0.5))
+    _stream_parts(tmp_path, [], out)  # no music, no files
+    assert not (tmp_path / "stems").exists() or not any((tmp_path / "stems").iterdir())
+    wav = WavStream(tmp_path / "x.wav", 44100)
+    with pytest.raises(ValueError, match=r"boost must be a finite factor >= 1, got 0\.5"):
+        wav.finish(boost=0.5)
 
 
 # --------------------------------------------------------------------------- end to end
@@ -512,7 +646,9 @@ def test_accelerated_jam_is_stereo_with_stems_a_channel_per_performer_and_sessio
     stems = {f.stem: wavfile.read(f)[1].astype(np.int64)
              for f in (res.folder / "stems").glob("*.wav")}
     assert set(stems) == {"performer_0", "performer_1", "bass", "chords"}
-    assert np.abs(sum(stems.values()) - mix).max() <= len(stems)
+    # one gain for all (the final raise at most 8, WavStream.finish): they add up to
+    # the mix to each file's 16-bit rounding before and after that raise
+    assert np.abs(sum(stems.values()) - mix).max() <= (8 + 1) / 2 * (len(stems) + 1) + 1
     pm = pretty_midi.PrettyMIDI(str(res.folder / "session.mid"))
     assert [i.name for i in pm.instruments] == ["performer_0", "performer_1", "bass", "chords"]
     assert pm.get_end_time() == pytest.approx(res.summary["music_sec"], abs=0.05)

@@ -25,7 +25,7 @@ import numpy as np
 from st_agent.live.common import Playing
 from st_agent.types import Knobs
 
-__all__ = ["SESSION_WAV_GAIN", "SessionWavOutput", "WavStream", "join_phrases",
+__all__ = ["SESSION_WAV_GAIN", "OverlapAdd", "SessionWavOutput", "WavStream", "join_phrases",
            "write_session_wav", "write_wav"]
 
 logger = logging.getLogger(__name__)
@@ -211,7 +211,8 @@ class WavStream:
         self._sync()
 
     def finish(self, n_keep: int | None = None, fade_samples: int = 0,
-               peak: float | None = None, max_boost: float = 8.0) -> None:
+               peak: float | None = None, max_boost: float = 8.0,
+               boost: float | None = None) -> None:
         """Cut the file to ``n_keep`` samples, fade out its last ``fade_samples`` in
         place, raise the level so that the loudest sample is at ``peak``, and close it.
         Safe to call twice.
@@ -230,12 +231,20 @@ class WavStream:
         max_boost : float
             Largest factor ``peak`` may raise the level by (a near-silent session is not
             raised to full scale).
+        boost : float, optional
+            Instead of ``peak``: raise the level by exactly this factor (>= 1), e.g. the
+            factor another file was raised by, so that files that add up keep adding up.
         """
+        if boost is not None and not (math.isfinite(boost) and boost >= 1.0):
+            raise ValueError(f"boost must be a finite factor >= 1, got {boost!r}")
         if self._f.closed:
             return
         f = self._f
         n = self.n_samples if n_keep is None else max(0, min(int(n_keep), self.n_samples))
-        if peak is not None and self.peak > 0 and n:
+        if boost is not None and n:
+            self.boost = float(boost)
+            self._raise_level(n, self.boost)
+        elif peak is not None and self.peak > 0 and n:
             self.boost = max(1.0, min(max_boost, peak / self.peak))
             self._raise_level(n, self.boost)
         fade = max(0, min(int(fade_samples), n))
@@ -270,7 +279,66 @@ class WavStream:
         self.peak *= factor
 
 
-def _libc_trim() -> Any:
+class OverlapAdd:
+    """A :class:`WavStream` fed renders that ring past their end: each render's audio
+    up to its phrase's end is final and appended at once; the rest (release and
+    reverb, :data:`TAIL_SEC`) is carried and added onto the next render (overlap-add),
+    so memory holds one render and one tail.
+
+    Parameters
+    ----------
+    wav : WavStream
+        The file; frame 0 is the start of the first phrase.
+    """
+
+    def __init__(self, wav: WavStream) -> None:
+        self.wav = wav
+        self.tail = np.zeros((0, 2) if wav.channels == 2 else 0, dtype=np.float32)
+
+    def add(self, audio: np.ndarray, start: int, end: int) -> int:
+        """Add ``audio`` at frame ``start`` and commit the file up to frame ``end``.
+
+        Parameters
+        ----------
+        audio : ndarray of float, shape (n,) mono, (n, 2) stereo
+            May be empty: the carried tail and silence are committed up to ``end``.
+        start, end : int
+            Frames from the start of the file; ``start`` at or after the frames
+            written so far (phrases in order).
+
+        Returns
+        -------
+        clipped : int
+            Samples clipped at full scale by this commit.
+        """
+        wav = self.wav
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1, *self.tail.shape[1:])
+        offset = start - wav.n_samples  # the carried tail begins at wav.n_samples
+        if offset < 0:  # cannot happen with phrases in order; keep the file consistent
+            logger.warning("%s: phrase starts %d samples before the written end",
+                           wav.path.name, -offset)
+            audio, offset = audio[-offset:], 0
+        n = len(audio)
+        buf = np.zeros((max(len(self.tail), offset + n, end - wav.n_samples),
+                        *self.tail.shape[1:]), dtype=np.float32)
+        buf[:len(self.tail)] = self.tail
+        buf[offset:offset + n] += audio
+        commit = max(0, end - wav.n_samples)
+        clipped = wav.clipped
+        wav.append(buf[:commit])
+        self.tail = buf[commit:].copy()
+        return wav.clipped - clipped
+
+    def pad_to(self, n_frames: int, block: int = 1 << 20) -> None:
+        """Append silence until the file holds ``n_frames`` (a part that first plays
+        late starts where the others are), in blocks so memory stays flat."""
+        shape = self.tail.shape[1:]
+        while self.wav.n_samples < n_frames:
+            self.wav.append(np.zeros((min(block, n_frames - self.wav.n_samples), *shape),
+                                     dtype=np.float32))
+
+
+def libc_trim() -> Any:
     """glibc's ``malloc_trim``, or None elsewhere."""
     import ctypes
     import ctypes.util
@@ -283,7 +351,7 @@ def _libc_trim() -> Any:
     return trim
 
 
-def _lower_priority() -> None:
+def lower_priority() -> None:
     """Run this (worker) thread at a lower CPU priority where the OS allows it (Linux
     nices threads one by one), so rendering the WAV never delays composing the next
     phrase or reading the board."""
@@ -358,14 +426,10 @@ class SessionWavOutput:
         self._synth: Any = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._jobs: list[concurrent.futures.Future] = []
+        self._stream: OverlapAdd | None = None
         self._t0: float | None = None
-        self._tail = self._silence()
         self._stop_sec: float | None = None
-        self._trim = _libc_trim()
-
-    def _silence(self) -> np.ndarray:
-        """No frames: shape (0,) mono, (0, 2) stereo."""
-        return np.zeros((0, 2) if self.channels == 2 else 0, dtype=np.float32)
+        self._trim = libc_trim()
 
     def open(self, folder: Path) -> None:
         """Create ``folder/session.wav`` (empty, valid) and the renderer."""
@@ -379,8 +443,9 @@ class SessionWavOutput:
         else:
             self._synth = AudioRenderer(self.soundfont, self.sample_rate, release_sec=TAIL_SEC)
         self._wav = WavStream(self.path, self.sample_rate, self.channels)
+        self._stream = OverlapAdd(self._wav)
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="session-wav", initializer=_lower_priority)
+            1, thread_name_prefix="session-wav", initializer=lower_priority)
 
     def _collect(self, wait: bool = False) -> None:
         """Raise the error of a finished render (so the session drops this output)."""
@@ -436,25 +501,10 @@ class SessionWavOutput:
 
     def _add(self, pm: Any, start: int, end: int, knobs: Knobs | None = None) -> None:
         """Overlap-add one phrase at frame ``start``; commit up to frame ``end``."""
-        wav = self._wav
-        assert wav is not None
-        audio = self._render(pm, knobs)
-        offset = start - wav.n_samples  # the carried tail begins at wav.n_samples
-        if offset < 0:  # cannot happen with phrases in order; keep the file consistent
-            logger.warning("session-wav: phrase starts %d samples before the written end",
-                           -offset)
-            audio, offset = audio[-offset:], 0
-        n = len(audio)
-        buf = np.zeros((max(len(self._tail), offset + n, end - wav.n_samples),
-                        *audio.shape[1:]), dtype=np.float32)
-        buf[:len(self._tail)] = self._tail
-        buf[offset:offset + n] += audio
-        commit = max(0, end - wav.n_samples)
-        clipped = wav.clipped
-        wav.append(buf[:commit])
-        if wav.clipped > clipped:
-            logger.info("session-wav: %d samples clipped at full scale", wav.clipped - clipped)
-        self._tail = buf[commit:].copy()
+        assert self._stream is not None
+        clipped = self._stream.add(self._render(pm, knobs), start, end)
+        if clipped:
+            logger.info("session-wav: %d samples clipped at full scale", clipped)
         if self._trim is not None:
             # hand the freed render buffers back to the OS: without it glibc keeps them
             # and a long session's RSS creeps up (benchmarks/bench_session_rss.py --trim)
@@ -484,7 +534,7 @@ class SessionWavOutput:
                                    * self.sample_rate)
                 self._wav.finish(n_keep, round(self.fade_sec * self.sample_rate),
                                  peak=FINAL_PEAK if self.sound == "plain" else None)
-                self._tail = self._silence()
+                self._stream = None
                 if self._wav.n_samples == 0 and self.path is not None:
                     self.path.unlink(missing_ok=True)  # no music, no WAV
             if self._synth is not None:

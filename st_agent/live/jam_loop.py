@@ -16,7 +16,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,13 +39,31 @@ if TYPE_CHECKING:
     from st_agent.live.jam import JamConfig
     from st_agent.live.session import SessionConfig
 
-__all__ = ["JamController", "JamLoop", "Performer", "blend_features", "compose_jam_phrase",
-           "jam_outputs"]
+__all__ = ["JamController", "JamLoop", "Performer", "PlayedTune", "blend_features",
+           "compose_jam_phrase", "jam_outputs"]
 
 logger = logging.getLogger(__name__)
 
 #: Controller of a jam: observations (N, n_obs) -> actions (N, 3).
 JamController = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class PlayedTune:
+    """What the jam keeps of a phrase once the outputs have it: when it played and its
+    tune (for ``score.abc``), not its MIDI or audio.
+
+    Parameters
+    ----------
+    start_sec, end_sec : float
+        Session clock, seconds.
+    abc : str
+        The multi-voice tune.
+    """
+
+    start_sec: float
+    end_sec: float
+    abc: str
 
 
 def blend_features(own: MusicFeatures, mix: MusicFeatures, own_weight: float) -> MusicFeatures:
@@ -103,10 +121,12 @@ def compose_jam_phrase(ensemble: Any, knobs: np.ndarray, context: Any, seed: int
     return phrase, pm, ensemble.measure(pm, phrase.n_voices, phrase.bars, phrase.meter)
 
 
-def jam_outputs(cfg: JamConfig) -> OutputSet:
-    """The jam's outputs besides the WAV: ``session.mid`` (one channel per performer, then
-    bass and chords); with ``--midi-out NAME``, the music live to that MIDI port; with
-    ``--osc``, phrases, beats and markers as OSC; with ``--lsl-out``, LSL outlets.
+def jam_outputs(cfg: JamConfig, n_performers: int) -> OutputSet:
+    """The jam's outputs: ``session.wav`` (stereo) and with ``--stems`` the stems, both
+    streamed (:class:`~st_agent.live.stems.PartStreams`); ``session.mid`` (one channel
+    per performer, then bass and chords); with ``--midi-out NAME``, the music live to
+    that MIDI port; with ``--osc``, phrases, beats and markers as OSC; with
+    ``--lsl-out``, LSL outlets.
 
     Raises
     ------
@@ -115,8 +135,11 @@ def jam_outputs(cfg: JamConfig) -> OutputSet:
     """
     from st_agent.live.midi_out import MidiOut
     from st_agent.live.session_midi import SessionMidiFile
+    from st_agent.live.stems import JAM_WAV_GAIN, PartStreams
 
-    outs: list[Any] = [SessionMidiFile(stems=False, fade_sec=cfg.fade_sec)]
+    outs: list[Any] = [PartStreams(cfg.fade_sec, n_performers=n_performers, mix=True,
+                                   stems=getattr(cfg, "stems", False), gain=JAM_WAV_GAIN),
+                       SessionMidiFile()]
     name = getattr(cfg, "midi_out", "")
     if name:
         outs.insert(0, MidiOut.to_port(name, virtual=getattr(cfg, "midi_virtual", True),
@@ -276,7 +299,7 @@ class JamLoop:
         self.bounds = SafetyBounds(max_delta=cfg.max_delta)
         self.ensemble = Ensemble()
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jam-composer")
-        self.played: list[Playing] = []
+        self.played: list[PlayedTune] = []  # not the MIDI: a long jam's memory stays small
         self.clashes: list[float] = []
         self.latencies: list[float] = []
         self.wall0 = time.monotonic()
@@ -290,7 +313,7 @@ class JamLoop:
         self.next_status = 0.0
         self.reasons: list[list[str]] = [[] for _ in range(n)]
         self.t_read = time.monotonic()
-        self.outputs = jam_outputs(cfg) if outputs is None else outputs
+        self.outputs = jam_outputs(cfg, n) if outputs is None else outputs
         self.stop_reason = "time up"
         self.notices: deque = deque()  # (t_sec, text) from an output's thread
         self.hub: Any = None  # the dashboard's hub (st_agent.live.dashboard_jam)
@@ -456,7 +479,7 @@ class JamLoop:
         self.cpb = m.clashes_per_bar
         self.clashes.append(m.clashes_per_bar)
         p0 = Playing(phrase.voices[0], m.mix, pm, t, abc=phrase.abc)
-        self.played.append(p0)
+        self.played.append(PlayedTune(t, p0.end_sec, phrase.abc))
         for i, p in enumerate(self.perf):
             p.recorder.write_phrase(phrase.voices[i], None, duration_sec=m.mix.duration_sec,
                                     features=m.voices[i])

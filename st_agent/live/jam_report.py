@@ -1,10 +1,11 @@
-"""The outputs of a live jam: the mix, the tunebook, each performer's report and the group's.
+"""The outputs of a live jam at its end: the tunebook, each performer's report and the group's.
 
-Under the jam folder: ``session.wav`` (the stereo mix: each performer's voice panned
-by the equal-power law, the accompaniment in the centre, :mod:`st_agent.live.session_midi`),
+Under the jam folder, streamed while the jam plays by the jam's outputs
+(:func:`st_agent.live.jam_loop.jam_outputs`): ``session.wav`` (the stereo mix: each
+performer's voice panned by the equal-power law, the accompaniment in the centre) and
 with ``--stems`` ``stems/performer_<i>.wav``, ``stems/bass.wav`` and ``stems/chords.wav``
-(stereo, one gain for all: they add up to the mix), ``session.mid`` (written by the jam's
-outputs, :func:`st_agent.live.jam_loop.jam_outputs`), ``score.abc`` (one multi-voice
+(stereo, one gain for all: they add up to the mix; :mod:`st_agent.live.stems`), and
+``session.mid``. Written here at the end: ``score.abc`` (one multi-voice
 tune per phrase), ``summary.json`` and ``report.html`` (the group: each
 performer's distance to their target and the shared music over time), and in
 each ``performer_<i>/`` a session's ``summary.json`` and ``report.html``.
@@ -21,63 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from st_agent.live.common import Playing, jsonable, png_base64
+from st_agent.live.common import jsonable, png_base64
 
 if TYPE_CHECKING:
     from st_agent.live.jam import JamConfig
-    from st_agent.live.jam_loop import Performer
+    from st_agent.live.jam_loop import Performer, PlayedTune
 
-__all__ = ["jam_mix", "write_jam_outputs", "write_jam_wav"]
-
-
-def jam_mix(played: list[Playing], n_performers: int, music_sec: float, fade_sec: float,
-            width: float = 0.8) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
-    """The jam's stereo stems and their sum, the mix (before any normalisation).
-
-    Parameters
-    ----------
-    played : list of Playing
-    n_performers : int
-    music_sec, fade_sec : float
-        Length of the mix and its fade-out, seconds.
-    width : float
-        Stereo spread of the performers (:func:`st_agent.live.session_midi.pan_gains`).
-
-    Returns
-    -------
-    mix : ndarray, shape (n_samples, 2)
-    stems : dict of str to ndarray, shape (n_samples, 2)
-        ``performer_<i>``, ``bass``, ``chords``; ``sum(stems.values()) == mix``.
-    sample_rate : int
-    """
-    from st_agent.live.session_midi import part_audio, stereo_stems
-
-    parts, sr = part_audio(played, music_sec, fade_sec)
-    stems = stereo_stems(parts, n_performers, width)
-    mix = np.zeros((round(music_sec * sr), 2))
-    for a in stems.values():
-        mix += a
-    return mix, stems, sr
-
-
-def write_jam_wav(folder: Path, played: list[Playing], n_performers: int, music_sec: float,
-                  fade_sec: float, stems: bool = False) -> Path:
-    """``session.wav`` (stereo, loudest sample at -1 dBFS) and, with ``stems``, each
-    stem under ``stems/`` with the mix's gain."""
-    from st_agent.live.session_midi import mix_gain, write_pcm, write_stems
-
-    mix, parts, sr = jam_mix(played, n_performers, music_sec, fade_sec)
-    gain = mix_gain(mix)
-    if stems:
-        write_stems(folder, parts, sr, gain)
-    return write_pcm(folder / "session.wav", mix, sr, gain)
+__all__ = ["write_jam_outputs"]
 
 
 def write_jam_outputs(cfg: JamConfig, folder: Path, perf: list[Performer],
-                      played: list[Playing], clashes: list[float], latencies: list[float],
+                      played: list[PlayedTune], clashes: list[float], latencies: list[float],
                       targets: list[Any], name: str, wall_sec: float
                       ) -> tuple[Path | None, Path | None, dict[str, Any]]:
-    """Write the jam's WAV, score, summaries and reports (``cfg.report``).
+    """Write the jam's score, summaries and reports (``cfg.report``).
 
     Parameters
     ----------
@@ -86,8 +44,8 @@ def write_jam_outputs(cfg: JamConfig, folder: Path, perf: list[Performer],
         The jam folder.
     perf : list of Performer
         Their recordings are closed.
-    played : list of Playing
-        The phrases as they played (the first voice, the mix's features, the tune).
+    played : list of PlayedTune
+        The phrases as they played (their times and tunes).
     clashes : list of float
         Clashes per bar of each phrase.
     latencies : list of float
@@ -106,10 +64,8 @@ def write_jam_outputs(cfg: JamConfig, folder: Path, perf: list[Performer],
     from st_agent.biometrics.recording import read_events
     from st_agent.live.report import session_metrics, write_report
 
-    wav = None
-    if played:
-        wav = write_jam_wav(folder, played, len(perf), played[-1].end_sec - played[0].start_sec,
-                            cfg.fade_sec, stems=getattr(cfg, "stems", False))
+    wav = folder / "session.wav"  # streamed by the jam's outputs (st_agent.live.stems)
+    wav = wav if wav.is_file() else None
     (folder / "score.abc").write_text("\n".join(
         _retitle(p.abc, i) for i, p in enumerate(played)), encoding="utf-8")
     per = []

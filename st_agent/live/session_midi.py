@@ -1,4 +1,4 @@
-"""The session as a MIDI file with its tempo map, and its parts as stems.
+"""The session as a MIDI file with its tempo map.
 
 * ``session.mid`` (:func:`session_midi`, written by the :class:`SessionMidiFile`
   output): a type-1 standard MIDI file beside ``session.wav``, time 0 at the first
@@ -9,19 +9,15 @@
   program change at its start. Seconds become ticks through the tempo map, so a
   reader that follows it (pretty_midi, a DAW) finds every note where it played
   (to half a tick: 960 ticks per quarter note).
-* ``stems/<part>.wav`` (``--stems``): each part rendered alone with the project's
-  :class:`~st_agent.music.render.AudioRenderer`, cut and faded as the session WAV,
-  all scaled by one gain, so the stems add up to the mix.
-* A jam's stereo mix (:func:`pan_gains`, :func:`stereo_stems`): each performer's
-  voice panned by the equal-power law (left ``cos θ``, right ``sin θ``,
-  ``θ = (p + 1) π / 4`` for a position ``p`` in [-1, 1]; each performer's power is the
-  same wherever they sit), the accompaniment in the centre; the mix *is* the sum of
-  the panned stems, and files are written with one gain for all.
+
+The stems (``stems/<part>.wav``, ``--stems``) and a jam's stereo mix are streamed
+as the music plays by :class:`st_agent.live.stems.PartStreams`.
 """
 
 from __future__ import annotations
 
 import bisect
+import concurrent.futures
 import json
 import logging
 import math
@@ -37,9 +33,8 @@ from st_agent.live.common import Playing
 from st_agent.live.midi_out import part_label
 from st_agent.types import EmotionState, Knobs
 
-__all__ = ["TICKS_PER_QUARTER", "MidiPhrase", "SessionMidiFile", "mix_gain", "music_length_sec",
-           "pan_gains", "part_audio", "session_midi", "session_midi_bytes", "stereo_stems",
-           "write_pcm", "write_session_midi", "write_stems"]
+__all__ = ["TICKS_PER_QUARTER", "MidiPhrase", "SessionMidiFile", "music_length_sec",
+           "session_midi", "session_midi_bytes", "write_session_midi"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +43,6 @@ SPOOL_NAME = ".session-mid.jsonl"
 
 #: Resolution of ``session.mid``.
 TICKS_PER_QUARTER = 960
-
-#: Loudest sample of a written mix, fraction of full scale (-1 dBFS), as the session WAV.
-PEAK = 0.89
 
 
 def _phrase_tempo_us(p: Playing) -> int:
@@ -371,169 +363,27 @@ def write_session_midi(path: Path, played: Sequence[Playing | MidiPhrase],
     return path
 
 
-# --------------------------------------------------------------------------- audio
-
-
-def part_audio(played: Sequence[Playing | MidiPhrase], music_sec: float, fade_sec: float,
-               soundfont: Path | None = None) -> tuple[dict[str, np.ndarray], int]:
-    """Each part of the session rendered alone, as the session WAV renders the whole.
-
-    Parameters
-    ----------
-    played : sequence of Playing or MidiPhrase
-    music_sec : float
-        Length of every part, seconds (shorter renders are padded with silence).
-    fade_sec : float
-        Linear fade-out over the last seconds.
-    soundfont : Path, optional
-
-    Returns
-    -------
-    parts, sample_rate
-        ``{label: float32 array, shape (n_samples,)}`` (unnormalised FluidSynth output,
-        so parts add up) and the rate in Hz.
-    """
-    import pretty_midi
-
-    from st_agent.music.render import AudioRenderer
-
-    if not played:
-        return {}, 44100
-    records = [MidiPhrase.of(p) for p in played]
-    t0 = records[0].start_sec
-    # a part whose program changes from phrase to phrase (the session sound chooses the
-    # instruments by the knobs) is one instrument per program, rendered together
-    insts: dict[str, dict[int, pretty_midi.Instrument]] = {}
-    for r in records:
-        for label, program, drum, notes in r.parts:
-            inst = insts.setdefault(label, {}).setdefault(
-                program, pretty_midi.Instrument(program, drum, label))
-            inst.notes.extend(pretty_midi.Note(int(v), int(p), s + r.start_sec - t0,
-                                               e + r.start_sec - t0)
-                              for s, e, p, v in notes)
-    out: dict[str, np.ndarray] = {}
-    with AudioRenderer(soundfont) as synth:
-        sr = synth.sample_rate
-        n = round(music_sec * sr)
-        fade = min(n, round(fade_sec * sr))
-        ramp = np.linspace(1.0, 0.0, fade, dtype=np.float32)
-        for label, by_program in insts.items():
-            one = pretty_midi.PrettyMIDI(initial_tempo=120.0)
-            one.instruments = list(by_program.values())
-            audio = np.zeros(n, dtype=np.float32)
-            got = synth.synthesize(one)[:n]
-            audio[:got.size] = got
-            if fade:
-                audio[n - fade:] *= ramp
-            out[label] = audio
-    return out, sr
-
-
-def pan_gains(n: int, width: float = 0.8) -> np.ndarray:
-    """Equal-power (left, right) gains of ``n`` performers spread over the stereo field.
-
-    Parameters
-    ----------
-    n : int
-        Performers, >= 1.
-    width : float
-        Spread, in (0, 1]: the outer performers sit at ``-width`` and ``+width``
-        (1 = hard left and right); one performer sits in the centre.
-
-    Returns
-    -------
-    gains : ndarray, shape (n, 2)
-        ``cos θ, sin θ`` with ``θ = (p + 1) π / 4``: each row has unit power.
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1 performers, got {n!r}")
-    if not (isinstance(width, (int, float)) and 0.0 < width <= 1.0):
-        raise ValueError(f"width must be in (0, 1], got {width!r}")
-    pos = np.zeros(1) if n == 1 else np.linspace(-width, width, n)
-    theta = (pos + 1.0) * math.pi / 4.0
-    return np.stack([np.cos(theta), np.sin(theta)], axis=1)
-
-
-def stereo_stems(parts: dict[str, np.ndarray], n_performers: int,
-                 width: float = 0.8) -> dict[str, np.ndarray]:
-    """Pan a jam's parts: ``performer_<i>`` by :func:`pan_gains`, the rest centred.
-
-    Parameters
-    ----------
-    parts : dict of str to ndarray, shape (n_samples,)
-    n_performers : int
-
-    Returns
-    -------
-    stems : dict of str to ndarray, shape (n_samples, 2)
-        Their sum is the stereo mix.
-    """
-    gains = pan_gains(n_performers, width)
-    centre = pan_gains(1)[0]
-    out = {}
-    for label, audio in parts.items():
-        i = int(label.split("_", 1)[1]) if label.startswith("performer_") else -1
-        g = gains[i] if 0 <= i < n_performers else centre
-        out[label] = audio.astype(np.float64)[:, None] * g[None, :]
-    return out
-
-
-def write_pcm(path: Path, audio: np.ndarray, sample_rate: int, gain: float) -> Path:
-    """Float audio times ``gain`` as a 16-bit PCM WAV (mono or stereo).
-
-    Parameters
-    ----------
-    audio : ndarray, shape (n_samples,) or (n_samples, channels)
-    sample_rate : int
-        Hz.
-    gain : float
-        Linear gain applied before quantising (clipped to full scale).
-    """
-    from scipy.io import wavfile
-
-    pcm = np.clip(np.round(np.asarray(audio, dtype=np.float64) * gain * 32767),
-                  -32768, 32767).astype(np.int16)
-    wavfile.write(path, sample_rate, pcm)
-    return Path(path)
-
-
-def mix_gain(mix: np.ndarray, peak: float = PEAK) -> float:
-    """The gain that puts the loudest sample of ``mix`` at ``peak`` of full scale."""
-    top = float(np.max(np.abs(mix))) if mix.size else 0.0
-    return peak / top if top > 0 else 1.0
-
-
-def write_stems(folder: Path, stems: dict[str, np.ndarray], sample_rate: int,
-                gain: float) -> list[Path]:
-    """``stems/<part>.wav`` under ``folder``, every stem with the same ``gain``."""
-    d = Path(folder) / "stems"
-    d.mkdir(parents=True, exist_ok=True)
-    return [write_pcm(d / f"{label}.wav", a, sample_rate, gain) for label, a in stems.items()]
-
-
 # --------------------------------------------------------------------------- output
 
 
 class SessionMidiFile:
-    """Writes ``session.mid`` (and with ``stems`` the ``stems/<part>.wav``) at close.
+    """Writes ``session.mid`` as the session goes and at close.
 
     A :class:`~st_agent.live.outputs.SessionOutput`. Each phrase's notes go to a spool
     file in the session folder (``.session-mid.jsonl``, a :class:`MidiPhrase` per line)
     as it starts, not to memory, so the output keeps no phrase however long the
     session (:meth:`spooled` reads them back). Every
     ``checkpoint_sec`` the file so far is written again from the spool (atomically, at a
-    phrase start), so a session that dies without closing still leaves what played up
-    to then; :meth:`close` writes the final one (cut at a stop or a crash: at the stop
+    phrase start, in a worker thread: rewriting takes time in proportion to the
+    session, 0.37 s at 2,000 phrases, and the loop must not wait for it; a checkpoint
+    due while the last one is still being written is skipped), so a session that dies
+    without closing still leaves what played up to then; :meth:`close` waits for it and
+    writes the final one (cut at a stop or a crash: at the stop
     marker, or the last session time seen; whole on ``"time up"``) and removes the
     spool.
 
     Parameters
     ----------
-    stems : bool
-        Also render ``stems/<part>.wav`` at close (one FluidSynth render per part).
-    fade_sec : float
-        Fade-out of the stems, seconds (as the session WAV).
-    soundfont : Path, optional
     checkpoint_sec : float
         Rewrite ``session.mid`` at a phrase start when this much session time passed
         since the last rewrite (0: after every phrase; inf: only at close).
@@ -541,12 +391,7 @@ class SessionMidiFile:
 
     name = "session-mid"
 
-    def __init__(self, stems: bool = False, fade_sec: float = 4.0,
-                 soundfont: Path | None = None, checkpoint_sec: float = 30.0) -> None:
-        if not (isinstance(fade_sec, (int, float)) and math.isfinite(fade_sec)
-                and fade_sec >= 0):
-            raise ValueError(f"fade_sec must be a number of seconds >= 0, got {fade_sec!r}")
-        self.stems, self.fade_sec, self.soundfont = bool(stems), float(fade_sec), soundfont
+    def __init__(self, checkpoint_sec: float = 30.0) -> None:
         if not (isinstance(checkpoint_sec, (int, float)) and checkpoint_sec >= 0):
             raise ValueError(f"checkpoint_sec must be a number of seconds >= 0, got "
                              f"{checkpoint_sec!r}")
@@ -558,10 +403,11 @@ class SessionMidiFile:
         self._last_end_sec = -math.inf
         self.markers: list[tuple[float, str]] = []
         self.path: Path | None = None
-        self.stem_paths: list[Path] = []
         self._now = -math.inf
         self._stop_at: float | None = None
         self._closed = False
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._checkpoint: concurrent.futures.Future | None = None
 
     def open(self, folder: Path) -> None:
         """Files go to ``folder`` (an earlier spool there is replaced)."""
@@ -569,6 +415,8 @@ class SessionMidiFile:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._spool = self.folder / SPOOL_NAME
         self._spool.write_text("", encoding="utf-8")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="session-mid-checkpoint")
 
     def phrase(self, index: int, playing: Playing, knobs: Knobs) -> None:
         """Spool the phrase; rewrite the file so far when a checkpoint is due."""
@@ -580,20 +428,37 @@ class SessionMidiFile:
         self.n_phrases += 1
         self._last_end_sec = record.end_sec
         self._seen(playing.start_sec)
-        if playing.start_sec - self._last_checkpoint >= self.checkpoint_sec:
+        due = playing.start_sec - self._last_checkpoint >= self.checkpoint_sec
+        if due and (self._checkpoint is None or self._checkpoint.done()):
+            if self._checkpoint is not None:
+                self._checkpoint.result()  # a failed write fails this output
+            assert self._pool is not None
             self._last_checkpoint = playing.start_sec
-            write_session_midi(self.folder / "session.mid", self.spooled(), None,
-                               self.markers)
+            self._checkpoint = self._pool.submit(self._write_checkpoint, self.n_phrases,
+                                                 list(self.markers))
 
-    def spooled(self) -> list[MidiPhrase]:
-        """Every phrase spooled so far, read back from the spool file, in order (a line
-        that does not parse, such as one cut short by a full disk, is logged and left
-        out)."""
+    def _write_checkpoint(self, n_phrases: int, markers: list[tuple[float, str]]) -> None:
+        """``session.mid`` with the first ``n_phrases`` spooled (in the worker)."""
+        assert self.folder is not None
+        write_session_midi(self.folder / "session.mid", self.spooled(n_phrases), None, markers)
+
+    def wait(self) -> None:
+        """Block until the checkpoint being written (if any) is on disk (raises its
+        error)."""
+        if self._checkpoint is not None:
+            self._checkpoint.result()
+
+    def spooled(self, limit: int | None = None) -> list[MidiPhrase]:
+        """Every phrase spooled so far (or the first ``limit``), read back from the spool
+        file, in order (a line that does not parse, such as one cut short by a full disk,
+        is logged and left out)."""
         if self._spool is None or not self._spool.is_file():
             return []
         out: list[MidiPhrase] = []
         with open(self._spool, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
+                if limit is not None and n > limit:
+                    break  # a phrase the loop is appending now
                 try:
                     out.append(MidiPhrase.from_json(line))
                 except (ValueError, KeyError, TypeError, IndexError) as e:
@@ -614,10 +479,16 @@ class SessionMidiFile:
             self._stop_at = t
 
     def close(self, reason: str) -> None:
-        """Write the final ``session.mid`` (and the stems)."""
+        """Write the final ``session.mid``."""
         if self._closed or self.folder is None:
             return
         self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # the checkpoint being written, if any
+            self._pool = None
+            if self._checkpoint is not None and self._checkpoint.exception() is not None:
+                logger.warning("session-mid: a checkpoint failed (%s); writing the final "
+                               "file", self._checkpoint.exception())
         cut = None
         if self._stop_at is not None:
             cut = self._stop_at
@@ -628,28 +499,9 @@ class SessionMidiFile:
         played = self.spooled()
         self.path = write_session_midi(self.folder / "session.mid", played, cut,
                                        self.markers)
-        if self.stems and played:
-            music = music_length_sec(played)
-            if cut is not None:
-                music = min(music, cut - played[0].start_sec + self.fade_sec)
-            parts, sr = part_audio(played, music, self.fade_sec, self.soundfont)
-            gain = _session_wav_gain(parts)
-            self.stem_paths = write_stems(self.folder, parts, sr, gain)
         if self._spool is not None:
             self._spool.unlink(missing_ok=True)  # session.mid holds every phrase now
 
     def _seen(self, t: float | None) -> None:
         if t is not None and math.isfinite(t):
             self._now = max(self._now, float(t))
-
-
-def _session_wav_gain(parts: dict[str, np.ndarray]) -> float:
-    """The session WAV's gain, so the stems sit at its level: the streamed WAV's fixed
-    gain (:data:`st_agent.live.audio.SESSION_WAV_GAIN`) where it streams, else the
-    normalising gain of their sum."""
-    from st_agent.live import audio
-
-    fixed = getattr(audio, "SESSION_WAV_GAIN", None)
-    if fixed is not None:
-        return float(fixed)
-    return mix_gain(np.sum(list(parts.values()), axis=0))

@@ -53,11 +53,10 @@ def build_outputs(cfg: SessionConfig, extra: list[Any] | tuple[Any, ...] = ()) -
                                            sound=getattr(cfg, "sound", "plain"))]
     result = OutputSet()  # filled below; notices reach it from the outputs' threads
     # ---- further outputs: one block each, `if <flag>: outputs.append(<Output>(...))` ----
-    # MIDI port (--midi-out), then session.mid and the stems (--stems), helper E:
+    # MIDI port (--midi-out), then session.mid, then the stems (--stems):
     from st_agent.live.session_midi import SessionMidiFile
 
-    session_mid = SessionMidiFile(stems=cfg.stems, fade_sec=cfg.fade_sec,
-                                  soundfont=cfg.soundfont)
+    session_mid = SessionMidiFile()
     if cfg.midi_out:
         from st_agent.live.midi_out import MidiOut
 
@@ -70,6 +69,10 @@ def build_outputs(cfg: SessionConfig, extra: list[Any] | tuple[Any, ...] = ()) -
         outputs.append(MidiOut.to_port(cfg.midi_out, virtual=cfg.midi_virtual,
                                        realtime=not cfg.accelerated, on_notice=on_notice))
     outputs.append(session_mid)
+    if cfg.stems:  # stems/<part>.wav, streamed (st_agent.live.stems)
+        from st_agent.live.stems import PartStreams
+
+        outputs.append(PartStreams(cfg.fade_sec, cfg.soundfont))
     if cfg.osc:  # OSC out (st_agent.live.osc_out, docs/osc.md)
         from st_agent.live.osc_out import OscOutput
 
