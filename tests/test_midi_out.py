@@ -553,6 +553,37 @@ def test_a_part_that_starts_late_or_ends_early_keeps_every_stem_aligned(
     assert not files["chords"][:start_b].any() and files["chords"][start_b:].any()
 
 
+def test_stems_and_mix_are_valid_wavs_while_the_jam_plays_and_after_a_failed_render(
+        tmp_path: Path) -> None:
+    """Each file is a complete WAV up to the last phrase on disk (a crash keeps it); a
+    render that fails drops the output (the session goes on) and close still
+    finishes every file with what was committed."""
+    played = _jam_phrases()
+    out = PartStreams(1.0, n_performers=3, mix=True)
+    outputs = OutputSet([out])
+    outputs.open(tmp_path)
+    outputs.phrase(0, played[0], Knobs(0.5, 0.5, 0.5))
+    out.wait()
+    n0 = round((played[0].end_sec - played[0].start_sec) * 44100)
+    for f in [tmp_path / "session.wav", *sorted((tmp_path / "stems").glob("*.wav"))]:
+        rate, audio = wavfile.read(f)  # before any close
+        assert rate == 44100 and audio.shape == (n0, 2) and np.abs(audio).max() > 0
+
+    def broken(pm: object) -> np.ndarray:
+        raise RuntimeError("fluidsynth: out of voices")
+
+    out._synth.synthesize = broken  # a fault FluidSynth does not give on demand
+    fails, t = [], played[1].start_sec
+    for i in range(1, MAX_PENDING_RENDERS + 2):  # the error comes back by the queue's bound
+        fails += outputs.phrase(i, _playing(t, 120.0, seed=i), Knobs(0.5, 0.5, 0.5))
+        t += 4.0
+    assert [f.name for f in fails] == ["jam-wav"] and "out of voices" in fails[0].error
+    outputs.close("time up")
+    rate, mix = wavfile.read(tmp_path / "session.wav")
+    assert mix.shape == (n0, 2)
+    assert np.abs(mix).max() == pytest.approx(0.89 * 32767, rel=2e-3)  # finished
+
+
 def test_part_streams_refuse_what_they_cannot_write(tmp_path: Path) -> None:
     from st_agent.live.audio import WavStream
 

@@ -197,6 +197,11 @@ class PartStreams:
         end = round((playing.end_sec - self._t0) * self.sample_rate)
         self._jobs.append(self._pool.submit(self._add, playing.pm, start, end))
 
+    def wait(self) -> None:
+        """Block until every phrase handed so far is on disk (raises a render's error)."""
+        while self._jobs:
+            self._jobs.pop(0).result()
+
     @property
     def pending(self) -> int:
         """Phrases handed to the worker whose audio is not on disk yet."""
@@ -265,8 +270,7 @@ class PartStreams:
         try:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
-                while self._jobs:
-                    self._jobs.pop(0).result()
+                self.wait()
         finally:
             self._pool = None
             n_keep = None
