@@ -352,13 +352,14 @@ def test_a_checkpoint_being_written_never_holds_up_the_loop(
 
     import st_agent.live.session_midi as session_midi_module
 
-    release, calls = threading.Event(), []
+    release, started, calls = threading.Event(), threading.Event(), []
     real = session_midi_module.write_session_midi
 
     def held_up(path: Path, played: list, cut_sec: float | None = None,
                 markers: tuple = ()) -> Path:
         calls.append((threading.current_thread().name, len(played)))
         if len(calls) == 1:
+            started.set()
             assert release.wait(timeout=20)  # a slow disk, until the test lets it go
         return real(path, played, cut_sec, markers)
 
@@ -369,6 +370,7 @@ def test_a_checkpoint_being_written_never_holds_up_the_loop(
     for i, p in enumerate(played):  # returns although the first checkpoint is held up
         out.phrase(i, p, Knobs(0.5, 0.5, 0.5))
     assert out.n_phrases == len(played)
+    assert started.wait(timeout=20)
     assert calls == [("session-mid-checkpoint_0", 1)]  # the others were skipped
     release.set()
     out.close("time up")
