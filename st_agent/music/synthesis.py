@@ -180,6 +180,21 @@ class _SynthBase:
                 self._synth.program_select(ch, self._sfid, bank, 0)
 
 
+def _write_s16(synth: Any, out: np.ndarray) -> None:
+    """Render ``len(out)`` stereo frames of ``synth`` into ``out`` in place.
+
+    ``out`` is int16, shape (n, 2), C-contiguous (left, right interleaved, as FluidSynth
+    writes them). pyfluidsynth's ``get_samples`` allocates a ctypes buffer per call
+    (whose array type ctypes caches for good, one per distinct length) and copies it
+    twice; this writes straight into the phrase's array.
+    """
+    import fluidsynth
+
+    if len(out):
+        ptr = out.ctypes.data
+        fluidsynth.fluid_synth_write_s16(synth.synth, len(out), ptr, 0, 2, ptr, 1, 2)
+
+
 class AudioRenderer(_SynthBase):
     """Offline synthesis with FluidSynth, the soundfont loaded once and reused.
 
@@ -280,24 +295,22 @@ class AudioRenderer(_SynthBase):
         s = self._synth
         s.system_reset()
         self._select_programs(pm, channels)
-        chunks: list[np.ndarray] = []
+        out = np.zeros((n_total, 2), dtype=np.int16)  # left, right, written in place
         cursor = 0
         for t, kind, ch, a, b in _events(pm, channels):
             at = min(round(t * self.sample_rate), n_total)
             if at > cursor:
-                chunks.append(s.get_samples(at - cursor))
+                _write_s16(s, out[cursor:at])
                 cursor = at
             if cursor >= n_total and kind == _ON:
                 continue
             self._apply(kind, ch, a, b)
         if n_total > cursor:
-            chunks.append(s.get_samples(n_total - cursor))
+            _write_s16(s, out[cursor:])
         for ch in set(channels):
             s.all_sounds_off(ch)
-        self._flush(max(n_total, cursor))
-        if not chunks:
-            return np.zeros((0, 2) if self.stereo else 0, dtype=np.float32)
-        stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2)  # (n, 2) int16 range
+        self._flush(n_total)
+        stereo = out.astype(np.float32)  # (n, 2) int16 range
         if self.stereo:
             return stereo / np.float32(32768.0)
         return (stereo.mean(axis=1) / 32768.0).astype(np.float32)
@@ -311,12 +324,14 @@ class AudioRenderer(_SynthBase):
         """
         s = self._synth
         s.system_reset()
+        scratch = np.empty((1024, 2), dtype=np.int16)
         for _ in range(50):  # at most 50 * 1024 samples
-            if not np.any(s.get_samples(1024)):
+            _write_s16(s, scratch)
+            if not scratch.any():
                 break
         pad = -n_generated % 64
         if pad:
-            s.get_samples(pad)
+            _write_s16(s, scratch[:pad])
 
     def write_wav(self, pm: pretty_midi.PrettyMIDI, path: str | Path,
                   peak: float = 0.89) -> Path:
