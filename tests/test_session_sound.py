@@ -226,6 +226,58 @@ def test_render_ahead_gives_the_player_its_gain_and_session_wav_reuses_the_rende
     assert loudness_lufs(x / 32767.0, rate) == pytest.approx(session_lufs(0.1), abs=1.0)
 
 
+_MAPPED_BLOCKS = """
+import ctypes, ctypes.util, sys
+import numpy as np
+from st_agent.live.composing import MMAP_THRESHOLD_BYTES, fix_mmap_threshold
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
+                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = MallInfo2
+freed = np.ones(24 << 20, dtype=np.uint8)
+del freed  # a freed 24 MiB mapping raises glibc's own threshold above the buffer below
+if sys.argv[1] == "fixed":
+    assert fix_mmap_threshold() is True
+before = libc.mallinfo2().hblks
+big = np.ones(MMAP_THRESHOLD_BYTES + (512 << 10), dtype=np.uint8)
+during = libc.mallinfo2().hblks
+del big
+print(during - before, libc.mallinfo2().hblks - before)
+"""
+
+
+def test_a_fixed_mmap_threshold_maps_each_large_buffer_and_bad_sizes_are_refused():
+    """With the threshold fixed, a buffer above it gets its own mapping (glibc's count of
+    mapped blocks goes up while it lives, down when it is freed) although a larger block
+    was freed before it; with glibc's moving threshold it comes from the heap. Counted
+    in a fresh process (no other thread maps or frees meanwhile). A size outside
+    glibc's range is refused."""
+    import ctypes
+    import ctypes.util
+    import subprocess
+    import sys
+
+    from st_agent.live.composing import fix_mmap_threshold
+
+    for bad in (0, 1024, 64 << 20, 1.5, True):
+        with pytest.raises(ValueError, match=r"n_bytes must be an int in \[4096, 33554432\]"):
+            fix_mmap_threshold(bad)
+    if not sys.platform.startswith("linux"):
+        assert fix_mmap_threshold() is False
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("glibc older than 2.33: no mallinfo2 to count mapped blocks")
+
+    def mapped(mode: str) -> str:
+        return subprocess.run([sys.executable, "-c", _MAPPED_BLOCKS, mode], check=True,
+                              capture_output=True, text=True).stdout.split()
+
+    assert mapped("fixed") == ["1", "0"]  # its own mapping, returned when freed
+    assert mapped("glibc") == ["0", "0"]  # from the heap
+
+
 def test_malloc_arenas_are_shared_on_linux_and_bad_counts_refused():
     """The composer thread shares glibc's arena (its memory would fragment in one of its
     own); a count below 1 is refused."""

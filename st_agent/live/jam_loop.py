@@ -291,8 +291,11 @@ class JamLoop:
     def __init__(self, cfg: JamConfig, controller: JamController, targets: list[Target],
                  perf: list[Performer], player: Any, history_len: int,
                  outputs: OutputSet | None = None) -> None:
+        from st_agent.live.composing import fix_mmap_threshold, share_malloc_arenas
         from st_agent.music.ensemble import Ensemble
 
+        share_malloc_arenas(1)  # as a session: before the composer thread starts
+        fix_mmap_threshold()
         n = len(perf)
         self.cfg, self.controller, self.targets, self.perf = cfg, controller, targets, perf
         self.player, self.history_len = player, history_len
