@@ -18,12 +18,12 @@ from st_agent.live.audio import (
     SESSION_WAV_GAIN,
     TAIL_SEC,
     SessionWavOutput,
-    WavStream,
 )
 from st_agent.live.common import Playing
 from st_agent.live.guarded import GuardedController, check_action
 from st_agent.live.runtime import LiveSession, SessionStatus, session_folder
 from st_agent.live.session import SessionConfig, run_session
+from st_agent.live.wav_stream import WavStream
 from st_agent.music.features import measure_features
 from st_agent.music.render import AudioRenderer, render_phrase
 from st_agent.policies.controllers import make_controller

@@ -587,7 +587,7 @@ def test_stems_and_mix_are_valid_wavs_while_the_jam_plays_and_after_a_failed_ren
 
 
 def test_part_streams_refuse_what_they_cannot_write(tmp_path: Path) -> None:
-    from st_agent.live.audio import WavStream
+    from st_agent.live.wav_stream import WavStream
 
     with pytest.raises(ValueError, match="give n_performers"):
         PartStreams(1.0, mix=True)

@@ -14,7 +14,6 @@ import pytest
 from scipy.io import wavfile
 
 from st_agent.biometrics.recording import read_session
-from st_agent.live.audio import WavStream
 from st_agent.live.session import DemoConfig, SessionConfig, run_session
 from st_agent.live.session_sound import (
     PhraseSoundRenderer,
@@ -23,6 +22,7 @@ from st_agent.live.session_sound import (
     sound_of,
     voice_for_knobs,
 )
+from st_agent.live.wav_stream import WavStream
 from st_agent.music.arrangement import ArrangementConfig
 from st_agent.music.loudness import SESSION_LUFS_RANGE, loudness_lufs, session_lufs
 from st_agent.music.render import render_phrase

@@ -238,8 +238,8 @@ class _LiveSound:
     """The live player (``--play``) and the streamed ``piece.wav`` (module docstring)."""
 
     def __init__(self, cfg: BrainVoicesConfig, out: Path) -> None:
-        from st_agent.live.audio import WavStream
         from st_agent.live.common import open_player
+        from st_agent.live.wav_stream import WavStream
         from st_agent.music.render import AudioRenderer
 
         self.player = open_player(cfg.soundfont) if cfg.play and not cfg.no_audio else None

@@ -46,12 +46,11 @@ from st_agent.live.audio import (
     MAX_PENDING_RENDERS,
     SESSION_WAV_GAIN,
     TAIL_SEC,
-    OverlapAdd,
-    WavStream,
     libc_trim,
     lower_priority,
 )
 from st_agent.live.common import Playing
+from st_agent.live.wav_stream import OverlapAdd, WavStream
 from st_agent.types import Knobs
 
 __all__ = ["JAM_WAV_GAIN", "PartStreams", "pan_gains"]
