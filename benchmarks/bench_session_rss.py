@@ -24,6 +24,10 @@ and free (``mallinfo2``), pymalloc's arenas and the interpreter's allocated bloc
 the number of threads, and prints the growth per simulated hour of each: the part that
 grows names the layer that holds the memory.
 
+``--glibc-mmap`` keeps glibc's moving mmap threshold, which a session otherwise fixes
+(``st_agent.live.composing.fix_mmap_threshold``): run it beside a plain run to see what
+the fix changes.
+
 With ``--trim`` each sample also asks glibc to hand freed memory back to the OS
 (``malloc_trim(0)``) and prints the RSS after it: growth that disappears there
 is freed memory kept by the allocator (fragmentation), not objects that pile up.
@@ -37,7 +41,7 @@ holds them: what a session keeps that it should not is named by its type or its 
 and the entries of the bar grammar's caches (key tables, masks), which gc cannot see.
 
 Run: ``nice python benchmarks/bench_session_rss.py [--minutes 60] [--every 10] [--trim]
-[--sound session|plain] [--trace] [--maps] [--types]``
+[--sound session|plain] [--trace] [--maps] [--types] [--glibc-mmap]``
 """
 
 from __future__ import annotations
@@ -167,7 +171,14 @@ def main() -> None:
                     help="count gc-tracked objects by type; print the types that grew most")
     ap.add_argument("--trace", action="store_true",
                     help="trace Python allocations; print the sites that grew most")
+    ap.add_argument("--glibc-mmap", action="store_true",
+                    help="keep glibc's moving mmap threshold (skip the session's "
+                         "fix_mmap_threshold), to measure what fixing it changes")
     args = ap.parse_args()
+    if args.glibc_mmap:
+        import st_agent.live.composing as composing
+
+        composing.fix_mmap_threshold = lambda n_bytes=0: False
     snapshots: list = []
     if args.trace:
         tracemalloc.start(8)
