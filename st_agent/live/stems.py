@@ -24,9 +24,11 @@ Levels: everything streams at one fixed ``gain`` on FluidSynth's output. At
 :meth:`PartStreams.close` the files are cut at the stop plus the fade (else at the last
 phrase's end) and faded out. A jam's mix is then raised (never lowered) so that its
 loudest sample is at -1 dBFS (:data:`~st_agent.live.audio.FINAL_PEAK`), and every stem
-by the same factor, so the stems still add up to the mix: to the 16-bit rounding of
-each file, times that factor. A session's stems keep the streamed level, the level of
-the plain session WAV before its final raise (:data:`~st_agent.live.audio.SESSION_WAV_GAIN`).
+by the same factor ``b``, so the stems still add up to the mix: to half a 16-bit step
+per file when streamed (times ``b``), when raised and when faded, at most
+``(b + 2) (n + 1) / 2`` steps for ``n`` stems (15 measured in a two-performer jam). A
+session's stems keep the streamed level, the level of the plain session WAV before its
+final raise (:data:`~st_agent.live.audio.SESSION_WAV_GAIN`).
 """
 
 from __future__ import annotations
