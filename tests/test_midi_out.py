@@ -598,6 +598,12 @@ def test_part_streams_refuse_what_they_cannot_write(tmp_path: Path) -> None:
         PartStreams(1.0, gain=float("nan"))
     with pytest.raises(ValueError, match=r"n must be an int >= 1 performers, got 0"):
         PartStreams(1.0, n_performers=0)
+    from st_agent.live.stems import JAM_WAV_GAIN, jam_wav_gain
+
+    # the measured peaks grow as sqrt(n): 2 performers stream at twice the gain of 8
+    assert jam_wav_gain(8) == JAM_WAV_GAIN and jam_wav_gain(2) == pytest.approx(2 * JAM_WAV_GAIN)
+    with pytest.raises(ValueError, match="n_performers must be an int >= 1, got 0"):
+        jam_wav_gain(0)
     out = PartStreams(1.0)
     with pytest.raises(RuntimeError, match=r"phrase\(\) before open\(\)"):
         out.phrase(0, _playing(0.0, 120.0), Knobs(0.5, 0.5, 0.5))

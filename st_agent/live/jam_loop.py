@@ -135,10 +135,11 @@ def jam_outputs(cfg: JamConfig, n_performers: int) -> OutputSet:
     """
     from st_agent.live.midi_out import MidiOut
     from st_agent.live.session_midi import SessionMidiFile
-    from st_agent.live.stems import JAM_WAV_GAIN, PartStreams
+    from st_agent.live.stems import PartStreams, jam_wav_gain
 
     outs: list[Any] = [PartStreams(cfg.fade_sec, n_performers=n_performers, mix=True,
-                                   stems=getattr(cfg, "stems", False), gain=JAM_WAV_GAIN),
+                                   stems=getattr(cfg, "stems", False),
+                                   gain=jam_wav_gain(n_performers)),
                        SessionMidiFile()]
     name = getattr(cfg, "midi_out", "")
     if name:

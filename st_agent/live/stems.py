@@ -55,16 +55,25 @@ from st_agent.live.common import Playing
 from st_agent.live.wav_stream import OverlapAdd, WavStream
 from st_agent.types import Knobs
 
-__all__ = ["JAM_WAV_GAIN", "PartStreams", "pan_gains"]
+__all__ = ["JAM_WAV_GAIN", "PartStreams", "jam_wav_gain", "pan_gains"]
 
 logger = logging.getLogger(__name__)
 
-#: Fixed gain of a jam's streamed mix and stems on FluidSynth's output (before the
-#: final raise to -1 dBFS). Measured (``benchmarks/bench_jam_wav.py``, 27 knob settings
-#: per size): the mix peaks at 0.119, 0.153, 0.169 and 0.235 of full scale at gain 1
-#: for 2, 3, 4 and 8 performers, so at 2.5 the largest jam streams at 0.59 (4.6 dB of
-#: headroom) and the final raise is at most 3.0 (2 performers).
+#: Fixed gain of an 8-performer jam's streamed mix and stems on FluidSynth's output
+#: (before the final raise to -1 dBFS); ``n`` performers stream at
+#: :func:`jam_wav_gain` = ``JAM_WAV_GAIN * sqrt(8 / n)``. Measured
+#: (``benchmarks/bench_jam_wav.py``, 27 knob settings per size): at gain 1 the mix peaks
+#: at 0.119, 0.153, 0.169 and 0.235 of full scale for 2, 3, 4 and 8 performers, close to
+#: sqrt(n) (voices add incoherently), so every size streams its loudest setting near 0.6
+#: (4.5 dB of headroom) and a quiet jam is raised less at the end.
 JAM_WAV_GAIN = 2.5
+
+
+def jam_wav_gain(n_performers: int) -> float:
+    """The streaming gain of a jam of ``n_performers`` (:data:`JAM_WAV_GAIN` at 8)."""
+    if isinstance(n_performers, bool) or not isinstance(n_performers, int) or n_performers < 1:
+        raise ValueError(f"n_performers must be an int >= 1, got {n_performers!r}")
+    return JAM_WAV_GAIN * math.sqrt(8 / n_performers)
 
 
 def pan_gains(n: int, width: float = 0.8) -> np.ndarray:
