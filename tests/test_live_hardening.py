@@ -109,7 +109,7 @@ def test_phrases_handed_faster_than_they_render_wait_at_a_bound(
         p = Playing(p.phrase, p.features, p.pm, t, "test")
         out.phrase(i, p, p.phrase.knobs)
         seen.append(out.pending)
-        assert len(out._jobs) <= MAX_PENDING_RENDERS
+        assert len(out._queue._jobs) <= MAX_PENDING_RENDERS
         t = p.end_sec
     assert max(seen) >= 2  # renders did queue up: the bound was reached, not idle
     out.close("time up")

@@ -25,7 +25,7 @@ from st_agent.live.common import Playing
 from st_agent.live.wav_stream import OverlapAdd, WavStream
 from st_agent.types import Knobs
 
-__all__ = ["SESSION_WAV_GAIN", "SessionWavOutput", "join_phrases",
+__all__ = ["SESSION_WAV_GAIN", "RenderQueue", "SessionWavOutput", "join_phrases",
            "write_session_wav", "write_wav"]
 
 logger = logging.getLogger(__name__)
@@ -146,6 +146,79 @@ def lower_priority() -> None:
         logger.debug("session-wav worker keeps its priority: %s", e)
 
 
+class RenderQueue:
+    """The phrases an output renders in one worker thread: in order, at most
+    :data:`MAX_PENDING_RENDERS` waiting, placed on the file's frame clock (frame 0 at
+    the first phrase's start), and the stop marker's time. Shared by
+    :class:`SessionWavOutput` and :class:`~st_agent.live.stems.PartStreams`.
+
+    Parameters
+    ----------
+    name : str
+        The output's name (thread name, messages).
+    sample_rate : int
+        Hz.
+    """
+
+    def __init__(self, name: str, sample_rate: int) -> None:
+        self.name, self.sample_rate = name, sample_rate
+        self.stop_sec: float | None = None  # session time of the stop marker
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._jobs: list[concurrent.futures.Future] = []
+        self._t0: float | None = None
+
+    def start(self) -> None:
+        """Start the worker (at a lower priority: rendering never delays the loop)."""
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=self.name, initializer=lower_priority)
+
+    def submit(self, fn: Any, playing: Playing, *args: Any) -> None:
+        """Queue ``fn(playing.pm, start_frame, end_frame, *args)``; wait first while
+        :data:`MAX_PENDING_RENDERS` are queued (back-pressure: memory stays bounded).
+        Raises the error of a finished render (so the session drops the output)."""
+        if self._pool is None:
+            raise RuntimeError(f"{self.name}: phrase() before open()")
+        while self._jobs and (len(self._jobs) >= MAX_PENDING_RENDERS or self._jobs[0].done()):
+            self._jobs.pop(0).result()
+        if self._t0 is None:
+            self._t0 = float(playing.start_sec)
+        start = round((playing.start_sec - self._t0) * self.sample_rate)
+        end = round((playing.end_sec - self._t0) * self.sample_rate)
+        self._jobs.append(self._pool.submit(fn, playing.pm, start, end, *args))
+
+    @property
+    def pending(self) -> int:
+        """Phrases queued whose audio is not on disk yet (at most
+        :data:`MAX_PENDING_RENDERS`)."""
+        return sum(not job.done() for job in self._jobs)
+
+    def wait(self) -> None:
+        """Block until every queued phrase is on disk (raises a render's error)."""
+        while self._jobs:
+            self._jobs.pop(0).result()
+
+    def shutdown(self) -> None:
+        """Finish the queue and stop the worker (raises a render's error; the worker
+        is gone either way)."""
+        try:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self.wait()
+        finally:
+            self._pool = None
+
+    def marker(self, t_sec: float, text: str) -> None:
+        """Note the stop time (``text`` starting with ``"stop"``)."""
+        if text.startswith("stop") and self.stop_sec is None:
+            self.stop_sec = float(t_sec)
+
+    def keep_frames(self, fade_sec: float) -> int | None:
+        """Frames to keep at the end: to the stop plus ``fade_sec``, or None (all)."""
+        if self.stop_sec is None or self._t0 is None:
+            return None
+        return round((self.stop_sec - self._t0 + fade_sec) * self.sample_rate)
+
+
 class SessionWavOutput:
     """``session.wav`` streamed as the session goes (a
     :class:`~st_agent.live.outputs.SessionOutput`).
@@ -206,11 +279,8 @@ class SessionWavOutput:
         self.path: Path | None = None
         self._wav: WavStream | None = None
         self._synth: Any = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._jobs: list[concurrent.futures.Future] = []
+        self._queue = RenderQueue(self.name, sample_rate)
         self._stream: OverlapAdd | None = None
-        self._t0: float | None = None
-        self._stop_sec: float | None = None
         self._trim = libc_trim()
 
     def open(self, folder: Path) -> None:
@@ -226,36 +296,21 @@ class SessionWavOutput:
             self._synth = AudioRenderer(self.soundfont, self.sample_rate, release_sec=TAIL_SEC)
         self._wav = WavStream(self.path, self.sample_rate, self.channels)
         self._stream = OverlapAdd(self._wav)
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="session-wav", initializer=lower_priority)
-
-    def _collect(self, wait: bool = False) -> None:
-        """Raise the error of a finished render (so the session drops this output)."""
-        while self._jobs and (wait or self._jobs[0].done()):
-            self._jobs.pop(0).result()
+        self._queue.start()
 
     def phrase(self, index: int, playing: Playing, knobs: Knobs) -> None:
         """Render phrase ``index`` and append it (in the worker)."""
-        if self._pool is None:
-            raise RuntimeError("session-wav: phrase() before open()")
-        self._collect()
-        while len(self._jobs) >= MAX_PENDING_RENDERS:  # back-pressure: memory stays bounded
-            self._jobs.pop(0).result()
-        if self._t0 is None:
-            self._t0 = float(playing.start_sec)
-        start = round((playing.start_sec - self._t0) * self.sample_rate)
-        end = round((playing.end_sec - self._t0) * self.sample_rate)
-        self._jobs.append(self._pool.submit(self._add, playing.pm, start, end, knobs))
+        self._queue.submit(self._add, playing, knobs)
 
     @property
     def pending(self) -> int:
         """Phrases handed to the render thread whose audio is not on disk yet (at most
         :data:`MAX_PENDING_RENDERS`)."""
-        return sum(not job.done() for job in self._jobs)
+        return self._queue.pending
 
     def wait(self) -> None:
         """Block until every phrase handed so far is on disk (raises a render's error)."""
-        self._collect(wait=True)
+        self._queue.wait()
 
     def _render(self, pm: Any, knobs: Knobs | None) -> np.ndarray:
         """The phrase's audio at the file's level: (n,) plain, (n, 2) session."""
@@ -297,23 +352,16 @@ class SessionWavOutput:
 
     def marker(self, t_sec: float, text: str) -> None:
         """Note the stop time (``text`` starting with ``"stop"``)."""
-        if text.startswith("stop") and self._stop_sec is None:
-            self._stop_sec = float(t_sec)
+        self._queue.marker(t_sec, text)
 
     def close(self, reason: str) -> None:
         """Finish the file: cut at the stop plus the fade (or the last phrase's end),
         fade out, close (a WAV without a sample is removed). Safe to call twice."""
         try:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._collect(wait=True)
+            self._queue.shutdown()
         finally:
-            self._pool = None
             if self._wav is not None:
-                n_keep = None
-                if self._stop_sec is not None and self._t0 is not None:
-                    n_keep = round((self._stop_sec - self._t0 + self.fade_sec)
-                                   * self.sample_rate)
+                n_keep = self._queue.keep_frames(self.fade_sec)
                 self._wav.finish(n_keep, round(self.fade_sec * self.sample_rate),
                                  peak=FINAL_PEAK if self.sound == "plain" else None)
                 self._stream = None

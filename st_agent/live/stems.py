@@ -33,8 +33,6 @@ final raise (:data:`~st_agent.live.audio.SESSION_WAV_GAIN`).
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import copy
 import logging
 import math
@@ -43,14 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from st_agent.live.audio import (
-    FINAL_PEAK,
-    MAX_PENDING_RENDERS,
-    SESSION_WAV_GAIN,
-    TAIL_SEC,
-    libc_trim,
-    lower_priority,
-)
+from st_agent.live.audio import FINAL_PEAK, SESSION_WAV_GAIN, TAIL_SEC, RenderQueue, libc_trim
 from st_agent.live.common import Playing
 from st_agent.live.wav_stream import OverlapAdd, WavStream
 from st_agent.types import Knobs
@@ -167,15 +158,11 @@ class PartStreams:
         self.channels = 1 if n_performers is None else 2
         self.folder: Path | None = None
         self.paths: dict[str, Path] = {}  # part label (or "mix") -> its file
-        self.render_ms: collections.deque[float] = collections.deque(maxlen=200)
         self._streams: dict[str, OverlapAdd] = {}
         self._mix: OverlapAdd | None = None
         self._synth: Any = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._jobs: list[concurrent.futures.Future] = []
-        self._t0: float | None = None
+        self._queue = RenderQueue(self.name, sample_rate)
         self._committed = 0  # frames every file holds (the last phrase's end)
-        self._stop_sec: float | None = None
         self._boost = 1.0
         self._trim = libc_trim()
         #: Loudest sample of the mix as streamed (before the final raise), fraction
@@ -191,31 +178,21 @@ class PartStreams:
         if self.mix:
             self.paths["mix"] = self.folder / "session.wav"
             self._mix = OverlapAdd(WavStream(self.paths["mix"], self.sample_rate, 2))
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix=self.name, initializer=lower_priority)
+        self._queue.start()
 
     def phrase(self, index: int, playing: Playing, knobs: Knobs) -> None:
         """Render phrase ``index``'s parts and append them (in the worker; waits when
         :data:`~st_agent.live.audio.MAX_PENDING_RENDERS` are queued)."""
-        if self._pool is None:
-            raise RuntimeError(f"{self.name}: phrase() before open()")
-        while self._jobs and (len(self._jobs) >= MAX_PENDING_RENDERS or self._jobs[0].done()):
-            self._jobs.pop(0).result()  # a render's error drops this output
-        if self._t0 is None:
-            self._t0 = float(playing.start_sec)
-        start = round((playing.start_sec - self._t0) * self.sample_rate)
-        end = round((playing.end_sec - self._t0) * self.sample_rate)
-        self._jobs.append(self._pool.submit(self._add, playing.pm, start, end))
+        self._queue.submit(self._add, playing)
 
     def wait(self) -> None:
         """Block until every phrase handed so far is on disk (raises a render's error)."""
-        while self._jobs:
-            self._jobs.pop(0).result()
+        self._queue.wait()
 
     @property
     def pending(self) -> int:
         """Phrases handed to the worker whose audio is not on disk yet."""
-        return sum(not job.done() for job in self._jobs)
+        return self._queue.pending
 
     def _pan(self, label: str) -> np.ndarray:
         """(left, right) gains of a part in a jam."""
@@ -240,20 +217,16 @@ class PartStreams:
 
     def _add(self, pm: Any, start: int, end: int) -> None:
         """Render each part of one phrase and commit every file up to frame ``end``."""
-        import time
-
-        tic = time.perf_counter()
         audio = {label: self._synth.synthesize(one) * np.float32(self.gain)
                  for label, one in _parts(pm).items()}
-        self.render_ms.append(1e3 * (time.perf_counter() - tic))
         if self.pans is not None:
             audio = {label: a[:, None] * self._pan(label)[None, :].astype(np.float32)
                      for label, a in audio.items()}
         clipped = 0
         if self.stems:
+            silent = np.zeros((0, self.channels), dtype=np.float32)  # a part not in it
             for label in sorted(set(audio) | set(self._streams)):
-                empty = np.zeros((0, self.channels), dtype=np.float32)
-                clipped += self._stream(label).add(audio.get(label, empty), start, end)
+                clipped += self._stream(label).add(audio.get(label, silent), start, end)
         if self._mix is not None:
             n = max((len(a) for a in audio.values()), default=0)
             total = np.zeros((n, 2), dtype=np.float32)
@@ -271,21 +244,15 @@ class PartStreams:
 
     def marker(self, t_sec: float, text: str) -> None:
         """Note the stop time (``text`` starting with ``"stop"``)."""
-        if text.startswith("stop") and self._stop_sec is None:
-            self._stop_sec = float(t_sec)
+        self._queue.marker(t_sec, text)
 
     def close(self, reason: str) -> None:
         """Finish every file: cut at the stop plus the fade (or the last phrase's end),
         fade out, raise a jam's mix to -1 dBFS and the stems with it. Safe to call twice."""
         try:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self.wait()
+            self._queue.shutdown()
         finally:
-            self._pool = None
-            n_keep = None
-            if self._stop_sec is not None and self._t0 is not None:
-                n_keep = round((self._stop_sec - self._t0 + self.fade_sec) * self.sample_rate)
+            n_keep = self._queue.keep_frames(self.fade_sec)
             fade = round(self.fade_sec * self.sample_rate)
             boost = None
             if self._mix is not None:
