@@ -5,9 +5,12 @@ Prints (and writes to ``runs/bench_jam.txt``):
 * group mean distance to the targets over the last half of each episode on
   held-out groups of 3 (:func:`st_agent.policies.jam.evaluate_jam`) for the shared jam
   policy, independent single-listener PPO policies per performer, PID per
-  performer and random, with the change against independent PID (the issue's
-  target: >= 20 % lower), on further held-out streams the shared policy vs
-  PID only, and the figure pooled over all streams;
+  performer (gains tuned in jams for each performer's target, the target's
+  single-listener gains, the untuned default gains), the shipped adaptive
+  controller per performer and random, with the
+  change against independent tuned PID (the issue's target: >= 20 % lower), on
+  further held-out streams the shared policy vs tuned PID only, and the figure
+  pooled over all streams with its paired 95 % CI over groups;
 * clashes per bar for each controller;
 * env steps/s of the fast jam for 3 and 8 performers (one ParallelEnv, random
   actions), of SuperSuit's vector env (agent steps/s), and of the full jam
@@ -78,7 +81,7 @@ def main() -> None:
                     help="held-out group streams (0 and 1 were used to choose jam3's recipe "
                          "and members)")
     ap.add_argument("--more-seeds", type=int, nargs="*", default=[4, 5, 6, 7, 8],
-                    help="further held-out streams, shared policy vs PID only; the pooled "
+                    help="further held-out streams, shared policy vs tuned PID only; the pooled "
                          "figure covers these and --seeds")
     ap.add_argument("--independent", nargs="*",
                     default=["calm", str(_REPO / "runs" / "ppo_random_indep")],
@@ -94,34 +97,43 @@ def main() -> None:
         lines.append(text)
 
     indep = tuple(p for p in args.independent if p == "calm" or Path(p).exists())
-    pooled: list[tuple[float, float]] = []
+    pairs: list[np.ndarray] = []  # per stream: (groups, 2) shared, tuned PID
     for seed in args.seeds:
         say(f"held-out groups (seed {seed}): {args.groups} x 3 performers, targets drawn per "
             "performer from the presets, 32 phrases; distance over the last half (estimator "
             "units)")
         res = evaluate_jam(EvaluateJamConfig(policy=args.policy, performers=3,
                                              n_groups=args.groups, seed=seed,
-                                             independent=indep, baselines=("pid", "random"),
+                                             independent=indep,
+                                             baselines=("pid", "pid-single", "pid-default",
+                                                        "adaptive", "random"),
                                              out=str(_REPO / "runs" / f"bench_jam_eval_s{seed}")))
         say(format_jam_table(res))
         say("")
-        pooled.append((res["shared"]["group_distance"], res["pid"]["group_distance"]))
+        pairs.append(np.column_stack([res["shared"]["per_group"], res["pid"]["per_group"]]))
     for seed in args.more_seeds:
         res = evaluate_jam(EvaluateJamConfig(policy=args.policy, performers=3,
                                              n_groups=args.groups, seed=seed, independent=(),
                                              baselines=("pid",),
                                              out=str(_REPO / "runs" / f"bench_jam_eval_s{seed}")))
         s, p = res["shared"]["group_distance"], res["pid"]["group_distance"]
-        pooled.append((s, p))
+        pairs.append(np.column_stack([res["shared"]["per_group"], res["pid"]["per_group"]]))
         say(f"held-out groups (seed {seed}): shared {s:.3f}  pid {p:.3f}  "
-            f"{100 * (1 - s / p):+.1f} % lower than independent PID")
-    d = np.asarray(pooled)  # (streams, 2): equal group counts, so means pool the groups
-    gains = 100 * (1 - d[:, 0] / d[:, 1])
-    say(f"pooled over {len(d)} held-out streams ({len(d) * args.groups} groups): shared "
-        f"{d[:, 0].mean():.3f}  pid {d[:, 1].mean():.3f}  "
-        f"{100 * (1 - d[:, 0].mean() / d[:, 1].mean()):+.1f} % lower than independent PID "
-        f"(per stream {gains.min():+.1f} to {gains.max():+.1f} %, "
-        f"{int((gains >= 20).sum())} of {len(d)} at >= 20 %)")
+            f"{100 * (1 - s / p):+.1f} % lower than independent tuned PID")
+    gains = np.array([100 * (1 - d[:, 0].mean() / d[:, 1].mean()) for d in pairs])
+    d = np.concatenate(pairs)  # (groups, 2)
+    diff = d[:, 0] - d[:, 1]
+    ci = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff))
+    rng = np.random.default_rng(0)
+    boot = [100 * (1 - d[i, 0].mean() / d[i, 1].mean())
+            for i in rng.integers(len(d), size=(2000, len(d)))]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    say(f"pooled over {len(pairs)} held-out streams ({len(d)} groups): shared "
+        f"{d[:, 0].mean():.3f}  tuned pid {d[:, 1].mean():.3f}; paired difference "
+        f"{diff.mean():+.4f} (95 % CI {diff.mean() - ci:+.4f} ... {diff.mean() + ci:+.4f}); "
+        f"{100 * (1 - d[:, 0].mean() / d[:, 1].mean()):+.1f} % lower than independent tuned "
+        f"PID (bootstrap 95 % CI {lo:+.1f} ... {hi:+.1f}; per stream {gains.min():+.1f} to "
+        f"{gains.max():+.1f} %, {int((gains >= 20).sum())} of {len(pairs)} at >= 20 %)")
     say("")
     for n in (3, 8):
         say(f"fast jam, {n} performers: {env_speed(bank, n):8.0f} env steps/s "

@@ -244,8 +244,11 @@ class EvaluateJamConfig:
     independent: tuple[str, ...] = ("calm",)
     """Single-listener PPO policies applied independently per performer: bundled names
     (``calm``) or run folders of ``st-agent train``; each is one row."""
-    baselines: tuple[str, ...] = ("pid", "random")
-    """Per-performer baselines (pid, random)."""
+    baselines: tuple[str, ...] = ("pid", "adaptive", "random")
+    """Per-performer baselines: ``pid`` (gains tuned in jams for each performer's
+    target, on jam tuning groups), ``pid-single`` (the target's single-listener gains),
+    ``pid-default`` (the untuned default gains), ``adaptive`` (the shipped adaptive
+    controller of each target), ``random``."""
     fidelity: str = "fast"
     """Environment fidelity: fast (jam bank) or full (composer and renderer per phrase)."""
     out: str = ""

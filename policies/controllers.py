@@ -24,7 +24,7 @@ here is validated first (:mod:`st_agent.policies.schema`; failures are
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -55,8 +55,8 @@ from st_agent.policies.schema import (
 from st_agent.types import Knobs
 
 __all__ = ["BASELINE_POLICIES", "CONTROLLER_FORMAT", "JamControllerChoice", "adaptive_for",
-           "constant_for", "load_controller", "make_controller", "make_jam_controller",
-           "pid_for", "session_policies", "shipped_controllers"]
+           "constant_for", "jam_pid_for", "load_controller", "make_controller",
+           "make_jam_controller", "pid_for", "session_policies", "shipped_controllers"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ JAM_POLICY_FORMAT = "st-agent-jam-policy"
 
 #: The schema of each folder of shipped settings (``assets/<sub>/<target>.json``).
 _ASSET_SCHEMAS: dict[str, type[BaseModel]] = {
-    "pid": PIDGainsDoc, "constant": ConstantKnobsDoc, "adaptive": AdaptiveSettings}
+    "pid": PIDGainsDoc, "pid_jam": PIDGainsDoc, "constant": ConstantKnobsDoc,
+    "adaptive": AdaptiveSettings}
 
 
 def _asset(sub: str, target: str) -> Any:
@@ -83,7 +84,8 @@ def _asset(sub: str, target: str) -> Any:
     """
     name = target if target in TARGET_PRESETS else "calm"
     path = BUNDLED_DIR / sub / f"{name}.json"
-    hint = "write them with benchmarks/ship_controllers.py"
+    hint = ("write them with benchmarks/tune_jam_pid.py --write" if sub == "pid_jam"
+            else "write them with benchmarks/ship_controllers.py")
     doc = read_json_file(path, f"shipped {sub} settings", hint)
     return validate_doc(_ASSET_SCHEMAS[sub], doc, path, f"{sub} settings file")
 
@@ -91,6 +93,13 @@ def _asset(sub: str, target: str) -> Any:
 def pid_for(target: str) -> PIDPolicy:
     """PID with the gains tuned for ``target`` on the tuning stream (shipped)."""
     d = _asset("pid", target)
+    return PIDPolicy(d.kp, d.ki, d.kd)
+
+
+def jam_pid_for(target: str) -> PIDPolicy:
+    """PID with the gains tuned for ``target`` in jams, on jam tuning groups (shipped;
+    :mod:`st_agent.policies.jam_tuning`)."""
+    d = _asset("pid_jam", target)
     return PIDPolicy(d.kp, d.ki, d.kd)
 
 
@@ -240,7 +249,8 @@ class JamControllerChoice(NamedTuple):
     """Past phrases the observations must carry (``run_jam(..., history_len=)``)."""
 
 
-def make_jam_controller(policy: str, performers: int, seed: int = 0) -> JamControllerChoice:
+def make_jam_controller(policy: str, performers: int, seed: int = 0,
+                        targets: Sequence[str] | None = None) -> JamControllerChoice:
     """The controller a live jam asks for: ``obs (N, n_obs) -> actions (N, 3)``.
 
     Parameters
@@ -249,10 +259,15 @@ def make_jam_controller(policy: str, performers: int, seed: int = 0) -> JamContr
         A bundled jam policy (``jam3``) or a jam policy folder (one network, or an
         ensemble from ``combine-jam``, shared by the performers); ``independent``
         (the bundled single-listener ``calm`` network, one per performer, on the
-        single-listener part of the observation); ``pid`` or ``random`` per performer.
+        single-listener part of the observation); ``pid`` (the gains tuned in jams for
+        each performer's target), ``adaptive`` (the shipped adaptive controller of each
+        performer's target) or ``random``, one per performer.
     performers : int
     seed : int
         Seed of the random controllers.
+    targets : sequence of str, optional
+        Each performer's target preset (a custom target takes ``calm``'s settings);
+        None: ``calm`` for everyone. Only ``pid`` and ``adaptive`` use them.
 
     Returns
     -------
@@ -262,7 +277,8 @@ def make_jam_controller(policy: str, performers: int, seed: int = 0) -> JamContr
     Raises
     ------
     ValueError
-        For an unknown name or a policy that does not validate.
+        For an unknown name, targets of the wrong length or a policy that does not
+        validate.
     """
     from st_agent.policies.jam import (
         bundled_jam_policies,
@@ -271,9 +287,19 @@ def make_jam_controller(policy: str, performers: int, seed: int = 0) -> JamContr
         shared_controller,
     )
 
+    names = ["calm"] * performers if targets is None else [str(t) for t in targets]
+    if len(names) != performers:
+        raise ValueError(f"targets must name one target per performer ({performers}), got "
+                         f"{len(names)}: {names}")
     if policy == "pid":
-        return JamControllerChoice(per_performer_controller(lambda i: PIDPolicy(), performers),
-                                   "PID per performer")
+        return JamControllerChoice(
+            per_performer_controller(lambda i: jam_pid_for(names[i]), performers),
+            "PID per performer (gains tuned per target in jams)")
+    if policy == "adaptive":
+        return JamControllerChoice(
+            per_performer_controller(lambda i: adaptive_for(names[i], SafetyBounds()),
+                                     performers),
+            "adaptive controller per performer")
     if policy == "random":
         return JamControllerChoice(
             per_performer_controller(lambda i: RandomPolicy(seed=seed + i), performers),
@@ -288,6 +314,6 @@ def make_jam_controller(policy: str, performers: int, seed: int = 0) -> JamContr
     except PolicyFileMissing as e:
         raise UsageError(f"unknown jam policy {policy!r} ({e}); choose a bundled jam policy "
                          f"{bundled_jam_policies()}, a jam policy folder (st-agent train-jam), "
-                         "independent, pid or random") from e
+                         "independent, pid, adaptive or random") from e
     return JamControllerChoice(shared_controller(shared), f"shared jam policy {policy!r}",
                                shared.history_len)

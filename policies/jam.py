@@ -50,6 +50,7 @@ from st_agent.listener.model import sample_listeners
 from st_agent.paths import runs_dir
 from st_agent.policies.baselines import PIDPolicy, RandomPolicy
 from st_agent.policies.config import CombineJamConfig, EvaluateJamConfig, TrainJamConfig
+from st_agent.policies.controllers import adaptive_for, jam_pid_for, pid_for
 from st_agent.policies.loading import (
     BUNDLED_DIR,
     PolicyEnsemble,
@@ -73,7 +74,8 @@ from st_agent.policies.schema import (
     validate_doc,
 )
 
-__all__ = ["JAM_POLICY_FORMAT", "CombineJamConfig", "EvaluateJamConfig", "TrainJamConfig",
+__all__ = ["JAM_BASELINES", "JAM_POLICY_FORMAT", "CombineJamConfig", "EvaluateJamConfig",
+           "PerPerformerController", "SharedController", "TrainJamConfig",
            "bundled_jam_policies", "combine_jam", "combine_jam_policies", "evaluate_jam",
            "format_jam_table", "heldout_groups", "load_jam_policy", "make_supersuit_venv",
            "per_performer_controller", "save_jam_policy", "shared_controller", "train_jam"]
@@ -85,6 +87,12 @@ JAM_POLICY_FORMAT = "st-agent-jam-policy"
 ENSEMBLE_PARAMS_MAX = 2 ** 23
 #: Seed offset of held-out jam groups (training draws from other streams).
 HELDOUT_JAM_OFFSET = 2_000_003
+#: Per-performer baselines of ``evaluate-jam``: PID with the gains tuned in jams for
+#: each performer's target (``assets/pid_jam``, on jam tuning groups,
+#: :mod:`st_agent.policies.jam_tuning`), PID with the single-listener gains of the
+#: target (``assets/pid``), PID with the class's untuned default gains, the shipped
+#: adaptive controller of each performer's target, random knob changes.
+JAM_BASELINES = ("pid", "pid-single", "pid-default", "adaptive", "random")
 
 
 # --------------------------------------------------------------------------- save / load
@@ -399,31 +407,54 @@ def heldout_groups(n_groups: int, performers: int, seed: int = 0
 JamController = Callable[[np.ndarray], np.ndarray]
 
 
-def per_performer_controller(make: Callable[[int], Any], n: int,
-                             history_len: int = HISTORY_LEN) -> JamController:
+class PerPerformerController:
     """Independent single-listener controllers, one per performer, on the contract part.
 
     ``make(i)`` builds performer ``i``'s controller (stateful ones are not
     shared); each sees the first ``observation_size(history_len)`` entries of
-    its performer's jam observation.
+    its performer's jam observation. Calling it maps ``obs (N, n_obs)`` to
+    ``actions (N, 3)``; a ``copy.deepcopy`` copies every controller's state (the
+    feedback probe relies on it).
     """
-    ctrls = [make(i) for i in range(n)]
-    for c in ctrls:
-        if hasattr(c, "reset"):
-            c.reset()
-    n_contract = observation_size(history_len)
 
-    def act(obs: np.ndarray) -> np.ndarray:
-        return np.stack([np.asarray(c.predict(obs[i, :n_contract], deterministic=True)[0])
-                         .reshape(3) for i, c in enumerate(ctrls)])
-    return act
+    def __init__(self, make: Callable[[int], Any], n: int,
+                 history_len: int = HISTORY_LEN) -> None:
+        self.controllers = [make(i) for i in range(n)]
+        for c in self.controllers:
+            if hasattr(c, "reset"):
+                c.reset()
+        self.n_contract = observation_size(history_len)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(c.predict(obs[i, :self.n_contract], deterministic=True)[0])
+                         .reshape(3) for i, c in enumerate(self.controllers)])
+
+
+def per_performer_controller(make: Callable[[int], Any], n: int,
+                             history_len: int = HISTORY_LEN) -> JamController:
+    """A :class:`PerPerformerController` (independent controllers, one per performer)."""
+    return PerPerformerController(make, n, history_len)
+
+
+class SharedController:
+    """One policy (or ensemble) acting for every performer at once: ``obs (N, n_obs) -> (N, 3)``."""
+
+    def __init__(self, policy: TrainedPolicy | PolicyEnsemble) -> None:
+        self.policy = policy
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedController:
+        # the policy keeps no state between calls (a feed-forward network acting
+        # deterministically on normalisation statistics frozen at training), so a copy
+        # shares it instead of copying every member's weights
+        return SharedController(self.policy)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(self.policy.predict(obs, deterministic=True)[0]).reshape(-1, 3)
 
 
 def shared_controller(policy: TrainedPolicy | PolicyEnsemble) -> JamController:
-    """One policy (or ensemble) acting for every performer at once."""
-    def act(obs: np.ndarray) -> np.ndarray:
-        return np.asarray(policy.predict(obs, deterministic=True)[0]).reshape(-1, 3)
-    return act
+    """A :class:`SharedController` of ``policy``."""
+    return SharedController(policy)
 
 
 def rollout_jam(make_controller: Callable[[JamEnv], JamController],
@@ -434,7 +465,8 @@ def rollout_jam(make_controller: Callable[[JamEnv], JamController],
     Parameters
     ----------
     make_controller : callable
-        ``env -> (obs (N, n_obs) -> actions (N, 3))``, called once per episode.
+        ``env -> (obs (N, n_obs) -> actions (N, 3))``, called once per episode, after
+        ``env.reset`` (so ``env.targets`` are the episode's).
     groups : list of (listeners, targets)
     env_kwargs : dict
         :class:`JamEnv` arguments (``performers``, ``listeners``, ``targets`` replaced).
@@ -444,15 +476,18 @@ def rollout_jam(make_controller: Callable[[JamEnv], JamController],
     Returns
     -------
     metrics : dict
-        ``group_distance``, ``group_distance_std``, ``per_performer`` (list),
+        ``group_distance``, ``group_distance_std``, ``per_group`` (each group's
+        distance, in ``groups`` order, for paired comparisons),
+        ``per_group_performer`` (each group's list of its performers' distances),
+        ``per_performer`` (mean over groups, by index; for groups of one size),
         ``clashes_per_bar``, ``jerk``.
     """
     rows, per, clashes = [], [], []
     for g, (listeners, targets) in enumerate(groups):
         env = JamEnv(**{**env_kwargs, "performers": len(listeners), "listeners": listeners,
                         "targets": targets})
-        ctrl = make_controller(env)
         obs, _ = env.reset(seed=seed + g)
+        ctrl = make_controller(env)  # after reset: env.targets are this episode's
         dist, jerk, cl = [], [], []
         prev = env.knobs.copy()
         while env.agents:
@@ -470,6 +505,8 @@ def rollout_jam(make_controller: Callable[[JamEnv], JamController],
         env.close()
     a = np.asarray(rows)
     return {"group_distance": float(a[:, 0].mean()), "group_distance_std": float(a[:, 0].std()),
+            "per_group": a[:, 0].round(5).tolist(),
+            "per_group_performer": [x.round(5).tolist() for x in per],
             "per_performer": np.mean(per, axis=0).round(4).tolist(),
             "clashes_per_bar": float(np.mean(clashes)), "jerk": float(a[:, 1].mean())}
 
@@ -489,7 +526,8 @@ def format_jam_table(results: dict[str, dict[str, Any]]) -> str:
         for name, m in results.items():
             if name != "pid":
                 gain = 100.0 * (1.0 - m["group_distance"] / base["group_distance"])
-                lines.append(f"{name}: {gain:+.1f} % lower group distance than independent PID")
+                lines.append(f"{name}: {gain:+.1f} % lower group distance than independent PID "
+                             "(gains tuned in jams)")
     return "\n".join(lines)
 
 
@@ -512,9 +550,9 @@ def evaluate_jam(cfg: EvaluateJamConfig) -> dict[str, dict[str, Any]]:
     from st_agent.music.ensemble import check_performers
 
     n = check_performers(cfg.performers)
-    unknown = sorted(set(cfg.baselines) - {"pid", "random"})
+    unknown = sorted(set(cfg.baselines) - set(JAM_BASELINES))
     if unknown:
-        raise ValueError(f"unknown baselines {unknown}; choose from ['pid', 'random']")
+        raise ValueError(f"unknown baselines {unknown}; choose from {list(JAM_BASELINES)}")
     if isinstance(cfg.n_groups, bool) or not isinstance(cfg.n_groups, int) or cfg.n_groups < 1:
         raise ValueError(f"n_groups must be an int >= 1, got {cfg.n_groups!r}")
     bank = JamBank.load(cfg.jam_bank) if cfg.jam_bank else (
@@ -533,12 +571,15 @@ def evaluate_jam(cfg: EvaluateJamConfig) -> dict[str, dict[str, Any]]:
             groups, {**kw, "history_len": single.history_len}, cfg.seed)
     # every random performer of every group gets its own stream, reproducible from cfg.seed
     seeds = np.random.default_rng(cfg.seed)
-    makers = {"pid": lambda i: PIDPolicy(),
-              "random": lambda i: RandomPolicy(int(seeds.integers(2**31)))}
+    makers = {"pid": lambda env, i: jam_pid_for(env.targets[i].name),
+              "pid-single": lambda env, i: pid_for(env.targets[i].name),
+              "pid-default": lambda env, i: PIDPolicy(),
+              "adaptive": lambda env, i: adaptive_for(env.targets[i].name, env.bounds[i]),
+              "random": lambda env, i: RandomPolicy(int(seeds.integers(2**31)))}
     for name in cfg.baselines:
         results[name] = rollout_jam(
-            lambda env, m=makers[name]: per_performer_controller(m, env.n), groups, kw,
-            cfg.seed)
+            lambda env, m=makers[name]: per_performer_controller(lambda i: m(env, i), env.n),
+            groups, kw, cfg.seed)
     table = format_jam_table(results)
     logger.info("jam evaluation, %d held-out groups of %d:\n%s", cfg.n_groups, n, table)
     bundled = cfg.policy and not Path(cfg.policy).exists()

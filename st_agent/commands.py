@@ -141,7 +141,8 @@ def run_jam_command(cfg: JamConfig) -> None:
     n = len(boards)
     from st_agent.policies.controllers import make_jam_controller
 
-    controller, name, history_len = make_jam_controller(cfg.policy, n, cfg.seed)
+    controller, name, history_len = make_jam_controller(cfg.policy, n, cfg.seed,
+                                                        cfg.target_list(n))
     tty = sys.stderr.isatty()
     res = run_jam(cfg, controller, name, lambda line: sys.stderr.write(
         ("\r" + line[:200] + "\x1b[K") if tty else line + "\n"), history_len,

@@ -80,7 +80,8 @@ class JamConfig:
     """Minutes of music after calibration."""
     policy: str = "jam3"
     """Controller: a bundled jam policy (jam3), a jam policy folder, ``independent``
-    (the bundled single-listener policy per performer), ``pid`` or ``random``."""
+    (the bundled single-listener policy per performer), ``pid`` (gains tuned per
+    target), ``adaptive`` (the shipped adaptive controller per performer) or ``random``."""
     play: bool = False
     """Play live through FluidSynth's audio driver (a WAV is always written)."""
     record: Path = Path("runs/jams")
