@@ -100,9 +100,9 @@ def tune_jam_pid(bank: JamBank, n_groups: int = 64, performers: int = 3, seed: i
             return float(np.asarray(res["per_group_performer"])[mask].mean())
 
         start = score(gains[target])
-        table = [({"kp": kp, "ki": ki, "kd": kd}, None)
-                 for kp, ki, kd in itertools.product(grid["kp"], grid["ki"], grid["kd"])]
-        table = [(g, score(g)) for g, _ in table]
+        table = [(g, score(g)) for g in (
+            {"kp": kp, "ki": ki, "kd": kd}
+            for kp, ki, kd in itertools.product(grid["kp"], grid["ki"], grid["kd"]))]
         best, best_score = min(table, key=lambda r: r[1])
         gains[target] = best
         out[target] = best | {"score": best_score, "start_score": start}
