@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -32,36 +33,47 @@ def _record(t: float, rng: np.random.Generator) -> MidiPhrase:
     return MidiPhrase(t, t + 12.0, 500_000, (4, 4), tuple(parts))
 
 
+def _timed(fn) -> tuple[float, float]:
+    """Seconds ``fn()`` took and the peak MB of Python's allocations during it."""
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    tic = time.perf_counter()
+    fn()
+    sec = time.perf_counter() - tic
+    peak = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    return sec, peak
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 500, 1000, 2000])
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    print("phrases | spool MB | read spool s | write file s | loop's phrase() ms")
+    print("phrases | spool MB | checkpoint s (peak MB) | whole spool, read + write s "
+          "(peak MB) | loop's phrase() ms")
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
         out = SessionMidiFile(checkpoint_sec=0.0)  # a checkpoint due at every phrase
         out.open(folder)
         for size in sorted(args.sizes):
             while out.n_phrases < size - 1:
-                out.phrase(out.n_phrases, _record(12.0 * out.n_phrases, rng),
-                           None)
+                out.phrase(out.n_phrases, _record(12.0 * out.n_phrases, rng), None)
                 out.wait()
-            out.wait()
             tic = time.perf_counter()
             out.phrase(out.n_phrases, _record(12.0 * out.n_phrases, rng), None)
             loop_ms = 1e3 * (time.perf_counter() - tic)
             out.wait()
-            tic = time.perf_counter()
-            played = out.spooled()
-            read_s = time.perf_counter() - tic
-            tic = time.perf_counter()
-            write_session_midi(folder / "check.mid", played)
-            write_s = time.perf_counter() - tic
+            # one more phrase, timed with the checkpoint it makes (in the worker)
+            record = _record(12.0 * out.n_phrases, rng)
+            ck_s, ck_mb = _timed(lambda r=record: (out.phrase(out.n_phrases, r, None), out.wait()))
+            whole_s, whole_mb = _timed(
+                lambda: write_session_midi(folder / "check.mid", out.spooled()))
+            assert (folder / "check.mid").read_bytes() == (folder / "session.mid").read_bytes()
             spool_mb = (folder / ".session-mid.jsonl").stat().st_size / 1e6
-            print(f"{size:7d} | {spool_mb:8.1f} | {read_s:12.3f} | {write_s:12.3f} | "
-                  f"{loop_ms:18.1f}")
+            print(f"{size:7d} | {spool_mb:8.1f} | {ck_s:12.4f} ({ck_mb:6.2f}) | "
+                  f"{whole_s:17.3f} ({whole_mb:7.1f}) | {loop_ms:18.1f}")
         out.close("time up")
 
 

@@ -7,7 +7,8 @@ Runs the same loop as ``st-agent session --board virtual --accelerated --minutes
   ``--every`` simulated minutes of music;
 * the growth per simulated hour: least-squares slope of RSS against simulated
   time from the first sample on, with its 95 % CI (the first minutes load the
-  composer and the estimator, they are not growth);
+  composer and the estimator, they are not growth), and over the second half of the
+  run alone (caches that are bounded fill during the first hours);
 * the peak RSS of the whole run (``ru_maxrss``), which includes writing the
   session's files at the end (score, summary, report).
 
@@ -23,6 +24,12 @@ blocks, shared libraries, other mapped files), reads glibc's own count of bytes 
 and free (``mallinfo2``), pymalloc's arenas and the interpreter's allocated blocks, and
 the number of threads, and prints the growth per simulated hour of each: the part that
 grows names the layer that holds the memory.
+
+With ``--vmas`` the anonymous mappings themselves are compared between the first and
+the last sample of the loop (``/proc/self/smaps``, matched by start address): the ones
+whose resident size grew most, with their size, transparent huge pages and what they
+probably are (a glibc thread arena is a 64 MiB-aligned mapping of at most 64 MiB), and
+glibc's own account of each arena (``malloc_info``): which mapping holds the growth.
 
 ``--glibc-mmap`` keeps glibc's moving mmap threshold, which a session otherwise fixes
 (``st_agent.live.composing.fix_mmap_threshold``): run it beside a plain run to see what
@@ -41,7 +48,7 @@ holds them: what a session keeps that it should not is named by its type or its 
 and the entries of the bar grammar's caches (key tables, masks), which gc cannot see.
 
 Run: ``nice python benchmarks/bench_session_rss.py [--minutes 60] [--every 10] [--trim]
-[--sound session|plain] [--trace] [--maps] [--types] [--glibc-mmap]``
+[--sound session|plain] [--trace] [--maps] [--vmas] [--types] [--glibc-mmap]``
 """
 
 from __future__ import annotations
@@ -129,6 +136,110 @@ def memory_parts(libc) -> dict[str, float]:
     return parts
 
 
+def anon_vmas() -> dict[int, dict[str, int]]:
+    """The anonymous mappings now, by start address: ``size``, ``rss``, ``huge``
+    (``AnonHugePages``) and ``dirty`` (``Private_Dirty``), kB; ``end``."""
+    vmas: dict[int, dict[str, int]] = {}
+    cur: dict[str, int] | None = None
+    fields = {"Size:": "size", "Rss:": "rss", "AnonHugePages:": "huge",
+              "Private_Dirty:": "dirty"}
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if not head:
+            continue
+        if "-" in head[0] and len(head) >= 5:
+            path = head[5] if len(head) > 5 else ""
+            cur = None
+            if not path or path in ("[heap]", "[anon]") or path.startswith("[anon:"):
+                start, end = (int(x, 16) for x in head[0].split("-"))
+                cur = vmas[start] = {"end": end, "perms": head[1] != "---p",
+                                     "heap": path == "[heap]"}
+        elif cur is not None and head[0] in fields:
+            cur[fields[head[0]]] = int(head[1])
+    return vmas
+
+
+def _vma_kind(start: int, v: dict[str, int]) -> str:
+    """A guess at what an anonymous mapping holds."""
+    if v.get("heap"):
+        return "glibc main arena ([heap])"
+    size = v["end"] - start
+    if start % (64 << 20) == 0 and size <= 64 << 20:
+        return "glibc thread arena (64 MiB-aligned)"
+    if size == 1 << 20:
+        return "1 MiB (a pymalloc arena?)"
+    if 8 << 20 <= size <= (8 << 20) + 8192:
+        return "8 MiB (a thread stack?)"
+    return ""
+
+
+def _print_vma_growth(first: dict[int, dict[str, int]], last: dict[int, dict[str, int]],
+                      hours: float, top: int = 12) -> None:
+    """The anonymous mappings whose resident size grew most between two samples."""
+    new = [s for s in last if s not in first]
+    gone = [s for s in first if s not in last]
+    d_rss = sum(v["rss"] for v in last.values()) - sum(v["rss"] for v in first.values())
+    d_huge = sum(v.get("huge", 0) for v in last.values()) - \
+        sum(v.get("huge", 0) for v in first.values())
+    print(f"anonymous mappings: {len(first)} → {len(last)} ({len(new)} new, {len(gone)} gone); "
+          f"RSS {d_rss / 1024 / hours:+.2f} MB per hour, of it transparent huge pages "
+          f"{d_huge / 1024 / hours:+.2f}; in new mappings "
+          f"{sum(last[s]['rss'] for s in new) / 1024:.1f} MB, in gone ones "
+          f"{sum(first[s]['rss'] for s in gone) / 1024:.1f} MB")
+    grown = sorted(((v["rss"] - first[s]["rss"], s) for s, v in last.items() if s in first),
+                   reverse=True)[:top]
+    print("  the mappings present at both samples whose RSS grew most:")
+    for kb, s in grown:
+        v, v0 = last[s], first[s]
+        print(f"  {kb / 1024 / hours:+7.2f} MB/h  {s:#014x} size {(v['end'] - s) >> 10:>8} kB  "
+              f"rss {v0['rss']:>7} → {v['rss']:>7} kB  huge {v0.get('huge', 0)} → "
+              f"{v.get('huge', 0)} kB  dirty {v0.get('dirty', 0)} → {v.get('dirty', 0)} kB  "
+              f"{_vma_kind(s, v)}")
+
+
+def malloc_arenas(libc) -> list[dict[str, int]]:
+    """glibc's ``malloc_info`` per arena: bytes free in its bins (``free``), bytes it
+    holds from the system now (``current``) and at most (``max``); the last entry is the
+    process total (``mmap``: bytes in chunks with their own mapping)."""
+    import xml.etree.ElementTree as ET
+
+    with tempfile.NamedTemporaryFile(suffix=".xml") as tmp:
+        libc.fopen.restype = ctypes.c_void_p
+        libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+        fp = libc.fopen(tmp.name.encode(), b"w")
+        libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        libc.malloc_info(0, fp)
+        libc.fclose.argtypes = [ctypes.c_void_p]
+        libc.fclose(fp)
+        root = ET.parse(tmp.name).getroot()
+    out = []
+    for heap in [*root.findall("heap"), root]:
+        row = {"nr": int(heap.get("nr", -1))}
+        for el in heap.findall("total"):
+            row[el.get("type")] = int(el.get("size", 0))
+        row["free"] = sum(int(el.get("size", 0)) for el in heap.findall("total")
+                          if el.get("type") in ("fast", "rest"))
+        for el in heap.findall("system"):
+            row[el.get("type")] = int(el.get("size", 0))
+        out.append(row)
+    return out
+
+
+def _print_arena_growth(first: list[dict[str, int]], last: list[dict[str, int]],
+                        hours: float) -> None:
+    print("glibc arenas (malloc_info): MB held from the system now and free in bins, "
+          "first → last sample (-1: all arenas)")
+    before = {a["nr"]: a for a in first}
+    for a1 in last:
+        a0 = before.get(a1["nr"], {"free": 0})
+        cur0, cur1 = a0.get("current", 0) / 2**20, a1.get("current", 0) / 2**20
+        extra = (f"  mmap-ed chunks {a0.get('mmap', 0) / 2**20:.1f} → "
+                 f"{a1.get('mmap', 0) / 2**20:.1f}" if a1["nr"] < 0 else "")
+        print(f"  arena {a1['nr']:>3} current {cur0:7.1f} → {cur1:7.1f} "
+              f"({(cur1 - cur0) / hours:+.2f}/h)  free {a0['free'] / 2**20:6.1f} → "
+              f"{a1['free'] / 2**20:6.1f}{extra}")
+
+
 def _pymalloc_arena_mb() -> float:
     """MB in the arenas pymalloc holds now (its statistics go to the C ``stderr``)."""
     with tempfile.TemporaryFile(mode="w+") as out:
@@ -167,6 +278,9 @@ def main() -> None:
                     help="also print RSS after glibc malloc_trim(0) at each sample")
     ap.add_argument("--maps", action="store_true",
                     help="split RSS by mapping and read glibc's counts at each sample")
+    ap.add_argument("--vmas", action="store_true",
+                    help="compare the anonymous mappings and glibc's arenas between the "
+                         "first and the last sample; print the ones that grew")
     ap.add_argument("--types", action="store_true",
                     help="count gc-tracked objects by type; print the types that grew most")
     ap.add_argument("--trace", action="store_true",
@@ -194,7 +308,8 @@ def main() -> None:
                         status_sec=30.0, report=not args.no_report, sound=args.sound)
     controller, name = make_controller(cfg.policy, cfg.bounds(), cfg.target, None, cfg.seed)
     libc = (ctypes.CDLL(ctypes.util.find_library("c"))
-            if args.trim or args.maps else None)
+            if args.trim or args.maps or args.vmas else None)
+    vmas: list[tuple[float, dict, list]] = []
     parts: list[tuple[float, dict[str, float]]] = []
     counts: list[tuple[float, Counter]] = []
     sizes: list[dict] = []
@@ -226,6 +341,8 @@ def main() -> None:
                 after += f"  after malloc_trim {trimmed[-1][1]:8.1f} MB"
             print(f"  {t_music:6.1f} simulated min  RSS {samples[-1][1]:8.1f} MB{after}  "
                   f"(wall {time.perf_counter() - wall0:6.0f} s)", flush=True)
+            if args.vmas and t_music > 0:
+                vmas[min(len(vmas), 1):] = [(t_music, anon_vmas(), malloc_arenas(libc))]
             if args.trace and t_music > 0:  # the first and the latest sample of the loop
                 snapshots[1:] = [tracemalloc.take_snapshot()]
 
@@ -246,6 +363,12 @@ def main() -> None:
                   f"{ci} (fit over {t[0]:.0f}-{t[-1]:.0f} min, {len(t)} samples; the "
                   "sawtooth of phrase audio makes the samples correlated: read the CI as "
                   "a lower bound on the uncertainty)")
+            late = t >= t[-1] / 2
+            if label == "RSS" and late.sum() >= 3:  # bounded caches fill early on
+                slope, half = _slope_ci(t[late], r[late])
+                print(f"{label} growth over the second half ({t[late][0]:.0f}-{t[-1]:.0f} min, "
+                      f"{int(late.sum())} samples): {slope:+.1f} MB per simulated hour, "
+                      f"95 % CI {slope - half:+.1f} … {slope + half:+.1f}")
     loop_parts = [(t, p) for t, p in parts if t > 0]
     if len(loop_parts) >= 3:
         t = np.array([t for t, _ in loop_parts])
@@ -262,6 +385,11 @@ def main() -> None:
         _print_type_growth(*counts)
         _print_container_growth(*sizes, (counts[1][0] - counts[0][0]) / 60.0)
         _print_cache_growth(*caches)
+    if len(vmas) == 2:
+        hours = max(vmas[1][0] - vmas[0][0], 1e-9) / 60.0
+        print(f"from {vmas[0][0]:.0f} to {vmas[1][0]:.0f} simulated min:")
+        _print_vma_growth(vmas[0][1], vmas[1][1], hours)
+        _print_arena_growth(vmas[0][2], vmas[1][2], hours)
     if len(snapshots) == 2:
         _print_growth(*snapshots, samples[1][0], samples[-2][0])
     print(f"artifacts in {tmp}")
@@ -288,7 +416,7 @@ def grammar_caches() -> dict[str, int]:
 
     total: Counter = Counter()
     for o in gc.get_objects():
-        if isinstance(o, BarGrammar):
+        if type(o) is BarGrammar:  # isinstance wakes lazy torch modules (warnings)
             total.update(o.cache_sizes())
     return dict(total)
 

@@ -353,17 +353,23 @@ def test_a_checkpoint_being_written_never_holds_up_the_loop(
     import st_agent.live.session_midi as session_midi_module
 
     release, started, calls = threading.Event(), threading.Event(), []
-    real = session_midi_module.write_session_midi
+    real_checkpoint = SessionMidiFile._write_checkpoint
+    real_final = session_midi_module.write_session_midi
 
-    def held_up(path: Path, played: list, cut_sec: float | None = None,
-                markers: tuple = ()) -> Path:
-        calls.append((threading.current_thread().name, len(played)))
+    def held_up(self: SessionMidiFile, n_phrases: int, markers: list) -> None:
+        calls.append((threading.current_thread().name, n_phrases))
         if len(calls) == 1:
             started.set()
             assert release.wait(timeout=20)  # a slow disk, until the test lets it go
-        return real(path, played, cut_sec, markers)
+        real_checkpoint(self, n_phrases, markers)
 
-    monkeypatch.setattr(session_midi_module, "write_session_midi", held_up)
+    def final(path: Path, played: list, cut_sec: float | None = None,
+              markers: tuple = ()) -> Path:
+        calls.append((threading.current_thread().name, len(played)))
+        return real_final(path, played, cut_sec, markers)
+
+    monkeypatch.setattr(SessionMidiFile, "_write_checkpoint", held_up)
+    monkeypatch.setattr(session_midi_module, "write_session_midi", final)
     played = _phrases()
     out = SessionMidiFile(checkpoint_sec=0.0)
     out.open(tmp_path)
@@ -412,7 +418,7 @@ def test_track_encoding_reads_back_through_mido_with_every_delta_length() -> Non
     deltas of 1 to 4 bytes, ties at one tick (note-offs first, then as given)."""
     import io
 
-    from st_agent.live.session_midi import TrackNotes, _meta, _smf, _track
+    from st_agent.live.smf import TrackNotes, meta_event, smf_bytes, track_chunk
 
     rng = np.random.default_rng(3)
     on = np.sort(rng.choice([0, 5, 100, 200, 20_000, 3_000_000, 3_000_001], 40))
@@ -420,9 +426,9 @@ def test_track_encoding_reads_back_through_mido_with_every_delta_length() -> Non
     on[-1] += 2 ** 22  # a 4-byte delta
     off = on + rng.choice([0, 1, 127, 128, 16_384], 40)
     pitch, vel = rng.integers(0, 128, 40), rng.integers(1, 128, 40)
-    events = [(0, 0, _meta(0x03, b"melody")), (0, 1, bytes([0xC3, 40]))]
+    events = [(0, 0, meta_event(0x03, b"melody")), (0, 1, bytes([0xC3, 40]))]
     end = int(off.max()) + 10
-    smf = _smf(960, [_track(events, end, TrackNotes(3, on, off, pitch, vel))])
+    smf = smf_bytes(960, [track_chunk(events, end, TrackNotes(3, on, off, pitch, vel))])
     got, now = [], 0
     for msg in mido.MidiFile(file=io.BytesIO(smf)).tracks[0]:
         now += msg.time

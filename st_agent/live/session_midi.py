@@ -16,7 +16,6 @@ as the music plays by :class:`st_agent.live.stems.PartStreams`.
 
 from __future__ import annotations
 
-import bisect
 import concurrent.futures
 import json
 import logging
@@ -31,6 +30,15 @@ import numpy as np
 
 from st_agent.live.common import Playing
 from st_agent.live.midi_out import part_label
+from st_agent.live.smf import (
+    Conductor,
+    GrowingMidi,
+    TempoMap,
+    TrackNotes,
+    meta_event,
+    smf_bytes,
+    track_chunk,
+)
 from st_agent.types import EmotionState, Knobs
 
 __all__ = ["TICKS_PER_QUARTER", "MidiPhrase", "SessionMidiFile", "music_length_sec",
@@ -40,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 #: The spool of :class:`SessionMidiFile` in the session folder (removed at close).
 SPOOL_NAME = ".session-mid.jsonl"
+
+#: The checkpoints' per-part files of :class:`SessionMidiFile` (removed at close).
+PARTS_DIR_NAME = ".session-mid-parts"
 
 #: Resolution of ``session.mid``.
 TICKS_PER_QUARTER = 960
@@ -119,37 +130,6 @@ class MidiPhrase:
                    (int(d["meter"][0]), int(d["meter"][1])), parts)
 
 
-class _TempoMap:
-    """Session seconds (from the first phrase) to ticks, piecewise per phrase."""
-
-    def __init__(self, played: list[MidiPhrase], tpq: int) -> None:
-        t0 = played[0].start_sec
-        self.tpq = tpq
-        self.segments: list[tuple[float, int, int]] = []  # (sec, tick, us per quarter)
-        self._starts: list[float] = []
-        for p in played:
-            s = p.start_sec - t0
-            if self.segments and s <= self.segments[-1][0]:
-                continue
-            tick = self.tick(s) if self.segments else 0
-            self.segments.append((s, tick, p.tempo_us))
-            self._starts.append(s)
-
-    def ticks(self, t_sec: np.ndarray) -> np.ndarray:
-        """:meth:`tick` of every entry of ``t_sec``, shape kept, int64."""
-        seg = np.asarray(self.segments, dtype=np.float64).reshape(-1, 3)
-        t = np.asarray(t_sec, dtype=np.float64)
-        i = np.clip(np.searchsorted(seg[:, 0], t, side="right") - 1, 0, None)
-        frac = np.maximum(t - seg[i, 0], 0.0) * 1e6 / seg[i, 2] * self.tpq
-        return seg[i, 1].astype(np.int64) + np.round(frac).astype(np.int64)
-
-    def tick(self, t_sec: float) -> int:
-        """The tick of ``t_sec`` (seconds from the first phrase)."""
-        i = max(bisect.bisect_right(self._starts, t_sec) - 1, 0)
-        s, tick, us = self.segments[i]
-        return tick + round(max(t_sec - s, 0.0) * 1e6 / us * self.tpq)
-
-
 def music_length_sec(played: Sequence[Playing | MidiPhrase],
                      cut_sec: float | None = None) -> float:
     """Seconds from the first phrase's start to the last's end (or to ``cut_sec``,
@@ -210,42 +190,36 @@ def session_midi_bytes(played: Sequence[Playing | MidiPhrase], cut_sec: float | 
     if isinstance(tpq, bool) or not isinstance(tpq, int) or not 24 <= tpq < 2 ** 15:
         raise ValueError(f"tpq must be an int in [24, 32767] ticks per quarter, got {tpq!r}")
     if not played:
-        return _smf(tpq, [_track([], 0)])
+        return smf_bytes(tpq, [track_chunk([], 0)])
     records = [MidiPhrase.of(p) for p in played]
-    tmap = _TempoMap(records, tpq)
     t0 = records[0].start_sec
-    end_tick = tmap.tick(music_length_sec(records, cut_sec))
-    meta: list[tuple[int, int, bytes]] = []
-    last_us, last_sig = None, None
+    tmap = TempoMap(tpq)
     for p in records:
-        tick = tmap.tick(p.start_sec - t0)
-        if p.tempo_us != last_us:
-            meta.append((tick, 0, _meta(0x51, p.tempo_us.to_bytes(3, "big"))))
-            last_us = p.tempo_us
-        if p.meter != last_sig:
-            num, den = p.meter
-            meta.append((tick, 1, _meta(0x58, bytes([num, max(den.bit_length() - 1, 0),
-                                                     24, 8]))))
-            last_sig = p.meter
+        tmap.append(p.start_sec - t0, p.tempo_us)
+    end_tick = tmap.tick(music_length_sec(records, cut_sec))
+    conductor = Conductor()
+    for p in records:
+        conductor.add(tmap.tick(p.start_sec - t0), p.tempo_us, p.meter)
+    meta = list(conductor.events)
     for t, text in markers:
         meta.append((min(tmap.tick(max(float(t) - t0, 0.0)), end_tick), 2,
-                     _meta(0x06, str(text)[:120].encode("utf-8"))))
-    tracks = [_track(meta, end_tick)]
+                     meta_event(0x06, str(text)[:120].encode("utf-8"))))
+    tracks = [track_chunk(meta, end_tick)]
     free = iter(c for c in range(16) if c != 9)
     for label, part in _collect_parts(records, cut_sec).items():
         ch = 9 if part["drum"] else next(free, None)
         if ch is None:
             raise ValueError(f"session.mid holds 15 melodic parts; {label!r} is one more")
-        ev: list[tuple[int, int, bytes]] = [(0, 0, _meta(0x03, label.encode("utf-8")))]
+        ev: list[tuple[int, int, bytes]] = [(0, 0, meta_event(0x03, label.encode("utf-8")))]
         for t, prog in part["programs"]:
             ev.append((tmap.tick(t), 1, bytes([0xC0 | ch, prog & 0x7F])))
         notes = part["notes"]
         on = tmap.ticks(notes[:, 0])
-        tracks.append(_track(ev, end_tick, TrackNotes(
+        tracks.append(track_chunk(ev, end_tick, TrackNotes(
             ch, on, np.maximum(tmap.ticks(notes[:, 1]), on),
             np.clip(notes[:, 2], 0, 127).astype(np.int64),
             np.clip(notes[:, 3], 1, 127).astype(np.int64))))
-    return _smf(tpq, tracks)
+    return smf_bytes(tpq, tracks)
 
 
 def session_midi(played: Sequence[Playing | MidiPhrase], cut_sec: float | None = None,
@@ -257,99 +231,6 @@ def session_midi(played: Sequence[Playing | MidiPhrase], cut_sec: float | None =
     import mido
 
     return mido.MidiFile(file=io.BytesIO(session_midi_bytes(played, cut_sec, markers, tpq)))
-
-
-_SMALL = [bytes((i,)) for i in range(128)]
-
-
-def _varlen(n: int) -> bytes:
-    """A MIDI variable-length quantity."""
-    if n < 0x80:
-        return _SMALL[n]
-    if n < 0x4000:
-        return bytes((0x80 | (n >> 7), n & 0x7F))
-    out = [n & 0x7F]
-    n >>= 7
-    while n:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    return bytes(reversed(out))
-
-
-def _meta(kind: int, data: bytes) -> bytes:
-    return bytes([0xFF, kind]) + _varlen(len(data)) + data
-
-
-@dataclass(frozen=True)
-class TrackNotes:
-    """A part's notes for :func:`_track`, as arrays of shape (n,) (int): each a note-on
-    at ``on_tick`` and a note-off at ``off_tick`` on ``channel``."""
-
-    channel: int
-    on_tick: np.ndarray
-    off_tick: np.ndarray
-    pitch: np.ndarray
-    velocity: np.ndarray
-
-
-# event order at one tick, as in session_midi_bytes: note-offs (2) before note-ons (3)
-_OFF_ORDER, _ON_ORDER = 2, 3
-
-
-def _track(events: list[tuple[int, int, bytes]], end_tick: int,
-           notes: TrackNotes | None = None) -> bytes:
-    """An ``MTrk`` chunk from absolute ``(tick, order, event)`` and ``notes``, sorted by
-    tick, then order (note-offs before note-ons at one tick), then as given (``events``
-    first, then each note's on and off); ends at ``end_tick``.
-
-    The notes are encoded with array operations, not an object per event: a checkpoint
-    of hours of notes would otherwise make millions of small objects at once, whose
-    peak grows with the session and leaves Python's allocator fragmented
-    (``benchmarks/bench_session_rss.py``).
-    """
-    m = len(events)
-    n = 0 if notes is None else len(notes.on_tick)
-    tick = np.empty(m + 2 * n, dtype=np.int64)
-    order = np.empty(m + 2 * n, dtype=np.int64)
-    plen = np.full(m + 2 * n, 3, dtype=np.int64)  # a note message is 3 bytes
-    if m:
-        tick[:m], order[:m] = zip(*((t, o) for t, o, _ in events), strict=True)
-        plen[:m] = [len(ev) for _, _, ev in events]
-    if n:
-        tick[m::2], tick[m + 1::2] = notes.on_tick, notes.off_tick
-        order[m::2], order[m + 1::2] = _ON_ORDER, _OFF_ORDER
-    src = np.lexsort((np.arange(m + 2 * n), order, tick))  # stable: ties as given
-    t = tick[src]
-    delta = np.diff(t, prepend=0)
-    vlen = 1 + (delta >= 1 << 7) + (delta >= 1 << 14) + (delta >= 1 << 21)
-    size = vlen + plen[src]
-    start = np.cumsum(size) - size
-    buf = np.zeros(int(size.sum()), dtype=np.uint8)
-    for k in range(4):  # the variable-length delta, most significant group first
-        sel = vlen > k
-        last = k == vlen[sel] - 1
-        group = (delta[sel] >> (7 * (vlen[sel] - 1 - k))) & 0x7F
-        buf[start[sel] + k] = np.where(last, group, group | 0x80)
-    is_note = src >= m
-    if n:
-        j = src[is_note] - m  # 2 i: note i's on, 2 i + 1: its off
-        i, is_on = j // 2, j % 2 == 0
-        at = start[is_note] + vlen[is_note]
-        buf[at] = np.where(is_on, 0x90, 0x80) | notes.channel
-        buf[at + 1] = notes.pitch[i]
-        buf[at + 2] = np.where(is_on, notes.velocity[i], 0)
-    for pos in np.flatnonzero(~is_note):  # the few other events, as they are
-        ev = events[src[pos]][2]
-        at = start[pos] + vlen[pos]
-        buf[at:at + len(ev)] = np.frombuffer(ev, dtype=np.uint8)
-    now = int(t[-1]) if len(t) else 0
-    body = buf.tobytes() + _varlen(max(end_tick - now, 0)) + b"\xff\x2f\x00"
-    return b"MTrk" + len(body).to_bytes(4, "big") + body
-
-
-def _smf(tpq: int, tracks: list[bytes]) -> bytes:
-    head = (1).to_bytes(2, "big") + len(tracks).to_bytes(2, "big") + tpq.to_bytes(2, "big")
-    return b"MThd" + (6).to_bytes(4, "big") + head + b"".join(tracks)
 
 
 def write_session_midi(path: Path, played: Sequence[Playing | MidiPhrase],
@@ -373,14 +254,18 @@ class SessionMidiFile:
     file in the session folder (``.session-mid.jsonl``, a :class:`MidiPhrase` per line)
     as it starts, not to memory, so the output keeps no phrase however long the
     session (:meth:`spooled` reads them back). Every
-    ``checkpoint_sec`` the file so far is written again from the spool (atomically, at a
-    phrase start, in a worker thread: rewriting takes time in proportion to the
-    session, 0.37 s at 2,000 phrases, and the loop must not wait for it; a checkpoint
-    due while the last one is still being written is skipped), so a session that dies
+    ``checkpoint_sec`` the file so far is written again (atomically, at a phrase start,
+    in a worker thread, so the loop never waits for it; a checkpoint due while the last
+    one is still being written is skipped). A checkpoint reads only the phrases spooled
+    since the last one: :class:`~st_agent.live.smf.GrowingMidi` keeps each part's
+    finished events in a file of its own beside the spool (``.session-mid-parts/``), so
+    its time and memory do not grow with the session (reading the whole spool back
+    each time made a peak that did, which stayed resident in the worker's malloc arena:
+    ``benchmarks/bench_session_rss.py --vmas``). So a session that dies
     without closing still leaves what played up to then; :meth:`close` waits for it and
-    writes the final one (cut at a stop or a crash: at the stop
+    writes the final one from the whole spool (cut at a stop or a crash: at the stop
     marker, or the last session time seen; whole on ``"time up"``) and removes the
-    spool.
+    spool and the parts' files.
 
     Parameters
     ----------
@@ -408,6 +293,8 @@ class SessionMidiFile:
         self._closed = False
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._checkpoint: concurrent.futures.Future | None = None
+        self._growing: GrowingMidi | None = None  # the checkpoints' file, in the worker
+        self._spool_read = (0, 0)  # (bytes, lines) of the spool the checkpoints have read
 
     def open(self, folder: Path) -> None:
         """Files go to ``folder`` (an earlier spool there is replaced)."""
@@ -415,6 +302,8 @@ class SessionMidiFile:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._spool = self.folder / SPOOL_NAME
         self._spool.write_text("", encoding="utf-8")
+        self._growing = GrowingMidi(self.folder / PARTS_DIR_NAME, TICKS_PER_QUARTER)
+        self._spool_read = (0, 0)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="session-mid-checkpoint")
 
@@ -438,9 +327,45 @@ class SessionMidiFile:
                                                  list(self.markers))
 
     def _write_checkpoint(self, n_phrases: int, markers: list[tuple[float, str]]) -> None:
-        """``session.mid`` with the first ``n_phrases`` spooled (in the worker)."""
+        """``session.mid`` with the first ``n_phrases`` spooled (in the worker): the
+        phrases spooled since the last checkpoint are added to the growing file, which
+        is written; if that cannot be (phrases out of order), from the whole spool."""
         assert self.folder is not None
-        write_session_midi(self.folder / "session.mid", self.spooled(n_phrases), None, markers)
+        path = self.folder / "session.mid"
+        if self._growing is not None:
+            try:
+                for record in self._read_new(n_phrases):
+                    self._growing.add(record)
+                if self._growing.n_phrases:
+                    self._growing.write(path, markers)
+                return
+            except ValueError as e:
+                logger.warning("session-mid: checkpoints write the whole file from now on "
+                               "(%s)", e)
+                self._growing.remove()
+                self._growing = None
+        write_session_midi(path, self.spooled(n_phrases), None, markers)
+
+    def _read_new(self, n_phrases: int) -> list[MidiPhrase]:
+        """The spool's records from where the last checkpoint stopped to line
+        ``n_phrases`` (a line that does not parse is logged and left out)."""
+        assert self._spool is not None
+        pos, lines = self._spool_read
+        out: list[MidiPhrase] = []
+        with open(self._spool, "rb") as f:
+            f.seek(pos)
+            while lines < n_phrases:
+                line = f.readline()
+                if not line:
+                    break
+                pos, lines = pos + len(line), lines + 1
+                try:
+                    out.append(MidiPhrase.from_json(line.decode("utf-8")))
+                except (ValueError, KeyError, TypeError, IndexError) as e:
+                    logger.warning("session-mid: line %d of %s is not a phrase record, "
+                                   "left out (%s)", lines, self._spool, e)
+        self._spool_read = (pos, lines)
+        return out
 
     def wait(self) -> None:
         """Block until the checkpoint being written (if any) is on disk (raises its
@@ -501,6 +426,9 @@ class SessionMidiFile:
                                        self.markers)
         if self._spool is not None:
             self._spool.unlink(missing_ok=True)  # session.mid holds every phrase now
+        if self._growing is not None:
+            self._growing.remove()
+            self._growing = None
 
     def _seen(self, t: float | None) -> None:
         if t is not None and math.isfinite(t):

@@ -162,7 +162,7 @@ class CachedDecoder:
         return self.lm_head(torch.layer_norm(x, (C,), *self.ln_f, self.eps))
 
     def _new_cache(self, batch: int, role: str = "scratch") -> tuple[torch.Tensor, torch.Tensor]:
-        """Key and value caches (L, batch, H, max_len, D), uninitialised.
+        """Key and value caches (L, batch, H, max_len, D), zeroed.
 
         They are kept per thread and ``role`` and handed out again at the next call:
         every position is written before it is read, and a batch's caches are tens of MB,
@@ -170,13 +170,18 @@ class CachedDecoder:
         (the resident memory of a long session crept up by about 0.5 MB per 100
         phrases, against 0.17 with the caches kept). One thread uses one pair of a role
         at a time; ``prefill`` and ``batch`` are sampling's two.
+
+        They are zeroed once when made, so all their pages are resident from the start:
+        left uninitialised, a page became resident only when a longer prompt first
+        reached its positions, and a long session's memory crept up (about 0.8 MB an
+        hour) towards the caches' full size (``benchmarks/bench_session_rss.py --vmas``).
         """
         store = self._local.__dict__.setdefault("caches", {})
         pair = store.get((role, batch))
         if pair is None:
             shape = (self.n_layer, batch, self.n_head, self.max_len, self.head_dim)
-            pair = (torch.empty(shape, dtype=self.wte.dtype, device=self.wte.device),
-                    torch.empty(shape, dtype=self.wte.dtype, device=self.wte.device))
+            pair = (torch.zeros(shape, dtype=self.wte.dtype, device=self.wte.device),
+                    torch.zeros(shape, dtype=self.wte.dtype, device=self.wte.device))
             store[(role, batch)] = pair
         return pair
 
