@@ -35,6 +35,7 @@ from st_agent.live.smf import (
     GrowingMidi,
     TempoMap,
     TrackNotes,
+    marker_events,
     meta_event,
     smf_bytes,
     track_chunk,
@@ -200,10 +201,7 @@ def session_midi_bytes(played: Sequence[Playing | MidiPhrase], cut_sec: float | 
     conductor = Conductor()
     for p in records:
         conductor.add(tmap.tick(p.start_sec - t0), p.tempo_us, p.meter)
-    meta = list(conductor.events)
-    for t, text in markers:
-        meta.append((min(tmap.tick(max(float(t) - t0, 0.0)), end_tick), 2,
-                     meta_event(0x06, str(text)[:120].encode("utf-8"))))
+    meta = conductor.events + marker_events(tmap, markers, t0, end_tick)
     tracks = [track_chunk(meta, end_tick)]
     free = iter(c for c in range(16) if c != 9)
     for label, part in _collect_parts(records, cut_sec).items():

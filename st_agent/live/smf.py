@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["OFF_ORDER", "ON_ORDER", "Conductor", "Events", "GrowingMidi", "TempoMap", "TrackNotes",
-           "encode_events", "meta_event", "smf_bytes", "track_chunk", "varlen"]
+           "encode_events", "marker_events", "meta_event", "smf_bytes", "track_chunk", "varlen"]
 
 #: Event order at one tick: note-offs before note-ons.
 OFF_ORDER, ON_ORDER = 2, 3
@@ -73,6 +73,15 @@ class Conductor:
             self._meter = (num, den)
 
 
+def marker_events(tempo: TempoMap, markers: Iterable[tuple[float, str]], t0_sec: float,
+                  end_tick: int) -> list[tuple[int, int, bytes]]:
+    """Track 0's marker events: each ``(t_sec, text)`` (session clock) at its tick from the
+    first phrase at ``t0_sec`` (earlier ones at the start, later ones at ``end_tick``),
+    text cut to 120 characters."""
+    return [(min(tempo.tick(max(float(t) - t0_sec, 0.0)), end_tick), 2,
+             meta_event(0x06, str(text)[:120].encode("utf-8"))) for t, text in markers]
+
+
 class TempoMap:
     """Seconds (from the first phrase) to ticks, piecewise per phrase; grows with
     :meth:`append`."""
@@ -81,6 +90,7 @@ class TempoMap:
         self.tpq = tpq
         self.segments: list[tuple[float, int, int]] = []  # (sec, tick, us per quarter)
         self._starts: list[float] = []
+        self._array: np.ndarray | None = None  # the segments as (S, 3), made when asked
 
     def append(self, start_sec: float, tempo_us: int) -> None:
         """A phrase starting ``start_sec`` after the first at ``tempo_us`` per quarter
@@ -90,10 +100,13 @@ class TempoMap:
         tick = self.tick(start_sec) if self.segments else 0
         self.segments.append((start_sec, tick, tempo_us))
         self._starts.append(start_sec)
+        self._array = None
 
     def ticks(self, t_sec: np.ndarray) -> np.ndarray:
         """:meth:`tick` of every entry of ``t_sec``, shape kept, int64."""
-        seg = np.asarray(self.segments, dtype=np.float64).reshape(-1, 3)
+        if self._array is None:
+            self._array = np.asarray(self.segments, dtype=np.float64).reshape(-1, 3)
+        seg = self._array
         t = np.asarray(t_sec, dtype=np.float64)
         i = np.clip(np.searchsorted(seg[:, 0], t, side="right") - 1, 0, None)
         frac = np.maximum(t - seg[i, 0], 0.0) * 1e6 / seg[i, 2] * self.tpq
@@ -243,7 +256,6 @@ def smf_bytes(tpq: int, tracks: list[bytes]) -> bytes:
 @dataclass
 class _Part:
     channel: int
-    drum: bool
     path: Path
     program: int | None = None
     last_tick: int = 0  # of the events already in the file
@@ -330,7 +342,7 @@ class GrowingMidi:
         ch = 9 if drum else next(self._free, None)
         if ch is None:
             raise ValueError(f"session.mid holds 15 melodic parts; {label!r} is one more")
-        part = self._parts[label] = _Part(ch, drum, self.folder / f"part{len(self._parts)}.bin")
+        part = self._parts[label] = _Part(ch, self.folder / f"part{len(self._parts)}.bin")
         part.path.write_bytes(b"")
         self._pend(part, np.array([0.0]), Events.of(
             [(0, 0, 0, meta_event(0x03, label.encode("utf-8")))]))
@@ -350,9 +362,7 @@ class GrowingMidi:
             raise ValueError("no phrase added yet")
         end_tick = self.tempo.tick(self._end_sec)
         final = self.tempo.tick(self._shift)  # events before it can no longer move
-        meta = list(self._conductor.events) + [
-            (min(self.tempo.tick(max(float(t) - self._t0, 0.0)), end_tick), 2,
-             meta_event(0x06, str(text)[:120].encode("utf-8"))) for t, text in markers]
+        meta = self._conductor.events + marker_events(self.tempo, markers, self._t0, end_tick)
         tails = []
         for part in self._parts.values():
             times = np.concatenate(part.pending_sec)
